@@ -1,0 +1,44 @@
+//! The pure domain of `handoff`: what a bot-to-agent handoff is, the rules it follows and the
+//! ports it needs from the outside world.
+//!
+//! Nothing here performs I/O or depends on a runtime: no tokio, no HTTP client, no database, no
+//! file system. Adapters implement [`ports`]; the HTTP entry and the binary drive
+//! [`HandoffService`]. Everything is testable with mocks and property tests alone.
+//!
+//! # Layout
+//! - [`ids`]: validated identifiers (`ConversationId`, `QueueId`, `ParticipantId`, `HandoffId`).
+//! - `request`: the validated webhook payload (`HandoffRequest` and its parts) and its parser,
+//!   which reports every problem with its field path.
+//! - `routing`: queue choice and the allowlist (CONTRACT §5.2).
+//! - `admission`: capacity snapshots and the admission rule (CONTRACT §5.4).
+//! - `attributes`: the participant attribute set written to Genesys (CONTRACT §5.5) and its limits.
+//! - [`lifecycle`]: the handoff record and its state machine (received → transferred, deferred, failed).
+//! - [`ports`]: the traits adapters implement (`QueuePort`, `TransferPort`, `AnalyticsPort`,
+//!   `LedgerPort`, `Clock`) and the error contract they share.
+//! - `memory`: `InMemoryLedger`, the reference ledger implementation (tests, demo, single runs).
+//! - `service`: `HandoffService`, the use case, and its outcome and error types.
+
+mod admission;
+mod attributes;
+pub mod ids;
+pub mod lifecycle;
+mod memory;
+pub mod ports;
+mod request;
+mod routing;
+mod service;
+
+pub use admission::{Admission, AdmissionPolicy, CapacitySnapshot};
+pub use attributes::{AttributeLimitError, AttributeSet, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUE_CHARS, RESERVED_KEYS};
+pub use ids::{ConversationId, HandoffId, InvalidId, ParticipantId, QueueId};
+pub use lifecycle::{HandoffKey, HandoffRecord, Stage, StoredAnswer};
+pub use memory::{decide_begin, BeginDecision, InMemoryLedger};
+pub use request::{
+    FieldError, GuestInfo, HandoffContext, HandoffReason, HandoffRequest, IdempotencyKey, ValidationErrors,
+    MAX_CONTEXT_KEYS,
+};
+pub use routing::{RoutingPolicy, RoutingPolicyError};
+pub use service::{HandoffError, HandoffOutcome, HandoffService, ServiceSettings, TickReport};
+
+/// The domain's result type.
+pub type Result<T, E = HandoffError> = std::result::Result<T, E>;

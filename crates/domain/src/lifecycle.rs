@@ -1,0 +1,311 @@
+//! A handoff's durable record and its state machine.
+//!
+//! ```text
+//!   Received ──► Deferred ──► (Deferred …) ─┐
+//!      │  └──────────────┐                  │
+//!      ▼                 ▼                  ▼
+//!   ContextWritten ──► TransferPending ──► Transferred   (terminal)
+//!      ▲                   │
+//!      └── read back: ─────┘          any non-terminal ──► Failed (terminal)
+//!          not applied
+//! ```
+//!
+//! The replace call is made only right after the record durably entered `TransferPending`.
+//! A record found in `TransferPending` (a crash, a lost response) is never transferred again
+//! before the conversation has been read back: either it is in the queue (→ `Transferred`), or
+//! the holder still holds it (→ `ContextWritten`, and only then may a new transfer start). So no
+//! sequence of events transfers twice, and a terminal record never changes its answer.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::ids::{ConversationId, HandoffId, ParticipantId, QueueId};
+use crate::request::{HandoffReason, HandoffRequest, IdempotencyKey};
+
+/// What makes two deliveries "the same handoff": the conversation, and the `Idempotency-Key`
+/// header when one was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HandoffKey {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The caller's idempotency key, if any.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl HandoffKey {
+    /// A key for `conversation_id` and an optional caller key.
+    pub fn new(conversation_id: ConversationId, idempotency_key: Option<IdempotencyKey>) -> Self {
+        Self { conversation_id, idempotency_key }
+    }
+}
+
+/// The key as one string (`{conversationId}` or `{conversationId}#{key}`), for a unique index.
+impl fmt::Display for HandoffKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.idempotency_key {
+            Some(k) => write!(f, "{}#{}", self.conversation_id, k.as_str()),
+            None => write!(f, "{}", self.conversation_id),
+        }
+    }
+}
+
+/// Where a handoff stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    /// Recorded; nothing written upstream yet.
+    Received,
+    /// No capacity; the deferral worker owns it.
+    Deferred,
+    /// Context written and the transfer known not to have happened.
+    ContextWritten,
+    /// The replace call was (or is about to be) made; its effect is unknown until confirmed.
+    TransferPending,
+    /// Genesys accepted the transfer. Terminal.
+    Transferred,
+    /// Given up for good (not found, not transferable, rejected). Terminal.
+    Failed,
+}
+
+impl Stage {
+    /// Every stage, in lifecycle order.
+    pub const ALL: [Stage; 6] = [
+        Stage::Received,
+        Stage::Deferred,
+        Stage::ContextWritten,
+        Stage::TransferPending,
+        Stage::Transferred,
+        Stage::Failed,
+    ];
+
+    /// Whether the record is finished.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Stage::Transferred | Stage::Failed)
+    }
+
+    /// Whether `self → next` is an allowed transition.
+    pub fn can_go(self, next: Stage) -> bool {
+        use Stage::*;
+        match self {
+            Received | Deferred => matches!(next, Deferred | ContextWritten | TransferPending | Failed),
+            ContextWritten => matches!(next, TransferPending | Failed),
+            TransferPending => matches!(next, Transferred | ContextWritten | Failed),
+            Transferred | Failed => false,
+        }
+    }
+
+    /// Stable lower-case name (ledger column, API, metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Received => "received",
+            Stage::Deferred => "deferred",
+            Stage::ContextWritten => "context_written",
+            Stage::TransferPending => "transfer_pending",
+            Stage::Transferred => "transferred",
+            Stage::Failed => "failed",
+        }
+    }
+
+    /// Reads [`as_str`](Self::as_str) back.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The answer a handoff gave, replayed to later deliveries of the same handoff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredAnswer {
+    /// 200 transferred.
+    Transferred {
+        /// The queue it went to.
+        queue: QueueId,
+    },
+    /// 202 deferred.
+    Deferred {
+        /// The queue it waits for.
+        queue: QueueId,
+        /// When the caller may look again.
+        retry_after: Duration,
+    },
+    /// A permanent failure (404, 422 or 502), kept for the record's history.
+    Failed {
+        /// The HTTP status it was answered with.
+        status: u16,
+        /// A stable error code (`conversation_not_found`, `conversation_not_transferable`, …).
+        code: String,
+        /// A short human explanation.
+        message: String,
+    },
+}
+
+/// One line of a record's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The stage entered (or kept).
+    pub stage: Stage,
+    /// What happened.
+    pub note: String,
+}
+
+/// A transition the state machine does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a handoff cannot go from {from} to {to}")]
+pub struct IllegalTransition {
+    /// The current stage.
+    pub from: Stage,
+    /// The stage asked for.
+    pub to: Stage,
+}
+
+/// The durable record of one handoff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoffRecord {
+    /// Our id.
+    pub id: HandoffId,
+    /// What identifies repeats.
+    pub key: HandoffKey,
+    /// The validated request.
+    pub request: HandoffRequest,
+    /// Where it stands. Change it only with [`advance`](Self::advance).
+    pub stage: Stage,
+    /// The queue chosen (after admission: possibly the fallback).
+    pub queue: Option<QueueId>,
+    /// The participant replaced by the transfer.
+    pub holder: Option<ParticipantId>,
+    /// The customer participant that carries the context.
+    pub customer: Option<ParticipantId>,
+    /// The answer given, once there is one.
+    pub answer: Option<StoredAnswer>,
+    /// How many times work on it started (deliveries, resumptions, deferral checks).
+    pub attempts: u32,
+    /// When it was received.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Deferred: when capacity is checked next.
+    pub next_check_at: Option<DateTime<Utc>>,
+    /// Deferred: after this, transfer to the chosen queue whatever the capacity.
+    pub defer_until: Option<DateTime<Utc>>,
+    /// The last retryable error, if the last attempt stopped on one.
+    pub last_error: Option<String>,
+    /// Genesys `inin-correlation-id`s of the calls made for it (at most [`MAX_CORRELATION_IDS`]).
+    pub correlation_ids: Vec<String>,
+    /// Every transition, oldest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// A record keeps at most this many correlation ids (the most recent).
+pub const MAX_CORRELATION_IDS: usize = 16;
+
+impl HandoffRecord {
+    /// A new record in `Received`.
+    pub fn received(id: HandoffId, key: HandoffKey, request: HandoffRequest, now: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            key,
+            request,
+            stage: Stage::Received,
+            queue: None,
+            holder: None,
+            customer: None,
+            answer: None,
+            attempts: 1,
+            created_at: now,
+            updated_at: now,
+            next_check_at: None,
+            defer_until: None,
+            last_error: None,
+            correlation_ids: Vec::new(),
+            history: vec![HistoryEntry { at: now, stage: Stage::Received, note: "received".to_owned() }],
+        }
+    }
+
+    /// Moves to `to`, appending to the history.
+    ///
+    /// # Errors
+    /// [`IllegalTransition`] when the state machine does not allow it; the record is unchanged.
+    pub fn advance(&mut self, to: Stage, at: DateTime<Utc>, note: impl Into<String>) -> Result<(), IllegalTransition> {
+        if !self.stage.can_go(to) {
+            return Err(IllegalTransition { from: self.stage, to });
+        }
+        self.stage = to;
+        self.updated_at = at;
+        self.history.push(HistoryEntry { at, stage: to, note: note.into() });
+        Ok(())
+    }
+
+    /// Notes a retryable stop without changing stage.
+    pub fn stalled(&mut self, at: DateTime<Utc>, error: impl Into<String>) {
+        let error = error.into();
+        self.updated_at = at;
+        self.history.push(HistoryEntry { at, stage: self.stage, note: format!("stopped: {error}") });
+        self.last_error = Some(error);
+    }
+
+    /// Remembers an upstream correlation id.
+    pub fn add_correlation_id(&mut self, id: Option<&str>) {
+        if let Some(id) = id {
+            if !self.correlation_ids.iter().any(|c| c == id) {
+                if self.correlation_ids.len() == MAX_CORRELATION_IDS {
+                    self.correlation_ids.remove(0);
+                }
+                self.correlation_ids.push(id.to_owned());
+            }
+        }
+    }
+
+    /// The reason of the request.
+    pub fn reason(&self) -> &HandoffReason {
+        self.request.reason()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn stage() -> impl Strategy<Value = Stage> {
+        prop::sample::select(Stage::ALL.to_vec())
+    }
+
+    proptest! {
+        /// Whatever transitions are attempted, the replace call (entering `TransferPending`)
+        /// happens at most once more than the number of read-backs that proved it did not apply,
+        /// `Transferred` is entered at most once, and a terminal stage never changes.
+        #[test]
+        fn no_sequence_of_transitions_transfers_twice(targets in prop::collection::vec(stage(), 0..64)) {
+            let mut current = Stage::Received;
+            let (mut transfers_started, mut proven_not_applied, mut transferred) = (0u32, 0u32, 0u32);
+            for to in targets {
+                let was_terminal = current.is_terminal();
+                if current.can_go(to) {
+                    prop_assert!(!was_terminal, "terminal {current} moved to {to}");
+                    if to == Stage::TransferPending { transfers_started += 1; }
+                    if current == Stage::TransferPending && to == Stage::ContextWritten { proven_not_applied += 1; }
+                    if to == Stage::Transferred { transferred += 1; }
+                    current = to;
+                }
+                prop_assert!(transfers_started <= proven_not_applied + 1);
+                prop_assert!(transferred <= 1);
+            }
+        }
+    }
+
+    #[test]
+    fn stage_names_round_trip() {
+        for s in Stage::ALL {
+            assert_eq!(Stage::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Stage::parse("nope"), None);
+    }
+}

@@ -1,0 +1,438 @@
+//! The ports: what the domain needs from the outside world.
+//!
+//! Rules every port follows:
+//! - traits are `#[async_trait]` and `Send + Sync`, so services hold them as `Arc<dyn Port>`;
+//!   with the `mocks` feature (and in this crate's tests) each has a mockall `Mock…` twin;
+//! - signatures use domain types only: no HTTP, SQL or Genesys types cross a port;
+//! - upstream ports fail with [`PortError`], whose variant is its retry class: callers branch on it
+//!   and nothing else (see each method's `# Errors`);
+//! - adapters retry inside their own budget; an error that reaches the domain is final for this attempt.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::admission::CapacitySnapshot;
+use crate::attributes::AttributeSet;
+use crate::ids::{ConversationId, HandoffId, ParticipantId, QueueId};
+use crate::lifecycle::{HandoffKey, HandoffRecord, Stage};
+use crate::request::{HandoffReason, HandoffRequest};
+
+/// Why an upstream call failed, classified by what the caller may do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// Temporary: 5xx, timeout, connection failure, after the adapter's own retries. For a
+    /// transfer it also means the transfer surely did not happen. Retry later.
+    #[error("upstream unavailable: {detail}")]
+    Transient {
+        /// What failed, without upstream bodies or secrets.
+        detail: String,
+        /// Genesys `inin-correlation-id`, when a response arrived.
+        correlation_id: Option<String>,
+    },
+    /// Throttled (429) past what the adapter's budget could wait. Retry after `retry_after`.
+    #[error("upstream rate limit reached")]
+    RateLimited {
+        /// How long upstream asked us to wait, when it said.
+        retry_after: Option<Duration>,
+        /// Genesys `inin-correlation-id`.
+        correlation_id: Option<String>,
+    },
+    /// Upstream refused the request (4xx other than 404/408/429). Retrying will not help.
+    #[error("upstream rejected the request: {status} {code}")]
+    Rejected {
+        /// The upstream HTTP status.
+        status: u16,
+        /// The upstream error code, e.g. `missing.permissions`.
+        code: String,
+        /// Genesys `inin-correlation-id`.
+        correlation_id: Option<String>,
+    },
+    /// The thing asked about does not exist upstream (404).
+    #[error("{what} not found upstream")]
+    NotFound {
+        /// What was missing (`conversation`, `queue`, `participant`).
+        what: String,
+        /// Genesys `inin-correlation-id`.
+        correlation_id: Option<String>,
+    },
+    /// The conversation is not in a state that allows the operation: it ended, or the participant
+    /// no longer holds it (for Genesys: 400 `conversations.error.transfer.not.connected`, 403
+    /// `conversation.error.forbidden.not.active.participant`). The operation did not happen.
+    #[error("conversation cannot be handed off: {detail}")]
+    InvalidState {
+        /// What upstream said, in our words.
+        detail: String,
+        /// Genesys `inin-correlation-id`.
+        correlation_id: Option<String>,
+    },
+    /// Transfers only: the call may or may not have taken effect (a timeout or a dropped
+    /// connection after the request was sent). Read the conversation back before any new attempt.
+    #[error("upstream outcome unknown: {detail}")]
+    Indeterminate {
+        /// What happened.
+        detail: String,
+        /// Genesys `inin-correlation-id`, if any.
+        correlation_id: Option<String>,
+    },
+}
+
+impl PortError {
+    /// The upstream correlation id, if any.
+    pub fn correlation_id(&self) -> Option<&str> {
+        match self {
+            PortError::Transient { correlation_id, .. }
+            | PortError::RateLimited { correlation_id, .. }
+            | PortError::Rejected { correlation_id, .. }
+            | PortError::NotFound { correlation_id, .. }
+            | PortError::InvalidState { correlation_id, .. }
+            | PortError::Indeterminate { correlation_id, .. } => correlation_id.as_deref(),
+        }
+    }
+
+    /// Whether a later attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PortError::Transient { .. } | PortError::RateLimited { .. } | PortError::Indeterminate { .. })
+    }
+}
+
+/// An upstream call that succeeded, with its correlation id for logs and the record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// Genesys `inin-correlation-id`.
+    pub correlation_id: Option<String>,
+}
+
+/// One participant of a conversation, as far as the handoff cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantView {
+    /// The participant id.
+    pub id: ParticipantId,
+    /// Whether this is the customer (Genesys `purpose == "customer"`).
+    pub is_customer: bool,
+    /// Connected and not ended.
+    pub active: bool,
+    /// The queue this participant represents, if it is a queue (ACD) participant.
+    pub queue: Option<QueueId>,
+}
+
+/// A conversation as located upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationSnapshot {
+    /// The conversation.
+    pub id: ConversationId,
+    /// Its participants, in upstream order.
+    pub participants: Vec<ParticipantView>,
+    /// Queues of transfers upstream reports as issued for it (`recentTransfers`).
+    pub transferred_to: Vec<QueueId>,
+    /// Genesys `inin-correlation-id` of the lookup.
+    pub correlation_id: Option<String>,
+}
+
+impl ConversationSnapshot {
+    /// The customer participant, if present.
+    pub fn customer(&self) -> Option<&ParticipantView> {
+        self.participants.iter().find(|p| p.is_customer)
+    }
+
+    /// Active non-customer participants: those that may hold the conversation.
+    pub fn holders(&self) -> impl Iterator<Item = &ParticipantView> {
+        self.participants.iter().filter(|p| p.active && !p.is_customer)
+    }
+
+    /// Whether the conversation is over (no active participant).
+    pub fn has_ended(&self) -> bool {
+        !self.participants.iter().any(|p| p.active)
+    }
+
+    /// Whether the conversation already sits in `queue` (an active queue participant for it, or a
+    /// recorded transfer to it).
+    pub fn is_in_queue(&self, queue: QueueId) -> bool {
+        self.holders().any(|p| p.queue == Some(queue)) || self.transferred_to.contains(&queue)
+    }
+}
+
+/// What was recorded about a handoff for reporting (the external tag, the stats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoffEvent {
+    /// The handoff.
+    pub handoff_id: HandoffId,
+    /// Its conversation.
+    pub conversation_id: ConversationId,
+    /// Why the bot handed off.
+    pub reason: HandoffReason,
+    /// Where it went.
+    pub queue_id: QueueId,
+    /// When it was transferred.
+    pub at: DateTime<Utc>,
+}
+
+/// Live queue capacity.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait QueuePort: Send + Sync {
+    /// A capacity snapshot of `queue`; with the message estimated wait when `with_estimated_wait`.
+    /// Implementations may share and briefly cache snapshots.
+    ///
+    /// # Errors
+    /// - [`PortError::NotFound`] when the queue does not exist;
+    /// - [`PortError::Rejected`] when upstream refuses (e.g. a missing permission);
+    /// - [`PortError::RateLimited`] / [`PortError::Transient`] when it could not be read now.
+    async fn capacity(&self, queue: QueueId, with_estimated_wait: bool) -> Result<CapacitySnapshot, PortError>;
+}
+
+/// Locating, annotating and transferring conversations.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait TransferPort: Send + Sync {
+    /// Reads the conversation and its participants.
+    ///
+    /// # Errors
+    /// - [`PortError::NotFound`] when upstream does not know the conversation;
+    /// - [`PortError::Rejected`], [`PortError::RateLimited`], [`PortError::Transient`] as usual.
+    async fn locate(&self, conversation: ConversationId) -> Result<ConversationSnapshot, PortError>;
+
+    /// Merges `attributes` into the participant data of `customer` (idempotent: safe to repeat).
+    ///
+    /// # Errors
+    /// - [`PortError::NotFound`] when the conversation or participant is gone;
+    /// - [`PortError::InvalidState`] when the conversation no longer accepts participant data;
+    /// - [`PortError::Rejected`], [`PortError::RateLimited`], [`PortError::Transient`] as usual.
+    async fn write_context(
+        &self,
+        conversation: ConversationId,
+        customer: ParticipantId,
+        attributes: &AttributeSet,
+    ) -> Result<Receipt, PortError>;
+
+    /// Replaces `holder` with `queue` (an unattended transfer). Never called with the customer.
+    ///
+    /// # Errors
+    /// - [`PortError::Rejected`] when upstream refuses (unknown queue, holder not connected,
+    ///   missing permission); the transfer did not happen;
+    /// - [`PortError::NotFound`] when the conversation or participant is gone;
+    /// - [`PortError::InvalidState`] when the holder no longer holds it or the conversation ended;
+    /// - [`PortError::RateLimited`] / [`PortError::Transient`] only when the transfer surely did
+    ///   not happen (a 429, a refused connection);
+    /// - [`PortError::Indeterminate`] when it may have happened.
+    async fn transfer(
+        &self,
+        conversation: ConversationId,
+        holder: ParticipantId,
+        queue: QueueId,
+    ) -> Result<Receipt, PortError>;
+}
+
+/// Reporting a handoff where contact-center managers look.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait AnalyticsPort: Send + Sync {
+    /// Records the event (for Genesys: the conversation's external tag `bot-handoff:{reason}`).
+    /// Must be idempotent: the outbox may deliver an event more than once after a crash.
+    ///
+    /// # Errors
+    /// Any [`PortError`]; the outbox retries retryable ones with backoff and keeps the others for
+    /// an operator, never failing or repeating the transfer.
+    async fn record(&self, event: &HandoffEvent) -> Result<Receipt, PortError>;
+}
+
+/// The ledger could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// The store is unreachable or failed; retry later.
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record could not be read back (a bug or a manual edit).
+    #[error("ledger record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// What [`LedgerPort::begin`] found for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// A new record was created; the caller holds its lease.
+    Fresh(HandoffRecord),
+    /// An unfinished record was taken over (it stopped on a retryable error); the caller holds its lease.
+    Resume(HandoffRecord),
+    /// Someone holds the lease right now.
+    Busy {
+        /// The record being worked on.
+        handoff_id: HandoffId,
+    },
+    /// The record has its answer (transferred, or deferred and owned by the worker): replay it.
+    Replay(HandoffRecord),
+}
+
+/// A pending analytics delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// The entry id (unique in the ledger).
+    pub id: i64,
+    /// What to deliver.
+    pub event: HandoffEvent,
+    /// Deliveries tried so far.
+    pub attempts: u32,
+}
+
+/// One row of `/handoffs/stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatRow {
+    /// The handoff reason.
+    pub reason: String,
+    /// The queue chosen, if one was.
+    pub queue_id: Option<QueueId>,
+    /// The stage the handoffs are in.
+    pub outcome: Stage,
+    /// How many.
+    pub count: u64,
+}
+
+/// Durable handoff records: idempotency, deferrals, crash recovery and the analytics outbox.
+///
+/// Leases make records safe to share between instances: a caller that got a record through
+/// [`begin`](Self::begin) or a claim holds it until `lease` elapses or it saves with
+/// `release = true`. A lease that expires without a release marks work a crashed instance left.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait LedgerPort: Send + Sync {
+    /// Finds or creates the record for `key` atomically: exactly one concurrent caller gets
+    /// `Fresh`/`Resume`. A finished record older than `reuse_after` (or a failed one) lets a new
+    /// record start; otherwise it is replayed.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the store cannot be used.
+    async fn begin(
+        &self,
+        key: &HandoffKey,
+        request: &HandoffRequest,
+        now: DateTime<Utc>,
+        lease: Duration,
+        reuse_after: Duration,
+    ) -> Result<Begin, LedgerError>;
+
+    /// Stores `record` as it is now, in one transaction with `events` added to the outbox. Keeps
+    /// the lease unless `release`.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the store cannot be used; nothing was written then.
+    async fn save(&self, record: &HandoffRecord, release: bool, events: &[HandoffEvent]) -> Result<(), LedgerError>;
+
+    /// The record with this id.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the store cannot be used.
+    async fn get(&self, id: HandoffId) -> Result<Option<HandoffRecord>, LedgerError>;
+
+    /// Every record of a conversation, newest first.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the store cannot be used.
+    async fn find_by_conversation(&self, conversation: ConversationId) -> Result<Vec<HandoffRecord>, LedgerError>;
+
+    /// Claims up to `limit` records that need background work: deferred ones due for a check, and
+    /// unfinished ones whose lease expired while held (a crashed instance). Leases them for `lease`.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the store cannot be used.
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<HandoffRecord>, LedgerError>;
+
+    /// Claims up to `limit` outbox entries due for delivery, leasing them for `lease`.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the store cannot be used.
+    async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<OutboxEntry>, LedgerError>;
+
+    /// Marks an outbox entry delivered (`retry_at == None`) or schedules its next attempt.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the store cannot be used.
+    async fn finish_outbox(
+        &self,
+        id: i64,
+        retry_at: Option<DateTime<Utc>>,
+        error: Option<String>,
+    ) -> Result<(), LedgerError>;
+
+    /// Outbox entries not yet delivered.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the store cannot be used.
+    async fn outbox_backlog(&self) -> Result<u64, LedgerError>;
+
+    /// Counts of records created since `since`, by reason × queue × stage.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the store cannot be used.
+    async fn stats(&self, since: DateTime<Utc>) -> Result<Vec<StatRow>, LedgerError>;
+
+    /// Whether the store answers.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when it does not.
+    async fn ping(&self) -> Result<(), LedgerError>;
+}
+
+/// The time, as the domain sees it (injected so tests are deterministic).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// How a handoff attempt ended, for telemetry (one log line and the metrics per outcome).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeReport {
+    /// The handoff, if a record exists.
+    pub handoff_id: Option<HandoffId>,
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The reason.
+    pub reason: String,
+    /// The queue chosen, if any.
+    pub queue_id: Option<QueueId>,
+    /// `transferred`, `deferred`, `replayed`, `in_progress`, `not_found`, `not_transferable`,
+    /// `rejected`, `unavailable`.
+    pub outcome: &'static str,
+    /// Whether a background worker (not a webhook delivery) produced it.
+    pub background: bool,
+    /// Time spent, by the domain clock.
+    pub duration: Duration,
+    /// Upstream correlation ids seen in this attempt.
+    pub correlation_ids: Vec<String>,
+}
+
+/// Receives one report per handoff outcome (logs, metrics). Must not block.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait OutcomeObserver: Send + Sync {
+    /// Called once per attempt outcome.
+    fn observe(&self, report: &OutcomeReport);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopObserver;
+
+impl OutcomeObserver for NoopObserver {
+    fn observe(&self, _report: &OutcomeReport) {}
+}
