@@ -1,0 +1,117 @@
+//! Simulator configuration and the well-known queues of the default org.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// "Support": 3 idle of 5 on-queue agents, nobody waiting, estimated wait 30 s.
+pub const SUPPORT_QUEUE: Uuid = Uuid::from_u128(0x7b0a2a4e_5f1c_4a53_9d0e_2f6a1c3b9d01);
+/// "Billing": 2 idle of 4 on-queue agents, 1 waiting, estimated wait 45 s.
+pub const BILLING_QUEUE: Uuid = Uuid::from_u128(0x7b0a2a4e_5f1c_4a53_9d0e_2f6a1c3b9d02);
+/// "Overflow": 5 idle of 5 on-queue agents, nobody waiting, estimated wait 10 s.
+pub const OVERFLOW_QUEUE: Uuid = Uuid::from_u128(0x7b0a2a4e_5f1c_4a53_9d0e_2f6a1c3b9d03);
+/// "After hours": no agents on queue, 4 waiting, estimated wait 900 s (no capacity).
+pub const EMPTY_QUEUE: Uuid = Uuid::from_u128(0x7b0a2a4e_5f1c_4a53_9d0e_2f6a1c3b9d04);
+
+/// Default upper bound of [`SimConfig::max_logged_calls`].
+pub const DEFAULT_MAX_LOGGED_CALLS: usize = 100_000;
+
+/// One routing queue and its live numbers.
+///
+/// `idle_agents` is kept at or below `on_queue_agents`; the simulator reports `on_queue_agents` as the
+/// queue's member count too (it models no off-queue members).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSpec {
+    /// Queue id.
+    pub id: Uuid,
+    /// Display name (`GET /api/v2/routing/queues/{id}` `name`).
+    pub name: String,
+    /// Agents on queue and idle (`oOnQueueUsers` qualifier `IDLE`).
+    pub idle_agents: u32,
+    /// Agents on queue, idle or not (`INTERACTING` is the difference).
+    pub on_queue_agents: u32,
+    /// Conversations waiting (`oWaiting`); a successful transfer into the queue adds one.
+    pub waiting: u32,
+    /// Estimated wait time in seconds.
+    pub estimated_wait_secs: u32,
+    /// Whether the queue has message media settings (Web Messaging can be routed to it).
+    pub accepts_messages: bool,
+}
+
+impl QueueSpec {
+    /// An empty queue (no agents, nobody waiting, no wait) that accepts messages.
+    pub fn new(id: Uuid, name: impl Into<String>) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            idle_agents: 0,
+            on_queue_agents: 0,
+            waiting: 0,
+            estimated_wait_secs: 0,
+            accepts_messages: true,
+        }
+    }
+
+    fn staffed(id: Uuid, name: &str, agents: [u32; 2], waiting: u32, ewt: u32) -> Self {
+        Self {
+            idle_agents: agents[0],
+            on_queue_agents: agents[1],
+            waiting,
+            estimated_wait_secs: ewt,
+            ..Self::new(id, name)
+        }
+    }
+
+    /// The queues of [`SimConfig::default`]: Support, Billing, Overflow and After hours.
+    pub fn defaults() -> Vec<Self> {
+        vec![
+            Self::staffed(SUPPORT_QUEUE, "Support", [3, 5], 0, 30),
+            Self::staffed(BILLING_QUEUE, "Billing", [2, 4], 1, 45),
+            Self::staffed(OVERFLOW_QUEUE, "Overflow", [5, 5], 0, 10),
+            Self::staffed(EMPTY_QUEUE, "After hours", [0, 0], 4, 900),
+        ]
+    }
+}
+
+/// How the simulated org behaves. Build with struct update syntax:
+/// `SimConfig { latency: Duration::from_millis(5), ..SimConfig::default() }`.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// OAuth client id accepted by `POST /oauth/token` (default `sim-client`).
+    pub client_id: String,
+    /// OAuth client secret accepted by `POST /oauth/token` (default `sim-secret`).
+    pub client_secret: String,
+    /// Lifetime of issued tokens, reported as `expires_in` (default 24 h).
+    pub token_ttl: Duration,
+    /// Delay added to every Genesys call, the token call included (default none).
+    pub latency: Duration,
+    /// Whether an unknown conversation id is created as a bot conversation on first
+    /// `GET /api/v2/conversations/messages/{id}` (default true).
+    pub auto_create_conversations: bool,
+    /// Per-token requests per fixed 60 s window; `None` (default) is unlimited.
+    pub rate_limit_per_minute: Option<u32>,
+    /// Permissions the OAuth client lacks, e.g. `conversation:communication:blindTransfer`.
+    pub missing_permissions: Vec<String>,
+    /// The org's queues (default [`QueueSpec::defaults`]).
+    pub queues: Vec<QueueSpec>,
+    /// How many calls the call log keeps (oldest dropped first); [`crate::Sim::count`] is exact regardless.
+    pub max_logged_calls: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            client_id: "sim-client".to_owned(),
+            client_secret: "sim-secret".to_owned(),
+            token_ttl: Duration::from_secs(86_400),
+            latency: Duration::ZERO,
+            auto_create_conversations: true,
+            rate_limit_per_minute: None,
+            missing_permissions: Vec::new(),
+            queues: QueueSpec::defaults(),
+            max_logged_calls: DEFAULT_MAX_LOGGED_CALLS,
+        }
+    }
+}
