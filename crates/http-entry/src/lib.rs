@@ -1,1 +1,36 @@
-//! placeholder
+//! The HTTP entry of `handoff`: the axum router that receives bot handoff webhooks and drives the
+//! domain's [`HandoffService`](handoff_domain::HandoffService) (CONTRACT §4).
+//!
+//! [`router()`] builds the whole API over an [`AppState`] and binds no socket, so the app serves it
+//! with `axum::serve` and tests call it with `oneshot`.
+//!
+//! # Layout
+//! - `router`: [`router()`], the routes and the middleware stack (request id, trace span, rejection
+//!   logging, request timeout).
+//! - `state`: [`AppState`], [`HttpSettings`], the [`ReadinessProbe`] hook and the metrics hook.
+//! - `auth`: [`WebhookAuth`]: Bearer, Basic and HMAC-signature authentication over the raw body.
+//! - `webhook`: `POST /webhooks/bot-handoff`: the authenticated, size-limited JSON extractor and
+//!   the handler with its in-flight cap.
+//! - `read`: `GET /handoffs/{id}`, `GET /handoffs?conversationId=`, `GET /handoffs/stats`.
+//! - `health`: `GET /healthz`, `GET /readyz`, `GET /metrics`, and [`LedgerProbe`].
+//! - `error`: [`ApiError`], every non-2xx answer and its exact body and headers.
+
+mod auth;
+mod error;
+mod health;
+mod read;
+mod router;
+mod state;
+#[cfg(test)]
+mod test_support;
+mod webhook;
+
+pub use auth::{NoWebhookSecret, WebhookAuth, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_SECS, TIMESTAMP_HEADER};
+pub use error::{ApiError, ErrorDetail, WWW_AUTHENTICATE};
+pub use health::LedgerProbe;
+pub use router::{router, REQUEST_ID_HEADER};
+pub use state::{AppState, HttpSettings, MetricsRenderer, ReadinessProbe, MAX_BODY_BYTES};
+pub use webhook::IDEMPOTENCY_KEY_HEADER;
+
+/// This crate's result type.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;

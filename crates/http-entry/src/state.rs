@@ -1,0 +1,143 @@
+//! [`AppState`], what every handler shares, and its tunables ([`HttpSettings`]).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use handoff_domain::ports::{Clock, SystemClock};
+use handoff_domain::HandoffService;
+use tokio::sync::Semaphore;
+
+use crate::auth::WebhookAuth;
+
+/// The largest accepted webhook body (CONTRACT §4.1): 64 KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Renders the `/metrics` page (the app supplies a Prometheus renderer).
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Answers `/readyz`: one entry per component (`ledger`, `genesys_token`, …), `Err` with a short
+/// operator-facing reason when it is not ready. Must not take long; the request timeout bounds it.
+#[async_trait]
+pub trait ReadinessProbe: Send + Sync {
+    /// Checks every component now.
+    async fn check(&self) -> Vec<(String, Result<(), String>)>;
+}
+
+/// HTTP tunables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Longest time one request may take before it is answered 503 `timeout` (default 25 s,
+    /// below the 30 s a Genesys Data Action waits). A handoff already started is not cancelled.
+    pub request_timeout: Duration,
+    /// Most handoffs worked on at once (default 256). One more is answered 503 `overloaded`
+    /// straight away instead of waiting. `0` refuses every handoff.
+    pub max_in_flight: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self { request_timeout: Duration::from_secs(25), max_in_flight: 256 }
+    }
+}
+
+/// What the handlers share. Cheap to clone: everything is behind an `Arc`.
+#[derive(Clone)]
+pub struct AppState {
+    service: Arc<HandoffService>,
+    auth: Arc<WebhookAuth>,
+    readiness: Arc<dyn ReadinessProbe>,
+    metrics: Option<MetricsRenderer>,
+    settings: HttpSettings,
+    clock: Arc<dyn Clock>,
+    /// Permits for handoffs in flight; `settings.max_in_flight` of them.
+    in_flight: Arc<Semaphore>,
+}
+
+impl fmt::Debug for AppState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppState")
+            .field("service", &self.service)
+            .field("auth", &self.auth)
+            .field("metrics", &self.metrics.is_some())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State over the use case, with default [`HttpSettings`], the system clock and no `/metrics`.
+    pub fn new(service: Arc<HandoffService>, auth: WebhookAuth, readiness: Arc<dyn ReadinessProbe>) -> Self {
+        let settings = HttpSettings::default();
+        Self {
+            service,
+            auth: Arc::new(auth),
+            readiness,
+            metrics: None,
+            settings,
+            clock: Arc::new(SystemClock),
+            in_flight: semaphore(settings.max_in_flight),
+        }
+    }
+
+    /// Uses `settings` (timeout, in-flight cap).
+    #[must_use]
+    pub fn with_settings(mut self, settings: HttpSettings) -> Self {
+        self.settings = settings;
+        self.in_flight = semaphore(settings.max_in_flight);
+        self
+    }
+
+    /// Serves `GET /metrics` with `render`. Without it, `/metrics` is a 404.
+    #[must_use]
+    pub fn with_metrics(mut self, render: MetricsRenderer) -> Self {
+        self.metrics = Some(render);
+        self
+    }
+
+    /// Uses `clock` for signature timestamps and the default `since` of `/handoffs/stats`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &HttpSettings {
+        &self.settings
+    }
+
+    pub(crate) fn service(&self) -> &Arc<HandoffService> {
+        &self.service
+    }
+
+    pub(crate) fn auth(&self) -> &WebhookAuth {
+        &self.auth
+    }
+
+    pub(crate) fn readiness(&self) -> &Arc<dyn ReadinessProbe> {
+        &self.readiness
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&MetricsRenderer> {
+        self.metrics.as_ref()
+    }
+
+    pub(crate) fn in_flight(&self) -> &Arc<Semaphore> {
+        &self.in_flight
+    }
+
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    /// Now, in unix seconds.
+    pub(crate) fn unix_now(&self) -> i64 {
+        self.clock.now().timestamp()
+    }
+}
+
+fn semaphore(permits: usize) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(permits.min(Semaphore::MAX_PERMITS)))
+}
