@@ -1,1 +1,8 @@
-//! black-box tests live in it/
+//! Black-box tests of `handoff` live in `it/` (one test binary, modules per area). This library
+//! is empty on purpose.
+//!
+//! # Layout
+//! - `it/helpers.rs`: `spawn_app()` (an in-process `App` against a fresh `genesys-sim`) and
+//!   `spawn_binary()` (the real `handoff` binary as a child process).
+//! - `it/handoff.rs`: the webhook end to end.
+//! - `it/binary.rs`: the `handoff` binary: configuration errors, `serve`.

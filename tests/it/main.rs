@@ -1,1 +1,7 @@
-//! placeholder
+//! Black-box tests: the real `App` and the real `handoff` binary against the Genesys simulator.
+
+mod binary;
+mod cluster;
+mod durability;
+mod handoff;
+mod helpers;

@@ -92,3 +92,101 @@ impl AttributeSet {
         self.0.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{largest_request, sample_payload, valid_request};
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 4, 5, 6, 7).single().expect("valid time") + chrono::Duration::milliseconds(89)
+    }
+
+    fn handoff_id() -> HandoffId {
+        HandoffId::parse("0f0e0d0c-0b0a-4908-8706-050403020100").expect("valid id")
+    }
+
+    #[test]
+    fn the_set_holds_every_context_entry_plus_the_reserved_keys() {
+        // Arrange
+        let request = HandoffRequest::from_json(&sample_payload()).expect("valid");
+
+        // Act
+        let attributes = AttributeSet::for_handoff(&request, handoff_id(), at()).expect("within limits");
+
+        // Assert
+        let all: Vec<(&str, &str)> = attributes.iter().collect();
+        assert_eq!(
+            all,
+            vec![
+                ("attempted_resolution", "refund_policy_explained"),
+                ("bot_handoff_at", "2025-03-04T05:06:07.089Z"),
+                ("bot_handoff_id", "0f0e0d0c-0b0a-4908-8706-050403020100"),
+                ("bot_handoff_reason", "complex_billing_dispute"),
+                ("guest_email", "jane.doe@example.com"),
+                ("guest_id", "guest-8842-xyz"),
+                ("guest_name", "Jane Doe"),
+                ("sentiment_score", "0.32"),
+            ]
+        );
+    }
+
+    #[test]
+    fn absent_guest_name_and_email_are_left_out() {
+        // Arrange
+        let mut payload = sample_payload();
+        payload["guestInfo"] = serde_json::json!({ "id": "guest-1", "name": "" });
+        payload["customContext"] = Value::Null;
+        let request = HandoffRequest::from_json(&payload).expect("valid");
+
+        // Act
+        let attributes = AttributeSet::for_handoff(&request, handoff_id(), at()).expect("within limits");
+
+        // Assert
+        assert_eq!(attributes.len(), 4);
+        assert_eq!(attributes.get("guest_name"), None);
+        assert_eq!(attributes.get("guest_email"), None);
+        assert_eq!(attributes.get("guest_id"), Some("guest-1"));
+        assert!(!attributes.is_empty());
+    }
+
+    #[test]
+    fn every_reserved_key_is_reserved_and_so_is_any_bot_handoff_key() {
+        for key in RESERVED_KEYS {
+            assert!(is_reserved_key(key), "{key}");
+        }
+        assert!(is_reserved_key("bot_handoff_future"));
+        assert!(!is_reserved_key("guest"));
+        assert!(!is_reserved_key("bot_handoff"));
+        assert!(!is_reserved_key("my_guest_name"));
+    }
+
+    proptest! {
+        #[test]
+        fn the_attribute_set_of_any_valid_request_stays_within_genesys_limits(
+            request in prop_oneof![valid_request(), largest_request()],
+            millis in 0i64..4_102_444_800_000,
+        ) {
+            // Arrange
+            let at = Utc.timestamp_millis_opt(millis).single().expect("in range");
+
+            // Act
+            let attributes = AttributeSet::for_handoff(&request, HandoffId::random(), at);
+
+            // Assert
+            let attributes = match attributes {
+                Ok(a) => a,
+                Err(e) => return Err(TestCaseError::fail(format!("limit broken: {e}"))),
+            };
+            prop_assert!(attributes.len() <= MAX_ATTRIBUTES, "{} attributes", attributes.len());
+            for (key, value) in attributes.iter() {
+                prop_assert!(value.chars().count() <= MAX_ATTRIBUTE_VALUE_CHARS, "{key} is too long");
+            }
+            prop_assert_eq!(attributes.len(), request.context().len() + 4
+                + usize::from(request.guest().name().is_some()) + usize::from(request.guest().email().is_some()));
+        }
+    }
+}

@@ -17,6 +17,8 @@
 //!   `LedgerPort`, `Clock`) and the error contract they share.
 //! - `memory`: `InMemoryLedger`, the reference ledger implementation (tests, demo, single runs).
 //! - `service`: `HandoffService`, the use case, and its outcome and error types.
+//! - `testkit` (tests only): proptest strategies for valid and invalid payloads, shared by the
+//!   unit tests of the modules above.
 
 mod admission;
 mod attributes;
@@ -27,6 +29,8 @@ pub mod ports;
 mod request;
 mod routing;
 mod service;
+#[cfg(test)]
+mod testkit;
 
 pub use admission::{Admission, AdmissionPolicy, CapacitySnapshot};
 pub use attributes::{AttributeLimitError, AttributeSet, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUE_CHARS, RESERVED_KEYS};

@@ -10,6 +10,9 @@
 //!          not applied
 //! ```
 //!
+//! Any unfinished record may also go straight to `Transferred` when the conversation is read
+//! back already sitting in the chosen queue (no replace call is made then).
+//!
 //! The replace call is made only right after the record durably entered `TransferPending`.
 //! A record found in `TransferPending` (a crash, a lost response) is never transferred again
 //! before the conversation has been read back: either it is in the queue (→ `Transferred`), or
@@ -88,8 +91,9 @@ impl Stage {
     pub fn can_go(self, next: Stage) -> bool {
         use Stage::*;
         match self {
-            Received | Deferred => matches!(next, Deferred | ContextWritten | TransferPending | Failed),
-            ContextWritten => matches!(next, TransferPending | Failed),
+            // `Transferred` without `TransferPending`: found already in the queue, nothing called.
+            Received | Deferred => matches!(next, Deferred | ContextWritten | TransferPending | Transferred | Failed),
+            ContextWritten => matches!(next, TransferPending | Transferred | Failed),
             TransferPending => matches!(next, Transferred | ContextWritten | Failed),
             Transferred | Failed => false,
         }
@@ -297,6 +301,102 @@ mod tests {
                 }
                 prop_assert!(transfers_started <= proven_not_applied + 1);
                 prop_assert!(transferred <= 1);
+            }
+        }
+    }
+
+    fn record() -> HandoffRecord {
+        let request = HandoffRequest::from_json(&crate::testkit::sample_payload()).expect("valid");
+        let key = HandoffKey::new(request.conversation_id(), None);
+        HandoffRecord::received(HandoffId::random(), key, request, DateTime::<Utc>::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn an_illegal_transition_is_refused_and_leaves_the_record_unchanged() {
+        // Arrange
+        let mut record = record();
+        record.advance(Stage::Failed, DateTime::<Utc>::UNIX_EPOCH, "gone").expect("received may fail");
+        let before = record.clone();
+
+        // Act
+        let result = record.advance(Stage::TransferPending, DateTime::<Utc>::UNIX_EPOCH, "again");
+
+        // Assert
+        assert_eq!(result, Err(IllegalTransition { from: Stage::Failed, to: Stage::TransferPending }));
+        assert_eq!(record, before);
+    }
+
+    #[test]
+    fn advancing_appends_to_the_history() {
+        // Arrange
+        let mut record = record();
+        let later = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(3);
+
+        // Act
+        record.advance(Stage::ContextWritten, later, "context written").expect("allowed");
+
+        // Assert
+        assert_eq!(record.stage, Stage::ContextWritten);
+        assert_eq!(record.updated_at, later);
+        assert_eq!(record.history.len(), 2);
+        assert_eq!(record.history[1].note, "context written");
+    }
+
+    #[test]
+    fn a_stall_keeps_the_stage_and_remembers_the_error() {
+        // Arrange
+        let mut record = record();
+
+        // Act
+        record.stalled(DateTime::<Utc>::UNIX_EPOCH, "conversation lookup: timeout");
+
+        // Assert
+        assert_eq!(record.stage, Stage::Received);
+        assert_eq!(record.last_error.as_deref(), Some("conversation lookup: timeout"));
+        assert_eq!(record.history.last().map(|h| h.note.as_str()), Some("stopped: conversation lookup: timeout"));
+    }
+
+    #[test]
+    fn correlation_ids_are_deduplicated_and_only_the_most_recent_are_kept() {
+        // Arrange
+        let mut record = record();
+
+        // Act
+        record.add_correlation_id(None);
+        for i in 0..20 {
+            record.add_correlation_id(Some(&format!("corr-{i}")));
+            record.add_correlation_id(Some(&format!("corr-{i}")));
+        }
+
+        // Assert
+        assert_eq!(record.correlation_ids.len(), MAX_CORRELATION_IDS);
+        assert_eq!(record.correlation_ids.first().map(String::as_str), Some("corr-4"));
+        assert_eq!(record.correlation_ids.last().map(String::as_str), Some("corr-19"));
+    }
+
+    #[test]
+    fn a_handoff_key_prints_the_conversation_and_the_idempotency_key() {
+        // Arrange
+        let conversation = ConversationId::parse("a1b2c3d4-e5f6-7890-abcd-ef1234567890").expect("valid");
+        let key = IdempotencyKey::parse("delivery-1").expect("valid");
+
+        // Act + Assert
+        assert_eq!(HandoffKey::new(conversation, None).to_string(), "a1b2c3d4-e5f6-7890-abcd-ef1234567890");
+        assert_eq!(
+            HandoffKey::new(conversation, Some(key)).to_string(),
+            "a1b2c3d4-e5f6-7890-abcd-ef1234567890#delivery-1"
+        );
+    }
+
+    #[test]
+    fn only_transferred_and_failed_are_terminal_and_they_never_move() {
+        for stage in Stage::ALL {
+            let terminal = matches!(stage, Stage::Transferred | Stage::Failed);
+            assert_eq!(stage.is_terminal(), terminal, "{stage}");
+            if terminal {
+                assert!(Stage::ALL.iter().all(|next| !stage.can_go(*next)), "{stage} moves");
+            } else {
+                assert!(stage.can_go(Stage::Failed), "{stage} cannot fail");
             }
         }
     }

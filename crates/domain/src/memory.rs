@@ -257,3 +257,211 @@ impl LedgerPort for InMemoryLedger {
         self.lock().map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::QueueId;
+    use crate::request::IdempotencyKey;
+    use crate::testkit::sample_payload;
+    use futures::executor::block_on;
+
+    const LEASE: Duration = Duration::from_secs(30);
+    const REUSE: Duration = Duration::from_secs(600);
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(1_700_000_000 + secs)
+    }
+
+    fn request() -> HandoffRequest {
+        HandoffRequest::from_json(&sample_payload()).expect("valid")
+    }
+
+    fn key() -> HandoffKey {
+        HandoffKey::new(request().conversation_id(), None)
+    }
+
+    fn queue() -> QueueId {
+        QueueId::parse("00000000-0000-4000-8000-000000000001").expect("valid")
+    }
+
+    fn fresh(ledger: &InMemoryLedger, at: DateTime<Utc>) -> HandoffRecord {
+        match block_on(ledger.begin(&key(), &request(), at, LEASE, REUSE)).expect("ledger works") {
+            Begin::Fresh(record) => record,
+            other => panic!("expected a fresh record, got {other:?}"),
+        }
+    }
+
+    fn event(record: &HandoffRecord) -> HandoffEvent {
+        HandoffEvent {
+            handoff_id: record.id,
+            conversation_id: record.request.conversation_id(),
+            reason: record.reason().clone(),
+            queue_id: queue(),
+            at: record.updated_at,
+        }
+    }
+
+    #[test]
+    fn decide_begin_follows_the_stage_lease_and_age_of_the_record() {
+        // Arrange
+        let mut record = HandoffRecord::received(HandoffId::random(), key(), request(), t(0));
+        let cases = [
+            (Stage::Received, Some(t(30)), t(10), BeginDecision::Busy),
+            (Stage::Received, Some(t(30)), t(30), BeginDecision::Resume),
+            (Stage::ContextWritten, None, t(10), BeginDecision::Resume),
+            (Stage::TransferPending, Some(t(5)), t(10), BeginDecision::Resume),
+            (Stage::Deferred, Some(t(30)), t(10), BeginDecision::Replay),
+            (Stage::Failed, None, t(10), BeginDecision::Fresh),
+            (Stage::Transferred, None, t(599), BeginDecision::Replay),
+            (Stage::Transferred, None, t(600), BeginDecision::Fresh),
+        ];
+        for (stage, lease_until, now, expected) in cases {
+            record.stage = stage;
+
+            // Act
+            let decision = decide_begin(&record, lease_until, now, REUSE);
+
+            // Assert
+            assert_eq!(decision, expected, "{stage} lease {lease_until:?} at {now}");
+        }
+    }
+
+    #[test]
+    fn begin_creates_one_record_and_a_second_caller_is_busy_while_the_lease_holds() {
+        // Arrange
+        let ledger = InMemoryLedger::new();
+        let first = fresh(&ledger, t(0));
+
+        // Act
+        let second = block_on(ledger.begin(&key(), &request(), t(1), LEASE, REUSE)).expect("ledger works");
+
+        // Assert
+        assert_eq!(second, Begin::Busy { handoff_id: first.id });
+    }
+
+    #[test]
+    fn an_idempotency_key_separates_handoffs_of_one_conversation() {
+        // Arrange
+        let ledger = InMemoryLedger::new();
+        let first = fresh(&ledger, t(0));
+        let other_key = HandoffKey::new(request().conversation_id(), Some(IdempotencyKey::parse("k2").expect("valid")));
+
+        // Act
+        let second = block_on(ledger.begin(&other_key, &request(), t(1), LEASE, REUSE)).expect("ledger works");
+
+        // Assert
+        assert!(matches!(second, Begin::Fresh(r) if r.id != first.id));
+    }
+
+    #[test]
+    fn a_released_unfinished_record_is_resumed_with_one_more_attempt() {
+        // Arrange
+        let ledger = InMemoryLedger::new();
+        let record = fresh(&ledger, t(0));
+        block_on(ledger.save(&record, true, &[])).expect("saved");
+
+        // Act
+        let again = block_on(ledger.begin(&key(), &request(), t(1), LEASE, REUSE)).expect("ledger works");
+
+        // Assert
+        assert!(matches!(again, Begin::Resume(r) if r.id == record.id && r.attempts == 2));
+    }
+
+    #[test]
+    fn a_transferred_record_is_replayed_until_it_is_old_enough_to_reuse() {
+        // Arrange
+        let ledger = InMemoryLedger::new();
+        let mut record = fresh(&ledger, t(0));
+        record.advance(Stage::TransferPending, t(1), "transferring").expect("allowed");
+        record.advance(Stage::Transferred, t(1), "transferred").expect("allowed");
+        block_on(ledger.save(&record, true, &[])).expect("saved");
+
+        // Act
+        let soon = block_on(ledger.begin(&key(), &request(), t(2), LEASE, REUSE)).expect("ledger works");
+        let later = block_on(ledger.begin(&key(), &request(), t(601), LEASE, REUSE)).expect("ledger works");
+
+        // Assert
+        assert!(matches!(soon, Begin::Replay(r) if r.id == record.id));
+        assert!(matches!(later, Begin::Fresh(r) if r.id != record.id));
+        let all = block_on(ledger.find_by_conversation(request().conversation_id())).expect("ledger works");
+        assert_eq!(all.len(), 2);
+        assert!(all[0].created_at > all[1].created_at, "newest first");
+    }
+
+    #[test]
+    fn claim_due_takes_due_deferred_records_and_expired_leases_only() {
+        // Arrange
+        let ledger = InMemoryLedger::new();
+        let mut deferred = fresh(&ledger, t(0));
+        deferred.advance(Stage::Deferred, t(0), "deferred").expect("allowed");
+        deferred.next_check_at = Some(t(15));
+        block_on(ledger.save(&deferred, true, &[])).expect("saved");
+        let crashed_key =
+            HandoffKey::new(request().conversation_id(), Some(IdempotencyKey::parse("crash").expect("ok")));
+        let Begin::Fresh(crashed) = block_on(ledger.begin(&crashed_key, &request(), t(0), LEASE, REUSE)).expect("ok")
+        else {
+            panic!("expected a fresh record");
+        };
+
+        // Act
+        let early = block_on(ledger.claim_due(t(10), 10, LEASE)).expect("ledger works");
+        let due = block_on(ledger.claim_due(t(31), 10, LEASE)).expect("ledger works");
+        let again = block_on(ledger.claim_due(t(32), 10, LEASE)).expect("ledger works");
+
+        // Assert
+        assert!(early.is_empty(), "{early:?}");
+        let ids: Vec<HandoffId> = due.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![crashed.id, deferred.id], "oldest due first");
+        assert!(again.is_empty(), "claimed records are leased");
+    }
+
+    #[test]
+    fn outbox_entries_are_claimed_rescheduled_and_finished() {
+        // Arrange
+        let ledger = InMemoryLedger::new();
+        let record = fresh(&ledger, t(0));
+        block_on(ledger.save(&record, true, &[event(&record)])).expect("saved");
+
+        // Act + Assert
+        let claimed = block_on(ledger.claim_outbox(t(0), 10, LEASE)).expect("ledger works");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].attempts, 1);
+        assert!(block_on(ledger.claim_outbox(t(1), 10, LEASE)).expect("ok").is_empty(), "leased");
+        block_on(ledger.finish_outbox(claimed[0].id, Some(t(5)), Some("boom".to_owned()))).expect("ok");
+        assert!(block_on(ledger.claim_outbox(t(4), 10, LEASE)).expect("ok").is_empty(), "not due yet");
+        let retried = block_on(ledger.claim_outbox(t(5), 10, LEASE)).expect("ok");
+        assert_eq!(retried.len(), 1);
+        assert_eq!(retried[0].attempts, 2);
+        block_on(ledger.finish_outbox(retried[0].id, None, None)).expect("ok");
+        assert_eq!(block_on(ledger.outbox_backlog()).expect("ok"), 0);
+    }
+
+    #[test]
+    fn stats_count_records_by_reason_queue_and_stage() {
+        // Arrange
+        let ledger = InMemoryLedger::new();
+        let mut record = fresh(&ledger, t(0));
+        record.queue = Some(queue());
+        record.advance(Stage::Failed, t(1), "gone").expect("allowed");
+        block_on(ledger.save(&record, true, &[])).expect("saved");
+
+        // Act
+        let rows = block_on(ledger.stats(t(0))).expect("ledger works");
+        let none = block_on(ledger.stats(t(1))).expect("ledger works");
+
+        // Assert
+        assert_eq!(
+            rows,
+            vec![StatRow {
+                reason: "complex_billing_dispute".to_owned(),
+                queue_id: Some(queue()),
+                outcome: Stage::Failed,
+                count: 1
+            }]
+        );
+        assert!(none.is_empty());
+        assert_eq!(block_on(ledger.ping()), Ok(()));
+        assert_eq!(block_on(ledger.get(record.id)).expect("ok").map(|r| r.stage), Some(Stage::Failed));
+    }
+}

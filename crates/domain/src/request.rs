@@ -533,3 +533,513 @@ fn parse_context(errors: &mut Vec<FieldError>, map: &Map<String, Value>) -> Hand
     }
     HandoffContext(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attributes::AttributeSet;
+    use crate::ids::HandoffId;
+    use crate::testkit::{any_json, mutated_payload, sample_payload as sample, valid_payload};
+    use chrono::{TimeZone, Utc};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// `sample()` with `pointer` (a JSON pointer) replaced by `value`.
+    fn with(pointer: &str, value: Value) -> Value {
+        let mut payload = sample();
+        let (parent, key) = pointer.rsplit_once('/').expect("pointer has a slash");
+        let target = payload.pointer_mut(parent).and_then(Value::as_object_mut).expect("parent is an object");
+        target.insert(key.to_owned(), value);
+        payload
+    }
+
+    /// `sample()` without the field at `pointer`.
+    fn without(pointer: &str) -> Value {
+        let mut payload = sample();
+        let (parent, key) = pointer.rsplit_once('/').expect("pointer has a slash");
+        payload.pointer_mut(parent).and_then(Value::as_object_mut).expect("parent is an object").remove(key);
+        payload
+    }
+
+    fn rejected(payload: &Value) -> Vec<FieldError> {
+        match HandoffRequest::from_json(payload) {
+            Ok(request) => panic!("payload was accepted: {request:?}"),
+            Err(errors) => errors.errors().to_vec(),
+        }
+    }
+
+    /// Asserts the payload is rejected with exactly one problem, on `field`, mentioning `needle`.
+    fn assert_single_error(payload: &Value, field: &str, needle: &str) {
+        let errors = rejected(payload);
+        assert_eq!(errors.len(), 1, "expected one error on {field}, got {errors:?}");
+        assert_eq!(errors[0].field, field, "{errors:?}");
+        assert!(errors[0].problem.contains(needle), "problem {:?} does not mention {needle:?}", errors[0].problem);
+    }
+
+    fn context_of(entries: usize) -> Value {
+        Value::Object((0..entries).map(|i| (format!("key_{i}"), Value::String(format!("value {i}")))).collect())
+    }
+
+    #[test]
+    fn the_tutorial_sample_payload_is_accepted() {
+        // Arrange
+        let payload = sample();
+
+        // Act
+        let request = HandoffRequest::from_json(&payload).expect("the sample is valid");
+
+        // Assert
+        assert_eq!(request.conversation_id().to_string(), "a1b2c3d4-e5f6-7890-abcd-ef1234567890");
+        assert_eq!(request.guest().id(), "guest-8842-xyz");
+        assert_eq!(request.guest().name(), Some("Jane Doe"));
+        assert_eq!(request.guest().email(), Some("jane.doe@example.com"));
+        assert_eq!(request.reason().as_str(), "complex_billing_dispute");
+        assert_eq!(request.context().len(), 2);
+        assert_eq!(request.context().get("sentiment_score"), Some("0.32"));
+        assert_eq!(request.requested_queue(), None);
+        assert_eq!(request.participant(), None);
+    }
+
+    #[test]
+    fn a_payload_that_is_not_an_object_is_rejected_at_the_root() {
+        for payload in [json!(null), json!([]), json!("text"), json!(42), json!(true)] {
+            // Act
+            let errors = rejected(&payload);
+
+            // Assert
+            assert_eq!(errors, vec![FieldError::new("$", "must be a JSON object")], "{payload}");
+        }
+    }
+
+    #[test]
+    fn unknown_top_level_fields_are_ignored() {
+        // Arrange
+        let payload = with("/botPlatform", json!({ "name": "anything", "nested": [1, 2, 3] }));
+
+        // Act
+        let request = HandoffRequest::from_json(&payload);
+
+        // Assert
+        assert_eq!(request, HandoffRequest::from_json(&sample()));
+    }
+
+    #[test]
+    fn a_missing_conversation_id_is_reported_as_required() {
+        assert_single_error(&without("/conversationId"), "conversationId", "required");
+        assert_single_error(&with("/conversationId", Value::Null), "conversationId", "required");
+    }
+
+    #[test]
+    fn a_conversation_id_that_is_not_a_uuid_is_rejected() {
+        for bad in [
+            "",
+            "not-a-uuid",
+            "../../admin",
+            "a1b2c3d4e5f67890abcdef1234567890",
+            "{a1b2c3d4-e5f6-7890-abcd-ef1234567890}",
+        ] {
+            assert_single_error(&with("/conversationId", json!(bad)), "conversationId", "UUID");
+        }
+        assert_single_error(&with("/conversationId", json!(12)), "conversationId", "string");
+    }
+
+    #[test]
+    fn a_conversation_id_in_upper_case_is_accepted_and_normalised() {
+        // Arrange
+        let payload = with("/conversationId", json!("A1B2C3D4-E5F6-7890-ABCD-EF1234567890"));
+
+        // Act
+        let request = HandoffRequest::from_json(&payload).expect("upper case UUIDs are valid");
+
+        // Assert
+        assert_eq!(request.conversation_id().to_string(), "a1b2c3d4-e5f6-7890-abcd-ef1234567890");
+    }
+
+    #[test]
+    fn guest_info_that_is_not_an_object_is_rejected() {
+        for bad in [json!("guest-8842-xyz"), json!([]), json!(7)] {
+            assert_single_error(&with("/guestInfo", bad), "guestInfo", "object");
+        }
+        assert_single_error(&without("/guestInfo"), "guestInfo", "required");
+    }
+
+    #[test]
+    fn a_missing_or_empty_or_too_long_guest_id_is_rejected() {
+        assert_single_error(&without("/guestInfo/id"), "guestInfo.id", "required");
+        assert_single_error(&with("/guestInfo/id", json!("")), "guestInfo.id", "empty");
+        assert_single_error(&with("/guestInfo/id", json!("g".repeat(257))), "guestInfo.id", "at most 256");
+        assert_single_error(&with("/guestInfo/id", json!(8842)), "guestInfo.id", "string");
+    }
+
+    #[test]
+    fn a_guest_id_of_exactly_256_characters_is_accepted() {
+        // Arrange: 256 characters, more bytes than that.
+        let payload = with("/guestInfo/id", json!("é".repeat(256)));
+
+        // Act
+        let request = HandoffRequest::from_json(&payload);
+
+        // Assert
+        assert!(request.is_ok(), "{request:?}");
+    }
+
+    #[test]
+    fn a_guest_name_over_256_characters_is_rejected() {
+        assert_single_error(&with("/guestInfo/name", json!("n".repeat(257))), "guestInfo.name", "at most 256");
+    }
+
+    #[test]
+    fn guest_name_and_email_are_optional() {
+        // Arrange
+        let mut payload = without("/guestInfo/name");
+        payload["guestInfo"].as_object_mut().expect("object").remove("email");
+
+        // Act
+        let request = HandoffRequest::from_json(&payload).expect("name and email are optional");
+
+        // Assert
+        assert_eq!(request.guest().name(), None);
+        assert_eq!(request.guest().email(), None);
+    }
+
+    #[test]
+    fn an_implausible_email_is_rejected() {
+        for bad in
+            ["jane", "jane@", "@example.com", "jane@example", "jane doe@example.com", "a@b@c.com", "jane@example..com"]
+        {
+            assert_single_error(&with("/guestInfo/email", json!(bad)), "guestInfo.email", "email");
+        }
+        assert_single_error(
+            &with("/guestInfo/email", json!(format!("{}@example.com", "j".repeat(250)))),
+            "guestInfo.email",
+            "at most 256",
+        );
+    }
+
+    #[test]
+    fn guest_debug_output_never_shows_name_or_email() {
+        // Arrange
+        let request = HandoffRequest::from_json(&sample()).expect("valid");
+
+        // Act
+        let debug = format!("{request:?}");
+
+        // Assert
+        assert!(!debug.contains("Jane Doe"), "{debug}");
+        assert!(!debug.contains("jane.doe@example.com"), "{debug}");
+    }
+
+    #[test]
+    fn an_empty_or_too_long_or_control_character_reason_is_rejected() {
+        assert_single_error(&without("/handoffReason"), "handoffReason", "required");
+        assert_single_error(&with("/handoffReason", json!("")), "handoffReason", "empty");
+        assert_single_error(&with("/handoffReason", json!("r".repeat(129))), "handoffReason", "at most 128");
+        assert_single_error(&with("/handoffReason", json!("billing\ndispute")), "handoffReason", "control");
+        assert_single_error(&with("/handoffReason", json!("billing\u{7}")), "handoffReason", "control");
+    }
+
+    #[test]
+    fn a_reason_of_exactly_128_characters_is_accepted() {
+        assert!(HandoffRequest::from_json(&with("/handoffReason", json!("r".repeat(128)))).is_ok());
+    }
+
+    #[test]
+    fn custom_context_that_is_not_an_object_is_rejected() {
+        for bad in [json!("text"), json!(["a", "b"]), json!(3)] {
+            assert_single_error(&with("/customContext", bad), "customContext", "object");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_null_or_empty_custom_context_is_an_empty_context() {
+        for payload in
+            [without("/customContext"), with("/customContext", Value::Null), with("/customContext", json!({}))]
+        {
+            // Act
+            let request = HandoffRequest::from_json(&payload).expect("context is optional");
+
+            // Assert
+            assert!(request.context().is_empty(), "{payload}");
+        }
+    }
+
+    #[test]
+    fn custom_context_with_more_than_40_keys_is_rejected() {
+        // Arrange
+        let payload = with("/customContext", context_of(41));
+
+        // Act + Assert
+        assert_single_error(&payload, "customContext", "at most 40");
+    }
+
+    #[test]
+    fn custom_context_with_exactly_40_keys_is_accepted() {
+        // Act
+        let request = HandoffRequest::from_json(&with("/customContext", context_of(40))).expect("40 keys are allowed");
+
+        // Assert
+        assert_eq!(request.context().len(), MAX_CONTEXT_KEYS);
+    }
+
+    #[test]
+    fn context_keys_with_characters_outside_the_allowed_set_are_rejected_with_a_quoted_path() {
+        for (key, path) in [
+            ("has space", r#"customContext["has space"]"#),
+            ("slash/key", r#"customContext["slash/key"]"#),
+            ("", r#"customContext[""]"#),
+            ("quote\"key", r#"customContext["quote\"key"]"#),
+            ("ünïcode", r#"customContext["ünïcode"]"#),
+        ] {
+            // Arrange
+            let payload = with("/customContext", json!({ key: "value" }));
+
+            // Act + Assert
+            assert_single_error(&payload, path, "key must be");
+        }
+    }
+
+    #[test]
+    fn a_context_key_longer_than_64_characters_is_rejected() {
+        // Arrange
+        let long = "k".repeat(65);
+        let payload = with("/customContext", json!({ long.clone(): "value" }));
+
+        // Act
+        let errors = rejected(&payload);
+
+        // Assert: the path shows at most 64 characters of the key.
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, format!("customContext[\"{}\"]", &long[..64]));
+        assert!(errors[0].problem.contains("1-64"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_context_key_of_exactly_64_allowed_characters_is_accepted() {
+        let key = format!("{}.A-9_", "k".repeat(59));
+        assert!(HandoffRequest::from_json(&with("/customContext", json!({ key: "v" }))).is_ok());
+    }
+
+    #[test]
+    fn a_context_value_over_256_characters_is_rejected() {
+        assert_single_error(
+            &with("/customContext", json!({ "notes": "v".repeat(257) })),
+            "customContext.notes",
+            "at most 256",
+        );
+    }
+
+    #[test]
+    fn reserved_context_keys_are_rejected_not_overwritten() {
+        for key in ["guest_name", "guest_id", "guest_email", "bot_handoff_reason", "bot_handoff_at", "bot_handoff_x"] {
+            // Arrange
+            let payload = with("/customContext", json!({ key: "sneaky" }));
+
+            // Act + Assert
+            assert_single_error(&payload, &format!("customContext.{key}"), "reserved");
+        }
+    }
+
+    #[test]
+    fn null_array_and_object_context_values_are_rejected() {
+        assert_single_error(&with("/customContext", json!({ "a": null })), "customContext.a", "not null");
+        assert_single_error(
+            &with("/customContext", json!({ "a": [1] })),
+            "customContext.a",
+            "string, number or boolean",
+        );
+        assert_single_error(
+            &with("/customContext", json!({ "a": {"b": 1} })),
+            "customContext.a",
+            "string, number or boolean",
+        );
+    }
+
+    #[test]
+    fn numbers_and_booleans_in_the_context_are_turned_into_strings() {
+        // Arrange
+        let payload =
+            with("/customContext", json!({ "score": 0.32, "count": 3, "negative": -7, "vip": true, "churn": false }));
+
+        // Act
+        let request = HandoffRequest::from_json(&payload).expect("numbers and booleans are accepted");
+
+        // Assert
+        let ctx = request.context();
+        assert_eq!(ctx.get("score"), Some("0.32"));
+        assert_eq!(ctx.get("count"), Some("3"));
+        assert_eq!(ctx.get("negative"), Some("-7"));
+        assert_eq!(ctx.get("vip"), Some("true"));
+        assert_eq!(ctx.get("churn"), Some("false"));
+    }
+
+    #[test]
+    fn queue_id_and_participant_id_must_be_uuids() {
+        assert_single_error(&with("/queueId", json!("support")), "queueId", "UUID");
+        assert_single_error(&with("/queueId", json!(5)), "queueId", "UUID");
+        assert_single_error(&with("/participantId", json!("bot-1")), "participantId", "UUID");
+        assert_single_error(&with("/participantId", json!({})), "participantId", "UUID");
+    }
+
+    #[test]
+    fn valid_queue_id_and_participant_id_are_kept() {
+        // Arrange
+        let mut payload = with("/queueId", json!("11111111-2222-3333-4444-555555555555"));
+        payload["participantId"] = json!("66666666-7777-8888-9999-AAAAAAAAAAAA");
+
+        // Act
+        let request = HandoffRequest::from_json(&payload).expect("valid");
+
+        // Assert
+        assert_eq!(
+            request.requested_queue().map(|q| q.to_string()).as_deref(),
+            Some("11111111-2222-3333-4444-555555555555")
+        );
+        assert_eq!(
+            request.participant().map(|p| p.to_string()).as_deref(),
+            Some("66666666-7777-8888-9999-aaaaaaaaaaaa")
+        );
+    }
+
+    #[test]
+    fn every_problem_of_a_bad_payload_is_reported_at_once() {
+        // Arrange
+        let payload = json!({
+            "conversationId": "nope",
+            "guestInfo": { "id": "", "name": "n".repeat(300), "email": "not-an-email" },
+            "handoffReason": "",
+            "customContext": { "bad key": "x", "guest_name": "y", "ok": null, "long": "v".repeat(300) },
+            "queueId": "q",
+            "participantId": 9
+        });
+
+        // Act
+        let errors = rejected(&payload);
+
+        // Assert
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        for expected in [
+            "conversationId",
+            "guestInfo.id",
+            "guestInfo.name",
+            "guestInfo.email",
+            "handoffReason",
+            r#"customContext["bad key"]"#,
+            "customContext.guest_name",
+            "customContext.ok",
+            "customContext.long",
+            "queueId",
+            "participantId",
+        ] {
+            assert!(fields.contains(&expected), "{expected} missing from {fields:?}");
+        }
+        assert_eq!(errors.len(), 11, "{errors:?}");
+    }
+
+    #[test]
+    fn a_payload_missing_every_required_field_reports_each_one() {
+        // Act
+        let errors = rejected(&json!({}));
+
+        // Assert
+        assert_eq!(
+            errors,
+            vec![
+                FieldError::new("conversationId", "is required"),
+                FieldError::new("guestInfo", "is required"),
+                FieldError::new("handoffReason", "is required"),
+            ]
+        );
+    }
+
+    #[test]
+    fn validation_errors_display_lists_every_problem() {
+        // Arrange
+        let errors = ValidationErrors::from_vec(vec![FieldError::new("a", "is bad"), FieldError::new("b", "is worse")])
+            .expect("not empty");
+
+        // Act
+        let text = errors.to_string();
+
+        // Assert
+        assert_eq!(text, "invalid payload: a is bad; b is worse");
+        assert_eq!(ValidationErrors::from_vec(Vec::new()), None);
+    }
+
+    #[test]
+    fn idempotency_keys_are_1_to_128_visible_ascii_characters() {
+        assert!(IdempotencyKey::parse("delivery-42").is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(128)).is_ok());
+        for bad in [String::new(), "k".repeat(129), "has space".to_owned(), "tab\tkey".to_owned(), "ключ".to_owned()]
+        {
+            let err = IdempotencyKey::parse(&bad).expect_err("invalid key accepted");
+            assert_eq!(err.errors()[0].field, "Idempotency-Key");
+        }
+    }
+
+    #[test]
+    fn the_part_constructors_apply_the_same_rules_as_the_parser() {
+        assert!(GuestInfo::new("guest", Some("Jane"), Some("jane@example.com")).is_ok());
+        assert_eq!(GuestInfo::new("", None, Some("nope")).expect_err("invalid").errors().len(), 2);
+        assert!(HandoffReason::parse("billing").is_ok());
+        assert!(HandoffReason::parse("").is_err());
+        assert!(HandoffContext::new([("a".to_owned(), "b".to_owned())]).is_ok());
+        let err = HandoffContext::new([("guest_id".to_owned(), "x".to_owned())]).expect_err("reserved");
+        assert_eq!(err.errors()[0].field, "customContext.guest_id");
+    }
+
+    // ---- property tests (strategies in `crate::testkit`) -----------------------------------
+
+    proptest! {
+        #[test]
+        fn any_valid_payload_is_accepted_round_trips_and_reaches_the_attributes_unchanged(
+            (payload, expected_context) in valid_payload(),
+            millis in 0i64..4_102_444_800_000,
+        ) {
+            // Act
+            let request = HandoffRequest::from_json(&payload);
+
+            // Assert: accepted
+            let request = match request {
+                Ok(r) => r,
+                Err(e) => return Err(TestCaseError::fail(format!("valid payload rejected: {e}"))),
+            };
+            let context: BTreeMap<String, String> =
+                request.context().iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+            prop_assert_eq!(&context, &expected_context);
+
+            // Assert: round trip
+            let again = HandoffRequest::from_json(&request.to_json());
+            prop_assert_eq!(again.as_ref(), Ok(&request));
+
+            // Assert: every context entry reaches the attribute set unchanged, within the limits
+            let at = Utc.timestamp_millis_opt(millis).single().expect("in range");
+            let attributes = AttributeSet::for_handoff(&request, HandoffId::random(), at);
+            let attributes = match attributes {
+                Ok(a) => a,
+                Err(e) => return Err(TestCaseError::fail(format!("attribute limits broken: {e}"))),
+            };
+            for (key, value) in &expected_context {
+                prop_assert_eq!(attributes.get(key), Some(value.as_str()));
+            }
+            prop_assert!(attributes.len() <= crate::attributes::MAX_ATTRIBUTES);
+            prop_assert!(attributes.iter().all(|(_, v)| v.chars().count() <= crate::attributes::MAX_ATTRIBUTE_VALUE_CHARS));
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics_and_every_rejection_names_a_field_and_a_problem(
+            payload in prop_oneof![any_json(), mutated_payload()],
+        ) {
+            // Act
+            let result = HandoffRequest::from_json(&payload);
+
+            // Assert
+            if let Err(errors) = result {
+                prop_assert!(!errors.errors().is_empty());
+                for e in errors.errors() {
+                    prop_assert!(!e.field.is_empty(), "empty field in {:?}", errors);
+                    prop_assert!(!e.problem.is_empty(), "empty problem in {:?}", errors);
+                }
+            }
+        }
+    }
+}

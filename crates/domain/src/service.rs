@@ -331,6 +331,7 @@ impl HandoffService {
 
         let snapshot = match self.transfer.locate(record.request.conversation_id()).await {
             Ok(s) => s,
+            Err(e) if record.stage == Stage::TransferPending => return Err(self.read_back_failed(record, e).await),
             Err(e) => return Err(self.stop(record, e, "conversation lookup").await),
         };
         record.add_correlation_id(snapshot.correlation_id.as_deref());
@@ -347,6 +348,14 @@ impl HandoffService {
         }
 
         let customer = self.check_conversation(record, &snapshot).await?;
+        // Refuse an untransferable conversation now, before a full queue defers it (202) and the
+        // worker finds out later.
+        let allowed = self.settings.routing.allowed_queues();
+        if !allowed.iter().any(|q| snapshot.is_in_queue(*q)) {
+            if let Err(message) = self.select_holder(record, &snapshot) {
+                return Err(self.not_transferable(record, message).await);
+            }
+        }
 
         let queue = match (record.stage, admitted) {
             (_, Some(q)) => q,
@@ -370,9 +379,13 @@ impl HandoffService {
             Ok(a) => a,
             Err(e) => return Err(self.not_transferable(record, e.to_string()).await),
         };
-        match self.transfer.write_context(record.request.conversation_id(), customer, &attributes).await {
-            Ok(receipt) => record.add_correlation_id(receipt.correlation_id.as_deref()),
-            Err(e) => return Err(self.stop(record, e, "writing participant data").await),
+        // A record in `ContextWritten` already wrote the context onto this customer: only the
+        // transfer is left.
+        if !(record.stage == Stage::ContextWritten && record.customer == Some(customer)) {
+            match self.transfer.write_context(record.request.conversation_id(), customer, &attributes).await {
+                Ok(receipt) => record.add_correlation_id(receipt.correlation_id.as_deref()),
+                Err(e) => return Err(self.stop(record, e, "writing participant data").await),
+            }
         }
 
         record.queue = Some(queue);
@@ -420,9 +433,20 @@ impl HandoffService {
                 let error = PortError::Transient { detail: detail.to_owned(), correlation_id: None };
                 Err(self.stop(record, error, "transfer").await)
             }
-            // Still unknown: stay in TransferPending so the next attempt reads back first.
-            Err(e) => Err(self.stop(record, e, "reading the conversation back").await),
+            Err(e) => Err(self.read_back_failed(record, e).await),
         }
+    }
+
+    /// The read-back of a transfer with an unknown outcome failed: the outcome is still unknown,
+    /// so the record stays in `TransferPending` and the next attempt reads back first. A lookup
+    /// error of any class answers 503, never `Failed`: a failed record lets a new handoff of the
+    /// conversation start and transfer it a second time.
+    async fn read_back_failed(&self, record: &mut HandoffRecord, error: PortError) -> HandoffError {
+        let error = match error {
+            e if e.is_retryable() => e,
+            e => PortError::Transient { detail: e.to_string(), correlation_id: e.correlation_id().map(str::to_owned) },
+        };
+        self.stop(record, error, "reading the conversation back").await
     }
 
     async fn check_conversation(
@@ -563,7 +587,11 @@ impl HandoffService {
             _ => self.settings.unavailable_retry_after,
         };
         record.stalled(self.clock.now(), format!("{step}: {error}"));
-        if let Err(e) = self.ledger.save(record, true, &[]).await {
+        // The caller of a deferred handoff was told not to call again, so only the worker retries
+        // it: keep the lease, and `claim_due` takes the record up again once the lease lapses
+        // (a released `ContextWritten`/`TransferPending` record would never be claimed).
+        let worker_owned = matches!(record.answer, Some(StoredAnswer::Deferred { .. }));
+        if let Err(e) = self.ledger.save(record, !worker_owned, &[]).await {
             return self.ledger_unavailable(Some(record.id), &e);
         }
         HandoffError::Unavailable { handoff_id: Some(record.id), retry_after }
@@ -709,4 +737,1748 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 /// `2^attempts` seconds, capped.
 fn outbox_backoff(attempts: u32, max: Duration) -> Duration {
     Duration::from_secs(1u64.checked_shl(attempts.min(32)).unwrap_or(u64::MAX)).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::admission::CapacitySnapshot;
+    use crate::ids::ParticipantId;
+    use crate::memory::InMemoryLedger;
+    use crate::ports::{
+        MockAnalyticsPort, MockClock, MockLedgerPort, MockOutcomeObserver, MockQueuePort, MockTransferPort,
+        ParticipantView, Receipt,
+    };
+    use crate::testkit::sample_payload;
+    use futures::executor::block_on;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const CONVERSATION: &str = "a1b2c3d4-e5f6-7890-abcd-ef1234567890";
+    const CUSTOMER: &str = "c0000000-0000-4000-8000-000000000001";
+    const BOT: &str = "b0000000-0000-4000-8000-000000000001";
+    const SECOND_HOLDER: &str = "b0000000-0000-4000-8000-000000000002";
+    const STRANGER: &str = "e0000000-0000-4000-8000-000000000001";
+    const ACD: &str = "a0000000-0000-4000-8000-000000000001";
+    const DEFAULT_QUEUE: &str = "00000000-0000-4000-8000-000000000001";
+    const RESET_QUEUE: &str = "00000000-0000-4000-8000-000000000002";
+    const FALLBACK_QUEUE: &str = "00000000-0000-4000-8000-000000000003";
+    const UNLISTED_QUEUE: &str = "00000000-0000-4000-8000-000000000099";
+
+    fn conversation_id() -> ConversationId {
+        ConversationId::parse(CONVERSATION).expect("valid")
+    }
+    fn pid(raw: &str) -> ParticipantId {
+        ParticipantId::parse(raw).expect("valid")
+    }
+    fn qid(raw: &str) -> QueueId {
+        QueueId::parse(raw).expect("valid")
+    }
+
+    /// The tutorial's sample request (reason `complex_billing_dispute`: not routed, so the default queue).
+    fn request() -> HandoffRequest {
+        HandoffRequest::from_json(&sample_payload()).expect("valid")
+    }
+
+    fn request_with(field: &str, value: serde_json::Value) -> HandoffRequest {
+        let mut payload = sample_payload();
+        payload[field] = value;
+        HandoffRequest::from_json(&payload).expect("valid")
+    }
+
+    fn routing() -> RoutingPolicy {
+        RoutingPolicy::new(
+            qid(DEFAULT_QUEUE),
+            [("password_reset".to_owned(), qid(RESET_QUEUE))].into_iter().collect(),
+            Some(qid(FALLBACK_QUEUE)),
+        )
+    }
+
+    // ---- upstream fixtures ----------------------------------------------------------------
+
+    fn participant(id: &str, is_customer: bool, active: bool, queue: Option<QueueId>) -> ParticipantView {
+        ParticipantView { id: pid(id), is_customer, active, queue }
+    }
+
+    fn snapshot(participants: Vec<ParticipantView>, transferred_to: Vec<QueueId>) -> ConversationSnapshot {
+        ConversationSnapshot {
+            id: conversation_id(),
+            participants,
+            transferred_to,
+            correlation_id: Some("corr-locate".to_owned()),
+        }
+    }
+
+    /// The guest talking to the bot: a customer and one holder.
+    fn live() -> ConversationSnapshot {
+        snapshot(vec![participant(CUSTOMER, true, true, None), participant(BOT, false, true, None)], vec![])
+    }
+
+    /// The conversation after a transfer to `queue` applied.
+    fn in_queue(queue: &str) -> ConversationSnapshot {
+        snapshot(
+            vec![
+                participant(CUSTOMER, true, true, None),
+                participant(BOT, false, false, None),
+                participant(ACD, false, true, Some(qid(queue))),
+            ],
+            vec![qid(queue)],
+        )
+    }
+
+    fn ended() -> ConversationSnapshot {
+        snapshot(vec![participant(CUSTOMER, true, false, None), participant(BOT, false, false, None)], vec![])
+    }
+
+    fn capacity(queue: &str, idle: u32) -> CapacitySnapshot {
+        CapacitySnapshot {
+            queue: qid(queue),
+            idle_agents: idle,
+            on_queue_agents: idle + 1,
+            waiting: 0,
+            estimated_wait: None,
+        }
+    }
+
+    fn transient() -> PortError {
+        PortError::Transient { detail: "timeout".to_owned(), correlation_id: Some("corr-transient".to_owned()) }
+    }
+
+    fn receipt(corr: &str) -> Receipt {
+        Receipt { correlation_id: Some(corr.to_owned()) }
+    }
+
+    // ---- the harness ------------------------------------------------------------------------
+
+    /// The mocked ports for one delivery or tick. Expectations are verified when the service
+    /// built from them is dropped, so each delivery checks its own call counts.
+    #[derive(Default)]
+    struct Ports {
+        queue: MockQueuePort,
+        transfer: MockTransferPort,
+        analytics: MockAnalyticsPort,
+    }
+
+    impl Ports {
+        /// Ports that fail the test on any call.
+        fn silent() -> Self {
+            let mut p = Ports::default();
+            p.queue.expect_capacity().never();
+            p.transfer.expect_locate().never();
+            p.transfer.expect_write_context().never();
+            p.transfer.expect_transfer().never();
+            p.analytics.expect_record().never();
+            p
+        }
+
+        fn locate(&mut self, times: usize, result: Result<ConversationSnapshot, PortError>) -> &mut Self {
+            self.transfer
+                .expect_locate()
+                .withf(|c| *c == conversation_id())
+                .times(times)
+                .returning(move |_| result.clone());
+            self
+        }
+
+        fn capacity(&mut self, queue: &str, times: usize, result: Result<CapacitySnapshot, PortError>) -> &mut Self {
+            let queue = qid(queue);
+            self.queue
+                .expect_capacity()
+                .withf(move |q, _| *q == queue)
+                .times(times)
+                .returning(move |_, _| result.clone());
+            self
+        }
+
+        /// Expects `times` context writes on the customer participant; returns what was written.
+        fn write_context(&mut self, times: usize, result: Result<Receipt, PortError>) -> Arc<Mutex<Vec<AttributeSet>>> {
+            let written = Arc::new(Mutex::new(Vec::new()));
+            let sink = Arc::clone(&written);
+            self.transfer
+                .expect_write_context()
+                .withf(|c, customer, _| *c == conversation_id() && *customer == pid(CUSTOMER))
+                .times(times)
+                .returning(move |_, _, attributes| {
+                    sink.lock().expect("not poisoned").push(attributes.clone());
+                    result.clone()
+                });
+            written
+        }
+
+        fn transfer(
+            &mut self,
+            holder: &str,
+            queue: &str,
+            times: usize,
+            result: Result<Receipt, PortError>,
+        ) -> &mut Self {
+            let (holder, queue) = (pid(holder), qid(queue));
+            self.transfer
+                .expect_transfer()
+                .withf(move |c, h, q| *c == conversation_id() && *h == holder && *q == queue)
+                .times(times)
+                .returning(move |_, _, _| result.clone());
+            self
+        }
+
+        fn no_capacity_call(&mut self) -> &mut Self {
+            self.queue.expect_capacity().never();
+            self
+        }
+        fn no_write(&mut self) -> &mut Self {
+            self.transfer.expect_write_context().never();
+            self
+        }
+        fn no_transfer(&mut self) -> &mut Self {
+            self.transfer.expect_transfer().never();
+            self
+        }
+        fn no_analytics(&mut self) -> &mut Self {
+            self.analytics.expect_record().never();
+            self
+        }
+
+        /// The whole happy path once: locate, admit on the default queue, write, transfer.
+        fn happy(queue: &str) -> Self {
+            let mut p = Ports::default();
+            p.locate(1, Ok(live())).capacity(queue, 1, Ok(capacity(queue, 2))).transfer(
+                BOT,
+                queue,
+                1,
+                Ok(receipt("corr-transfer")),
+            );
+            p.write_context(1, Ok(receipt("corr-write")));
+            p.no_analytics();
+            p
+        }
+    }
+
+    /// A real in-memory ledger and a hand-driven clock shared by every delivery of a test.
+    struct Harness {
+        ledger: Arc<InMemoryLedger>,
+        now: Arc<Mutex<DateTime<Utc>>>,
+        settings: ServiceSettings,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Self::with(|_| {})
+        }
+
+        fn with(tune: impl FnOnce(&mut ServiceSettings)) -> Self {
+            let mut settings = ServiceSettings::new(routing());
+            tune(&mut settings);
+            let start = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(1_750_000_000);
+            Self { ledger: Arc::new(InMemoryLedger::new()), now: Arc::new(Mutex::new(start)), settings }
+        }
+
+        fn clock(&self) -> MockClock {
+            let now = Arc::clone(&self.now);
+            let mut clock = MockClock::new();
+            clock.expect_now().returning(move || *now.lock().expect("not poisoned"));
+            clock
+        }
+
+        fn service(&self, ports: Ports) -> HandoffService {
+            HandoffService::new(
+                Arc::new(ports.queue),
+                Arc::new(ports.transfer),
+                Arc::new(ports.analytics),
+                Arc::clone(&self.ledger) as Arc<dyn LedgerPort>,
+                Arc::new(self.clock()),
+                self.settings.clone(),
+            )
+        }
+
+        fn now(&self) -> DateTime<Utc> {
+            *self.now.lock().expect("not poisoned")
+        }
+
+        fn advance(&self, by: Duration) {
+            *self.now.lock().expect("not poisoned") += chrono_duration(by);
+        }
+
+        fn deliver(&self, ports: Ports, request: HandoffRequest) -> Result<HandoffOutcome, HandoffError> {
+            block_on(self.service(ports).handle(request, None))
+        }
+
+        fn tick(&self, ports: Ports) -> TickReport {
+            block_on(self.service(ports).run_due(10)).expect("the in-memory ledger works")
+        }
+
+        /// The one record of the test conversation.
+        fn record(&self) -> HandoffRecord {
+            let mut all = block_on(self.ledger.find_by_conversation(conversation_id())).expect("ledger works");
+            assert_eq!(all.len(), 1, "expected exactly one record: {all:?}");
+            all.remove(0)
+        }
+
+        fn outbox(&self) -> Vec<HandoffEvent> {
+            let far = self.now() + chrono::Duration::days(365);
+            block_on(self.ledger.claim_outbox(far, 100, Duration::from_secs(1)))
+                .expect("ledger works")
+                .into_iter()
+                .map(|e| e.event)
+                .collect()
+        }
+
+        /// A first delivery that ends deferred (primary and fallback full).
+        fn defer_one(&self) -> HandoffId {
+            let mut ports = Ports::default();
+            ports
+                .locate(1, Ok(live()))
+                .capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 0)))
+                .capacity(FALLBACK_QUEUE, 1, Ok(capacity(FALLBACK_QUEUE, 0)))
+                .no_write()
+                .no_transfer();
+            match self.deliver(ports, request()) {
+                Ok(HandoffOutcome::Deferred { handoff_id, .. }) => handoff_id,
+                other => panic!("expected a deferral, got {other:?}"),
+            }
+        }
+    }
+
+    fn transferred_to(outcome: &Result<HandoffOutcome, HandoffError>) -> (QueueId, bool) {
+        match outcome {
+            Ok(HandoffOutcome::Transferred { queue_id, replayed, conversation_id: c, .. }) => {
+                assert_eq!(*c, conversation_id());
+                (*queue_id, *replayed)
+            }
+            other => panic!("expected a transfer, got {other:?}"),
+        }
+    }
+
+    fn unavailable(outcome: &Result<HandoffOutcome, HandoffError>) -> (Option<HandoffId>, Duration) {
+        match outcome {
+            Err(HandoffError::Unavailable { handoff_id, retry_after }) => (*handoff_id, *retry_after),
+            other => panic!("expected 503 unavailable, got {other:?}"),
+        }
+    }
+
+    // ---- webhook deliveries -----------------------------------------------------------------
+
+    #[test]
+    fn a_valid_handoff_writes_the_context_on_the_customer_then_transfers_the_holder() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        ports.locate(1, Ok(live())).capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1))).transfer(
+            BOT,
+            DEFAULT_QUEUE,
+            1,
+            Ok(receipt("corr-transfer")),
+        );
+        let written = ports.write_context(1, Ok(receipt("corr-write")));
+        ports.no_analytics();
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert: the answer
+        assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
+        // Assert: every context entry and reserved key went onto the customer participant
+        let written = written.lock().expect("not poisoned");
+        let attributes = &written[0];
+        let record = harness.record();
+        assert_eq!(attributes.get("attempted_resolution"), Some("refund_policy_explained"));
+        assert_eq!(attributes.get("sentiment_score"), Some("0.32"));
+        assert_eq!(attributes.get("bot_handoff_reason"), Some("complex_billing_dispute"));
+        assert_eq!(attributes.get("bot_handoff_id"), Some(record.id.to_string().as_str()));
+        assert!(attributes.get("bot_handoff_at").is_some());
+        assert_eq!(attributes.get("guest_id"), Some("guest-8842-xyz"));
+        assert_eq!(attributes.get("guest_name"), Some("Jane Doe"));
+        assert_eq!(attributes.get("guest_email"), Some("jane.doe@example.com"));
+        assert_eq!(attributes.len(), 8);
+        // Assert: the record and the outbox
+        assert_eq!(record.stage, Stage::Transferred);
+        assert_eq!(record.answer, Some(StoredAnswer::Transferred { queue: qid(DEFAULT_QUEUE) }));
+        assert_eq!((record.holder, record.customer), (Some(pid(BOT)), Some(pid(CUSTOMER))));
+        for corr in ["corr-locate", "corr-write", "corr-transfer"] {
+            assert!(record.correlation_ids.iter().any(|c| c == corr), "{corr} not kept: {:?}", record.correlation_ids);
+        }
+        let events = harness.outbox();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].handoff_id, record.id);
+        assert_eq!(events[0].queue_id, qid(DEFAULT_QUEUE));
+        assert_eq!(events[0].reason.as_str(), "complex_billing_dispute");
+    }
+
+    #[test]
+    fn a_second_delivery_of_a_transferred_handoff_is_replayed_without_any_upstream_call() {
+        // Arrange
+        let harness = Harness::new();
+        let first = harness.deliver(Ports::happy(DEFAULT_QUEUE), request());
+
+        // Act
+        let second = harness.deliver(Ports::silent(), request());
+
+        // Assert
+        assert_eq!(transferred_to(&second), (qid(DEFAULT_QUEUE), true));
+        let (
+            Ok(HandoffOutcome::Transferred { handoff_id: a, .. }),
+            Ok(HandoffOutcome::Transferred { handoff_id: b, .. }),
+        ) = (&first, &second)
+        else {
+            panic!("both deliveries transfer");
+        };
+        assert_eq!(a, b, "the same handoff");
+        assert_eq!(harness.outbox().len(), 1, "a replay adds no analytics event");
+    }
+
+    #[test]
+    fn a_new_handoff_of_the_same_conversation_starts_once_the_old_one_is_older_than_ten_minutes() {
+        // Arrange
+        let harness = Harness::new();
+        harness.deliver(Ports::happy(DEFAULT_QUEUE), request()).expect("first handoff transfers");
+        harness.advance(Duration::from_secs(600));
+
+        // Act
+        let again = harness.deliver(Ports::happy(DEFAULT_QUEUE), request());
+
+        // Assert
+        assert_eq!(transferred_to(&again), (qid(DEFAULT_QUEUE), false));
+    }
+
+    #[test]
+    fn the_route_for_the_reason_chooses_the_queue() {
+        // Arrange
+        let harness = Harness::new();
+        let request = request_with("handoffReason", json!("password_reset"));
+
+        // Act
+        let outcome = harness.deliver(Ports::happy(RESET_QUEUE), request);
+
+        // Assert
+        assert_eq!(transferred_to(&outcome), (qid(RESET_QUEUE), false));
+    }
+
+    #[test]
+    fn an_allowed_payload_queue_is_used() {
+        // Arrange
+        let harness = Harness::new();
+        let request = request_with("queueId", json!(FALLBACK_QUEUE));
+
+        // Act
+        let outcome = harness.deliver(Ports::happy(FALLBACK_QUEUE), request);
+
+        // Assert
+        assert_eq!(transferred_to(&outcome), (qid(FALLBACK_QUEUE), false));
+    }
+
+    #[test]
+    fn a_payload_queue_outside_the_allowlist_is_refused_before_any_write_or_call() {
+        // Arrange
+        let harness = Harness::new();
+        let request = request_with("queueId", json!(UNLISTED_QUEUE));
+
+        // Act
+        let outcome = harness.deliver(Ports::silent(), request);
+
+        // Assert
+        match outcome {
+            Err(HandoffError::Invalid(errors)) => assert_eq!(errors.errors()[0].field, "queueId"),
+            other => panic!("expected 400, got {other:?}"),
+        }
+        let records = block_on(harness.ledger.find_by_conversation(conversation_id())).expect("ledger works");
+        assert!(records.is_empty(), "nothing recorded: {records:?}");
+    }
+
+    #[test]
+    fn with_the_capacity_check_off_no_capacity_is_read() {
+        // Arrange
+        let harness = Harness::with(|s| s.admission.min_idle_agents = 0);
+        let mut ports = Ports::default();
+        ports.locate(1, Ok(live())).no_capacity_call().transfer(BOT, DEFAULT_QUEUE, 1, Ok(receipt("corr-transfer")));
+        ports.write_context(1, Ok(Receipt::default()));
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert
+        assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
+    }
+
+    #[test]
+    fn the_estimated_wait_is_asked_for_only_when_a_maximum_wait_is_set() {
+        // Arrange
+        let harness = Harness::with(|s| s.admission.max_wait = Some(Duration::from_secs(60)));
+        let mut ports = Ports::default();
+        ports.queue.expect_capacity().withf(|q, with_ewt| *q == qid(DEFAULT_QUEUE) && *with_ewt).times(1).returning(
+            |_, _| Ok(CapacitySnapshot { estimated_wait: Some(Duration::from_secs(30)), ..capacity(DEFAULT_QUEUE, 1) }),
+        );
+        ports.locate(1, Ok(live())).transfer(BOT, DEFAULT_QUEUE, 1, Ok(Receipt::default()));
+        ports.write_context(1, Ok(Receipt::default()));
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert
+        assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
+    }
+
+    #[test]
+    fn the_fallback_queue_takes_the_handoff_when_the_primary_is_full() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        ports
+            .locate(1, Ok(live()))
+            .capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 0)))
+            .capacity(FALLBACK_QUEUE, 1, Ok(capacity(FALLBACK_QUEUE, 3)))
+            .transfer(BOT, FALLBACK_QUEUE, 1, Ok(receipt("corr-transfer")));
+        ports.write_context(1, Ok(Receipt::default()));
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert
+        assert_eq!(transferred_to(&outcome), (qid(FALLBACK_QUEUE), false));
+        assert_eq!(harness.record().queue, Some(qid(FALLBACK_QUEUE)));
+    }
+
+    #[test]
+    fn a_handoff_is_deferred_when_primary_and_fallback_are_full() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        ports
+            .locate(1, Ok(live()))
+            .capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 0)))
+            .capacity(FALLBACK_QUEUE, 1, Ok(capacity(FALLBACK_QUEUE, 0)))
+            .no_write()
+            .no_transfer();
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert: 202 data
+        let record = harness.record();
+        assert_eq!(
+            outcome,
+            Ok(HandoffOutcome::Deferred {
+                handoff_id: record.id,
+                conversation_id: conversation_id(),
+                queue_id: qid(DEFAULT_QUEUE),
+                retry_after: harness.settings.recheck_every,
+                replayed: false,
+            })
+        );
+        // Assert: the worker owns it now
+        assert_eq!(record.stage, Stage::Deferred);
+        assert_eq!(record.queue, Some(qid(DEFAULT_QUEUE)));
+        assert_eq!(record.next_check_at, Some(harness.now() + chrono_duration(harness.settings.recheck_every)));
+        assert_eq!(record.defer_until, Some(harness.now() + chrono_duration(harness.settings.defer_for)));
+        assert!(harness.outbox().is_empty());
+    }
+
+    #[test]
+    fn a_second_delivery_of_a_deferred_handoff_replays_the_deferral() {
+        // Arrange
+        let harness = Harness::new();
+        let id = harness.defer_one();
+
+        // Act
+        let again = harness.deliver(Ports::silent(), request());
+
+        // Assert
+        match again {
+            Ok(HandoffOutcome::Deferred { handoff_id, replayed: true, queue_id, .. }) => {
+                assert_eq!((handoff_id, queue_id), (id, qid(DEFAULT_QUEUE)));
+            }
+            other => panic!("expected a replayed deferral, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_conversation_is_not_found() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        ports
+            .locate(
+                1,
+                Err(PortError::NotFound {
+                    what: "conversation".to_owned(),
+                    correlation_id: Some("corr-404".to_owned()),
+                }),
+            )
+            .no_capacity_call()
+            .no_write()
+            .no_transfer();
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert
+        let record = harness.record();
+        assert_eq!(
+            outcome,
+            Err(HandoffError::ConversationNotFound {
+                handoff_id: Some(record.id),
+                correlation_id: Some("corr-404".to_owned())
+            })
+        );
+        assert_eq!(record.stage, Stage::Failed);
+        assert!(matches!(record.answer, Some(StoredAnswer::Failed { status: 404, .. })), "{:?}", record.answer);
+    }
+
+    fn assert_not_transferable(outcome: &Result<HandoffOutcome, HandoffError>, needle: &str) {
+        match outcome {
+            Err(HandoffError::NotTransferable { handoff_id: Some(_), message }) => {
+                assert!(message.contains(needle), "{message:?} does not mention {needle:?}");
+            }
+            other => panic!("expected 422, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_ended_conversation_is_not_transferable() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        ports.locate(1, Ok(ended())).no_capacity_call().no_write().no_transfer();
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert
+        assert_not_transferable(&outcome, "ended");
+        assert_eq!(harness.record().stage, Stage::Failed);
+    }
+
+    #[test]
+    fn a_conversation_no_participant_holds_is_not_transferable_even_when_queues_are_full() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        let unheld =
+            snapshot(vec![participant(CUSTOMER, true, true, None), participant(BOT, false, false, None)], vec![]);
+        ports.locate(1, Ok(unheld)).no_capacity_call().no_write().no_transfer();
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert: refused now, not deferred and failed later
+        assert_not_transferable(&outcome, "no participant holds");
+        assert_eq!(harness.record().stage, Stage::Failed);
+    }
+
+    #[test]
+    fn a_participant_id_naming_the_customer_is_not_transferable() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        ports.locate(1, Ok(live())).no_capacity_call().no_write().no_transfer();
+
+        // Act
+        let outcome = harness.deliver(ports, request_with("participantId", json!(CUSTOMER)));
+
+        // Assert
+        assert_not_transferable(&outcome, "customer");
+    }
+
+    #[test]
+    fn a_participant_id_that_does_not_hold_the_conversation_is_not_transferable() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        ports.locate(1, Ok(live())).no_capacity_call().no_write().no_transfer();
+
+        // Act
+        let outcome = harness.deliver(ports, request_with("participantId", json!(STRANGER)));
+
+        // Assert
+        assert_not_transferable(&outcome, "does not hold");
+    }
+
+    #[test]
+    fn the_participant_id_of_a_holder_chooses_the_participant_replaced() {
+        // Arrange
+        let harness = Harness::new();
+        let two_holders = snapshot(
+            vec![
+                participant(BOT, false, true, None),
+                participant(CUSTOMER, true, true, None),
+                participant(SECOND_HOLDER, false, true, None),
+            ],
+            vec![],
+        );
+        let mut ports = Ports::default();
+        ports.locate(1, Ok(two_holders)).capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1))).transfer(
+            SECOND_HOLDER,
+            DEFAULT_QUEUE,
+            1,
+            Ok(Receipt::default()),
+        );
+        ports.write_context(1, Ok(Receipt::default()));
+
+        // Act
+        let outcome = harness.deliver(ports, request_with("participantId", json!(SECOND_HOLDER)));
+
+        // Assert
+        assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
+        assert_eq!(harness.record().holder, Some(pid(SECOND_HOLDER)));
+    }
+
+    #[test]
+    fn a_conversation_already_in_the_chosen_queue_is_answered_transferred_without_a_transfer() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        ports
+            .locate(1, Ok(in_queue(DEFAULT_QUEUE)))
+            .capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1)))
+            .no_write()
+            .no_transfer();
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert
+        assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
+        assert_eq!(harness.record().stage, Stage::Transferred);
+        assert_eq!(harness.outbox().len(), 1);
+    }
+
+    #[test]
+    fn a_rejected_transfer_is_reported_with_upstream_status_code_and_correlation_id() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        ports.locate(1, Ok(live())).capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1))).transfer(
+            BOT,
+            DEFAULT_QUEUE,
+            1,
+            Err(PortError::Rejected {
+                status: 403,
+                code: "missing.permissions".to_owned(),
+                correlation_id: Some("corr-403".to_owned()),
+            }),
+        );
+        ports.write_context(1, Ok(Receipt::default()));
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert
+        let record = harness.record();
+        assert_eq!(
+            outcome,
+            Err(HandoffError::UpstreamRejected {
+                handoff_id: Some(record.id),
+                status: 403,
+                code: "missing.permissions".to_owned(),
+                correlation_id: Some("corr-403".to_owned()),
+            })
+        );
+        assert_eq!(record.stage, Stage::Failed);
+        assert!(harness.outbox().is_empty());
+    }
+
+    #[test]
+    fn a_transient_lookup_failure_answers_503_and_the_retry_resumes_the_same_handoff() {
+        // Arrange
+        let harness = Harness::new();
+        let mut first = Ports::default();
+        first.locate(1, Err(transient())).no_capacity_call().no_write().no_transfer();
+        let outcome = harness.deliver(first, request());
+        let (id, retry_after) = unavailable(&outcome);
+
+        // Act
+        let retry = harness.deliver(Ports::happy(DEFAULT_QUEUE), request());
+
+        // Assert
+        assert_eq!(id, Some(harness.record().id));
+        assert_eq!(retry_after, harness.settings.unavailable_retry_after);
+        assert_eq!(transferred_to(&retry), (qid(DEFAULT_QUEUE), false));
+        let record = harness.record();
+        assert_eq!(Some(record.id), id, "the retry resumed the same handoff");
+        assert_eq!(record.attempts, 2);
+    }
+
+    #[test]
+    fn a_transient_capacity_failure_answers_503_and_the_retry_resumes_the_same_handoff() {
+        // Arrange
+        let harness = Harness::new();
+        let mut first = Ports::default();
+        first.locate(1, Ok(live())).capacity(DEFAULT_QUEUE, 1, Err(transient())).no_write().no_transfer();
+        let (id, _) = unavailable(&harness.deliver(first, request()));
+
+        // Act
+        let retry = harness.deliver(Ports::happy(DEFAULT_QUEUE), request());
+
+        // Assert
+        assert_eq!(transferred_to(&retry), (qid(DEFAULT_QUEUE), false));
+        assert_eq!(Some(harness.record().id), id);
+    }
+
+    #[test]
+    fn a_transient_context_write_failure_answers_503_and_the_retry_resumes_the_same_handoff() {
+        // Arrange
+        let harness = Harness::new();
+        let mut first = Ports::default();
+        first.locate(1, Ok(live())).capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1))).no_transfer();
+        first.write_context(1, Err(transient()));
+        let (id, _) = unavailable(&harness.deliver(first, request()));
+        assert_eq!(harness.record().stage, Stage::Received);
+
+        // Act
+        let retry = harness.deliver(Ports::happy(DEFAULT_QUEUE), request());
+
+        // Assert
+        assert_eq!(transferred_to(&retry), (qid(DEFAULT_QUEUE), false));
+        assert_eq!(Some(harness.record().id), id);
+    }
+
+    #[test]
+    fn a_rate_limit_answers_503_with_the_upstream_retry_after() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        ports
+            .locate(1, Err(PortError::RateLimited { retry_after: Some(Duration::from_secs(7)), correlation_id: None }))
+            .no_capacity_call()
+            .no_write()
+            .no_transfer();
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert
+        assert_eq!(unavailable(&outcome), (Some(harness.record().id), Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn a_rate_limit_without_retry_after_answers_the_configured_retry_after() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        ports
+            .locate(1, Ok(live()))
+            .capacity(DEFAULT_QUEUE, 1, Err(PortError::RateLimited { retry_after: None, correlation_id: None }))
+            .no_write()
+            .no_transfer();
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert
+        assert_eq!(unavailable(&outcome).1, harness.settings.unavailable_retry_after);
+    }
+
+    #[test]
+    fn a_transient_transfer_failure_keeps_the_written_context_and_the_retry_transfers_once() {
+        // Arrange
+        let harness = Harness::new();
+        let mut first = Ports::default();
+        first.locate(1, Ok(live())).capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1))).transfer(
+            BOT,
+            DEFAULT_QUEUE,
+            1,
+            Err(transient()),
+        );
+        first.write_context(1, Ok(Receipt::default()));
+        unavailable(&harness.deliver(first, request()));
+        assert_eq!(harness.record().stage, Stage::ContextWritten);
+        let mut retry = Ports::default();
+        retry.locate(1, Ok(live())).no_capacity_call().no_write().transfer(
+            BOT,
+            DEFAULT_QUEUE,
+            1,
+            Ok(Receipt::default()),
+        );
+
+        // Act
+        let outcome = harness.deliver(retry, request());
+
+        // Assert
+        assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
+        assert_eq!(harness.record().stage, Stage::Transferred);
+    }
+
+    #[test]
+    fn an_indeterminate_transfer_that_applied_is_confirmed_by_read_back_with_one_transfer_call() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        ports
+            .locate(1, Ok(live()))
+            .locate(1, Ok(in_queue(DEFAULT_QUEUE)))
+            .capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1)))
+            .transfer(
+                BOT,
+                DEFAULT_QUEUE,
+                1,
+                Err(PortError::Indeterminate { detail: "response timed out".to_owned(), correlation_id: None }),
+            );
+        ports.write_context(1, Ok(Receipt::default()));
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert
+        assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
+        assert_eq!(harness.record().stage, Stage::Transferred);
+        assert_eq!(harness.outbox().len(), 1);
+    }
+
+    #[test]
+    fn an_indeterminate_transfer_that_did_not_apply_answers_503_and_the_retry_transfers_once() {
+        // Arrange
+        let harness = Harness::new();
+        let mut first = Ports::default();
+        first.locate(2, Ok(live())).capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1))).transfer(
+            BOT,
+            DEFAULT_QUEUE,
+            1,
+            Err(PortError::Indeterminate { detail: "connection reset".to_owned(), correlation_id: None }),
+        );
+        first.write_context(1, Ok(Receipt::default()));
+        let (id, _) = unavailable(&harness.deliver(first, request()));
+        assert_eq!(harness.record().stage, Stage::ContextWritten);
+        let mut retry = Ports::default();
+        retry.locate(1, Ok(live())).no_capacity_call().no_write().transfer(
+            BOT,
+            DEFAULT_QUEUE,
+            1,
+            Ok(Receipt::default()),
+        );
+
+        // Act
+        let outcome = harness.deliver(retry, request());
+
+        // Assert
+        assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
+        assert_eq!(Some(harness.record().id), id);
+    }
+
+    #[test]
+    fn a_record_left_transfer_pending_is_read_back_before_any_new_transfer() {
+        // Arrange: the transfer's outcome is unknown and the read-back fails too.
+        let harness = Harness::new();
+        let mut first = Ports::default();
+        first
+            .locate(1, Ok(live()))
+            .locate(1, Err(transient()))
+            .capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1)))
+            .transfer(
+                BOT,
+                DEFAULT_QUEUE,
+                1,
+                Err(PortError::Indeterminate { detail: "response timed out".to_owned(), correlation_id: None }),
+            );
+        first.write_context(1, Ok(Receipt::default()));
+        unavailable(&harness.deliver(first, request()));
+        assert_eq!(harness.record().stage, Stage::TransferPending);
+        let mut retry = Ports::default();
+        retry.locate(1, Ok(in_queue(DEFAULT_QUEUE))).no_capacity_call().no_write().no_transfer();
+
+        // Act
+        let outcome = harness.deliver(retry, request());
+
+        // Assert
+        assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
+        assert_eq!(harness.record().stage, Stage::Transferred);
+    }
+
+    #[test]
+    fn a_record_left_transfer_pending_that_did_not_apply_is_transferred_once_on_resume() {
+        // Arrange
+        let harness = Harness::new();
+        let mut first = Ports::default();
+        first
+            .locate(1, Ok(live()))
+            .locate(1, Err(transient()))
+            .capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1)))
+            .transfer(
+                BOT,
+                DEFAULT_QUEUE,
+                1,
+                Err(PortError::Indeterminate { detail: "response timed out".to_owned(), correlation_id: None }),
+            );
+        first.write_context(1, Ok(Receipt::default()));
+        unavailable(&harness.deliver(first, request()));
+        let mut retry = Ports::default();
+        retry.locate(1, Ok(live())).no_capacity_call().no_write().transfer(
+            BOT,
+            DEFAULT_QUEUE,
+            1,
+            Ok(Receipt::default()),
+        );
+
+        // Act
+        let outcome = harness.deliver(retry, request());
+
+        // Assert
+        assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
+        let stages: Vec<Stage> = harness.record().history.iter().map(|h| h.stage).collect();
+        assert!(stages.ends_with(&[Stage::ContextWritten, Stage::TransferPending, Stage::Transferred]), "{stages:?}");
+    }
+
+    /// Delivery 1: the transfer's outcome is unknown and the read-back fails with `error`.
+    fn lose_a_transfer_response(harness: &Harness, read_back: PortError) -> Result<HandoffOutcome, HandoffError> {
+        let mut ports = Ports::default();
+        ports
+            .locate(1, Ok(live()))
+            .locate(1, Err(read_back))
+            .capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1)))
+            .transfer(
+                BOT,
+                DEFAULT_QUEUE,
+                1,
+                Err(PortError::Indeterminate { detail: "response timed out".to_owned(), correlation_id: None }),
+            );
+        ports.write_context(1, Ok(Receipt::default()));
+        harness.deliver(ports, request())
+    }
+
+    #[test]
+    fn a_rejected_read_back_keeps_the_transfer_pending_so_no_later_delivery_transfers_again() {
+        // Arrange: found by the property below. A 4xx on the read-back used to fail the record,
+        // and a failed record let the next delivery start a new handoff and transfer again.
+        let harness = Harness::new();
+        let rejected = PortError::Rejected { status: 400, code: "bad.request".to_owned(), correlation_id: None };
+        let first = lose_a_transfer_response(&harness, rejected);
+        let mut retry = Ports::default();
+        retry.locate(1, Ok(in_queue(DEFAULT_QUEUE))).no_capacity_call().no_write().no_transfer();
+
+        // Act
+        let second = harness.deliver(retry, request());
+
+        // Assert
+        let (id, _) = unavailable(&first);
+        assert_eq!(transferred_to(&second), (qid(DEFAULT_QUEUE), false));
+        assert_eq!(Some(harness.record().id), id, "the same handoff, not a new one");
+    }
+
+    #[test]
+    fn a_resumed_transfer_pending_record_stays_pending_whatever_its_lookup_fails_with() {
+        // Arrange
+        let harness = Harness::new();
+        unavailable(&lose_a_transfer_response(&harness, transient()));
+        let mut retry = Ports::default();
+        retry
+            .locate(1, Err(PortError::NotFound { what: "conversation".to_owned(), correlation_id: None }))
+            .no_capacity_call()
+            .no_write()
+            .no_transfer();
+
+        // Act
+        let outcome = harness.deliver(retry, request());
+
+        // Assert
+        unavailable(&outcome);
+        assert_eq!(harness.record().stage, Stage::TransferPending);
+    }
+
+    #[test]
+    fn a_duplicate_delivery_while_the_handoff_runs_is_answered_in_progress() {
+        // Arrange: another delivery holds the lease.
+        let harness = Harness::new();
+        let key = HandoffKey::new(conversation_id(), None);
+        let s = &harness.settings;
+        let held = block_on(harness.ledger.begin(&key, &request(), harness.now(), s.lease, s.reuse_after))
+            .expect("ledger works");
+        let Begin::Fresh(held) = held else { panic!("expected a fresh record") };
+
+        // Act
+        let outcome = harness.deliver(Ports::silent(), request());
+
+        // Assert
+        assert_eq!(
+            outcome,
+            Err(HandoffError::InProgress { handoff_id: held.id, retry_after: harness.settings.busy_retry_after })
+        );
+    }
+
+    #[test]
+    fn a_ledger_outage_answers_503_before_any_upstream_call() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ledger = MockLedgerPort::new();
+        ledger.expect_begin().times(1).returning(|_, _, _, _, _| Err(LedgerError::Unavailable("down".to_owned())));
+        let ports = Ports::silent();
+        let service = HandoffService::new(
+            Arc::new(ports.queue),
+            Arc::new(ports.transfer),
+            Arc::new(ports.analytics),
+            Arc::new(ledger),
+            Arc::new(harness.clock()),
+            harness.settings.clone(),
+        );
+
+        // Act
+        let outcome = block_on(service.handle(request(), None));
+
+        // Assert
+        assert_eq!(unavailable(&outcome), (None, harness.settings.unavailable_retry_after));
+    }
+
+    // ---- the deferral worker ----------------------------------------------------------------
+
+    #[test]
+    fn the_worker_transfers_a_deferred_handoff_once_capacity_returns() {
+        // Arrange
+        let harness = Harness::new();
+        let id = harness.defer_one();
+        harness.advance(harness.settings.recheck_every);
+        let mut ports = Ports::default();
+        ports.capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1))).locate(1, Ok(live())).transfer(
+            BOT,
+            DEFAULT_QUEUE,
+            1,
+            Ok(Receipt::default()),
+        );
+        ports.write_context(1, Ok(Receipt::default()));
+
+        // Act
+        let report = harness.tick(ports);
+
+        // Assert
+        assert_eq!(report, TickReport { claimed: 1, done: 1, later: 0 });
+        let record = harness.record();
+        assert_eq!((record.id, record.stage), (id, Stage::Transferred));
+        assert_eq!(harness.outbox().len(), 1);
+        assert_eq!(transferred_to(&harness.deliver(Ports::silent(), request())), (qid(DEFAULT_QUEUE), true));
+    }
+
+    #[test]
+    fn the_worker_does_nothing_before_a_deferred_handoff_is_due() {
+        // Arrange
+        let harness = Harness::new();
+        harness.defer_one();
+        harness.advance(harness.settings.recheck_every - Duration::from_secs(1));
+
+        // Act
+        let report = harness.tick(Ports::silent());
+
+        // Assert
+        assert_eq!(report, TickReport::default());
+    }
+
+    #[test]
+    fn the_worker_reschedules_a_deferred_handoff_while_the_queues_are_full_without_a_lookup() {
+        // Arrange
+        let harness = Harness::new();
+        harness.defer_one();
+        harness.advance(harness.settings.recheck_every);
+        let mut ports = Ports::default();
+        ports.capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 0))).capacity(
+            FALLBACK_QUEUE,
+            1,
+            Ok(capacity(FALLBACK_QUEUE, 0)),
+        );
+        ports.transfer.expect_locate().never();
+        ports.no_write().no_transfer();
+
+        // Act
+        let report = harness.tick(ports);
+
+        // Assert
+        assert_eq!(report, TickReport { claimed: 1, done: 0, later: 1 });
+        let record = harness.record();
+        assert_eq!(record.stage, Stage::Deferred);
+        assert_eq!(record.next_check_at, Some(harness.now() + chrono_duration(harness.settings.recheck_every)));
+    }
+
+    #[test]
+    fn the_worker_transfers_anyway_once_the_deferral_has_expired() {
+        // Arrange
+        let harness = Harness::new();
+        harness.defer_one();
+        harness.advance(harness.settings.defer_for);
+        let mut ports = Ports::default();
+        ports.no_capacity_call().locate(1, Ok(live())).transfer(BOT, DEFAULT_QUEUE, 1, Ok(Receipt::default()));
+        ports.write_context(1, Ok(Receipt::default()));
+
+        // Act
+        let report = harness.tick(ports);
+
+        // Assert
+        assert_eq!(report, TickReport { claimed: 1, done: 1, later: 0 });
+        let record = harness.record();
+        assert_eq!(record.stage, Stage::Transferred);
+        assert!(record.history.iter().any(|h| h.note.contains("deferral expired")), "{:?}", record.history);
+    }
+
+    #[test]
+    fn the_worker_resumes_a_handoff_a_crashed_instance_left() {
+        // Arrange: a delivery began and its instance died holding the lease.
+        let harness = Harness::new();
+        let key = HandoffKey::new(conversation_id(), None);
+        let s = &harness.settings;
+        let begun = block_on(harness.ledger.begin(&key, &request(), harness.now(), s.lease, s.reuse_after));
+        let Ok(Begin::Fresh(crashed)) = begun else { panic!("expected a fresh record") };
+        harness.advance(harness.settings.lease + Duration::from_secs(1));
+
+        // Act
+        let report = harness.tick(Ports::happy(DEFAULT_QUEUE));
+
+        // Assert
+        assert_eq!(report, TickReport { claimed: 1, done: 1, later: 0 });
+        let record = harness.record();
+        assert_eq!((record.id, record.stage), (crashed.id, Stage::Transferred));
+    }
+
+    #[test]
+    fn the_worker_retries_a_deferred_handoff_whose_transfer_failed_transiently_until_it_transfers() {
+        // Arrange: capacity returned, but the transfer hit a transient failure.
+        let harness = Harness::new();
+        harness.defer_one();
+        harness.advance(harness.settings.recheck_every);
+        let mut failing = Ports::default();
+        failing.capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1))).locate(1, Ok(live())).transfer(
+            BOT,
+            DEFAULT_QUEUE,
+            1,
+            Err(transient()),
+        );
+        failing.write_context(1, Ok(Receipt::default()));
+        assert_eq!(harness.tick(failing), TickReport { claimed: 1, done: 0, later: 1 });
+        harness.advance(harness.settings.lease);
+        let mut retry = Ports::default();
+        retry.locate(1, Ok(live())).no_capacity_call().no_write().transfer(
+            BOT,
+            DEFAULT_QUEUE,
+            1,
+            Ok(Receipt::default()),
+        );
+
+        // Act: nobody will deliver this webhook again (the caller got 202); the worker must finish it.
+        let report = harness.tick(retry);
+
+        // Assert
+        assert_eq!(report, TickReport { claimed: 1, done: 1, later: 0 });
+        assert_eq!(harness.record().stage, Stage::Transferred);
+    }
+
+    // ---- the analytics outbox ---------------------------------------------------------------
+
+    #[test]
+    fn the_outbox_delivers_each_analytics_event_once() {
+        // Arrange
+        let harness = Harness::new();
+        harness.deliver(Ports::happy(DEFAULT_QUEUE), request()).expect("transferred");
+        let id = harness.record().id;
+        let mut ports = Ports::silent();
+        ports.analytics.checkpoint();
+        ports
+            .analytics
+            .expect_record()
+            .withf(move |e| e.handoff_id == id && e.reason.as_str() == "complex_billing_dispute")
+            .times(1)
+            .returning(|_| Ok(Receipt::default()));
+        let service = harness.service(ports);
+
+        // Act
+        let first = block_on(service.deliver_analytics(10)).expect("ledger works");
+        let second = block_on(service.deliver_analytics(10)).expect("ledger works");
+
+        // Assert
+        assert_eq!(first, TickReport { claimed: 1, done: 1, later: 0 });
+        assert_eq!(second, TickReport::default());
+        assert_eq!(block_on(harness.ledger.outbox_backlog()), Ok(0));
+    }
+
+    #[test]
+    fn a_failed_analytics_delivery_is_rescheduled_with_backoff_and_never_touches_the_transfer() {
+        // Arrange
+        let harness = Harness::new();
+        harness.deliver(Ports::happy(DEFAULT_QUEUE), request()).expect("transferred");
+        let mut ports = Ports::silent();
+        ports.analytics.checkpoint();
+        ports.analytics.expect_record().times(1).returning(|_| Err(transient()));
+        let service = harness.service(ports);
+
+        // Act
+        let report = block_on(service.deliver_analytics(10)).expect("ledger works");
+
+        // Assert: the first retry waits 2 s (2^1), and nothing else was called.
+        assert_eq!(report, TickReport { claimed: 1, done: 0, later: 1 });
+        drop(service);
+        let ledger = &harness.ledger;
+        let lease = Duration::from_secs(1);
+        let soon = harness.now() + chrono::Duration::seconds(1);
+        assert!(block_on(ledger.claim_outbox(soon, 10, lease)).expect("ok").is_empty(), "retried too early");
+        let due = harness.now() + chrono::Duration::seconds(2);
+        assert_eq!(block_on(ledger.claim_outbox(due, 10, lease)).expect("ok").len(), 1);
+        assert_eq!(harness.record().stage, Stage::Transferred);
+    }
+
+    #[test]
+    fn outbox_backoff_doubles_per_attempt_up_to_the_maximum() {
+        let max = Duration::from_secs(600);
+        assert_eq!(outbox_backoff(1, max), Duration::from_secs(2));
+        assert_eq!(outbox_backoff(5, max), Duration::from_secs(32));
+        assert_eq!(outbox_backoff(10, max), max);
+        assert_eq!(outbox_backoff(u32::MAX, max), max);
+    }
+
+    // ---- outcome reports --------------------------------------------------------------------
+
+    fn expect_report(observer: &mut MockOutcomeObserver, outcome: &'static str, background: bool) {
+        observer
+            .expect_observe()
+            .withf(move |r| {
+                r.outcome == outcome && r.background == background && r.conversation_id == conversation_id()
+            })
+            .times(1)
+            .return_const(());
+    }
+
+    #[test]
+    fn the_observer_gets_one_report_per_outcome() {
+        // Arrange
+        let harness = Harness::new();
+        let mut observer = MockOutcomeObserver::new();
+        for outcome in ["deferred", "replayed", "in_progress", "transferred", "unavailable", "not_found"] {
+            expect_report(&mut observer, outcome, false);
+        }
+        expect_report(&mut observer, "transferred", true);
+        let observer: Arc<dyn OutcomeObserver> = Arc::new(observer);
+        let deliver = |ports: Ports, key: Option<&str>| {
+            let key = key.map(|k| IdempotencyKey::parse(k).expect("valid"));
+            block_on(harness.service(ports).with_observer(Arc::clone(&observer)).handle(request(), key))
+        };
+
+        // Act: deferred, then replayed
+        let mut full = Ports::default();
+        full.locate(1, Ok(live())).capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 0))).capacity(
+            FALLBACK_QUEUE,
+            1,
+            Ok(capacity(FALLBACK_QUEUE, 0)),
+        );
+        deliver(full, None).expect("deferred");
+        deliver(Ports::silent(), None).expect("replayed");
+        // ... in progress (another delivery holds key "b"), then transferred once that lease lapses
+        let s = &harness.settings;
+        let key_b = HandoffKey::new(conversation_id(), Some(IdempotencyKey::parse("b").expect("valid")));
+        block_on(harness.ledger.begin(&key_b, &request(), harness.now(), s.lease, s.reuse_after)).expect("ok");
+        deliver(Ports::silent(), Some("b")).expect_err("in progress");
+        harness.advance(harness.settings.lease);
+        deliver(Ports::happy(DEFAULT_QUEUE), Some("b")).expect("transferred");
+        // ... unavailable, and not found
+        let mut down = Ports::default();
+        down.locate(1, Err(transient()));
+        deliver(down, Some("d")).expect_err("unavailable");
+        let mut gone = Ports::default();
+        gone.locate(1, Err(PortError::NotFound { what: "conversation".to_owned(), correlation_id: None }));
+        deliver(gone, Some("e")).expect_err("not found");
+        // ... and the worker's transfer of the deferred handoff
+        harness.advance(harness.settings.defer_for);
+        let mut worker = Ports::default();
+        worker.locate(1, Ok(live())).transfer(BOT, DEFAULT_QUEUE, 1, Ok(Receipt::default()));
+        worker.write_context(1, Ok(Receipt::default()));
+        let service = harness.service(worker).with_observer(Arc::clone(&observer));
+        let report = block_on(service.run_due(10)).expect("ledger works");
+
+        // Assert: counts are verified when the observer is dropped; the tick finished one.
+        assert_eq!(report.done, 1);
+        drop(service);
+        drop(observer);
+    }
+
+    #[test]
+    fn every_error_has_a_stable_kind() {
+        let id = HandoffId::random();
+        let cases = [
+            (HandoffError::Invalid(ValidationErrors::single("queueId", "bad")), "invalid"),
+            (HandoffError::ConversationNotFound { handoff_id: None, correlation_id: None }, "not_found"),
+            (HandoffError::NotTransferable { handoff_id: None, message: String::new() }, "not_transferable"),
+            (HandoffError::InProgress { handoff_id: id, retry_after: Duration::ZERO }, "in_progress"),
+            (
+                HandoffError::UpstreamRejected {
+                    handoff_id: None,
+                    status: 400,
+                    code: String::new(),
+                    correlation_id: None,
+                },
+                "rejected",
+            ),
+            (HandoffError::Unavailable { handoff_id: None, retry_after: Duration::ZERO }, "unavailable"),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind);
+        }
+    }
+
+    // ---- property: no path transfers without a validated, admitted, allowed request ---------
+
+    /// A failure an upstream call may return.
+    #[derive(Debug, Clone, Copy)]
+    enum Fault {
+        Transient,
+        RateLimited,
+        Rejected,
+        NotFound,
+        InvalidState,
+    }
+
+    impl Fault {
+        fn error(self, what: &str) -> PortError {
+            match self {
+                Fault::Transient => transient(),
+                Fault::RateLimited => {
+                    PortError::RateLimited { retry_after: Some(Duration::from_secs(3)), correlation_id: None }
+                }
+                Fault::Rejected => {
+                    PortError::Rejected { status: 400, code: "bad.request".to_owned(), correlation_id: None }
+                }
+                Fault::NotFound => PortError::NotFound { what: what.to_owned(), correlation_id: None },
+                Fault::InvalidState => {
+                    PortError::InvalidState { detail: "not connected".to_owned(), correlation_id: None }
+                }
+            }
+        }
+    }
+
+    /// What one transfer call does upstream.
+    #[derive(Debug, Clone, Copy)]
+    enum TransferStep {
+        Applied,
+        Refused(Fault),
+        UnknownButApplied,
+        UnknownNotApplied,
+    }
+
+    /// The scripted answers, one per call in order; once a script runs out, calls succeed.
+    #[derive(Debug, Clone)]
+    struct Script {
+        locate: Vec<Option<Fault>>,
+        capacity: Vec<Result<(u32, u32), Fault>>,
+        idle_when_unscripted: u32,
+        write: Vec<Option<Fault>>,
+        transfer: Vec<TransferStep>,
+    }
+
+    /// One upstream call, as the fake Genesys saw it.
+    #[derive(Debug, Clone)]
+    enum Call {
+        Locate,
+        Capacity { queue: QueueId, admitted: bool },
+        Write { customer: ParticipantId },
+        Transfer { holder: ParticipantId, queue: QueueId, already_in: Option<QueueId> },
+    }
+
+    /// A tiny stateful Genesys: the conversation moves into a queue when a transfer applies.
+    #[derive(Debug)]
+    struct World {
+        ended: bool,
+        held: bool,
+        in_queue: Option<QueueId>,
+        script: Script,
+        admission: AdmissionPolicy,
+        calls: Vec<Call>,
+    }
+
+    fn pop<T: Clone>(script: &mut Vec<T>) -> Option<T> {
+        (!script.is_empty()).then(|| script.remove(0))
+    }
+
+    impl World {
+        fn conversation(&self) -> ConversationSnapshot {
+            let alive = !self.ended;
+            let mut participants = vec![
+                participant(CUSTOMER, true, alive, None),
+                participant(BOT, false, alive && self.held && self.in_queue.is_none(), None),
+            ];
+            if let Some(q) = self.in_queue {
+                participants.push(ParticipantView { id: pid(ACD), is_customer: false, active: alive, queue: Some(q) });
+            }
+            snapshot(participants, self.in_queue.into_iter().collect())
+        }
+
+        fn locate(&mut self) -> Result<ConversationSnapshot, PortError> {
+            self.calls.push(Call::Locate);
+            match pop(&mut self.script.locate).flatten() {
+                Some(fault) => Err(fault.error("conversation")),
+                None => Ok(self.conversation()),
+            }
+        }
+
+        fn capacity(&mut self, queue: QueueId) -> Result<CapacitySnapshot, PortError> {
+            let step = pop(&mut self.script.capacity).unwrap_or(Ok((self.script.idle_when_unscripted, 0)));
+            let result = step.map(|(idle, waiting)| CapacitySnapshot {
+                queue,
+                idle_agents: idle,
+                on_queue_agents: idle,
+                waiting,
+                estimated_wait: None,
+            });
+            let admitted = matches!(&result, Ok(s) if self.admission.judge(s) == Admission::Admit);
+            self.calls.push(Call::Capacity { queue, admitted });
+            result.map_err(|fault| fault.error("queue"))
+        }
+
+        fn write(&mut self, customer: ParticipantId) -> Result<Receipt, PortError> {
+            self.calls.push(Call::Write { customer });
+            match pop(&mut self.script.write).flatten() {
+                Some(fault) => Err(fault.error("participant")),
+                None => Ok(Receipt::default()),
+            }
+        }
+
+        fn transfer(&mut self, holder: ParticipantId, queue: QueueId) -> Result<Receipt, PortError> {
+            self.calls.push(Call::Transfer { holder, queue, already_in: self.in_queue });
+            let unknown = || PortError::Indeterminate { detail: "timed out".to_owned(), correlation_id: None };
+            match pop(&mut self.script.transfer).unwrap_or(TransferStep::Applied) {
+                TransferStep::Applied => {
+                    self.in_queue = Some(queue);
+                    Ok(Receipt::default())
+                }
+                TransferStep::Refused(fault) => Err(fault.error("participant")),
+                TransferStep::UnknownButApplied => {
+                    self.in_queue = Some(queue);
+                    Err(unknown())
+                }
+                TransferStep::UnknownNotApplied => Err(unknown()),
+            }
+        }
+    }
+
+    /// Mocks that answer from the shared world, any number of times.
+    fn world_ports(world: &Arc<Mutex<World>>) -> Ports {
+        let mut p = Ports::default();
+        let w = Arc::clone(world);
+        p.transfer.expect_locate().returning(move |_| w.lock().expect("not poisoned").locate());
+        let w = Arc::clone(world);
+        p.transfer.expect_write_context().returning(move |_, c, _| w.lock().expect("not poisoned").write(c));
+        let w = Arc::clone(world);
+        p.transfer.expect_transfer().returning(move |_, h, q| w.lock().expect("not poisoned").transfer(h, q));
+        let w = Arc::clone(world);
+        p.queue.expect_capacity().returning(move |q, _| w.lock().expect("not poisoned").capacity(q));
+        p.analytics.expect_record().never();
+        p
+    }
+
+    fn fault() -> impl Strategy<Value = Fault> {
+        prop_oneof![
+            3 => Just(Fault::Transient),
+            2 => Just(Fault::RateLimited),
+            1 => Just(Fault::Rejected),
+            1 => Just(Fault::NotFound),
+            1 => Just(Fault::InvalidState),
+        ]
+    }
+
+    fn maybe_fault() -> impl Strategy<Value = Option<Fault>> {
+        prop_oneof![2 => Just(None), 1 => fault().prop_map(Some)]
+    }
+
+    prop_compose! {
+        fn script()(
+            locate in prop::collection::vec(maybe_fault(), 0..6),
+            capacity in prop::collection::vec(
+                prop_oneof![4 => (0u32..3, 0u32..4).prop_map(Ok), 1 => fault().prop_map(Err)],
+                0..6,
+            ),
+            idle_when_unscripted in 0u32..3,
+            write in prop::collection::vec(maybe_fault(), 0..4),
+            transfer in prop::collection::vec(
+                prop_oneof![
+                    2 => Just(TransferStep::Applied),
+                    1 => fault().prop_map(TransferStep::Refused),
+                    2 => Just(TransferStep::UnknownButApplied),
+                    2 => Just(TransferStep::UnknownNotApplied),
+                ],
+                0..4,
+            ),
+        ) -> Script {
+            Script { locate, capacity, idle_when_unscripted, write, transfer }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct Scenario {
+        request: HandoffRequest,
+        routing: RoutingPolicy,
+        admission: AdmissionPolicy,
+        ended: bool,
+        held: bool,
+        script: Script,
+        gap: Duration,
+    }
+
+    prop_compose! {
+        fn scenario()(
+            base in crate::testkit::valid_request_with(3),
+            participant in prop_oneof![3 => Just(None), 2 => Just(Some(BOT)), 1 => Just(Some(CUSTOMER)), 1 => Just(Some(STRANGER))],
+            ask in prop_oneof![
+                4 => Just(None),
+                1 => prop::sample::select(vec![Some(DEFAULT_QUEUE), Some(RESET_QUEUE), Some(FALLBACK_QUEUE)]),
+                1 => Just(Some(UNLISTED_QUEUE)),
+            ],
+            route_reason in any::<bool>(),
+            fallback in any::<bool>(),
+            min_idle in 0u32..3,
+            max_waiting in prop::option::of(0u32..3),
+            ended in prop::bool::weighted(0.05),
+            held in prop::bool::weighted(0.95),
+            script in script(),
+            gap_secs in prop_oneof![Just(0u64), 1u64..100],
+        ) -> Scenario {
+            let mut payload = base.to_json();
+            payload["conversationId"] = json!(CONVERSATION);
+            if let Some(p) = participant { payload["participantId"] = json!(p); }
+            if let Some(q) = ask { payload["queueId"] = json!(q); }
+            let request = HandoffRequest::from_json(&payload).expect("still valid");
+            let routes = if route_reason {
+                [(request.reason().as_str().to_owned(), qid(RESET_QUEUE))].into_iter().collect()
+            } else {
+                [("password_reset".to_owned(), qid(RESET_QUEUE))].into_iter().collect()
+            };
+            let routing = RoutingPolicy::new(qid(DEFAULT_QUEUE), routes, fallback.then(|| qid(FALLBACK_QUEUE)));
+            let admission = AdmissionPolicy { min_idle_agents: min_idle, max_waiting, max_wait: None };
+            Scenario { request, routing, admission, ended, held, script, gap: Duration::from_secs(gap_secs) }
+        }
+    }
+
+    fn transfers(calls: &[Call]) -> impl Iterator<Item = (usize, ParticipantId, QueueId, Option<QueueId>)> + '_ {
+        calls.iter().enumerate().filter_map(|(i, c)| match c {
+            Call::Transfer { holder, queue, already_in } => Some((i, *holder, *queue, *already_in)),
+            _ => None,
+        })
+    }
+
+    /// Runs a scenario: two deliveries of the same handoff, then the worker past the deferral
+    /// deadline; then checks every upstream call the fake Genesys saw.
+    fn check(sc: &Scenario) -> Result<(), TestCaseError> {
+        // Arrange
+        let harness = Harness::with(|s| {
+            s.routing = sc.routing.clone();
+            s.admission = sc.admission;
+        });
+        let world = Arc::new(Mutex::new(World {
+            ended: sc.ended,
+            held: sc.held,
+            in_queue: None,
+            script: sc.script.clone(),
+            admission: sc.admission,
+            calls: Vec::new(),
+        }));
+        let service = harness.service(world_ports(&world));
+        let allowed = sc.routing.allowed_queues();
+
+        // Act: two deliveries of the same handoff, then the worker past the deferral deadline.
+        let first = block_on(service.handle(sc.request.clone(), None));
+        let (after_first, in_queue_after_first) = {
+            let w = world.lock().expect("not poisoned");
+            (w.calls.len(), w.in_queue)
+        };
+        harness.advance(sc.gap);
+        let second = block_on(service.handle(sc.request.clone(), None));
+        let webhook_calls = world.lock().expect("not poisoned").calls.len();
+        harness.advance(harness.settings.defer_for + harness.settings.lease);
+        for _ in 0..3 {
+            block_on(service.run_due(10)).expect("the in-memory ledger works");
+            harness.advance(harness.settings.lease);
+        }
+
+        // Assert
+        let world = world.lock().expect("not poisoned");
+        let calls = &world.calls;
+        for (i, holder, queue, already_in) in transfers(calls) {
+            prop_assert_ne!(holder, pid(CUSTOMER), "transferred the customer: {:?}", calls);
+            prop_assert!(allowed.contains(&queue), "queue {} outside the allowlist: {:?}", queue, calls);
+            prop_assert!(already_in.is_none(), "transferred again after it applied: {:?}", calls);
+            if sc.admission.checks_capacity() && i < webhook_calls {
+                let admitted =
+                    calls[..i].iter().any(|c| matches!(c, Call::Capacity { queue: q, admitted: true } if *q == queue));
+                prop_assert!(admitted, "transferred to {} without admission: {:?}", queue, calls);
+            }
+        }
+        for call in calls {
+            if let Call::Write { customer } = call {
+                prop_assert_eq!(*customer, pid(CUSTOMER), "context written on a non-customer");
+            }
+        }
+        if sc.request.requested_queue().is_some_and(|q| !sc.routing.is_allowed(q)) {
+            prop_assert!(calls.is_empty(), "calls for a refused queueId: {:?}", calls);
+            prop_assert!(matches!(first, Err(HandoffError::Invalid(_))), "{:?}", first);
+        }
+        if let Ok(HandoffOutcome::Transferred { queue_id, .. }) = &first {
+            prop_assert_eq!(webhook_calls, after_first, "the repeat called upstream: {:?}", calls);
+            let replayed =
+                matches!(&second, Ok(HandoffOutcome::Transferred { replayed: true, queue_id: q, .. }) if q == queue_id);
+            prop_assert!(replayed, "{:?}", second);
+        }
+        // A handoff whose transfer applied is never answered as failed for good: a failed record
+        // lets the next delivery start over and transfer a second time.
+        for (outcome, in_queue) in [(&first, in_queue_after_first), (&second, world.in_queue)] {
+            let permanent = matches!(
+                outcome,
+                Err(HandoffError::ConversationNotFound { .. }
+                    | HandoffError::NotTransferable { .. }
+                    | HandoffError::UpstreamRejected { .. })
+            );
+            prop_assert!(
+                !(permanent && in_queue.is_some()),
+                "{:?} although it is in {:?}: {:?}",
+                outcome,
+                in_queue,
+                calls
+            );
+        }
+        for outcome in [&first, &second] {
+            if let Ok(HandoffOutcome::Transferred { queue_id, .. }) = outcome {
+                prop_assert_eq!(world.in_queue, Some(*queue_id), "answered transferred but it is not in the queue");
+            }
+        }
+        Ok(())
+    }
+
+    prop_compose! {
+        /// A well-formed handoff against a flaky upstream: most of the randomness is in the faults.
+        fn flaky_scenario()(
+            base in crate::testkit::valid_request_with(3),
+            participant in prop_oneof![3 => Just(None), 1 => Just(Some(BOT))],
+            fallback in any::<bool>(),
+            min_idle in 0u32..3,
+            locate in prop::collection::vec(prop_oneof![1 => Just(None), 1 => fault().prop_map(Some)], 0..6),
+            capacity in prop::collection::vec(prop_oneof![4 => (1u32..3, 0u32..2).prop_map(Ok), 1 => fault().prop_map(Err)], 0..4),
+            write in prop::collection::vec(maybe_fault(), 0..3),
+            transfer in prop::collection::vec(
+                prop_oneof![
+                    1 => Just(TransferStep::Applied),
+                    1 => fault().prop_map(TransferStep::Refused),
+                    2 => Just(TransferStep::UnknownButApplied),
+                    2 => Just(TransferStep::UnknownNotApplied),
+                ],
+                0..4,
+            ),
+            gap_secs in prop_oneof![Just(0u64), 1u64..100],
+        ) -> Scenario {
+            let mut payload = base.to_json();
+            payload["conversationId"] = json!(CONVERSATION);
+            if let Some(obj) = payload.as_object_mut() {
+                obj.remove("queueId");
+                obj.remove("participantId");
+            }
+            if let Some(p) = participant { payload["participantId"] = json!(p); }
+            let request = HandoffRequest::from_json(&payload).expect("still valid");
+            let routing = RoutingPolicy::new(qid(DEFAULT_QUEUE), BTreeMap::new(), fallback.then(|| qid(FALLBACK_QUEUE)));
+            let admission = AdmissionPolicy { min_idle_agents: min_idle, max_waiting: None, max_wait: None };
+            let script = Script { locate, capacity, idle_when_unscripted: 1, write, transfer };
+            Scenario { request, routing, admission, ended: false, held: true, script, gap: Duration::from_secs(gap_secs) }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Random requests, routing, admission and capacity, with some upstream faults.
+        #[test]
+        fn no_path_transfers_twice_or_to_the_customer_or_outside_the_allowlist_or_without_capacity(sc in scenario()) {
+            check(&sc)?;
+        }
+
+        /// A valid handoff against random upstream faults, lost responses included.
+        #[test]
+        fn no_sequence_of_upstream_faults_makes_a_handoff_transfer_twice(sc in flaky_scenario()) {
+            check(&sc)?;
+        }
+    }
 }

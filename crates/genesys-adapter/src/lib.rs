@@ -1,1 +1,71 @@
-//! placeholder
+//! The Genesys Cloud adapter of `handoff`: implements the domain's [`QueuePort`], [`TransferPort`]
+//! and [`AnalyticsPort`] against the real Platform API (CONTRACT §5, `reference/genesys-api.md`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use handoff_genesys::{GenesysClient, GenesysConfig, Region};
+//!
+//! let region = Region::parse("eu-west-1")?;
+//! let (api, login) = GenesysConfig::resolve_urls(region, None, None)?;
+//! let config = GenesysConfig::new("client-id", "client-secret".to_owned().into(), api, login);
+//! let genesys: Arc<GenesysClient> = GenesysClient::shared(config)?;
+//! genesys.obtain_token().await?;
+//! // Arc<GenesysClient> coerces to Arc<dyn QueuePort>, Arc<dyn TransferPort>, Arc<dyn AnalyticsPort>.
+//! # Ok(()) }
+//! ```
+//!
+//! | port method | Genesys call |
+//! |---|---|
+//! | `TransferPort::locate` | `GET /api/v2/conversations/messages/{id}` |
+//! | `TransferPort::write_context` | `PATCH /api/v2/conversations/messages/{id}/participants/{customer}/attributes` |
+//! | `TransferPort::transfer` | `POST /api/v2/conversations/messages/{id}/participants/{holder}/replace` |
+//! | `QueuePort::capacity` | `POST /api/v2/analytics/queues/observations/query` (+ `GET …/mediatypes/message/estimatedwaittime`) |
+//! | `AnalyticsPort::record` | `PUT /api/v2/conversations/{id}/tags` |
+//!
+//! Upstream discipline (CONTRACT §5.9) lives in [`GenesysClient`]: one shared token with
+//! single-flight refresh, a global concurrency cap, per-attempt and total deadlines, retries with
+//! full-jitter backoff for reads and idempotent writes, `Retry-After` for 429, and a transfer that
+//! is repeated only when it surely did not happen (otherwise [`PortError::Indeterminate`]).
+//!
+//! # Layout
+//! - [`regions`]: the region table, [`Region::parse`] and the API/login base URLs.
+//! - `config`: [`GenesysConfig`] (credentials, resolved URLs, timeouts, budget, caps, TTL).
+//! - `error`: [`GenesysError`], the adapter-internal error, and its mapping to [`PortError`].
+//! - `token`: the client-credentials token cache (single flight, early refresh, 401 invalidation).
+//! - `client`: [`GenesysClient`], the HTTP client, the retry policy and rate-limit awareness.
+//! - `retry`: backoff with jitter, `Retry-After`/`inin-ratelimit-*` parsing, error-body codes.
+//! - `capacity`: the per-queue, single-flight capacity snapshot cache.
+//! - `wire`: private Genesys DTOs and their translation to domain types.
+//! - `ports`: the port implementations, [`GenesysClient::get_queue`] and
+//!   [`GenesysClient::probe_permission`], and the mapping of Genesys answers to [`PortError`].
+//! - `stats`: atomic counters and the [`ClientStats`] snapshot for metrics.
+//!
+//! [`QueuePort`]: handoff_domain::ports::QueuePort
+//! [`TransferPort`]: handoff_domain::ports::TransferPort
+//! [`AnalyticsPort`]: handoff_domain::ports::AnalyticsPort
+//! [`PortError`]: handoff_domain::ports::PortError
+//! [`PortError::Indeterminate`]: handoff_domain::ports::PortError::Indeterminate
+
+mod capacity;
+mod client;
+mod config;
+mod error;
+mod ports;
+pub mod regions;
+mod retry;
+mod stats;
+mod token;
+mod wire;
+
+pub use client::GenesysClient;
+pub use config::{
+    GenesysConfig, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CAPACITY_TTL, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_TOTAL_BUDGET,
+};
+pub use error::{GenesysError, Result};
+pub use ports::{Permission, PermissionStatus};
+pub use regions::Region;
+pub use retry::RateLimitSnapshot;
+pub use stats::{ClientStats, Endpoint, RequestCount, StatusClass};
+pub use wire::QueueInfo;

@@ -1,0 +1,164 @@
+//! The command line (CONTRACT §2): `serve`, `demo`, `simulator`, `check`.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::startup::App;
+use crate::telemetry;
+
+/// Hands Genesys Cloud Web Messaging conversations from a bot to a human queue.
+#[derive(Debug, Parser)]
+#[command(name = "handoff", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the webhook server against Genesys Cloud (configuration from the environment and `.env`).
+    Serve(ServeArgs),
+    /// Start the Genesys simulator and the server on loopback and walk through sample handoffs.
+    Demo {
+        /// Leave both servers running afterwards and print curl lines to try.
+        #[arg(long)]
+        keep_running: bool,
+        /// Port of the handoff server (0 picks a free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Port of the simulator (0 picks a free one).
+        #[arg(long, default_value_t = 0)]
+        sim_port: u16,
+    },
+    /// Run the Genesys simulator alone, for local development against `serve`.
+    Simulator {
+        /// Port to listen on (127.0.0.1).
+        #[arg(long, default_value_t = 8089)]
+        port: u16,
+    },
+    /// Preflight against the configured org: config, token, queues, permissions.
+    Check,
+}
+
+/// Flags of `serve`; each overrides the environment variable of the same meaning.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Overrides `PORT`.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Overrides `BIND_ADDR`.
+    #[arg(long)]
+    pub bind_addr: Option<String>,
+    /// Overrides `DATABASE_URL`.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Overrides `LOG_FORMAT` (`json` or `pretty`).
+    #[arg(long)]
+    pub log_format: Option<String>,
+}
+
+/// Reads settings from the process environment with `overrides` on top.
+fn settings(overrides: &HashMap<&'static str, String>) -> Result<Settings, crate::config::ConfigErrors> {
+    Settings::from_env(|k| overrides.get(k).cloned().or_else(|| std::env::var(k).ok()))
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Demo { keep_running, port, sim_port } => {
+            telemetry::init(telemetry::subscriber("warn", crate::config::LogFormat::Pretty, std::io::stderr));
+            match crate::demo::run(keep_running, port, sim_port).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("demo failed: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Simulator { port } => {
+            telemetry::init(telemetry::subscriber("info", crate::config::LogFormat::Pretty, std::io::stderr));
+            simulator(port).await
+        }
+        Command::Check => {
+            let overrides = HashMap::new();
+            match settings(&overrides) {
+                Ok(s) => crate::check::run(&s).await,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let mut overrides = HashMap::new();
+    if let Some(p) = args.port {
+        overrides.insert("PORT", p.to_string());
+    }
+    if let Some(b) = args.bind_addr {
+        overrides.insert("BIND_ADDR", b);
+    }
+    if let Some(d) = args.database_url {
+        overrides.insert("DATABASE_URL", d);
+    }
+    if let Some(l) = args.log_format {
+        overrides.insert("LOG_FORMAT", l);
+    }
+    let settings = match settings(&overrides) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(telemetry::subscriber("info", settings.log_format, std::io::stdout));
+    let app = match App::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "failed to start");
+            eprintln!("failed to start: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.run_until_stopped(crate::startup::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn simulator(port: u16) -> ExitCode {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let handle = match genesys_sim::spawn_on(addr, genesys_sim::SimConfig::default()).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("failed to start the simulator on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cfg = genesys_sim::SimConfig::default();
+    println!("Genesys simulator listening on {}", handle.base_url());
+    println!("  GENESYS_BASE_URL={0} GENESYS_LOGIN_BASE_URL={0}", handle.base_url());
+    println!("  GENESYS_CLIENT_ID={} GENESYS_CLIENT_SECRET=<the simulator's default secret>", cfg.client_id);
+    println!(
+        "  queues: Support {} Billing {} Overflow {} After hours {}",
+        genesys_sim::SUPPORT_QUEUE,
+        genesys_sim::BILLING_QUEUE,
+        genesys_sim::OVERFLOW_QUEUE,
+        genesys_sim::EMPTY_QUEUE
+    );
+    println!("  admin API: {}/__admin/calls (see crates/genesys-sim/README.md)", handle.base_url());
+    let _ = crate::startup::shutdown_signal().await;
+    handle.shutdown().await;
+    ExitCode::SUCCESS
+}

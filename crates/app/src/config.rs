@@ -1,0 +1,355 @@
+//! Configuration (CONTRACT §3): read from the environment (and a `.env` file in the working
+//! directory, loaded by `main`), validated all at once. Every bad or missing setting is reported on
+//! its own line; nothing panics.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use handoff_domain::{AdmissionPolicy, QueueId, RoutingPolicy, ServiceSettings};
+use secrecy::SecretString;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (default; what log pipelines want).
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// How webhook callers authenticate.
+#[derive(Clone)]
+pub enum WebhookAuthSetting {
+    /// Shared secrets (several during a rotation).
+    Secrets(Vec<SecretString>),
+    /// No authentication (local runs only; warned about at every start).
+    None,
+}
+
+impl fmt::Debug for WebhookAuthSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WebhookAuthSetting::Secrets(s) => write!(f, "Secrets([{} redacted])", s.len()),
+            WebhookAuthSetting::None => f.write_str("None"),
+        }
+    }
+}
+
+/// Genesys connection settings, before region resolution.
+#[derive(Debug, Clone)]
+pub struct GenesysSettings {
+    /// OAuth client id.
+    pub client_id: String,
+    /// OAuth client secret.
+    pub client_secret: SecretString,
+    /// `GENESYS_REGION`: a region code or an environment domain.
+    pub region: String,
+    /// `GENESYS_BASE_URL` override.
+    pub base_url: Option<String>,
+    /// `GENESYS_LOGIN_BASE_URL` override.
+    pub login_base_url: Option<String>,
+    /// `GENESYS_TIMEOUT_MS`: per-attempt timeout.
+    pub attempt_timeout: Duration,
+    /// `GENESYS_BUDGET_MS`: total time for one upstream operation, retries included.
+    pub budget: Duration,
+    /// `GENESYS_MAX_CONCURRENCY`: cap on concurrent upstream calls.
+    pub max_concurrency: usize,
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Genesys connection.
+    pub genesys: GenesysSettings,
+    /// Queue choice and admission (the domain's settings).
+    pub service: ServiceSettings,
+    /// Webhook authentication.
+    pub webhook_auth: WebhookAuthSetting,
+    /// `DATABASE_URL`.
+    pub database_url: String,
+    /// `BIND_ADDR`.
+    pub bind_addr: IpAddr,
+    /// `PORT` (0 picks a free port).
+    pub port: u16,
+    /// `LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// `HANDOFF_MAX_IN_FLIGHT`: concurrent handoffs before shedding load with 503.
+    pub max_in_flight: usize,
+    /// `HANDOFF_REQUEST_TIMEOUT_SECS`: answer 503 past this (below the Data Action's 60 s).
+    pub request_timeout: Duration,
+}
+
+/// Every configuration problem found, one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "config error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads variables through `get`, so tests need no process environment.
+struct Reader<'a, F: Fn(&str) -> Option<String>> {
+    get: &'a F,
+    errors: Vec<String>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
+    fn raw(&self, name: &str) -> Option<String> {
+        (self.get)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    fn required(&mut self, name: &str, what: &str) -> Option<String> {
+        let v = self.raw(name);
+        if v.is_none() {
+            self.errors.push(format!("{name} is required ({what})"));
+        }
+        v
+    }
+
+    fn parsed<T: std::str::FromStr>(&mut self, name: &str, default: T, what: &str) -> T {
+        match self.raw(name) {
+            None => default,
+            Some(v) => v.parse().unwrap_or_else(|_| {
+                self.errors.push(format!("{name}={v:?} is not valid: expected {what}"));
+                default
+            }),
+        }
+    }
+
+    fn optional<T: std::str::FromStr>(&mut self, name: &str, what: &str) -> Option<T> {
+        let v = self.raw(name)?;
+        match v.parse() {
+            Ok(t) => Some(t),
+            Err(_) => {
+                self.errors.push(format!("{name}={v:?} is not valid: expected {what}"));
+                None
+            }
+        }
+    }
+
+    fn queue(&mut self, name: &str, required: bool) -> Option<QueueId> {
+        let raw = if required { self.required(name, "a queue id (UUID)")? } else { self.raw(name)? };
+        match QueueId::parse(&raw) {
+            Ok(q) => Some(q),
+            Err(_) => {
+                self.errors.push(format!("{name}={raw:?} is not valid: expected a queue id (UUID)"));
+                None
+            }
+        }
+    }
+}
+
+impl Settings {
+    /// Reads and validates every setting.
+    ///
+    /// # Errors
+    /// [`ConfigErrors`] listing every bad or missing setting.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
+        let mut r = Reader { get: &get, errors: Vec::new() };
+
+        let client_id = r.required("GENESYS_CLIENT_ID", "the OAuth client-credentials client id");
+        let client_secret = r.required("GENESYS_CLIENT_SECRET", "the OAuth client secret");
+        let region = r.raw("GENESYS_REGION").unwrap_or_else(|| "us-east-1".to_owned());
+        let base_url = r.raw("GENESYS_BASE_URL");
+        let login_base_url = r.raw("GENESYS_LOGIN_BASE_URL");
+        for (name, url) in [("GENESYS_BASE_URL", &base_url), ("GENESYS_LOGIN_BASE_URL", &login_base_url)] {
+            if let Some(u) = url {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    r.errors.push(format!("{name}={u:?} is not valid: expected an http(s) URL"));
+                }
+            }
+        }
+        if let Err(e) = handoff_genesys::Region::parse(&region) {
+            if base_url.is_none() || login_base_url.is_none() {
+                r.errors.push(format!("GENESYS_REGION={region:?} is not valid: {e}"));
+            }
+        }
+        let attempt_timeout = Duration::from_millis(r.parsed("GENESYS_TIMEOUT_MS", 5_000u64, "milliseconds"));
+        let budget = Duration::from_millis(r.parsed("GENESYS_BUDGET_MS", 10_000u64, "milliseconds"));
+        if budget < attempt_timeout {
+            r.errors.push("GENESYS_BUDGET_MS must be at least GENESYS_TIMEOUT_MS".to_owned());
+        }
+        let max_concurrency = r.parsed("GENESYS_MAX_CONCURRENCY", 64usize, "a positive number");
+        if max_concurrency == 0 {
+            r.errors.push("GENESYS_MAX_CONCURRENCY must be at least 1".to_owned());
+        }
+
+        let target = r.queue("TARGET_QUEUE_ID", true);
+        let routes = match r.raw("HANDOFF_ROUTES") {
+            None => BTreeMap::new(),
+            Some(raw) => RoutingPolicy::parse_routes(&raw).unwrap_or_else(|errors| {
+                r.errors.extend(errors.into_iter().map(|e| format!("HANDOFF_ROUTES: {e}")));
+                BTreeMap::new()
+            }),
+        };
+        let fallback = r.queue("HANDOFF_FALLBACK_QUEUE_ID", false);
+        let min_idle_agents = r.parsed("HANDOFF_MIN_IDLE_AGENTS", 1u32, "a whole number (0 turns the check off)");
+        let max_waiting = r.optional("HANDOFF_MAX_WAITING", "a whole number");
+        let max_wait = r.optional::<u64>("HANDOFF_MAX_WAIT_SECS", "seconds").map(Duration::from_secs);
+        let defer_for = Duration::from_secs(r.parsed("HANDOFF_DEFER_FOR_SECS", 300u64, "seconds"));
+        let recheck_every = Duration::from_secs(r.parsed("HANDOFF_RECHECK_SECS", 15u64, "seconds"));
+        if recheck_every.is_zero() {
+            r.errors.push("HANDOFF_RECHECK_SECS must be at least 1".to_owned());
+        }
+
+        let webhook_auth = match r.raw("WEBHOOK_AUTH").as_deref().unwrap_or("secret") {
+            "none" => WebhookAuthSetting::None,
+            "secret" => {
+                let secrets: Vec<SecretString> = r
+                    .raw("WEBHOOK_SECRET")
+                    .map(|s| {
+                        s.split(',')
+                            .map(str::trim)
+                            .filter(|p| !p.is_empty())
+                            .map(|p| SecretString::from(p.to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if secrets.is_empty() {
+                    r.errors.push(
+                        "WEBHOOK_SECRET is required (comma-separated shared secrets) unless WEBHOOK_AUTH=none"
+                            .to_owned(),
+                    );
+                }
+                WebhookAuthSetting::Secrets(secrets)
+            }
+            other => {
+                r.errors.push(format!("WEBHOOK_AUTH={other:?} is not valid: expected secret or none"));
+                WebhookAuthSetting::None
+            }
+        };
+
+        let database_url = r.raw("DATABASE_URL").unwrap_or_else(|| "sqlite://handoff.db".to_owned());
+        if !["sqlite:", "postgres://", "postgresql://", "memory:"].iter().any(|p| database_url.starts_with(p)) {
+            r.errors.push(format!(
+                "DATABASE_URL={database_url:?} is not valid: expected sqlite://path, postgres://… or memory:"
+            ));
+        }
+        let bind_addr = r.parsed("BIND_ADDR", IpAddr::from([0, 0, 0, 0]), "an IP address");
+        let port = r.parsed("PORT", 3000u16, "a port number");
+        let log_format = match r.raw("LOG_FORMAT").as_deref().unwrap_or("json") {
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            other => {
+                r.errors.push(format!("LOG_FORMAT={other:?} is not valid: expected json or pretty"));
+                LogFormat::Json
+            }
+        };
+        let max_in_flight = r.parsed("HANDOFF_MAX_IN_FLIGHT", 256usize, "a positive number");
+        let request_timeout = Duration::from_secs(r.parsed("HANDOFF_REQUEST_TIMEOUT_SECS", 25u64, "seconds"));
+
+        let errors = std::mem::take(&mut r.errors);
+        match (client_id, client_secret, target) {
+            (Some(client_id), Some(client_secret), Some(target)) if errors.is_empty() => {
+                let mut service = ServiceSettings::new(RoutingPolicy::new(target, routes, fallback));
+                service.admission = AdmissionPolicy { min_idle_agents, max_waiting, max_wait };
+                service.defer_for = defer_for;
+                service.recheck_every = recheck_every;
+                service.lease = service.lease.max(budget * 3);
+                Ok(Settings {
+                    genesys: GenesysSettings {
+                        client_id,
+                        client_secret: SecretString::from(client_secret),
+                        region,
+                        base_url,
+                        login_base_url,
+                        attempt_timeout,
+                        budget,
+                        max_concurrency,
+                    },
+                    service,
+                    webhook_auth,
+                    database_url,
+                    bind_addr,
+                    port,
+                    log_format,
+                    max_in_flight,
+                    request_timeout,
+                })
+            }
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const QUEUE: &str = "7b0a2a4e-5f1c-4a53-9d0e-2f6a1c3b9d01";
+
+    #[test]
+    fn a_minimal_environment_gives_the_contract_defaults() {
+        let settings = Settings::from_env(env(&[
+            ("GENESYS_CLIENT_ID", "id"),
+            ("GENESYS_CLIENT_SECRET", "s3cret"),
+            ("TARGET_QUEUE_ID", QUEUE),
+            ("WEBHOOK_SECRET", "a,b"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.port, 3000);
+        assert_eq!(settings.database_url, "sqlite://handoff.db");
+        assert_eq!(settings.service.admission.min_idle_agents, 1);
+        assert_eq!(settings.service.defer_for, Duration::from_secs(300));
+        assert!(matches!(settings.webhook_auth, WebhookAuthSetting::Secrets(ref s) if s.len() == 2));
+        assert_eq!(settings.genesys.region, "us-east-1");
+    }
+
+    #[test]
+    fn every_bad_setting_is_reported_at_once() {
+        let errors = Settings::from_env(env(&[
+            ("TARGET_QUEUE_ID", "not-a-uuid"),
+            ("HANDOFF_ROUTES", "billing=nope,broken"),
+            ("PORT", "99999"),
+            ("GENESYS_REGION", "mars-north-1"),
+            ("LOG_FORMAT", "xml"),
+        ]))
+        .unwrap_err();
+        let text = errors.to_string();
+        for needle in [
+            "GENESYS_CLIENT_ID",
+            "GENESYS_CLIENT_SECRET",
+            "TARGET_QUEUE_ID",
+            "HANDOFF_ROUTES",
+            "PORT",
+            "GENESYS_REGION",
+            "LOG_FORMAT",
+            "WEBHOOK_SECRET",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        assert!(errors.0.len() >= 9, "{text}");
+    }
+
+    #[test]
+    fn the_secret_never_appears_in_debug_output() {
+        let settings = Settings::from_env(env(&[
+            ("GENESYS_CLIENT_ID", "id"),
+            ("GENESYS_CLIENT_SECRET", "topsecretvalue"),
+            ("TARGET_QUEUE_ID", QUEUE),
+            ("WEBHOOK_SECRET", "webhooksecretvalue"),
+        ]))
+        .unwrap();
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("topsecretvalue"));
+        assert!(!debug.contains("webhooksecretvalue"));
+    }
+}

@@ -1,0 +1,318 @@
+//! Wiring: builds the adapters, the use case and the router from [`Settings`], binds the listener,
+//! and runs the server with its background workers until a shutdown future resolves.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use handoff_domain::ports::{LedgerPort, SystemClock};
+use handoff_domain::{HandoffService, InMemoryLedger};
+use handoff_genesys::{GenesysClient, GenesysConfig, Region};
+use handoff_http::{router, AppState, HttpSettings, ReadinessProbe, WebhookAuth};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Settings, WebhookAuthSetting};
+use crate::observer::{Metrics, TelemetryObserver};
+
+/// How often the background workers look for due work.
+const WORKER_TICK: Duration = Duration::from_millis(500);
+/// Records and outbox entries one tick takes at most.
+const WORKER_BATCH: usize = 50;
+/// How long in-flight handoffs get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// A built application: listener bound, adapters connected, not serving yet.
+pub struct App {
+    listener: TcpListener,
+    port: u16,
+    router: axum::Router,
+    service: Arc<HandoffService>,
+    genesys: Arc<GenesysClient>,
+    ledger: Arc<dyn LedgerPort>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Connects the ledger (applying migrations), builds the Genesys client, the service and the
+    /// router, and binds the listener.
+    ///
+    /// # Errors
+    /// When the ledger cannot be opened, the Genesys configuration is unusable or the port is taken.
+    pub async fn build(settings: Settings) -> anyhow::Result<App> {
+        let genesys =
+            GenesysClient::shared(genesys_config(&settings)?).context("failed to build the genesys client")?;
+        let ledger = connect_ledger(&settings.database_url).await?;
+        let metrics = Arc::new(Metrics::new());
+        metrics.add_source(genesys_metrics(genesys.clone()));
+
+        let service = Arc::new(
+            HandoffService::new(
+                genesys.clone(),
+                genesys.clone(),
+                genesys.clone(),
+                ledger.clone(),
+                Arc::new(SystemClock),
+                settings.service.clone(),
+            )
+            .with_observer(Arc::new(TelemetryObserver::new(metrics.clone()))),
+        );
+
+        let auth = match &settings.webhook_auth {
+            WebhookAuthSetting::Secrets(secrets) => WebhookAuth::Secrets(secrets.clone()),
+            WebhookAuthSetting::None => {
+                tracing::warn!(
+                    "WEBHOOK_AUTH=none: the webhook accepts unauthenticated requests; use this only locally"
+                );
+                WebhookAuth::None
+            }
+        };
+        let readiness = Arc::new(Readiness { ledger: ledger.clone(), genesys: genesys.clone() });
+        let render = metrics.clone();
+        let state = AppState::new(service.clone(), auth, readiness)
+            .with_settings(HttpSettings {
+                request_timeout: settings.request_timeout,
+                max_in_flight: settings.max_in_flight,
+            })
+            .with_metrics(Arc::new(move || render.render()));
+
+        let listener = TcpListener::bind((settings.bind_addr, settings.port))
+            .await
+            .with_context(|| format!("failed to listen on {}:{}", settings.bind_addr, settings.port))?;
+        let port = listener.local_addr().context("failed to read the bound address")?.port();
+        tracing::info!(
+            port,
+            database = %redact_url(&settings.database_url),
+            genesys_api = %genesys.config().api_base_url,
+            "handoff ready"
+        );
+        Ok(App { listener, port, router: router(state), service, genesys, ledger, metrics })
+    }
+
+    /// The bound port (useful with `PORT=0`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The Genesys client (tests read its counters).
+    pub fn genesys(&self) -> &Arc<GenesysClient> {
+        &self.genesys
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, gives in-flight handoffs up to
+    /// [`SHUTDOWN_GRACE`] to finish and stops the workers. Anything unfinished stays resumable in
+    /// the ledger.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_workers, workers_stopped) = watch::channel(false);
+        let workers = tokio::spawn(run_workers(
+            self.service.clone(),
+            self.genesys.clone(),
+            self.ledger.clone(),
+            self.metrics.clone(),
+            workers_stopped,
+        ));
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections; finishing in-flight handoffs");
+            let _ = signalled_tx.send(());
+        });
+        let grace = async {
+            if signalled_rx.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let result = tokio::select! {
+            r = server => r.context("the server failed"),
+            () = grace => {
+                tracing::warn!("shutdown grace elapsed; unfinished handoffs stay resumable in the ledger");
+                Ok(())
+            }
+        };
+        let _ = stop_workers.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), workers).await;
+        result
+    }
+}
+
+/// The Genesys client configuration `check` uses (the same as `serve`).
+///
+/// # Errors
+/// When the region or the base URLs are unusable.
+pub fn genesys_config_for_check(settings: &Settings) -> anyhow::Result<GenesysConfig> {
+    genesys_config(settings)
+}
+
+fn genesys_config(settings: &Settings) -> anyhow::Result<GenesysConfig> {
+    let g = &settings.genesys;
+    // With both URLs overridden the region does not matter; otherwise it was validated already.
+    let region = Region::parse(&g.region).or_else(|e| match (&g.base_url, &g.login_base_url) {
+        (Some(_), Some(_)) => Region::parse("us-east-1"),
+        _ => Err(e),
+    })?;
+    let (api, login) = GenesysConfig::resolve_urls(region, g.base_url.as_deref(), g.login_base_url.as_deref())?;
+    let mut config = GenesysConfig::new(g.client_id.clone(), g.client_secret.clone(), api, login);
+    config.attempt_timeout = g.attempt_timeout;
+    config.total_budget = g.budget;
+    config.max_concurrency = g.max_concurrency;
+    config.validate()?;
+    Ok(config)
+}
+
+async fn connect_ledger(url: &str) -> anyhow::Result<Arc<dyn LedgerPort>> {
+    if url.starts_with("memory:") {
+        tracing::warn!("DATABASE_URL=memory: handoffs are not durable; use sqlite:// or postgres:// in production");
+        return Ok(Arc::new(InMemoryLedger::new()));
+    }
+    let ledger = handoff_ledger::SqlLedger::connect(url)
+        .await
+        .with_context(|| format!("failed to open the ledger at {}", redact_url(url)))?;
+    Ok(Arc::new(ledger))
+}
+
+/// A database URL without its password.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Background work: deferred handoffs and crash recovery, then the analytics outbox. Yields to
+/// live handoffs when the Genesys rate-limit allowance runs low.
+async fn run_workers(
+    service: Arc<HandoffService>,
+    genesys: Arc<GenesysClient>,
+    ledger: Arc<dyn LedgerPort>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(WORKER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        if *stop.borrow() {
+            break;
+        }
+        if genesys.allowance_low() {
+            tracing::debug!("genesys allowance low: background work yields to live handoffs");
+            continue;
+        }
+        match service.run_due(WORKER_BATCH).await {
+            Ok(report) if report.claimed > 0 => {
+                tracing::debug!(claimed = report.claimed, done = report.done, later = report.later, "deferral tick")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "deferral worker could not use the ledger"),
+        }
+        match service.deliver_analytics(WORKER_BATCH).await {
+            Ok(report) if report.later > 0 => {
+                tracing::warn!(failed = report.later, "analytics deliveries failed; retrying with backoff")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "outbox worker could not use the ledger"),
+        }
+        if let Ok(backlog) = ledger.outbox_backlog().await {
+            metrics.outbox_backlog.set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// `/readyz`: the ledger answers and a Genesys token can be obtained.
+struct Readiness {
+    ledger: Arc<dyn LedgerPort>,
+    genesys: Arc<GenesysClient>,
+}
+
+#[async_trait]
+impl ReadinessProbe for Readiness {
+    async fn check(&self) -> Vec<(String, Result<(), String>)> {
+        let ledger = self.ledger.ping().await.map_err(|e| e.to_string());
+        let token = self.genesys.obtain_token().await.map_err(|e| e.to_string());
+        vec![("ledger".to_owned(), ledger), ("genesys_token".to_owned(), token)]
+    }
+}
+
+/// The Genesys client's counters in Prometheus text format.
+fn genesys_metrics(genesys: Arc<GenesysClient>) -> crate::observer::MetricsSource {
+    Arc::new(move |out: &mut String| {
+        use std::fmt::Write as _;
+        let stats = genesys.stats();
+        let _ = writeln!(out, "# HELP handoff_upstream_requests Genesys call attempts by endpoint and status class.");
+        let _ = writeln!(out, "# TYPE handoff_upstream_requests counter");
+        for r in stats.requests.iter().filter(|r| r.count > 0) {
+            let _ = writeln!(
+                out,
+                "handoff_upstream_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}",
+                r.endpoint.as_str(),
+                r.class.as_str(),
+                r.count
+            );
+        }
+        for (name, help, value) in [
+            ("upstream_retries", "Waits before another Genesys attempt (backoff and 429).", stats.retries),
+            ("token_refreshes", "OAuth token requests sent.", stats.token_fetches),
+            ("token_invalidations", "Tokens dropped after a 401.", stats.token_invalidations),
+            ("capacity_cache_hits", "Capacity snapshots served from the shared cache.", stats.capacity_cache_hits),
+        ] {
+            let _ = writeln!(out, "# HELP handoff_{name} {help}");
+            let _ = writeln!(out, "# TYPE handoff_{name} counter");
+            let _ = writeln!(out, "handoff_{name}_total {value}");
+        }
+    })
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://app:hunter2@db:5432/handoff"), "postgres://app:***@db:5432/handoff");
+        assert_eq!(redact_url("sqlite://handoff.db"), "sqlite://handoff.db");
+    }
+}

@@ -1,0 +1,351 @@
+//! Converting domain values to column values and back, shared by both backends.
+//!
+//! A record is written as [`RecordColumns`] (plain values: UUIDs, text, JSON, UTC times) and read
+//! back through [`RecordColumns::into_record`], which re-validates everything: the request through
+//! [`HandoffRequest::from_json`], ids through their parsers, stages through [`Stage::parse`]. A row
+//! that no longer validates is [`LedgerError::Corrupt`], never a panic.
+//!
+//! Times are kept to the microsecond (PostgreSQL's `timestamptz` precision); [`micros`] truncates
+//! so both backends store the same value.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use handoff_domain::lifecycle::HistoryEntry;
+use handoff_domain::ports::{HandoffEvent, LedgerError, StatRow};
+use handoff_domain::{
+    ConversationId, HandoffId, HandoffKey, HandoffReason, HandoffRecord, HandoffRequest, IdempotencyKey, ParticipantId,
+    QueueId, Stage, StoredAnswer,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// `t` truncated to the microsecond.
+pub(crate) fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// `now + lease`, as `InMemoryLedger` computes it (a lease too long for chrono counts as 30 s),
+/// saturating instead of overflowing.
+pub(crate) fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+    micros(now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC))
+}
+
+/// `limit` as a SQL `LIMIT` value.
+pub(crate) fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// A column that should hold a UTC time in microseconds (SQLite).
+pub(crate) fn time_from_micros(value: i64, what: &str) -> Result<DateTime<Utc>, LedgerError> {
+    DateTime::from_timestamp_micros(value).ok_or_else(|| corrupt(what, "time out of range"))
+}
+
+pub(crate) fn corrupt(what: &str, problem: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Corrupt(format!("{what}: {problem}"))
+}
+
+/// Parses a UUID column stored as text (SQLite).
+pub(crate) fn uuid_from_text(raw: &str, what: &str) -> Result<Uuid, LedgerError> {
+    Uuid::try_parse(raw).map_err(|_| corrupt(what, "not a UUID"))
+}
+
+/// One `handoffs` row as plain values, in the order of [`crate::sql::RECORD_COLUMNS`].
+#[derive(Debug, Clone)]
+pub(crate) struct RecordColumns {
+    pub(crate) id: Uuid,
+    pub(crate) key: String,
+    pub(crate) conversation_id: Uuid,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) reason: String,
+    pub(crate) request: Value,
+    pub(crate) stage: String,
+    pub(crate) queue_id: Option<Uuid>,
+    pub(crate) holder: Option<Uuid>,
+    pub(crate) customer: Option<Uuid>,
+    pub(crate) answer: Option<Value>,
+    pub(crate) attempts: i64,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) next_check_at: Option<DateTime<Utc>>,
+    pub(crate) defer_until: Option<DateTime<Utc>>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) correlation_ids: Value,
+    pub(crate) history: Value,
+}
+
+impl RecordColumns {
+    /// The columns of `record`, times truncated to the microsecond.
+    pub(crate) fn from_record(record: &HandoffRecord) -> Self {
+        Self {
+            id: *record.id.as_uuid(),
+            key: record.key.to_string(),
+            conversation_id: *record.key.conversation_id.as_uuid(),
+            idempotency_key: record.key.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+            reason: record.reason().as_str().to_owned(),
+            request: record.request.to_json(),
+            stage: record.stage.as_str().to_owned(),
+            queue_id: record.queue.map(|q| *q.as_uuid()),
+            holder: record.holder.map(|p| *p.as_uuid()),
+            customer: record.customer.map(|p| *p.as_uuid()),
+            answer: record.answer.as_ref().map(answer_to_json),
+            attempts: i64::from(record.attempts),
+            created_at: micros(record.created_at),
+            updated_at: micros(record.updated_at),
+            next_check_at: record.next_check_at.map(micros),
+            defer_until: record.defer_until.map(micros),
+            last_error: record.last_error.clone(),
+            correlation_ids: Value::from(record.correlation_ids.clone()),
+            history: Value::Array(record.history.iter().map(history_to_json).collect()),
+        }
+    }
+
+    /// The record these columns describe, re-validated.
+    ///
+    /// # Errors
+    /// [`LedgerError::Corrupt`] naming the record and the column that does not validate.
+    pub(crate) fn into_record(self) -> Result<HandoffRecord, LedgerError> {
+        let what = format!("handoff {}", self.id);
+        let bad = |column: &str, problem: &dyn std::fmt::Display| corrupt(&what, format_args!("{column}: {problem}"));
+
+        let request = HandoffRequest::from_json(&self.request).map_err(|e| bad("request", &e))?;
+        let conversation_id = ConversationId::from_uuid(self.conversation_id);
+        if request.conversation_id() != conversation_id {
+            return Err(bad("request", &"conversationId differs from the conversation_id column"));
+        }
+        let idempotency_key = match &self.idempotency_key {
+            Some(raw) => Some(IdempotencyKey::parse(raw).map_err(|e| bad("idempotency_key", &e))?),
+            None => None,
+        };
+        let key = HandoffKey::new(conversation_id, idempotency_key);
+        if key.to_string() != self.key {
+            return Err(bad("key", &"differs from conversation_id and idempotency_key"));
+        }
+        if request.reason().as_str() != self.reason {
+            return Err(bad("reason", &"differs from the request's handoffReason"));
+        }
+        let stage = Stage::parse(&self.stage).ok_or_else(|| bad("stage", &format_args!("unknown `{}`", self.stage)))?;
+        let answer = match &self.answer {
+            Some(v) => Some(answer_from_json(v).map_err(|e| bad("answer", &e))?),
+            None => None,
+        };
+        let attempts = u32::try_from(self.attempts).map_err(|e| bad("attempts", &e))?;
+        let correlation_ids: Vec<String> =
+            serde_json::from_value(self.correlation_ids).map_err(|e| bad("correlation_ids", &e))?;
+        let history = history_from_json(self.history).map_err(|e| bad("history", &e))?;
+
+        Ok(HandoffRecord {
+            id: HandoffId::from_uuid(self.id),
+            key,
+            request,
+            stage,
+            queue: self.queue_id.map(QueueId::from_uuid),
+            holder: self.holder.map(ParticipantId::from_uuid),
+            customer: self.customer.map(ParticipantId::from_uuid),
+            answer,
+            attempts,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            next_check_at: self.next_check_at,
+            defer_until: self.defer_until,
+            last_error: self.last_error,
+            correlation_ids,
+            history,
+        })
+    }
+}
+
+/// `StoredAnswer` as stored: tagged by `kind`; `retryAfter` is serde's exact `{secs, nanos}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum AnswerJson {
+    Transferred {
+        queue: QueueId,
+    },
+    Deferred {
+        queue: QueueId,
+        #[serde(rename = "retryAfter")]
+        retry_after: Duration,
+    },
+    Failed {
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+fn answer_to_json(answer: &StoredAnswer) -> Value {
+    let dto = match answer {
+        StoredAnswer::Transferred { queue } => AnswerJson::Transferred { queue: *queue },
+        StoredAnswer::Deferred { queue, retry_after } => {
+            AnswerJson::Deferred { queue: *queue, retry_after: *retry_after }
+        }
+        StoredAnswer::Failed { status, code, message } => {
+            AnswerJson::Failed { status: *status, code: code.clone(), message: message.clone() }
+        }
+    };
+    // Serializing a plain enum of ids, numbers and strings cannot fail.
+    serde_json::to_value(dto).unwrap_or(Value::Null)
+}
+
+fn answer_from_json(value: &Value) -> Result<StoredAnswer, serde_json::Error> {
+    Ok(match AnswerJson::deserialize(value)? {
+        AnswerJson::Transferred { queue } => StoredAnswer::Transferred { queue },
+        AnswerJson::Deferred { queue, retry_after } => StoredAnswer::Deferred { queue, retry_after },
+        AnswerJson::Failed { status, code, message } => StoredAnswer::Failed { status, code, message },
+    })
+}
+
+/// One history line as stored.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryJson {
+    at: DateTime<Utc>,
+    stage: String,
+    note: String,
+}
+
+fn history_to_json(entry: &HistoryEntry) -> Value {
+    let dto = HistoryJson { at: micros(entry.at), stage: entry.stage.as_str().to_owned(), note: entry.note.clone() };
+    serde_json::to_value(dto).unwrap_or(Value::Null)
+}
+
+fn history_from_json(value: Value) -> Result<Vec<HistoryEntry>, String> {
+    let lines: Vec<HistoryJson> = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    lines
+        .into_iter()
+        .map(|l| {
+            let stage = Stage::parse(&l.stage).ok_or_else(|| format!("unknown stage `{}`", l.stage))?;
+            Ok(HistoryEntry { at: l.at, stage, note: l.note })
+        })
+        .collect()
+}
+
+/// `HandoffEvent` as stored in the outbox.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EventJson {
+    handoff_id: HandoffId,
+    conversation_id: ConversationId,
+    reason: String,
+    queue_id: QueueId,
+    at: DateTime<Utc>,
+}
+
+/// The event as an outbox JSON document (its time truncated to the microsecond).
+pub(crate) fn event_to_json(event: &HandoffEvent) -> Value {
+    let dto = EventJson {
+        handoff_id: event.handoff_id,
+        conversation_id: event.conversation_id,
+        reason: event.reason.as_str().to_owned(),
+        queue_id: event.queue_id,
+        at: micros(event.at),
+    };
+    serde_json::to_value(dto).unwrap_or(Value::Null)
+}
+
+/// Reads an outbox event back, re-validating the reason.
+///
+/// # Errors
+/// [`LedgerError::Corrupt`] naming the outbox entry.
+pub(crate) fn event_from_json(id: i64, value: Value) -> Result<HandoffEvent, LedgerError> {
+    let what = format!("outbox entry {id}");
+    let dto: EventJson = serde_json::from_value(value).map_err(|e| corrupt(&what, e))?;
+    let reason = HandoffReason::parse(&dto.reason).map_err(|e| corrupt(&what, e))?;
+    Ok(HandoffEvent {
+        handoff_id: dto.handoff_id,
+        conversation_id: dto.conversation_id,
+        reason,
+        queue_id: dto.queue_id,
+        at: dto.at,
+    })
+}
+
+/// A `stats` row from its columns.
+///
+/// # Errors
+/// [`LedgerError::Corrupt`] when the stage is unknown or the count negative.
+pub(crate) fn stat_row(
+    reason: String,
+    queue_id: Option<Uuid>,
+    stage: &str,
+    count: i64,
+) -> Result<StatRow, LedgerError> {
+    let outcome = Stage::parse(stage).ok_or_else(|| corrupt("stats", format_args!("unknown stage `{stage}`")))?;
+    let count = u64::try_from(count).map_err(|e| corrupt("stats", e))?;
+    Ok(StatRow { reason, queue_id: queue_id.map(QueueId::from_uuid), outcome, count })
+}
+
+/// Sorts stats rows the way `InMemoryLedger` does: reason, then queue, then stage in lifecycle order.
+pub(crate) fn sort_stats(rows: &mut [StatRow]) {
+    rows.sort_by(|a, b| (&a.reason, a.queue_id, a.outcome).cmp(&(&b.reason, b.queue_id, b.outcome)));
+}
+
+/// Sorts claimed records the way `InMemoryLedger` does: by when they became due, then id.
+pub(crate) fn sort_claimed(records: &mut [HandoffRecord]) {
+    records.sort_by_key(|r| (r.next_check_at.unwrap_or(r.updated_at), r.id));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn queue() -> QueueId {
+        QueueId::parse("11111111-2222-3333-4444-555555555555").unwrap()
+    }
+
+    #[test]
+    fn every_answer_variant_reads_back_unchanged() {
+        // Arrange
+        let answers = [
+            StoredAnswer::Transferred { queue: queue() },
+            StoredAnswer::Deferred { queue: queue(), retry_after: Duration::new(300, 17) },
+            StoredAnswer::Failed { status: 422, code: "conversation_not_transferable".into(), message: "ended".into() },
+        ];
+        for answer in answers {
+            // Act
+            let back = answer_from_json(&answer_to_json(&answer)).unwrap();
+            // Assert
+            assert_eq!(back, answer);
+        }
+    }
+
+    #[test]
+    fn an_answer_of_unknown_kind_is_an_error() {
+        let value = serde_json::json!({"kind": "teleported", "queue": queue().to_string()});
+        assert!(answer_from_json(&value).is_err());
+    }
+
+    #[test]
+    fn history_with_an_unknown_stage_is_an_error() {
+        let value = serde_json::json!([{"at": "2024-05-01T12:00:00Z", "stage": "lost", "note": "x"}]);
+        assert!(history_from_json(value).unwrap_err().contains("lost"));
+    }
+
+    #[test]
+    fn times_are_truncated_to_the_microsecond() {
+        let t = Utc.timestamp_opt(1_714_564_800, 123_456_789).unwrap();
+        assert_eq!(micros(t).timestamp_subsec_nanos(), 123_456_000);
+    }
+
+    #[test]
+    fn a_lease_past_the_end_of_time_saturates_instead_of_panicking() {
+        let end = lease_end(DateTime::<Utc>::MAX_UTC, Duration::from_secs(60));
+        assert!(end <= DateTime::<Utc>::MAX_UTC);
+    }
+
+    #[test]
+    fn an_event_with_an_invalid_reason_is_corrupt() {
+        let value = serde_json::json!({
+            "handoffId": "11111111-2222-3333-4444-555555555555",
+            "conversationId": "11111111-2222-3333-4444-555555555555",
+            "reason": "",
+            "queueId": "11111111-2222-3333-4444-555555555555",
+            "at": "2024-05-01T12:00:00Z"
+        });
+        assert!(matches!(event_from_json(7, value), Err(LedgerError::Corrupt(m)) if m.contains("outbox entry 7")));
+    }
+}

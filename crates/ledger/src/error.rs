@@ -1,0 +1,71 @@
+//! Errors: [`LedgerSetupError`] for `connect`, and the mapping of sqlx errors onto the domain's
+//! [`LedgerError`] for everything after it.
+
+use std::path::PathBuf;
+
+use handoff_domain::ports::LedgerError;
+
+/// The ledger could not be set up from a database URL. Messages never contain the URL itself,
+/// which may carry a password.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerSetupError {
+    /// The URL names a database this ledger does not support.
+    #[error(
+        "unsupported database URL scheme `{scheme}`: supported are sqlite:// (e.g. sqlite://handoff.db, one \
+         instance) and postgres:// or postgresql:// (e.g. postgres://user@host/db, several instances)"
+    )]
+    UnsupportedScheme {
+        /// The scheme found (empty when there was none).
+        scheme: String,
+    },
+    /// The URL has a supported scheme but could not be parsed.
+    #[error("invalid {backend} database URL: {source}")]
+    InvalidUrl {
+        /// `sqlite` or `postgres`.
+        backend: &'static str,
+        /// The parser's complaint.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The SQLite file could not be opened or created.
+    #[error("cannot open the SQLite ledger file {}{hint}: {source}", path.display())]
+    OpenSqlite {
+        /// The file.
+        path: PathBuf,
+        /// Extra context, e.g. that the directory does not exist (empty when none).
+        hint: String,
+        /// What SQLite said.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// PostgreSQL could not be reached or refused the connection.
+    #[error("cannot connect to the PostgreSQL ledger at {target}: {source}")]
+    ConnectPostgres {
+        /// `host:port/database`, without credentials.
+        target: String,
+        /// What the driver said.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The schema migrations could not be applied.
+    #[error("cannot apply the {backend} ledger migrations: {source}")]
+    Migrate {
+        /// `sqlite` or `postgres`.
+        backend: &'static str,
+        /// What failed.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// Maps a sqlx error during `operation` onto the domain's error: values that do not decode are
+/// [`LedgerError::Corrupt`], everything else (connection, pool, database errors) is
+/// [`LedgerError::Unavailable`].
+pub(crate) fn ledger_error(operation: &'static str) -> impl FnOnce(sqlx::Error) -> LedgerError {
+    move |e| match e {
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::ColumnNotFound(_) => {
+            LedgerError::Corrupt(format!("{operation}: {e}"))
+        }
+        other => LedgerError::Unavailable(format!("{operation}: {other}")),
+    }
+}

@@ -1,0 +1,340 @@
+//! The PostgreSQL backend: several instances share one ledger.
+//!
+//! `begin` makes sure the key row exists (`INSERT … ON CONFLICT DO NOTHING`), locks it with
+//! `SELECT … FOR UPDATE` and locks the record it points to, so concurrent callers of one key are
+//! served one at a time and a concurrent claim cannot take the record in between. Claims lock
+//! their rows with `FOR UPDATE SKIP LOCKED` and set the leases in the same statement, so
+//! instances never wait on each other's claims nor take the same row.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, OutboxEntry, StatRow};
+use handoff_domain::{ConversationId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
+use serde_json::Value;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row};
+use uuid::Uuid;
+
+use crate::codec::{
+    corrupt, event_from_json, event_to_json, lease_end, micros, sort_claimed, sort_stats, sql_limit, stat_row,
+    RecordColumns,
+};
+use crate::error::{ledger_error, LedgerSetupError};
+use crate::plan::{plan_begin, BeginPlan};
+use crate::{sql, LedgerOptions};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+
+/// A PostgreSQL ledger.
+#[derive(Debug)]
+pub(crate) struct PostgresBackend {
+    pool: PgPool,
+}
+
+impl PostgresBackend {
+    /// Connects to `url` and applies the migrations (under sqlx's advisory lock, so instances
+    /// starting together migrate once).
+    pub(crate) async fn connect(url: &str, options: &LedgerOptions) -> Result<Self, LedgerSetupError> {
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|source| LedgerSetupError::InvalidUrl { backend: "postgres", source })?;
+        let target = format!(
+            "{}:{}/{}",
+            connect.get_host(),
+            connect.get_port(),
+            connect.get_database().unwrap_or(connect.get_username())
+        );
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|source| LedgerSetupError::ConnectPostgres { target, source })?;
+        MIGRATOR.run(&pool).await.map_err(|source| LedgerSetupError::Migrate { backend: "postgres", source })?;
+        Ok(Self { pool })
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) async fn begin(
+        &self,
+        key: &HandoffKey,
+        request: &HandoffRequest,
+        now: DateTime<Utc>,
+        lease: Duration,
+        reuse_after: Duration,
+    ) -> Result<Begin, LedgerError> {
+        const OP: &str = "begin";
+        let key_text = key.to_string();
+        let mut tx = self.pool.begin().await.map_err(ledger_error(OP))?;
+        sqlx::query(sql::PG_ENSURE_KEY).bind(&key_text).execute(&mut *tx).await.map_err(ledger_error(OP))?;
+        let latest: Option<Uuid> =
+            sqlx::query_scalar(sql::PG_LOCK_KEY).bind(&key_text).fetch_one(&mut *tx).await.map_err(ledger_error(OP))?;
+        let latest = match latest {
+            Some(id) => {
+                match sqlx::query(sql::PG_LOCK_RECORD)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(ledger_error(OP))?
+                {
+                    Some(row) => Some(decode_record(&row)?),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let begin = match plan_begin(latest, key, request, now, lease, reuse_after) {
+            BeginPlan::Done(begin) => begin,
+            BeginPlan::Resume { record, lease_until } => {
+                sqlx::query(sql::RESUME_RECORD)
+                    .bind(*record.id.as_uuid())
+                    .bind(lease_until)
+                    .bind(i64::from(record.attempts))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(ledger_error(OP))?;
+                Begin::Resume(record)
+            }
+            BeginPlan::Create { record, lease_until } => {
+                bind_upsert(
+                    sqlx::query(sql::UPSERT_RECORD),
+                    &RecordColumns::from_record(&record),
+                    Some(lease_until),
+                    false,
+                )
+                .execute(&mut *tx)
+                .await
+                .map_err(ledger_error(OP))?;
+                sqlx::query(sql::SET_KEY)
+                    .bind(key_text)
+                    .bind(*record.id.as_uuid())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(ledger_error(OP))?;
+                Begin::Fresh(record)
+            }
+        };
+        tx.commit().await.map_err(ledger_error(OP))?;
+        Ok(begin)
+    }
+
+    pub(crate) async fn save(
+        &self,
+        record: &HandoffRecord,
+        release: bool,
+        events: &[HandoffEvent],
+    ) -> Result<(), LedgerError> {
+        const OP: &str = "save";
+        let columns = RecordColumns::from_record(record);
+        let upsert = bind_upsert(sqlx::query(sql::UPSERT_RECORD), &columns, None, release);
+        if events.is_empty() {
+            // One statement is its own transaction: one round trip.
+            return upsert.execute(&self.pool).await.map(|_| ()).map_err(ledger_error(OP));
+        }
+        let mut tx = self.pool.begin().await.map_err(ledger_error(OP))?;
+        upsert.execute(&mut *tx).await.map_err(ledger_error(OP))?;
+        for event in events {
+            sqlx::query(sql::INSERT_OUTBOX)
+                .bind(*event.handoff_id.as_uuid())
+                .bind(event_to_json(event))
+                .bind(columns.updated_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(ledger_error(OP))?;
+        }
+        tx.commit().await.map_err(ledger_error(OP))
+    }
+
+    pub(crate) async fn get(&self, id: HandoffId) -> Result<Option<HandoffRecord>, LedgerError> {
+        let row = sqlx::query(sql::SELECT_RECORD)
+            .bind(*id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(ledger_error("get"))?;
+        row.map(|r| decode_record(&r).map(|(record, _)| record)).transpose()
+    }
+
+    pub(crate) async fn find_by_conversation(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<Vec<HandoffRecord>, LedgerError> {
+        let rows = sqlx::query(sql::SELECT_BY_CONVERSATION)
+            .bind(*conversation.as_uuid())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ledger_error("find_by_conversation"))?;
+        rows.iter().map(|r| decode_record(r).map(|(record, _)| record)).collect()
+    }
+
+    pub(crate) async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<HandoffRecord>, LedgerError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = micros(now);
+        let rows = sqlx::query(sql::PG_CLAIM_DUE)
+            .bind(now)
+            .bind(lease_end(now, lease))
+            .bind(sql_limit(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ledger_error("claim_due"))?;
+        let mut claimed =
+            rows.iter().map(|r| decode_record(r).map(|(record, _)| record)).collect::<Result<Vec<_>, _>>()?;
+        sort_claimed(&mut claimed);
+        Ok(claimed)
+    }
+
+    pub(crate) async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<OutboxEntry>, LedgerError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = micros(now);
+        let rows = sqlx::query(sql::PG_CLAIM_OUTBOX)
+            .bind(now)
+            .bind(lease_end(now, lease))
+            .bind(sql_limit(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ledger_error("claim_outbox"))?;
+        let mut entries = rows.iter().map(decode_outbox).collect::<Result<Vec<_>, _>>()?;
+        entries.sort_by_key(|e| e.id);
+        Ok(entries)
+    }
+
+    pub(crate) async fn finish_outbox(
+        &self,
+        id: i64,
+        retry_at: Option<DateTime<Utc>>,
+        error: Option<String>,
+    ) -> Result<(), LedgerError> {
+        let (statement, at) = match retry_at {
+            None => (sql::OUTBOX_DELIVERED, micros(Utc::now())),
+            Some(at) => (sql::OUTBOX_RETRY, micros(at)),
+        };
+        sqlx::query(statement)
+            .bind(id)
+            .bind(at)
+            .bind(error)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(ledger_error("finish_outbox"))
+    }
+
+    pub(crate) async fn outbox_backlog(&self) -> Result<u64, LedgerError> {
+        let n: i64 = sqlx::query_scalar(sql::OUTBOX_BACKLOG)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(ledger_error("outbox_backlog"))?;
+        u64::try_from(n).map_err(|e| corrupt("outbox_backlog", e))
+    }
+
+    pub(crate) async fn stats(&self, since: DateTime<Utc>) -> Result<Vec<StatRow>, LedgerError> {
+        const OP: &str = "stats";
+        let rows = sqlx::query(sql::STATS).bind(micros(since)).fetch_all(&self.pool).await.map_err(ledger_error(OP))?;
+        let mut stats = rows
+            .iter()
+            .map(|r| {
+                let stage: String = r.try_get("stage").map_err(ledger_error(OP))?;
+                stat_row(
+                    r.try_get("reason").map_err(ledger_error(OP))?,
+                    r.try_get("queue_id").map_err(ledger_error(OP))?,
+                    &stage,
+                    r.try_get("n").map_err(ledger_error(OP))?,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        sort_stats(&mut stats);
+        Ok(stats)
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), LedgerError> {
+        sqlx::query(sql::PING).execute(&self.pool).await.map(|_| ()).map_err(ledger_error("ping"))
+    }
+}
+
+/// Binds [`sql::UPSERT_RECORD`]: the columns, the lease of a new row, and `release`.
+fn bind_upsert<'q>(q: Query<'q>, c: &RecordColumns, new_lease: Option<DateTime<Utc>>, release: bool) -> Query<'q> {
+    q.bind(c.id)
+        .bind(c.key.clone())
+        .bind(c.conversation_id)
+        .bind(c.idempotency_key.clone())
+        .bind(c.reason.clone())
+        .bind(c.request.clone())
+        .bind(c.stage.clone())
+        .bind(c.queue_id)
+        .bind(c.holder)
+        .bind(c.customer)
+        .bind(c.answer.clone())
+        .bind(c.attempts)
+        .bind(c.created_at)
+        .bind(c.updated_at)
+        .bind(c.next_check_at)
+        .bind(c.defer_until)
+        .bind(c.last_error.clone())
+        .bind(c.correlation_ids.clone())
+        .bind(c.history.clone())
+        .bind(new_lease)
+        .bind(release)
+}
+
+/// A `handoffs` row read back, with its lease.
+fn decode_record(row: &PgRow) -> Result<(HandoffRecord, Option<DateTime<Utc>>), LedgerError> {
+    fn get<'r, T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>>(
+        row: &'r PgRow,
+        name: &str,
+    ) -> Result<T, LedgerError> {
+        row.try_get(name).map_err(ledger_error("read handoff"))
+    }
+    let columns = RecordColumns {
+        id: get(row, "id")?,
+        key: get(row, "key")?,
+        conversation_id: get(row, "conversation_id")?,
+        idempotency_key: get(row, "idempotency_key")?,
+        reason: get(row, "reason")?,
+        request: get(row, "request")?,
+        stage: get(row, "stage")?,
+        queue_id: get(row, "queue_id")?,
+        holder: get(row, "holder")?,
+        customer: get(row, "customer")?,
+        answer: get::<Option<Value>>(row, "answer")?,
+        attempts: get(row, "attempts")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+        next_check_at: get(row, "next_check_at")?,
+        defer_until: get(row, "defer_until")?,
+        last_error: get(row, "last_error")?,
+        correlation_ids: get(row, "correlation_ids")?,
+        history: get(row, "history")?,
+    };
+    let lease_until = get(row, "lease_until")?;
+    Ok((columns.into_record()?, lease_until))
+}
+
+fn decode_outbox(row: &PgRow) -> Result<OutboxEntry, LedgerError> {
+    const OP: &str = "read outbox";
+    let id: i64 = row.try_get("id").map_err(ledger_error(OP))?;
+    let event: Value = row.try_get("event").map_err(ledger_error(OP))?;
+    let attempts: i64 = row.try_get("attempts").map_err(ledger_error(OP))?;
+    Ok(OutboxEntry {
+        id,
+        event: event_from_json(id, event)?,
+        attempts: u32::try_from(attempts).map_err(|e| corrupt(&format!("outbox entry {id}"), e))?,
+    })
+}

@@ -1,0 +1,141 @@
+//! The SQL text, written once where SQLite and PostgreSQL agree and split where they do not.
+//!
+//! Both dialects take `$n` placeholders (sqlx binds SQLite's `$n` by number), `ON CONFLICT … DO
+//! UPDATE` with `excluded`, and `RETURNING`. They differ in locking: PostgreSQL claims rows with
+//! `FOR UPDATE SKIP LOCKED` so instances never wait on each other, SQLite has one writer and runs
+//! every write inside `BEGIN IMMEDIATE`, so a plain subquery is already exclusive.
+
+/// Every `handoffs` column read back into a record, in [`crate::codec::RecordColumns`] order,
+/// then `lease_until`.
+macro_rules! record_columns {
+    () => {
+        "id, key, conversation_id, idempotency_key, reason, request, stage, queue_id, holder, customer, answer, \
+         attempts, created_at, updated_at, next_check_at, defer_until, last_error, correlation_ids, history, \
+         lease_until"
+    };
+}
+
+/// The stages `claim_due` treats as unfinished work (a crashed holder if their lease expired).
+macro_rules! unfinished {
+    () => {
+        "('received', 'context_written', 'transfer_pending')"
+    };
+}
+
+/// Inserts a record ($1..$19 in column order, $20 its lease) or, for an existing id, replaces
+/// every column and keeps the lease unless $21 (release) is true. New rows get $20.
+pub(crate) const UPSERT_RECORD: &str =
+    "INSERT INTO handoffs (id, key, conversation_id, idempotency_key, reason, request, stage, queue_id, holder, \
+     customer, answer, attempts, created_at, updated_at, next_check_at, defer_until, last_error, correlation_ids, \
+     history, lease_until) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
+     ON CONFLICT (id) DO UPDATE SET \
+     key = excluded.key, conversation_id = excluded.conversation_id, idempotency_key = excluded.idempotency_key, \
+     reason = excluded.reason, request = excluded.request, stage = excluded.stage, queue_id = excluded.queue_id, \
+     holder = excluded.holder, customer = excluded.customer, answer = excluded.answer, attempts = excluded.attempts, \
+     created_at = excluded.created_at, updated_at = excluded.updated_at, next_check_at = excluded.next_check_at, \
+     defer_until = excluded.defer_until, last_error = excluded.last_error, \
+     correlation_ids = excluded.correlation_ids, history = excluded.history, \
+     lease_until = CASE WHEN $21 THEN NULL ELSE handoffs.lease_until END";
+
+/// Points a key at its latest record.
+pub(crate) const SET_KEY: &str = "INSERT INTO handoff_keys (key, handoff_id) VALUES ($1, $2) \
+     ON CONFLICT (key) DO UPDATE SET handoff_id = excluded.handoff_id";
+
+/// The latest record id of a key (SQLite: inside `BEGIN IMMEDIATE`).
+pub(crate) const SELECT_KEY: &str = "SELECT handoff_id FROM handoff_keys WHERE key = $1";
+
+/// PostgreSQL: makes sure the key row exists, so it can be locked even for a new key.
+pub(crate) const PG_ENSURE_KEY: &str =
+    "INSERT INTO handoff_keys (key, handoff_id) VALUES ($1, NULL) ON CONFLICT (key) DO NOTHING";
+
+/// PostgreSQL: the latest record id of a key, locking the key row until commit.
+pub(crate) const PG_LOCK_KEY: &str = "SELECT handoff_id FROM handoff_keys WHERE key = $1 FOR UPDATE";
+
+/// One record by id.
+pub(crate) const SELECT_RECORD: &str = concat!("SELECT ", record_columns!(), " FROM handoffs WHERE id = $1");
+
+/// PostgreSQL: one record by id, locked against a concurrent claim until commit.
+pub(crate) const PG_LOCK_RECORD: &str =
+    concat!("SELECT ", record_columns!(), " FROM handoffs WHERE id = $1 FOR UPDATE");
+
+/// `begin` resumed a record: a new lease ($2) and its attempts count ($3, one more than before).
+pub(crate) const RESUME_RECORD: &str = "UPDATE handoffs SET lease_until = $2, attempts = $3 WHERE id = $1";
+
+/// Every record of a conversation, newest first.
+pub(crate) const SELECT_BY_CONVERSATION: &str = concat!(
+    "SELECT ",
+    record_columns!(),
+    " FROM handoffs WHERE conversation_id = $1 ORDER BY created_at DESC, id DESC"
+);
+
+/// SQLite: claims due deferrals and crashed work ($1 now, $2 new lease end, $3 limit).
+pub(crate) const SQLITE_CLAIM_DUE: &str = concat!(
+    "UPDATE handoffs SET lease_until = $2, attempts = attempts + 1 WHERE id IN (\
+       SELECT id FROM handoffs \
+       WHERE (stage = 'deferred' AND next_check_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)) \
+          OR (stage IN ",
+    unfinished!(),
+    " AND lease_until <= $1) \
+       ORDER BY COALESCE(next_check_at, updated_at), id LIMIT $3) \
+     RETURNING ",
+    record_columns!()
+);
+
+/// PostgreSQL: the same claim in one statement. Each branch locks its candidates with `SKIP
+/// LOCKED` (rows another instance is claiming or beginning are passed over), both are ordered like
+/// `InMemoryLedger` and cut to the limit, and the union is cut again.
+pub(crate) const PG_CLAIM_DUE: &str = concat!(
+    "WITH deferred AS (\
+       SELECT id, next_check_at AS due FROM handoffs \
+       WHERE stage = 'deferred' AND next_check_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
+       ORDER BY next_check_at, id LIMIT $3 FOR UPDATE SKIP LOCKED), \
+     crashed AS (\
+       SELECT id, COALESCE(next_check_at, updated_at) AS due FROM handoffs \
+       WHERE stage IN ",
+    unfinished!(),
+    " AND lease_until <= $1 \
+       ORDER BY COALESCE(next_check_at, updated_at), id LIMIT $3 FOR UPDATE SKIP LOCKED), \
+     picked AS (\
+       SELECT id FROM (SELECT id, due FROM deferred UNION ALL SELECT id, due FROM crashed) AS c \
+       ORDER BY due, id LIMIT $3) \
+     UPDATE handoffs AS h SET lease_until = $2, attempts = h.attempts + 1 \
+     FROM picked WHERE h.id = picked.id \
+     RETURNING h.id, h.key, h.conversation_id, h.idempotency_key, h.reason, h.request, h.stage, h.queue_id, \
+     h.holder, h.customer, h.answer, h.attempts, h.created_at, h.updated_at, h.next_check_at, h.defer_until, \
+     h.last_error, h.correlation_ids, h.history, h.lease_until"
+);
+
+/// Adds an event to the outbox ($1 handoff id, $2 event, $3 due and created).
+pub(crate) const INSERT_OUTBOX: &str =
+    "INSERT INTO outbox (handoff_id, event, attempts, due_at, created_at) VALUES ($1, $2, 0, $3, $3)";
+
+/// SQLite: claims due outbox entries in id order ($1 now, $2 lease end, $3 limit).
+pub(crate) const SQLITE_CLAIM_OUTBOX: &str = "UPDATE outbox SET due_at = $2, attempts = attempts + 1 WHERE id IN (\
+       SELECT id FROM outbox WHERE delivered_at IS NULL AND due_at <= $1 ORDER BY id LIMIT $3) \
+     RETURNING id, event, attempts";
+
+/// PostgreSQL: the same, skipping entries another instance is claiming.
+pub(crate) const PG_CLAIM_OUTBOX: &str = "WITH picked AS (\
+       SELECT id FROM outbox WHERE delivered_at IS NULL AND due_at <= $1 ORDER BY id LIMIT $3 \
+       FOR UPDATE SKIP LOCKED) \
+     UPDATE outbox AS o SET due_at = $2, attempts = o.attempts + 1 FROM picked WHERE o.id = picked.id \
+     RETURNING o.id, o.event, o.attempts";
+
+/// Marks an undelivered entry delivered ($1 id, $2 when, $3 last error).
+pub(crate) const OUTBOX_DELIVERED: &str =
+    "UPDATE outbox SET delivered_at = $2, last_error = $3 WHERE id = $1 AND delivered_at IS NULL";
+
+/// Reschedules an undelivered entry ($1 id, $2 next attempt, $3 last error).
+pub(crate) const OUTBOX_RETRY: &str =
+    "UPDATE outbox SET due_at = $2, last_error = $3 WHERE id = $1 AND delivered_at IS NULL";
+
+/// Undelivered outbox entries.
+pub(crate) const OUTBOX_BACKLOG: &str = "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL";
+
+/// Records created since $1 by reason × queue × stage.
+pub(crate) const STATS: &str = "SELECT reason, queue_id, stage, COUNT(*) AS n FROM handoffs \
+     WHERE created_at >= $1 GROUP BY reason, queue_id, stage";
+
+/// Whether the store answers.
+pub(crate) const PING: &str = "SELECT 1";

@@ -1,0 +1,347 @@
+//! What only the SQL ledger has: files and migrations, rows edited behind its back, transactions
+//! that fail halfway, microsecond times, and several instances sharing one database. Cases that
+//! hold for both dialects are written once and take a raw SQL executor.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use futures::future::join_all;
+use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, LedgerPort};
+use handoff_domain::{ConversationId, HandoffKey, HandoffRecord, HandoffRequest, QueueId, Stage, StoredAnswer};
+use handoff_ledger::{LedgerSetupError, SqlLedger};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::support::{on_postgres, on_sqlite, test_options};
+
+const LEASE: Duration = Duration::from_secs(30);
+const REUSE_AFTER: Duration = Duration::from_secs(600);
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+}
+
+fn new_key() -> (HandoffKey, HandoffRequest) {
+    let conversation = ConversationId::from_uuid(Uuid::new_v4());
+    let request = HandoffRequest::from_json(&json!({
+        "conversationId": conversation.to_string(),
+        "guestInfo": { "id": "guest-1" },
+        "handoffReason": "billing",
+    }))
+    .unwrap();
+    (HandoffKey::new(conversation, None), request)
+}
+
+async fn fresh(ledger: &dyn LedgerPort, now: DateTime<Utc>) -> (HandoffKey, HandoffRecord) {
+    let (key, request) = new_key();
+    match ledger.begin(&key, &request, now, LEASE, REUSE_AFTER).await.unwrap() {
+        Begin::Fresh(record) => (key, record),
+        other => panic!("expected a fresh record, got {other:?}"),
+    }
+}
+
+fn queue() -> QueueId {
+    QueueId::parse("00000000-0000-4000-8000-000000000001").unwrap()
+}
+
+// ---- cases shared by both dialects -------------------------------------------------------------
+
+async fn a_row_that_no_longer_validates_is_reported_corrupt(ledger: &SqlLedger, exec: impl AsyncFn(&str)) {
+    // Arrange: one record whose request was edited into an invalid one, one with broken history
+    let (key, bad_request) = fresh(ledger, t(0)).await;
+    let (_, bad_history) = fresh(ledger, t(0)).await;
+    exec(&format!("UPDATE handoffs SET request = '{{\"conversationId\": \"nope\"}}' WHERE id = '{}'", bad_request.id))
+        .await;
+    exec(&format!("UPDATE handoffs SET history = '[{{\"at\": \"yesterday\"}}]' WHERE id = '{}'", bad_history.id)).await;
+    // Act
+    let get = ledger.get(bad_request.id).await;
+    let begin = ledger.begin(&key, &bad_request.request, t(100), LEASE, REUSE_AFTER).await;
+    let history = ledger.find_by_conversation(bad_history.key.conversation_id).await;
+    // Assert
+    let Err(LedgerError::Corrupt(message)) = get else { panic!("expected Corrupt, got {get:?}") };
+    assert!(message.contains(&bad_request.id.to_string()) && message.contains("request"), "{message}");
+    assert!(matches!(begin, Err(LedgerError::Corrupt(_))), "{begin:?}");
+    let Err(LedgerError::Corrupt(message)) = history else { panic!("expected Corrupt, got {history:?}") };
+    assert!(message.contains("history"), "{message}");
+}
+
+async fn a_save_whose_outbox_insert_fails_writes_nothing(ledger: &SqlLedger, refuse_outbox: impl AsyncFnOnce()) {
+    // Arrange: a leased record, and an outbox that refuses every insert
+    let (key, before) = fresh(ledger, t(0)).await;
+    let mut after = before.clone();
+    after.queue = Some(queue());
+    after.advance(Stage::TransferPending, t(1), "transfer requested").unwrap();
+    after.advance(Stage::Transferred, t(1), "transfer accepted").unwrap();
+    after.answer = Some(StoredAnswer::Transferred { queue: queue() });
+    let event = HandoffEvent {
+        handoff_id: after.id,
+        conversation_id: after.key.conversation_id,
+        reason: after.reason().clone(),
+        queue_id: queue(),
+        at: t(1),
+    };
+    refuse_outbox().await;
+    // Act
+    let saved = ledger.save(&after, true, &[event]).await;
+    // Assert: neither the record nor its release was written
+    assert!(matches!(saved, Err(LedgerError::Unavailable(_))), "{saved:?}");
+    assert_eq!(ledger.get(before.id).await.unwrap(), Some(before.clone()));
+    assert_eq!(ledger.outbox_backlog().await.unwrap(), 0);
+    let again = ledger.begin(&key, &before.request, t(2), LEASE, REUSE_AFTER).await.unwrap();
+    assert_eq!(again, Begin::Busy { handoff_id: before.id }, "the lease was not released");
+}
+
+async fn times_are_kept_to_the_microsecond(ledger: &SqlLedger) {
+    // Arrange
+    let now = t(0) + chrono::Duration::nanoseconds(123_456_789);
+    // Act
+    let (_, record) = fresh(ledger, now).await;
+    // Assert: what begin returns is exactly what is stored
+    assert_eq!(record.created_at, t(0) + chrono::Duration::microseconds(123_456));
+    assert_eq!(record.history[0].at, record.created_at);
+    assert_eq!(ledger.get(record.id).await.unwrap(), Some(record));
+}
+
+async fn two_instances_on_one_database_begin_a_key_once(first: &SqlLedger, second: &SqlLedger) {
+    // Arrange: 50 new keys
+    let keys: Vec<(HandoffKey, HandoffRequest)> = (0..50).map(|_| new_key()).collect();
+    // Act: every key reaches both instances at once
+    let begins = keys.iter().flat_map(|(key, request)| {
+        [first, second].map(|ledger| async move { (key, ledger.begin(key, request, t(0), LEASE, REUSE_AFTER).await) })
+    });
+    let results = join_all(begins).await;
+    // Assert: per key, one instance starts it and the other is told it is busy
+    for (key, _) in &keys {
+        let outcomes: Vec<&Begin> = results
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, r)| r.as_ref().unwrap_or_else(|e| panic!("begin of {key} failed: {e}")))
+            .collect();
+        let fresh = outcomes.iter().filter(|b| matches!(b, Begin::Fresh(_))).count();
+        let busy = outcomes.iter().filter(|b| matches!(b, Begin::Busy { .. })).count();
+        assert_eq!((fresh, busy), (1, 1), "{key}: {outcomes:?}");
+    }
+}
+
+// ---- SQLite ------------------------------------------------------------------------------------
+
+mod sqlite {
+    use super::*;
+
+    #[tokio::test]
+    async fn connect_creates_the_file_and_applies_the_migrations_on_a_fresh_path() {
+        // Arrange
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fresh.db");
+        assert!(!path.exists());
+        let url = format!("sqlite://{}", path.display());
+        // Act
+        let ledger = SqlLedger::connect(&url).await.unwrap();
+        // Assert
+        assert!(path.exists(), "the database file was not created");
+        assert_eq!(ledger.backend_name(), "sqlite");
+        ledger.ping().await.unwrap();
+        let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(&raw).await.unwrap();
+        assert_eq!(applied, 1);
+        let mut indexes: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%_idx'")
+                .fetch_all(&raw)
+                .await
+                .unwrap();
+        indexes.sort();
+        assert_eq!(
+            indexes,
+            [
+                "handoffs_conversation_idx",
+                "handoffs_created_idx",
+                "handoffs_stage_lease_idx",
+                "handoffs_stage_next_check_idx",
+                "outbox_pending_idx"
+            ]
+        );
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&raw).await.unwrap();
+        assert_eq!(journal, "wal");
+        raw.close().await;
+        ledger.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_ledger_reopened_on_its_file_keeps_its_records_and_deferrals() {
+        // Arrange: a deferral stored, then the process "restarts"
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let ledger = SqlLedger::connect(&url).await.unwrap();
+        let (_, mut record) = fresh(&ledger, t(0)).await;
+        record.advance(Stage::Deferred, t(1), "no capacity").unwrap();
+        record.queue = Some(queue());
+        record.next_check_at = Some(t(50));
+        ledger.save(&record, true, &[]).await.unwrap();
+        ledger.close().await;
+        // Act
+        let reopened = SqlLedger::connect(&url).await.unwrap();
+        // Assert
+        assert_eq!(reopened.get(record.id).await.unwrap(), Some(record.clone()));
+        let due = reopened.claim_due(t(100), 10, LEASE).await.unwrap();
+        assert_eq!(due.iter().map(|r| r.id).collect::<Vec<_>>(), vec![record.id]);
+        reopened.close().await;
+    }
+
+    #[tokio::test]
+    async fn connect_names_the_path_when_its_directory_is_missing() {
+        // Arrange
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("ledger.db");
+        // Act
+        let err = SqlLedger::connect(&format!("sqlite://{}", path.display())).await.unwrap_err();
+        // Assert
+        let message = err.to_string();
+        assert!(matches!(err, LedgerSetupError::OpenSqlite { .. }), "{message}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("does not exist"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_url_gives_a_working_ledger() {
+        // Arrange
+        let ledger = SqlLedger::connect("sqlite::memory:").await.unwrap();
+        // Act
+        let (_, record) = fresh(&ledger, t(0)).await;
+        // Assert: every operation sees the same database
+        assert_eq!(ledger.get(record.id).await.unwrap(), Some(record));
+        assert_eq!(ledger.claim_due(t(100), 10, LEASE).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_row_that_no_longer_validates_is_reported_corrupt() {
+        on_sqlite(async |db| {
+            let raw = db.raw().await;
+            super::a_row_that_no_longer_validates_is_reported_corrupt(&db.ledger, async |sql: &str| {
+                sqlx::raw_sql(sql).execute(&raw).await.unwrap();
+            })
+            .await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_save_whose_outbox_insert_fails_writes_nothing() {
+        on_sqlite(async |db| {
+            let raw = db.raw().await;
+            super::a_save_whose_outbox_insert_fails_writes_nothing(&db.ledger, async || {
+                sqlx::raw_sql(
+                    "CREATE TRIGGER refuse_outbox BEFORE INSERT ON outbox \
+                     BEGIN SELECT RAISE(ABORT, 'outbox refused'); END",
+                )
+                .execute(&raw)
+                .await
+                .unwrap();
+            })
+            .await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn times_are_kept_to_the_microsecond() {
+        on_sqlite(async |db| super::times_are_kept_to_the_microsecond(&db.ledger).await).await;
+    }
+
+    #[tokio::test]
+    async fn two_instances_on_one_file_begin_a_key_once() {
+        on_sqlite(async |db| {
+            let second = SqlLedger::connect_with(&db.url, &test_options()).await.unwrap();
+            super::two_instances_on_one_database_begin_a_key_once(&db.ledger, &second).await;
+            second.close().await;
+            assert!(db.dir.path().join("ledger.db").exists());
+        })
+        .await;
+    }
+}
+
+// ---- PostgreSQL --------------------------------------------------------------------------------
+
+mod postgres {
+    use super::*;
+
+    #[tokio::test]
+    async fn connect_applies_the_migrations_and_reports_the_backend() {
+        on_postgres(async |db| {
+            assert_eq!(db.ledger.backend_name(), "postgres");
+            let raw = db.raw().await;
+            let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&raw)
+                .await
+                .unwrap();
+            assert_eq!(applied, 1);
+            raw.close().await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn connect_to_a_missing_database_names_it() {
+        on_postgres(async |_db| {
+            // Arrange
+            let name = format!("handoff_test_missing_{}", Uuid::new_v4().simple());
+            let url = format!("{}/{name}", crate::support::PG_SERVER);
+            // Act
+            let err = SqlLedger::connect_with(&url, &test_options()).await.unwrap_err();
+            // Assert
+            let message = err.to_string();
+            assert!(matches!(err, LedgerSetupError::ConnectPostgres { .. }), "{message}");
+            assert!(message.contains(&name), "{message}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_row_that_no_longer_validates_is_reported_corrupt() {
+        on_postgres(async |db| {
+            let raw = db.raw().await;
+            super::a_row_that_no_longer_validates_is_reported_corrupt(&db.ledger, async |sql: &str| {
+                sqlx::raw_sql(sql).execute(&raw).await.unwrap();
+            })
+            .await;
+            raw.close().await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_save_whose_outbox_insert_fails_writes_nothing() {
+        on_postgres(async |db| {
+            let raw = db.raw().await;
+            super::a_save_whose_outbox_insert_fails_writes_nothing(&db.ledger, async || {
+                sqlx::raw_sql(
+                    "CREATE FUNCTION refuse_outbox() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'outbox refused'; END $$; \
+                     CREATE TRIGGER refuse_outbox BEFORE INSERT ON outbox \
+                     FOR EACH ROW EXECUTE FUNCTION refuse_outbox();",
+                )
+                .execute(&raw)
+                .await
+                .unwrap();
+            })
+            .await;
+            raw.close().await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn times_are_kept_to_the_microsecond() {
+        on_postgres(async |db| super::times_are_kept_to_the_microsecond(&db.ledger).await).await;
+    }
+
+    #[tokio::test]
+    async fn two_instances_on_one_database_begin_a_key_once() {
+        on_postgres(async |db| {
+            let second = SqlLedger::connect_with(&db.url, &test_options()).await.unwrap();
+            super::two_instances_on_one_database_begin_a_key_once(&db.ledger, &second).await;
+            second.close().await;
+        })
+        .await;
+    }
+}

@@ -1,0 +1,114 @@
+//! The real `handoff` binary as a child process.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use genesys_sim::{Endpoint, SimConfig, BILLING_QUEUE};
+use uuid::Uuid;
+
+use crate::helpers::{base_env, customer, handoff_binary, sample_payload, SECRET};
+
+#[test]
+fn serve_without_configuration_exits_2_listing_every_missing_setting() {
+    let output = Command::new(handoff_binary())
+        .arg("serve")
+        .env_clear()
+        .env("PORT", "not-a-port")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("binary runs");
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for name in ["GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET", "TARGET_QUEUE_ID", "WEBHOOK_SECRET", "PORT"] {
+        assert!(stderr.lines().any(|l| l.contains(name)), "{name} not reported:\n{stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_against_a_genesys_stand_in_makes_exactly_the_documented_calls() {
+    // Arrange: the simulator in this process, the binary as a child on a SQLite ledger.
+    let sim = genesys_sim::spawn(SimConfig::default()).await.expect("simulator");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut env = base_env(&sim.base_url());
+    env.insert("DATABASE_URL".into(), format!("sqlite://{}", dir.path().join("handoff.db").display()));
+    let mut child = Command::new(handoff_binary())
+        .arg("serve")
+        .env_clear()
+        .envs(&env)
+        .env("RUST_LOG", "info")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["message"] == "handoff ready" {
+                    let _ = port_tx.send(v["port"].as_u64());
+                }
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let port = port_rx.recv_timeout(Duration::from_secs(60)).ok().flatten().expect("the server reported its port");
+    let conversation = Uuid::new_v4();
+    let payload = sample_payload(conversation, "complex_billing_dispute");
+
+    // Act
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/webhooks/bot-handoff"))
+        .bearer_auth(SECRET)
+        .json(&payload)
+        .send()
+        .await
+        .expect("answer");
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.expect("json");
+    let mut tagged = false;
+    for _ in 0..200 {
+        if sim.sim().count(Endpoint::PutTags) > 0 {
+            tagged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let exit = child.wait().expect("exits");
+    let log = reader.join().expect("reader");
+
+    // Assert
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "transferred");
+    assert_eq!(body["queueId"], BILLING_QUEUE.to_string());
+    assert!(tagged, "no tag PUT");
+    let s = sim.sim();
+    assert_eq!(
+        (
+            s.token_calls(),
+            s.count(Endpoint::GetConversation),
+            s.count(Endpoint::PatchAttributes),
+            s.count(Endpoint::Replace),
+            s.count(Endpoint::PutTags)
+        ),
+        (1, 1, 1, 1, 1)
+    );
+    let conv = s.conversation(conversation).expect("conversation");
+    let customer_id = customer(&conv)["id"].as_str().unwrap_or_default().to_owned();
+    let calls = s.calls();
+    let patch = calls.iter().find(|c| c.endpoint == Endpoint::PatchAttributes).expect("patch");
+    assert!(patch.path.contains(&customer_id));
+    let replace = calls.iter().find(|c| c.endpoint == Endpoint::Replace).expect("replace");
+    assert!(!replace.path.contains(&customer_id));
+    assert!(exit.success(), "exit status {exit:?}");
+    let outcome = log.iter().find(|l| l.contains("\"outcome\":\"transferred\"")).expect("one outcome line");
+    assert!(outcome.contains(&conversation.to_string()));
+    assert!(log.iter().all(|l| !l.contains("Jane Doe") && !l.contains("jane.doe@example.com")));
+}

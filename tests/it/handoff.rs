@@ -1,0 +1,394 @@
+//! The webhook end to end: an in-process `App` against the Genesys simulator.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use genesys_sim::{
+    ConversationKind, ConversationSpec, Endpoint, Fault, FaultKind, SimConfig, BILLING_QUEUE, EMPTY_QUEUE,
+    SUPPORT_QUEUE,
+};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::{customer, in_queue, sample_payload, spawn_app, spawn_app_with, FALLBACK};
+
+const RESERVED: [&str; 6] =
+    ["bot_handoff_reason", "bot_handoff_id", "bot_handoff_at", "guest_id", "guest_name", "guest_email"];
+
+#[tokio::test]
+async fn the_tutorial_payload_makes_exactly_the_documented_genesys_calls() {
+    // Arrange
+    let app = spawn_app().await;
+    let conversation = Uuid::new_v4();
+    let payload = sample_payload(conversation, "complex_billing_dispute");
+
+    // Act
+    let (status, body, headers) = app.post_handoff(&payload).await;
+
+    // Assert: the answer
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "transferred");
+    assert_eq!(body["conversationId"], conversation.to_string());
+    assert_eq!(body["queueId"], BILLING_QUEUE.to_string());
+    assert_eq!(body["replayed"], false);
+    assert!(Uuid::parse_str(body["handoffId"].as_str().unwrap_or_default()).is_ok());
+    assert!(headers.contains_key("x-request-id"));
+
+    // Assert: the calls
+    assert!(app.eventually(Duration::from_secs(5), |a| a.count(Endpoint::PutTags) == 1).await, "tag never written");
+    let sim = app.sim.sim();
+    assert_eq!(sim.token_calls(), 1);
+    assert_eq!(sim.count(Endpoint::GetConversation), 1);
+    assert_eq!(sim.count(Endpoint::PatchAttributes), 1);
+    assert_eq!(sim.count(Endpoint::Replace), 1);
+    assert_eq!(sim.count(Endpoint::PutTags), 1);
+    let conv = sim.conversation(conversation).expect("conversation exists");
+    let customer = customer(&conv);
+    let calls = sim.calls();
+    let patch = calls.iter().find(|c| c.endpoint == Endpoint::PatchAttributes).expect("patch call");
+    assert!(patch.path.ends_with(&format!("/participants/{}/attributes", customer["id"].as_str().unwrap_or("?"))));
+    let attributes = &patch.body.as_ref().expect("patch body")["attributes"];
+    for (key, value) in payload["customContext"].as_object().expect("context") {
+        assert_eq!(&attributes[key], value, "context key {key}");
+    }
+    for key in RESERVED {
+        assert!(attributes[key].is_string(), "reserved key {key} missing");
+    }
+    assert_eq!(attributes["guest_email"], "jane.doe@example.com");
+    assert_eq!(attributes["bot_handoff_reason"], "complex_billing_dispute");
+    let replace = calls.iter().find(|c| c.endpoint == Endpoint::Replace).expect("replace call");
+    assert!(!replace.path.contains(customer["id"].as_str().unwrap_or("?")), "the customer was replaced");
+    assert_eq!(replace.body.as_ref().expect("body")["queueId"], BILLING_QUEUE.to_string());
+    assert_eq!(replace.body.as_ref().expect("body")["transferType"], "Unattended");
+    assert!(in_queue(&conv, BILLING_QUEUE));
+    assert_eq!(sim.external_tag(conversation).as_deref(), Some("bot-handoff:complex_billing_dispute"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_bad_payload_is_refused_with_its_fields_and_no_upstream_call() {
+    let app = spawn_app().await;
+    let valid = sample_payload(Uuid::new_v4(), "complex_billing_dispute");
+    let with = |path: &[&str], value: Value| {
+        let mut p = valid.clone();
+        let mut target = &mut p;
+        for key in &path[..path.len() - 1] {
+            target = &mut target[*key];
+        }
+        target[path[path.len() - 1]] = value;
+        p
+    };
+    let many_keys: serde_json::Map<String, Value> = (0..41).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let cases: Vec<(Value, &str)> = vec![
+        (with(&["conversationId"], json!("not-a-uuid")), "conversationId"),
+        (with(&["conversationId"], json!(null)), "conversationId"),
+        (with(&["conversationId"], json!("../../admin")), "conversationId"),
+        (with(&["guestInfo"], json!("jane")), "guestInfo"),
+        (with(&["guestInfo", "id"], json!("")), "guestInfo.id"),
+        (with(&["guestInfo", "id"], json!("x".repeat(257))), "guestInfo.id"),
+        (with(&["guestInfo", "name"], json!("n".repeat(257))), "guestInfo.name"),
+        (with(&["guestInfo", "email"], json!("jane.doe(at)example.com")), "guestInfo.email"),
+        (with(&["handoffReason"], json!("")), "handoffReason"),
+        (with(&["handoffReason"], json!("r".repeat(129))), "handoffReason"),
+        (with(&["handoffReason"], json!("line\nbreak")), "handoffReason"),
+        (with(&["customContext"], json!([1, 2])), "customContext"),
+        (with(&["customContext"], Value::Object(many_keys)), "customContext"),
+        (with(&["customContext", "bad key"], json!("v")), "customContext[\"bad key\"]"),
+        (with(&["customContext", "k"], json!("v".repeat(257))), "customContext.k"),
+        (with(&["customContext", "k"], json!({"nested": true})), "customContext.k"),
+        (with(&["customContext", "k"], json!(null)), "customContext.k"),
+        (with(&["customContext", "guest_name"], json!("x")), "customContext.guest_name"),
+        (with(&["queueId"], json!("queue-1")), "queueId"),
+        (with(&["queueId"], json!(Uuid::new_v4())), "queueId"),
+        (with(&["participantId"], json!(42)), "participantId"),
+        (json!([1, 2, 3]), "$"),
+    ];
+    for (payload, field) in cases {
+        let (status, body, _) = app.post_handoff(&payload).await;
+        assert_eq!(status, 400, "{field}: {body}");
+        assert_eq!(body["error"], "invalid_payload");
+        let details = body["details"].as_array().expect("details");
+        assert!(details.iter().any(|d| d["field"] == field), "{field} not in {body}");
+    }
+    // Malformed JSON is ours too.
+    let resp = app
+        .client
+        .post(format!("{}/webhooks/bot-handoff", app.address))
+        .bearer_auth(crate::helpers::SECRET)
+        .header("content-type", "application/json")
+        .body("{\"conversationId\": ")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(app.sim.sim().calls().len(), 0, "a bad payload reached Genesys");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_is_replayed_without_an_upstream_write() {
+    let app = spawn_app().await;
+    let payload = sample_payload(Uuid::new_v4(), "complex_billing_dispute");
+    let (first, body1, _) = app.post_handoff(&payload).await;
+    let writes_before = app.count(Endpoint::PatchAttributes) + app.count(Endpoint::Replace);
+
+    let (second, body2, _) = app.post_handoff(&payload).await;
+
+    assert_eq!((first, second), (200, 200));
+    assert_eq!(body2["replayed"], true);
+    assert_eq!(body1["handoffId"], body2["handoffId"]);
+    assert_eq!(app.count(Endpoint::PatchAttributes) + app.count(Endpoint::Replace), writes_before);
+    assert_eq!(app.count(Endpoint::Replace), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_transfer_once() {
+    let app = spawn_app().await;
+    let payload = sample_payload(Uuid::new_v4(), "complex_billing_dispute");
+    let answers = futures_join(&app, &payload, 20).await;
+    let ok = answers.iter().filter(|s| **s == 200).count();
+    assert!(answers.iter().all(|s| *s == 200 || *s == 409), "{answers:?}");
+    assert!(ok >= 1, "{answers:?}");
+    assert_eq!(app.count(Endpoint::Replace), 1);
+    app.stop().await;
+}
+
+async fn futures_join(app: &crate::helpers::TestApp, payload: &Value, n: usize) -> Vec<u16> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let client = app.client.clone();
+        let url = format!("{}/webhooks/bot-handoff", app.address);
+        let payload = payload.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(crate::helpers::SECRET)
+                .json(&payload)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("task").expect("answer"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn no_capacity_defers_and_the_worker_transfers_once_capacity_appears() {
+    let app = spawn_app().await;
+    let conversation = Uuid::new_v4();
+
+    let (status, body, _) = app.post_handoff(&sample_payload(conversation, "after_hours")).await;
+
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "deferred");
+    assert_eq!(body["reason"], "no_capacity");
+    assert_eq!(body["queueId"], EMPTY_QUEUE.to_string());
+    assert!(body["retryAfterSeconds"].as_u64().is_some());
+    assert_eq!(app.count(Endpoint::Replace), 0);
+    assert_eq!(app.count(Endpoint::PatchAttributes), 0);
+    // A repeat while deferred replays the 202.
+    let (again, body2, _) = app.post_handoff(&sample_payload(conversation, "after_hours")).await;
+    assert_eq!((again, &body2["replayed"]), (202, &json!(true)));
+
+    app.sim.sim().set_queue_capacity(EMPTY_QUEUE, 2, 0, 10);
+    let moved = app
+        .eventually(Duration::from_secs(10), |a| {
+            a.sim.sim().conversation(conversation).is_some_and(|c| in_queue(&c, EMPTY_QUEUE))
+        })
+        .await;
+    assert!(moved, "the deferred handoff was never transferred");
+    assert_eq!(app.count(Endpoint::Replace), 1);
+    let (status, record) = app.get(&format!("/handoffs/{}", body["handoffId"].as_str().unwrap_or_default())).await;
+    assert_eq!(status, 200);
+    assert_eq!(record["stage"], "transferred");
+    let (_, replay, _) = app.post_handoff(&sample_payload(conversation, "after_hours")).await;
+    assert_eq!(replay["status"], "transferred");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_overflows_to_the_fallback_queue() {
+    let app = spawn_app_with(SimConfig::default(), |env| {
+        env.insert("HANDOFF_FALLBACK_QUEUE_ID".into(), FALLBACK.to_string());
+    })
+    .await;
+    let conversation = Uuid::new_v4();
+    let (status, body, _) = app.post_handoff(&sample_payload(conversation, "after_hours")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["queueId"], FALLBACK.to_string());
+    assert!(in_queue(&app.sim.sim().conversation(conversation).expect("exists"), FALLBACK));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn conversations_genesys_does_not_know_or_that_ended_are_refused() {
+    let app = spawn_app().await;
+    let unknown = Uuid::new_v4();
+    app.sim.sim().mark_unknown(unknown);
+    let ended = app.sim.sim().create_conversation(ConversationSpec::new(ConversationKind::Ended)).conversation_id;
+    let nobody = app.sim.sim().create_conversation(ConversationSpec::new(ConversationKind::NoHolder)).conversation_id;
+
+    let (s404, b404, _) = app.post_handoff(&sample_payload(unknown, "x")).await;
+    let (s422a, b422a, _) = app.post_handoff(&sample_payload(ended, "x")).await;
+    let (s422b, b422b, _) = app.post_handoff(&sample_payload(nobody, "x")).await;
+
+    assert_eq!((s404, &b404["error"]), (404, &json!("conversation_not_found")));
+    assert_eq!((s422a, &b422a["error"]), (422, &json!("conversation_not_transferable")));
+    assert_eq!((s422b, &b422b["error"]), (422, &json!("conversation_not_transferable")));
+    assert_eq!(app.count(Endpoint::Replace), 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_permission_is_a_502_with_the_upstream_code() {
+    let config = SimConfig {
+        missing_permissions: vec!["conversation:communication:blindTransfer".to_owned()],
+        ..SimConfig::default()
+    };
+    let app = spawn_app_with(config, |_| {}).await;
+    let (status, body, _) = app.post_handoff(&sample_payload(Uuid::new_v4(), "billing")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"], "upstream_rejected");
+    assert_eq!(body["upstreamStatus"], 403);
+    assert_eq!(body["upstreamCode"], "missing.permissions");
+    assert!(body["correlationId"].is_string());
+    assert!(!body.to_string().contains("blindTransfer"), "Genesys text echoed: {body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_429_on_the_transfer_is_waited_out_and_transferred_once() {
+    let app = spawn_app().await;
+    app.sim.sim().push_fault(Fault::new(Endpoint::Replace, FaultKind::too_many_requests(1)));
+    let conversation = Uuid::new_v4();
+    let (status, body, _) = app.post_handoff(&sample_payload(conversation, "billing")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.count(Endpoint::Replace), 2, "one 429, one success");
+    assert!(in_queue(&app.sim.sim().conversation(conversation).expect("exists"), SUPPORT_QUEUE));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_outage_answers_503_and_the_retry_resumes_the_same_handoff() {
+    let app = spawn_app().await;
+    let conversation = Uuid::new_v4();
+    app.sim.sim().push_fault(Fault::new(Endpoint::Replace, FaultKind::status(503)).times(100));
+
+    let (status, body, headers) = app.post_handoff(&sample_payload(conversation, "billing")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "upstream_unavailable");
+    assert!(headers.contains_key("retry-after"));
+    let first_id = body["handoffId"].clone();
+    assert!(first_id.is_string());
+
+    app.sim.sim().clear_faults();
+    let (status, body, _) = app.post_handoff(&sample_payload(conversation, "billing")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["handoffId"], first_id, "the retry started a new handoff");
+    let conv = app.sim.sim().conversation(conversation).expect("exists");
+    assert!(in_queue(&conv, SUPPORT_QUEUE));
+    let applied = conv["recentTransfers"].as_array().map_or(0, Vec::len);
+    assert_eq!(applied, 1, "transferred more than once");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_transfer_whose_answer_is_lost_is_read_back_not_repeated() {
+    let app = spawn_app_with(SimConfig::default(), |env| {
+        env.insert("GENESYS_TIMEOUT_MS".into(), "300".into());
+        env.insert("GENESYS_BUDGET_MS".into(), "2000".into());
+    })
+    .await;
+    app.sim.sim().push_fault(Fault::new(Endpoint::Replace, FaultKind::ApplyThenDelay(Duration::from_secs(1))));
+    let conversation = Uuid::new_v4();
+
+    let (status, body, _) = app.post_handoff(&sample_payload(conversation, "billing")).await;
+
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.count(Endpoint::Replace), 1, "the transfer was repeated");
+    assert_eq!(app.count(Endpoint::GetConversation), 2, "no read-back happened");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_read_side_and_metrics_show_a_handoff() {
+    let app = spawn_app().await;
+    let conversation = Uuid::new_v4();
+    let (_, body, _) = app.post_handoff(&sample_payload(conversation, "complex_billing_dispute")).await;
+    let id = body["handoffId"].as_str().unwrap_or_default().to_owned();
+
+    let (status, record) = app.get(&format!("/handoffs/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(record["stage"], "transferred");
+    assert!(record["history"].as_array().is_some_and(|h| h.len() >= 3), "{record}");
+    assert!(!record.to_string().contains("Jane Doe"));
+    let (_, list) = app.get(&format!("/handoffs?conversationId={conversation}")).await;
+    assert_eq!(list["handoffs"].as_array().map(Vec::len), Some(1));
+    let (_, stats) = app.get("/handoffs/stats").await;
+    assert!(stats["rows"].as_array().is_some_and(|rows| rows
+        .iter()
+        .any(|r| r["reason"] == "complex_billing_dispute" && r["outcome"] == "transferred" && r["count"] == 1)));
+    let metrics =
+        app.client.get(format!("{}/metrics", app.address)).send().await.expect("metrics").text().await.expect("text");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("handoff_handoffs_total{")
+            && l.contains("reason=\"complex_billing_dispute\"")
+            && l.contains("outcome=\"transferred\"")
+            && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("handoff_upstream_requests_total{endpoint="), "{metrics}");
+    app.stop().await;
+}
+
+/// A log sink the test can read.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+// A current-thread runtime runs the app, the simulator and this test on one thread, so the
+// thread-local subscriber below sees every log line of the handoff.
+#[tokio::test(flavor = "current_thread")]
+async fn guest_name_and_email_never_reach_the_logs() {
+    let sink = Captured::default();
+    let subscriber = handoff_app::telemetry::subscriber("debug", handoff_app::config::LogFormat::Json, sink.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = spawn_app().await;
+    // A 500 on the lookup (a read) is retried, so the retry path logs too.
+    app.sim.sim().push_fault(Fault::new(Endpoint::GetConversation, FaultKind::status(500)));
+
+    let (status, _, _) = app.post_handoff(&sample_payload(Uuid::new_v4(), "complex_billing_dispute")).await;
+    let (bad, _, _) =
+        app.post_handoff(&json!({"guestInfo": {"id": "g", "name": "Jane Doe", "email": "jane.doe@example.com"}})).await;
+    app.stop().await;
+
+    assert_eq!((status, bad), (200, 400));
+    let logs = String::from_utf8(sink.0.lock().expect("lock").clone()).expect("utf-8");
+    assert!(logs.contains("\"outcome\":\"transferred\""), "the outcome line was not captured:\n{logs}");
+    assert!(logs.contains("retrying genesys call"), "the retry line was not captured:\n{logs}");
+    assert!(!logs.contains("Jane Doe"), "guest name logged");
+    assert!(!logs.contains("jane.doe@example.com"), "guest email logged");
+    assert!(!logs.contains("sim-secret"), "client secret logged");
+}
