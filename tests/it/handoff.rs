@@ -233,14 +233,17 @@ async fn conversations_genesys_does_not_know_or_that_ended_are_refused() {
     app.sim.sim().mark_unknown(unknown);
     let ended = app.sim.sim().create_conversation(ConversationSpec::new(ConversationKind::Ended)).conversation_id;
     let nobody = app.sim.sim().create_conversation(ConversationSpec::new(ConversationKind::NoHolder)).conversation_id;
+    let agent = app.sim.sim().create_conversation(ConversationSpec::new(ConversationKind::AgentHeld)).conversation_id;
 
     let (s404, b404, _) = app.post_handoff(&sample_payload(unknown, "x")).await;
     let (s422a, b422a, _) = app.post_handoff(&sample_payload(ended, "x")).await;
     let (s422b, b422b, _) = app.post_handoff(&sample_payload(nobody, "x")).await;
+    let (s422c, b422c, _) = app.post_handoff(&sample_payload(agent, "x")).await;
 
     assert_eq!((s404, &b404["error"]), (404, &json!("conversation_not_found")));
     assert_eq!((s422a, &b422a["error"]), (422, &json!("conversation_not_transferable")));
     assert_eq!((s422b, &b422b["error"]), (422, &json!("conversation_not_transferable")));
+    assert_eq!((s422c, &b422c["message"]), (422, &json!("an agent already handles the conversation")), "{b422c}");
     assert_eq!(app.count(Endpoint::Replace), 0);
     app.stop().await;
 }

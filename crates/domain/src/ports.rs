@@ -111,6 +111,9 @@ pub struct ParticipantView {
     pub id: ParticipantId,
     /// Whether this is the customer (Genesys `purpose == "customer"`).
     pub is_customer: bool,
+    /// A human agent (Genesys `purpose` `agent` or `user`). Agents are never replaced: a
+    /// conversation an agent already handles is not the bot's to hand off.
+    pub is_agent: bool,
     /// Connected and not ended.
     pub active: bool,
     /// The queue this participant represents, if it is a queue (ACD) participant.
@@ -136,9 +139,15 @@ impl ConversationSnapshot {
         self.participants.iter().find(|p| p.is_customer)
     }
 
-    /// Active non-customer participants: those that may hold the conversation.
+    /// Active participants that may be replaced: neither the customer nor an agent (the bot or
+    /// flow participant, or a queue the conversation waits in).
     pub fn holders(&self) -> impl Iterator<Item = &ParticipantView> {
-        self.participants.iter().filter(|p| p.active && !p.is_customer)
+        self.participants.iter().filter(|p| p.active && !p.is_customer && !p.is_agent)
+    }
+
+    /// Whether an agent is connected to the conversation.
+    pub fn has_agent(&self) -> bool {
+        self.participants.iter().any(|p| p.active && p.is_agent)
     }
 
     /// Whether the conversation is over (no active participant).
@@ -149,7 +158,8 @@ impl ConversationSnapshot {
     /// Whether the conversation already sits in `queue` (an active queue participant for it, or a
     /// recorded transfer to it).
     pub fn is_in_queue(&self, queue: QueueId) -> bool {
-        self.holders().any(|p| p.queue == Some(queue)) || self.transferred_to.contains(&queue)
+        self.participants.iter().any(|p| p.active && !p.is_customer && p.queue == Some(queue))
+            || self.transferred_to.contains(&queue)
     }
 }
 

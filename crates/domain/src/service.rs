@@ -318,7 +318,16 @@ impl HandoffService {
     async fn advance(&self, record: &mut HandoffRecord) -> Step<HandoffOutcome> {
         let primary = match record.stage {
             Stage::Deferred => record.queue.unwrap_or(self.settings.routing.default_queue()),
-            _ => self.settings.routing.choose(&record.request)?,
+            // Checked before `begin` for deliveries; a resumed record whose queue left the
+            // configuration since is finished as invalid rather than retried forever.
+            _ => match self.settings.routing.choose(&record.request) {
+                Ok(queue) => queue,
+                Err(e) => {
+                    let err = HandoffError::Invalid(e);
+                    self.record_failure(record, &err).await;
+                    return Err(err);
+                }
+            },
         };
         // A deferred handoff re-checks capacity before it costs a lookup.
         let mut admitted = None;
@@ -475,17 +484,22 @@ impl HandoffService {
                 if snapshot.customer().is_some_and(|c| c.id == wanted) {
                     return Err("participantId is the customer; the customer is never replaced".to_owned());
                 }
+                if snapshot.participants.iter().any(|p| p.id == wanted && p.is_agent) {
+                    return Err(format!("participant {wanted} is an agent; agents are never replaced"));
+                }
                 snapshot
                     .holders()
                     .find(|p| p.id == wanted)
                     .map(|p| p.id)
                     .ok_or_else(|| format!("participant {wanted} does not hold the conversation"))
             }
-            None => snapshot
-                .holders()
-                .next()
-                .map(|p| p.id)
-                .ok_or_else(|| "no participant holds the conversation".to_owned()),
+            None => snapshot.holders().next().map(|p| p.id).ok_or_else(|| {
+                if snapshot.has_agent() {
+                    "an agent already handles the conversation".to_owned()
+                } else {
+                    "no participant holds the conversation".to_owned()
+                }
+            }),
         }
     }
 
@@ -639,6 +653,7 @@ impl HandoffService {
         let (status, code) = match err {
             HandoffError::ConversationNotFound { .. } => (404, "conversation_not_found".to_owned()),
             HandoffError::NotTransferable { .. } => (422, "conversation_not_transferable".to_owned()),
+            HandoffError::Invalid(_) => (400, "invalid_payload".to_owned()),
             HandoffError::UpstreamRejected { status, code, .. } => (502, format!("upstream_rejected:{status}:{code}")),
             _ => (503, "upstream_unavailable".to_owned()),
         };
@@ -800,7 +815,7 @@ mod tests {
     // ---- upstream fixtures ----------------------------------------------------------------
 
     fn participant(id: &str, is_customer: bool, active: bool, queue: Option<QueueId>) -> ParticipantView {
-        ParticipantView { id: pid(id), is_customer, active, queue }
+        ParticipantView { id: pid(id), is_customer, is_agent: false, active, queue }
     }
 
     fn snapshot(participants: Vec<ParticipantView>, transferred_to: Vec<QueueId>) -> ConversationSnapshot {
@@ -1378,6 +1393,45 @@ mod tests {
 
         // Assert
         assert_not_transferable(&outcome, "customer");
+    }
+
+    #[test]
+    fn a_conversation_an_agent_already_handles_is_never_taken_from_the_agent() {
+        // Arrange: the bot left, an agent answered
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        let mut agent = participant(STRANGER, false, true, None);
+        agent.is_agent = true;
+        let with_agent = snapshot(
+            vec![participant(CUSTOMER, true, true, None), participant(BOT, false, false, None), agent],
+            vec![],
+        );
+        ports.locate(1, Ok(with_agent)).no_capacity_call().no_write().no_transfer();
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert
+        assert_not_transferable(&outcome, "agent already handles");
+        assert_eq!(harness.record().stage, Stage::Failed);
+    }
+
+    #[test]
+    fn a_participant_id_naming_an_agent_is_not_transferable() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        let mut agent = participant(STRANGER, false, true, None);
+        agent.is_agent = true;
+        let with_agent =
+            snapshot(vec![participant(CUSTOMER, true, true, None), participant(BOT, false, true, None), agent], vec![]);
+        ports.locate(1, Ok(with_agent)).no_capacity_call().no_write().no_transfer();
+
+        // Act
+        let outcome = harness.deliver(ports, request_with("participantId", json!(STRANGER)));
+
+        // Assert
+        assert_not_transferable(&outcome, "is an agent");
     }
 
     #[test]
@@ -2186,7 +2240,13 @@ mod tests {
                 participant(BOT, false, alive && self.held && self.in_queue.is_none(), None),
             ];
             if let Some(q) = self.in_queue {
-                participants.push(ParticipantView { id: pid(ACD), is_customer: false, active: alive, queue: Some(q) });
+                participants.push(ParticipantView {
+                    id: pid(ACD),
+                    is_customer: false,
+                    is_agent: false,
+                    active: alive,
+                    queue: Some(q),
+                });
             }
             snapshot(participants, self.in_queue.into_iter().collect())
         }

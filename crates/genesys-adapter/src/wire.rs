@@ -119,7 +119,12 @@ pub(crate) fn conversation_snapshot(
             let connected = p.state.as_deref().is_some_and(|state| state.eq_ignore_ascii_case("connected"));
             let ended = p.end_time.as_deref().is_some_and(|t| !t.is_empty());
             let queue = p.queue.as_ref().and_then(|q| q.id.as_deref()).and_then(|q| QueueId::parse(q).ok());
-            Some(ParticipantView { id, is_customer, active: connected && !ended, queue })
+            // Genesys marks human agents with purpose `agent` (or `user` for direct conversations).
+            let is_agent = p
+                .purpose
+                .as_deref()
+                .is_some_and(|purpose| purpose.eq_ignore_ascii_case("agent") || purpose.eq_ignore_ascii_case("user"));
+            Some(ParticipantView { id, is_customer, is_agent, active: connected && !ended, queue })
         })
         .collect();
     let transferred_to = conversation.recent_transfers.iter().filter_map(transfer_queue).collect();
