@@ -40,6 +40,7 @@
 //! - `ports`: the port implementations, [`GenesysClient::get_queue`] and
 //!   [`GenesysClient::probe_permission`], and the mapping of Genesys answers to [`PortError`].
 //! - `stats`: atomic counters and the [`ClientStats`] snapshot for metrics.
+//! - `fuzzing` (feature `fuzzing` only, hidden): entry points for the fuzz targets in `fuzz/`.
 //!
 //! [`QueuePort`]: handoff_domain::ports::QueuePort
 //! [`TransferPort`]: handoff_domain::ports::TransferPort
@@ -51,6 +52,9 @@ mod capacity;
 mod client;
 mod config;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod ports;
 pub mod regions;
 mod retry;

@@ -311,4 +311,6 @@ impl AnalyticsPort for GenesysClient {
 }
 
 #[cfg(test)]
+mod sim_tests;
+#[cfg(test)]
 mod tests;

@@ -39,6 +39,11 @@ pub(crate) struct AccessToken {
 }
 
 impl AccessToken {
+    /// A token fetched at `now` that lives `lifetime`.
+    pub(crate) fn fetched(secret: SecretString, generation: u64, now: Instant, lifetime: Duration) -> Self {
+        Self { secret, generation, refresh_at: refresh_at(now, lifetime), expires_at: now + lifetime }
+    }
+
     /// The token text, for the `Authorization` header only.
     pub(crate) fn expose(&self) -> &str {
         self.secret.expose_secret()
@@ -64,6 +69,19 @@ struct TokenResponse {
     #[serde(default)]
     token_type: Option<String>,
     expires_in: u64,
+}
+
+/// A successful token answer: the token and how long it lives.
+///
+/// # Errors
+/// [`GenesysError::InvalidTokenResponse`] when it is not a usable bearer token.
+pub(crate) fn token_answer(body: &[u8]) -> Result<(SecretString, Duration), GenesysError> {
+    let parsed: TokenResponse = serde_json::from_slice(body).map_err(|_| GenesysError::InvalidTokenResponse)?;
+    let bearer = parsed.token_type.as_deref().is_none_or(|t| t.eq_ignore_ascii_case("bearer"));
+    if parsed.access_token.is_empty() || parsed.expires_in == 0 || !bearer {
+        return Err(GenesysError::InvalidTokenResponse);
+    }
+    Ok((SecretString::from(parsed.access_token), Duration::from_secs(parsed.expires_in)))
 }
 
 /// The shared token cache.
@@ -125,13 +143,8 @@ impl TokenCache {
         let fetched = self.fetch(http, counters, limit).await;
         let outcome = match fetched {
             Ok((secret, lifetime)) => {
-                let now = Instant::now();
-                let token = Arc::new(AccessToken {
-                    secret,
-                    generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
-                    refresh_at: refresh_at(now, lifetime),
-                    expires_at: now + lifetime,
-                });
+                let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                let token = Arc::new(AccessToken::fetched(secret, generation, Instant::now(), lifetime));
                 *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::clone(&token));
                 *last_failure = None;
                 Ok(token)
@@ -220,13 +233,7 @@ impl TokenCache {
         counters.request(Endpoint::Token, StatusClass::of(status.as_u16()));
         tracing::Span::current().record("status", status.as_u16());
         if status.is_success() {
-            let parsed: TokenResponse =
-                serde_json::from_slice(&body).map_err(|_| GenesysError::InvalidTokenResponse)?;
-            let bearer = parsed.token_type.as_deref().is_none_or(|t| t.eq_ignore_ascii_case("bearer"));
-            if parsed.access_token.is_empty() || parsed.expires_in == 0 || !bearer {
-                return Err(GenesysError::InvalidTokenResponse);
-            }
-            return Ok((SecretString::from(parsed.access_token), Duration::from_secs(parsed.expires_in)));
+            return token_answer(&body);
         }
         let (code, _) = retry::error_code(&body);
         match status.as_u16() {

@@ -386,4 +386,240 @@ mod tests {
         );
         assert!(!queue_info(id, without.to_string().as_bytes()).unwrap().accepts_messages);
     }
+
+    // ---- property tests (the in-suite twin of fuzz/fuzz_targets/genesys_response.rs) ---------
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{json, Value};
+
+        use super::*;
+
+        fn any_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                any::<f64>().prop_map(|f| json!(f)),
+                prop_oneof![Just(QUEUE.to_owned()), Just("IDLE".to_owned()), ".{0,12}"].prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                let key = prop_oneof![
+                    Just("participants"),
+                    Just("recentTransfers"),
+                    Just("id"),
+                    Just("purpose"),
+                    Just("state"),
+                    Just("queue"),
+                    Just("destination"),
+                    Just("queueId"),
+                    Just("results"),
+                    Just("group"),
+                    Just("data"),
+                    Just("metric"),
+                    Just("stats"),
+                    Just("count"),
+                    Just("estimatedWaitTimeSeconds"),
+                    Just("mediaSettings"),
+                    Just("message"),
+                    Just("memberCount"),
+                    Just("name"),
+                    Just("x"),
+                ]
+                .prop_map(str::to_owned);
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::btree_map(key, inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn id_text() -> impl Strategy<Value = Option<String>> {
+            prop::option::of(prop_oneof![
+                any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).to_string()),
+                any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).to_string().to_uppercase()),
+                ".{0,40}",
+            ])
+        }
+
+        fn one_of(words: &'static [&'static str]) -> impl Strategy<Value = Option<String>> {
+            prop::option::of(prop::sample::select(words).prop_map(str::to_owned))
+        }
+
+        prop_compose! {
+            fn participant()(
+                id in id_text(),
+                purpose in one_of(&["customer", "CUSTOMER", "agent", "user", "workflow", "acd", "bot"]),
+                state in one_of(&["connected", "Connected", "disconnected", "alerting"]),
+                end_time in one_of(&["", "2026-01-01T00:00:00Z"]),
+            ) -> (Value, Option<String>, Option<String>, Option<String>, Option<String>) {
+                let p = json!({ "id": id, "purpose": purpose, "state": state, "endTime": end_time });
+                (p, id, purpose, state, end_time)
+            }
+        }
+
+        /// A counted metric: its name, qualifier and `stats.count` as Genesys may send them.
+        type Metric = (Option<String>, Option<String>, Value);
+        /// An observation group: its `queueId`, its `mediaType` and its metrics.
+        type Group = (Option<String>, Option<String>, Vec<Metric>);
+
+        fn metric() -> impl Strategy<Value = Metric> {
+            (
+                one_of(&["oOnQueueUsers", "oWaiting", "oInteracting", "oActiveUsers"]),
+                one_of(&["IDLE", "idle", "INTERACTING", "NOT_RESPONDING"]),
+                prop_oneof![
+                    (0u32..1000).prop_map(|n| json!(n)),
+                    any::<f64>().prop_map(|f| json!(f)),
+                    Just(json!(1e300)),
+                    Just(Value::Null),
+                    Just(json!("7")),
+                ],
+            )
+        }
+
+        fn group() -> impl Strategy<Value = Group> {
+            (
+                prop::option::of(prop_oneof![
+                    Just(QUEUE.to_owned()),
+                    Just(QUEUE.to_uppercase()),
+                    Just("00000000-0000-0000-0000-0000000000ff".to_owned()),
+                ]),
+                one_of(&["message", "MESSAGE", "voice"]),
+                prop::collection::vec(metric(), 0..6),
+            )
+        }
+
+        /// The count the decoder must take from `stats.count`: a positive finite number, saturated.
+        fn counted(count: &Value) -> u64 {
+            count.as_f64().filter(|c| c.is_finite() && *c > 0.0).map_or(0, |c| c.min(f64::from(u32::MAX)) as u64)
+        }
+
+        fn sat(n: u64) -> u32 {
+            u32::try_from(n).unwrap_or(u32::MAX)
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_or_json_never_panic_any_decoder(
+                bytes in prop::collection::vec(any::<u8>(), 0..256),
+                value in any_json(),
+            ) {
+                let queue = QueueId::parse(QUEUE).unwrap();
+                for body in [bytes, value.to_string().into_bytes()] {
+                    let snapshot = conversation_snapshot(conv(), &body, None);
+                    prop_assert!(snapshot.is_none_or(|s| s.id == conv()));
+                    let observed = observations(queue, &body);
+                    prop_assert!(observed.is_none_or(|o| o.idle <= o.on_queue), "{:?}", observed);
+                    let wait = estimated_wait(&body);
+                    prop_assert!(wait.is_none_or(|w| w <= Duration::from_secs(30 * 86_400)), "{:?}", wait);
+                    prop_assert!(queue_info(queue, &body).is_none_or(|q| q.id == queue));
+                }
+            }
+
+            #[test]
+            fn a_conversation_keeps_exactly_the_participants_with_a_uuid_and_classifies_them(
+                generated in prop::collection::vec(participant(), 0..8),
+            ) {
+                // Arrange
+                let body = json!({ "participants": generated.iter().map(|g| g.0.clone()).collect::<Vec<_>>() });
+
+                // Act
+                let snapshot = conversation_snapshot(conv(), body.to_string().as_bytes(), None).unwrap();
+
+                // Assert
+                let has_uuid = |id: &Option<String>| id.as_deref().is_some_and(|id| ParticipantId::parse(id).is_ok());
+                let kept: Vec<_> = generated.iter().filter(|g| has_uuid(&g.1)).collect();
+                prop_assert_eq!(snapshot.participants.len(), kept.len());
+                for (view, (_, id, purpose, state, end_time)) in snapshot.participants.iter().zip(kept) {
+                    let purpose = purpose.as_deref().map(str::to_ascii_lowercase);
+                    prop_assert_eq!(Some(view.id.to_string()), id.as_deref().map(str::to_ascii_lowercase));
+                    prop_assert_eq!(view.is_customer, purpose.as_deref() == Some("customer"));
+                    prop_assert_eq!(view.is_agent, matches!(purpose.as_deref(), Some("agent" | "user")));
+                    let connected = state.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("connected"));
+                    prop_assert_eq!(view.active, connected && end_time.as_deref().is_none_or(str::is_empty));
+                }
+            }
+
+            #[test]
+            fn observations_sum_idle_on_queue_and_message_waiting_for_our_queue_only(
+                groups in prop::collection::vec(group(), 0..5),
+            ) {
+                // Arrange
+                let results: Vec<Value> = groups.iter().map(|(queue, media, data)| {
+                    let data: Vec<Value> = data.iter().map(|(metric, qualifier, count)| {
+                        json!({ "metric": metric, "qualifier": qualifier, "stats": { "count": count } })
+                    }).collect();
+                    let mut group = serde_json::Map::new();
+                    if let Some(q) = queue { group.insert("queueId".into(), json!(q)); }
+                    if let Some(m) = media { group.insert("mediaType".into(), json!(m)); }
+                    json!({ "group": group, "data": data })
+                }).collect();
+                let body = json!({ "results": results }).to_string();
+                let (mut idle, mut on_queue, mut waiting) = (0u64, 0u64, 0u64);
+                for (queue, media, data) in &groups {
+                    if queue.as_deref().is_some_and(|q| !q.eq_ignore_ascii_case(QUEUE)) { continue; }
+                    for (metric, qualifier, count) in data {
+                        let n = counted(count);
+                        match metric.as_deref() {
+                            Some("oOnQueueUsers") => {
+                                on_queue += n;
+                                if qualifier.as_deref().is_some_and(|q| q.eq_ignore_ascii_case("IDLE")) { idle += n; }
+                            }
+                            Some("oWaiting") if media.as_deref().is_none_or(|m| m.eq_ignore_ascii_case("message")) => {
+                                waiting += n;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+
+                // Act
+                let observed = observations(QueueId::parse(QUEUE).unwrap(), body.as_bytes());
+
+                // Assert: a count that is not a number makes the whole answer unreadable.
+                let malformed =
+                    groups.iter().flat_map(|g| &g.2).any(|(_, _, count)| !(count.is_number() || count.is_null()));
+                let expected = Observed { idle: sat(idle), on_queue: sat(on_queue), waiting: sat(waiting) };
+                prop_assert_eq!(observed, (!malformed).then_some(expected));
+            }
+
+            #[test]
+            fn an_estimated_wait_is_read_when_non_negative_and_capped_at_thirty_days(seconds in any::<f64>()) {
+                // Arrange: non-finite numbers cannot be written in JSON and go out as null.
+                let body = json!({ "results": [{ "estimatedWaitTimeSeconds": seconds }] }).to_string();
+
+                // Act
+                let wait = estimated_wait(body.as_bytes());
+
+                // Assert
+                let expected = (seconds.is_finite() && seconds >= 0.0)
+                    .then(|| Duration::from_secs_f64(seconds.min(30.0 * 86_400.0)));
+                prop_assert_eq!(wait, expected);
+            }
+
+            #[test]
+            fn an_error_body_yields_only_short_printable_codes(
+                code in ".{0,140}",
+                context in ".{0,140}",
+                oauth in any::<bool>(),
+            ) {
+                // Arrange
+                let key = if oauth { "error" } else { "code" };
+                let body = json!({ key: code, "contextId": context, "message": "Jane Doe was not found" }).to_string();
+                let looks_like = |text: &str, extra: &[u8]| {
+                    let t = text.trim();
+                    let allowed = |b: u8| b.is_ascii_alphanumeric() || extra.contains(&b);
+                    !t.is_empty() && t.len() <= 128 && t.bytes().all(allowed)
+                };
+
+                // Act
+                let (got_code, got_context) = crate::retry::error_code(body.as_bytes());
+
+                // Assert
+                prop_assert_eq!(got_code.is_some(), looks_like(&code, b"._-"));
+                prop_assert_eq!(got_context.is_some(), looks_like(&context, b"-_.:"));
+                prop_assert_eq!(got_code.as_deref(), looks_like(&code, b"._-").then(|| code.trim()));
+            }
+        }
+    }
 }

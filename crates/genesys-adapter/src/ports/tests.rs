@@ -143,6 +143,8 @@ where
     let started = std::time::Instant::now();
     while !condition().await {
         assert!(started.elapsed() < Duration::from_secs(20), "gave up waiting for {what}");
+        // Give the CPU to wiremock's thread too, then let this runtime poll its sockets.
+        std::thread::yield_now();
         tokio::task::yield_now().await;
     }
 }
@@ -679,8 +681,12 @@ async fn a_read_that_times_out_every_attempt_is_retried_then_transient() {
         .expect(3)
         .mount(&server)
         .await;
+    // The attempt timeout (3 s) is longer than the largest backoff (2 s): when the jitter is
+    // near zero the next attempt may already be in flight as the test advances past the backoff,
+    // and that advance must not reach its timeout before wiremock has seen its request.
     let client = client_for(&server, |c| {
-        c.attempt_timeout = Duration::from_secs(1);
+        c.attempt_timeout = Duration::from_secs(3);
+        c.total_budget = Duration::from_secs(30);
         c.max_attempts = 3;
     });
     let _clock = HeldClock::hold();
@@ -690,7 +696,7 @@ async fn a_read_that_times_out_every_attempt_is_retried_then_transient() {
     let op = tokio::spawn(locate(&client));
     for attempt in 1..=3u64 {
         until_received(&server, &conversation_path(), usize::try_from(attempt).unwrap()).await;
-        tokio::time::advance(Duration::from_secs(1)).await;
+        tokio::time::advance(Duration::from_secs(3)).await;
         if attempt < 3 {
             until_retries(&client, attempt).await;
             tokio::time::advance(BACKOFF_CAP).await;
@@ -701,7 +707,43 @@ async fn a_read_that_times_out_every_attempt_is_retried_then_transient() {
     // Assert
     assert!(matches!(error, PortError::Transient { .. }), "{error:?}");
     assert_eq!(attempts(&client.stats(), Endpoint::ConversationGet), 3);
-    assert!(Instant::now() - started <= Duration::from_secs(10), "the total budget bounds the operation");
+    assert!(Instant::now() - started <= Duration::from_secs(13), "three timeouts and two backoffs at most");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_total_budget_ends_retries_before_the_attempts_run_out() {
+    // Arrange: a 5 s budget, 3 s attempts, ten attempts allowed.
+    let server = MockServer::start().await;
+    mount_token(&server, 1).await;
+    Mock::given(method("GET"))
+        .and(path(conversation_path()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(conversation_json()).set_delay(Duration::from_secs(60)))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let client = client_for(&server, |c| {
+        c.attempt_timeout = Duration::from_secs(3);
+        c.total_budget = Duration::from_secs(5);
+        c.max_attempts = 10;
+    });
+    let _clock = HeldClock::hold();
+    let started = Instant::now();
+
+    // Act: attempt 1 times out at 3 s; after a backoff of at most 100 ms, attempt 2 gets only
+    // what is left of the budget and times out at 5 s; no time is left for a third.
+    let op = tokio::spawn(locate(&client));
+    until_received(&server, &conversation_path(), 1).await;
+    tokio::time::advance(Duration::from_secs(3)).await;
+    until_retries(&client, 1).await;
+    tokio::time::advance(Duration::from_millis(100)).await;
+    until_received(&server, &conversation_path(), 2).await;
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let error = finish(op).await.unwrap_err();
+
+    // Assert
+    assert!(matches!(error, PortError::Transient { .. }), "{error:?}");
+    assert_eq!(client.stats().retries, 1);
+    assert!(Instant::now() - started <= Duration::from_millis(5100));
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,0 +1,99 @@
+//! End to end against `genesys-sim` on 127.0.0.1: a stateful Genesys where the transfer really
+//! moves the conversation, so the adapter's reading of its own writes is checked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use genesys_sim::{ConversationKind, ConversationSpec, Endpoint, SimConfig, SimHandle, SUPPORT_QUEUE};
+use handoff_domain::ports::{AnalyticsPort, HandoffEvent, PortError, QueuePort, TransferPort};
+use handoff_domain::{AttributeSet, ConversationId, HandoffId, HandoffRequest, ParticipantId, QueueId};
+use secrecy::SecretString;
+use serde_json::json;
+use url::Url;
+
+use crate::{GenesysClient, GenesysConfig};
+
+async fn sim_and_client() -> (SimHandle, Arc<GenesysClient>) {
+    let sim = genesys_sim::spawn(SimConfig::default()).await.unwrap();
+    let base = Url::parse(&sim.base_url()).unwrap();
+    let defaults = SimConfig::default();
+    let config = GenesysConfig::new(defaults.client_id, SecretString::from(defaults.client_secret), base.clone(), base);
+    (sim, Arc::new(GenesysClient::new(config).unwrap()))
+}
+
+#[tokio::test]
+async fn a_bot_conversation_is_located_annotated_transferred_and_tagged_into_the_queue() {
+    // Arrange
+    let (sim, client) = sim_and_client().await;
+    let ids = sim.sim().create_conversation(ConversationSpec::new(ConversationKind::Bot));
+    let conversation = ConversationId::from_uuid(ids.conversation_id);
+    let support = QueueId::from_uuid(SUPPORT_QUEUE);
+    let request = HandoffRequest::from_json(&json!({
+        "conversationId": conversation.to_string(),
+        "guestInfo": { "id": "guest-1", "name": "Jane Doe" },
+        "handoffReason": "complex_billing_dispute",
+        "customContext": { "sentiment_score": "0.32" }
+    }))
+    .unwrap();
+    let handoff = HandoffId::random();
+    let attributes = AttributeSet::for_handoff(&request, handoff, Utc::now()).unwrap();
+
+    // Act
+    let before = client.locate(conversation).await.unwrap();
+    let customer = before.customer().unwrap().id;
+    let holder = before.holders().next().unwrap().id;
+    let capacity = client.capacity(support, true).await.unwrap();
+    client.write_context(conversation, customer, &attributes).await.unwrap();
+    client.transfer(conversation, holder, support).await.unwrap();
+    let event = HandoffEvent {
+        handoff_id: handoff,
+        conversation_id: conversation,
+        reason: request.reason().clone(),
+        queue_id: support,
+        at: Utc::now(),
+    };
+    client.record(&event).await.unwrap();
+    let after = client.locate(conversation).await.unwrap();
+
+    // Assert
+    assert_eq!(customer, ParticipantId::from_uuid(ids.customer_id));
+    assert_eq!(Some(holder.as_uuid()), ids.holder_id.as_ref());
+    assert_eq!((capacity.idle_agents, capacity.on_queue_agents, capacity.waiting), (3, 5, 0));
+    assert_eq!(capacity.estimated_wait, Some(Duration::from_secs(30)));
+    assert!(!before.is_in_queue(support));
+    assert!(after.is_in_queue(support), "{after:?}");
+    let stored = sim.sim().participant_attributes(ids.conversation_id, ids.customer_id).unwrap();
+    assert_eq!(stored.get("bot_handoff_reason").map(String::as_str), Some("complex_billing_dispute"));
+    assert_eq!(stored.get("sentiment_score").map(String::as_str), Some("0.32"));
+    assert_eq!(sim.sim().external_tag(ids.conversation_id).as_deref(), Some("bot-handoff:complex_billing_dispute"));
+    assert_eq!(sim.sim().count(Endpoint::Replace), 1);
+    assert_eq!(sim.sim().token_calls(), 1);
+    assert_eq!(client.token_fetches(), 1);
+}
+
+#[tokio::test]
+async fn revoked_tokens_unknown_conversations_and_queues_map_as_the_ports_promise() {
+    // Arrange
+    let (sim, client) = sim_and_client().await;
+    let ids = sim.sim().create_conversation(ConversationSpec::new(ConversationKind::Bot));
+    let conversation = ConversationId::from_uuid(ids.conversation_id);
+    let unknown = ConversationId::from_uuid(uuid::Uuid::new_v4());
+    sim.sim().mark_unknown(*unknown.as_uuid());
+    client.locate(conversation).await.unwrap();
+    sim.sim().revoke_tokens();
+
+    // Act
+    let after_revocation = client.locate(conversation).await;
+    let missing = client.locate(unknown).await.unwrap_err();
+    let queue = client.get_queue(QueueId::from_uuid(SUPPORT_QUEUE)).await.unwrap();
+    let no_queue = client.get_queue(QueueId::from_uuid(uuid::Uuid::new_v4())).await.unwrap_err();
+
+    // Assert
+    assert!(after_revocation.is_ok(), "{after_revocation:?}");
+    assert_eq!(client.token_fetches(), 2);
+    assert!(matches!(missing, PortError::NotFound { ref what, .. } if what == "conversation"), "{missing:?}");
+    assert_eq!(queue.name, "Support");
+    assert!(queue.accepts_messages);
+    assert!(matches!(no_queue, PortError::NotFound { ref what, .. } if what == "queue"), "{no_queue:?}");
+}
