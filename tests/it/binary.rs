@@ -112,3 +112,54 @@ async fn serve_against_a_genesys_stand_in_makes_exactly_the_documented_calls() {
     assert!(outcome.contains(&conversation.to_string()));
     assert!(log.iter().all(|l| !l.contains("Jane Doe") && !l.contains("jane.doe@example.com")));
 }
+
+/// Runs `handoff check` against a simulator started with `config`.
+async fn run_check(config: SimConfig) -> (Option<i32>, String, usize) {
+    let sim = genesys_sim::spawn(config).await.expect("simulator");
+    let env = base_env(&sim.base_url());
+    let bin = handoff_binary();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(bin).arg("check").env_clear().envs(&env).current_dir(std::env::temp_dir()).output()
+    })
+    .await
+    .expect("join")
+    .expect("binary runs");
+    (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned(), sim.sim().token_calls())
+}
+
+#[tokio::test]
+async fn check_passes_against_a_healthy_org() {
+    let (code, stdout, _) = run_check(SimConfig::default()).await;
+
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("PASS  token obtained"), "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("PASS  queue")).count(), 3, "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("PASS  permission")).count(), 4, "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_names_a_missing_permission_and_its_fix() {
+    let config =
+        SimConfig { missing_permissions: vec!["conversation:externalTag:edit".to_owned()], ..SimConfig::default() };
+
+    let (code, stdout, _) = run_check(config).await;
+
+    assert_eq!(code, Some(1), "{stdout}");
+    let fail =
+        stdout.lines().position(|l| l.starts_with("FAIL  permission conversation:externalTag:edit")).expect(&stdout);
+    assert!(stdout.lines().nth(fail + 1).is_some_and(|l| l.contains("fix:")), "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("FAIL")).count(), 1, "{stdout}");
+}
+
+#[tokio::test]
+async fn check_reports_bad_client_credentials_without_retrying() {
+    let config = SimConfig { client_secret: "another-secret".to_owned(), ..SimConfig::default() };
+
+    let (code, stdout, token_calls) = run_check(config).await;
+
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(token_calls, 1, "bad credentials were retried");
+    assert!(stdout.lines().any(|l| l.starts_with("FAIL  token")), "{stdout}");
+    assert!(stdout.contains("GENESYS_CLIENT_SECRET"), "{stdout}");
+}

@@ -395,3 +395,25 @@ async fn guest_name_and_email_never_reach_the_logs() {
     assert!(!logs.contains("jane.doe@example.com"), "guest email logged");
     assert!(!logs.contains("sim-secret"), "client secret logged");
 }
+
+#[tokio::test]
+async fn bad_client_credentials_show_in_readyz_and_refuse_handoffs_without_a_retry_loop() {
+    let app = spawn_app_with(SimConfig::default(), |env| {
+        env.insert("GENESYS_CLIENT_SECRET".into(), "wrong-secret".into());
+    })
+    .await;
+
+    let resp = app.client.get(format!("{}/readyz", app.address)).send().await.expect("readyz");
+    let ready_status = resp.status().as_u16();
+    let ready: Value = resp.json().await.expect("json");
+    let (status, body, _) = app.post_handoff(&sample_payload(Uuid::new_v4(), "billing")).await;
+
+    assert_eq!(ready_status, 503, "{ready}");
+    assert_eq!(ready["checks"]["ledger"], "ok", "{ready}");
+    assert!(ready["checks"]["genesys_token"].as_str().is_some_and(|e| e.contains("client credentials")), "{ready}");
+    assert_eq!(status, 502, "{body}");
+    assert_eq!((body["upstreamStatus"].as_u64(), body["upstreamCode"].as_str()), (Some(401), Some("invalid_client")));
+    assert_eq!(app.sim.sim().token_calls(), 2, "one token call for readyz and one for the handoff, no retry loop");
+    assert_eq!(app.count(Endpoint::GetConversation), 0);
+    app.stop().await;
+}
