@@ -103,6 +103,7 @@ fn outcomes(log: &[String]) -> HashMap<(bool, String), usize> {
 async fn two_instances(database_url: String) {
     // Arrange: one simulator (10 ms a call), two instances started together on one database (so they
     // also race to apply the migrations).
+    tokio::task::spawn_blocking(crate::helpers::fresh_handoff_binary).await.expect("the handoff binary is built");
     let started = Instant::now();
     let sim_handle = genesys_sim::spawn(SimConfig::default()).await.expect("simulator");
     let sim = sim_handle.sim().clone();
@@ -136,9 +137,11 @@ async fn two_instances(database_url: String) {
         assert!(sim.conversation(*conversation).is_some_and(|c| in_queue(&c, BILLING_QUEUE)), "{conversation}");
     }
     let busy = answers.iter().filter(|a| is_busy(a)).count();
+    let storm_time = started.elapsed();
 
-    // Act 2: 20 deferred handoffs, each delivered to both instances at once; then capacity appears.
-    let deferred_convs: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
+    // Act 2: 60 deferred handoffs (more than one worker tick takes, 50), each delivered to both
+    // instances at once; then capacity appears.
+    let deferred_convs: Vec<Uuid> = (0..60).map(|_| Uuid::new_v4()).collect();
     let deliveries: Vec<(Value, String)> = deferred_convs
         .iter()
         .enumerate()
@@ -194,9 +197,11 @@ async fn two_instances(database_url: String) {
     let background =
         |o: &HashMap<(bool, String), usize>| o.get(&(true, "transferred".to_owned())).copied().unwrap_or(0);
     assert_eq!(background(&oa) + background(&ob), deferred_convs.len(), "background transfers: A {oa:?}, B {ob:?}");
+    assert!(background(&oa) > 0 && background(&ob) > 0, "both workers transfer: A {oa:?}, B {ob:?}");
     println!(
-        "two instances on PostgreSQL: storm of 120 deliveries → 30 transfers, {busy} answered 409; \
-         20 deferred transferred by the workers (instance A {}, instance B {}) {queued_after:?} after start; \
+        "two instances on PostgreSQL: storm of 120 deliveries → 30 transfers, {busy} answered 409, \
+         done {storm_time:?} after start; \
+         60 deferred transferred by the workers (instance A {}, instance B {}) {queued_after:?} after start; \
          total {:?}",
         background(&oa),
         background(&ob),

@@ -218,7 +218,8 @@ impl ServeProcess {
     /// 60 s) for its `handoff ready` line. `env` should set `PORT=0` and `BIND_ADDR=127.0.0.1`.
     pub(crate) async fn start(env: &HashMap<String, String>, dir: &std::path::Path) -> ServeProcess {
         use std::io::BufRead as _;
-        let mut child = std::process::Command::new(fresh_handoff_binary())
+        let binary = tokio::task::spawn_blocking(fresh_handoff_binary).await.expect("the handoff binary is built");
+        let mut child = std::process::Command::new(binary)
             .arg("serve")
             .env_clear()
             .envs(env)
@@ -330,4 +331,29 @@ pub(crate) async fn newest_record(client: &reqwest::Client, address: &str, conve
 pub(crate) fn calls_for(calls: &[genesys_sim::Call], endpoint: Endpoint, conversation: Uuid) -> usize {
     let id = conversation.to_string();
     calls.iter().filter(|c| c.endpoint == endpoint && c.path.contains(&id)).count()
+}
+
+impl TestApp {
+    /// Signals the app to shut down and returns at once with its server task, so a test can act
+    /// while the app drains (`stop` signals and waits). `None` when it was signalled already.
+    pub(crate) fn signal_shutdown(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.server.take()
+    }
+
+    /// POSTs a payload to the webhook with `query` (e.g. `?mode=advise`) and the test secret.
+    pub(crate) async fn post_handoff_with_query(&self, query: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(format!("{}/webhooks/bot-handoff{query}", self.address))
+            .bearer_auth(SECRET)
+            .json(body)
+            .send()
+            .await
+            .expect("server answers");
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+    }
 }

@@ -5,3 +5,4 @@ mod cluster;
 mod durability;
 mod handoff;
 mod helpers;
+mod operations;

@@ -247,6 +247,22 @@ impl Settings {
                 LogFormat::Json
             }
         };
+        // The lease must cover a transfer and its read-back (each bounded by the budget); it is
+        // renewed when the transfer starts, and saves are fenced, so a shorter early phase is safe.
+        let lease = match r.optional::<u64>("HANDOFF_LEASE_SECS", "seconds") {
+            Some(secs) => {
+                let lease = Duration::from_secs(secs);
+                if lease < budget * 2 {
+                    r.errors.push(format!(
+                        "HANDOFF_LEASE_SECS={secs} is too short: it must be at least twice GENESYS_BUDGET_MS \
+                         ({} s) to cover a transfer and its read-back",
+                        (budget * 2).as_secs_f64().ceil()
+                    ));
+                }
+                lease
+            }
+            None => Duration::from_secs(30).max(budget * 3),
+        };
         let max_in_flight = r.parsed("HANDOFF_MAX_IN_FLIGHT", 256usize, "a positive number");
         let request_timeout = Duration::from_secs(r.parsed("HANDOFF_REQUEST_TIMEOUT_SECS", 25u64, "seconds"));
 
@@ -257,7 +273,7 @@ impl Settings {
                 service.admission = AdmissionPolicy { min_idle_agents, max_waiting, max_wait };
                 service.defer_for = defer_for;
                 service.recheck_every = recheck_every;
-                service.lease = service.lease.max(budget * 3);
+                service.lease = lease;
                 Ok(Settings {
                     genesys: GenesysSettings {
                         client_id,

@@ -16,7 +16,8 @@
 //! - [`ports`]: the traits adapters implement (`QueuePort`, `TransferPort`, `AnalyticsPort`,
 //!   `LedgerPort`, `Clock`) and the error contract they share.
 //! - `memory`: `InMemoryLedger`, the reference ledger implementation (tests, demo, single runs).
-//! - `service`: `HandoffService`, the use case, and its outcome and error types.
+//! - `service`: `HandoffService`, the use case (transfer mode and advisory mode), and its
+//!   outcome, advice and error types.
 //! - `testkit` (tests only): proptest strategies for valid and invalid payloads, shared by the
 //!   unit tests of the modules above.
 
@@ -35,14 +36,14 @@ mod testkit;
 pub use admission::{Admission, AdmissionPolicy, CapacitySnapshot};
 pub use attributes::{AttributeLimitError, AttributeSet, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUE_CHARS, RESERVED_KEYS};
 pub use ids::{ConversationId, HandoffId, InvalidId, ParticipantId, QueueId};
-pub use lifecycle::{HandoffKey, HandoffRecord, Stage, StoredAnswer};
+pub use lifecycle::{AdviceDecision, HandoffKey, HandoffRecord, Stage, StoredAnswer};
 pub use memory::{decide_begin, BeginDecision, InMemoryLedger};
 pub use request::{
     FieldError, GuestInfo, HandoffContext, HandoffReason, HandoffRequest, IdempotencyKey, ValidationErrors,
     MAX_CONTEXT_KEYS,
 };
 pub use routing::{RoutingPolicy, RoutingPolicyError};
-pub use service::{HandoffError, HandoffOutcome, HandoffService, ServiceSettings, TickReport};
+pub use service::{Advice, HandoffError, HandoffOutcome, HandoffService, ServiceSettings, TickReport};
 
 /// The domain's result type.
 pub type Result<T, E = HandoffError> = std::result::Result<T, E>;

@@ -147,6 +147,50 @@ pub enum StoredAnswer {
         /// A short human explanation.
         message: String,
     },
+    /// Not an answer yet: an advisory delivery (`?mode=advise`) works on the record. Written
+    /// before any upstream call, so that crash recovery never transfers a `Received` record marked
+    /// so (it finishes it as failed instead); replaced by `Advised` or `Failed`.
+    Advising,
+    /// 200 advise: the advice given to a flow that transfers itself. Nothing was transferred. The
+    /// record is finished in [`Stage::Failed`], the one terminal stage that does not claim a
+    /// transfer; [`decide_begin`](crate::decide_begin) replays it like a transfer (a `Defer`
+    /// advice only for its `retry_after`).
+    Advised {
+        /// The queue to transfer to (`Transfer`), or the chosen queue that had no capacity (`Defer`).
+        queue: QueueId,
+        /// What the flow was told to do.
+        decision: AdviceDecision,
+    },
+}
+
+impl StoredAnswer {
+    /// Whether an advisory delivery is working on (or left) the record: see [`StoredAnswer::Advising`].
+    pub fn is_advising(&self) -> bool {
+        matches!(self, StoredAnswer::Advising)
+    }
+}
+
+/// What an advisory handoff (`?mode=advise`) tells the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdviceDecision {
+    /// The queue has capacity now: the flow should transfer to it.
+    Transfer,
+    /// Neither the chosen queue nor the fallback has capacity now. The flow decides: tell the
+    /// guest and transfer anyway, or ask again after `retry_after`. The service does not own it.
+    Defer {
+        /// When asking again may give another answer; until then the same key replays this one.
+        retry_after: Duration,
+    },
+}
+
+impl AdviceDecision {
+    /// Stable lower-case name (API, ledger, metrics): `transfer` or `defer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdviceDecision::Transfer => "transfer",
+            AdviceDecision::Defer { .. } => "defer",
+        }
+    }
 }
 
 /// One line of a record's history.

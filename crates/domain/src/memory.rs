@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::ids::{ConversationId, HandoffId};
-use crate::lifecycle::{HandoffKey, HandoffRecord, Stage};
+use crate::lifecycle::{AdviceDecision, HandoffKey, HandoffRecord, Stage, StoredAnswer};
 use crate::ports::{Begin, HandoffEvent, LedgerError, LedgerPort, OutboxEntry, StatRow};
 use crate::request::HandoffRequest;
 
@@ -78,19 +78,32 @@ pub fn decide_begin(
 ) -> BeginDecision {
     match record.stage {
         Stage::Deferred => BeginDecision::Replay,
-        Stage::Failed => BeginDecision::Fresh,
-        Stage::Transferred => {
-            let age = (now - record.updated_at).to_std().unwrap_or_default();
-            if age >= reuse_after {
-                BeginDecision::Fresh
-            } else {
-                BeginDecision::Replay
+        // A finished advice is replayed like a transfer; a deferral advice only until the caller
+        // may ask again, so that asking again re-checks capacity.
+        Stage::Failed => match &record.answer {
+            Some(StoredAnswer::Advised { decision: AdviceDecision::Transfer, .. }) => {
+                replay_within(record, now, reuse_after)
             }
-        }
+            Some(StoredAnswer::Advised { decision: AdviceDecision::Defer { retry_after }, .. }) => {
+                replay_within(record, now, *retry_after)
+            }
+            _ => BeginDecision::Fresh,
+        },
+        Stage::Transferred => replay_within(record, now, reuse_after),
         Stage::Received | Stage::ContextWritten | Stage::TransferPending => match lease_until {
             Some(until) if until > now => BeginDecision::Busy,
             _ => BeginDecision::Resume,
         },
+    }
+}
+
+/// Replay a finished record younger than `window`, else start a new one.
+fn replay_within(record: &HandoffRecord, now: DateTime<Utc>, window: Duration) -> BeginDecision {
+    let age = (now - record.updated_at).to_std().unwrap_or_default();
+    if age >= window {
+        BeginDecision::Fresh
+    } else {
+        BeginDecision::Replay
     }
 }
 
@@ -130,13 +143,17 @@ impl LedgerPort for InMemoryLedger {
         Ok(Begin::Fresh(record))
     }
 
-    async fn save(&self, record: &HandoffRecord, release: bool, events: &[HandoffEvent]) -> Result<(), LedgerError> {
+    async fn save(
+        &self,
+        record: &HandoffRecord,
+        hold_until: Option<DateTime<Utc>>,
+        events: &[HandoffEvent],
+    ) -> Result<(), LedgerError> {
         let mut state = self.lock()?;
-        let lease_until = match state.records.get(&record.id) {
-            Some(slot) if !release => slot.lease_until,
-            _ => None,
-        };
-        state.records.insert(record.id, Slot { record: record.clone(), lease_until });
+        if state.records.get(&record.id).is_some_and(|slot| slot.record.attempts != record.attempts) {
+            return Err(LedgerError::LeaseLost);
+        }
+        state.records.insert(record.id, Slot { record: record.clone(), lease_until: hold_until });
         for event in events {
             state.next_outbox_id += 1;
             let id = state.next_outbox_id;
@@ -328,6 +345,29 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_advice_is_replayed_like_a_transfer_and_a_deferral_advice_only_for_its_retry_after() {
+        // Arrange
+        let mut record = HandoffRecord::received(HandoffId::random(), key(), request(), t(0));
+        record.stage = Stage::Failed;
+        let defer = AdviceDecision::Defer { retry_after: Duration::from_secs(15) };
+        let cases = [
+            (AdviceDecision::Transfer, t(599), BeginDecision::Replay),
+            (AdviceDecision::Transfer, t(600), BeginDecision::Fresh),
+            (defer, t(14), BeginDecision::Replay),
+            (defer, t(15), BeginDecision::Fresh),
+        ];
+        for (decision, now, expected) in cases {
+            record.answer = Some(StoredAnswer::Advised { queue: queue(), decision });
+
+            // Act
+            let decision_made = decide_begin(&record, None, now, REUSE);
+
+            // Assert
+            assert_eq!(decision_made, expected, "{decision:?} at {now}");
+        }
+    }
+
+    #[test]
     fn begin_creates_one_record_and_a_second_caller_is_busy_while_the_lease_holds() {
         // Arrange
         let ledger = InMemoryLedger::new();
@@ -359,7 +399,7 @@ mod tests {
         // Arrange
         let ledger = InMemoryLedger::new();
         let record = fresh(&ledger, t(0));
-        block_on(ledger.save(&record, true, &[])).expect("saved");
+        block_on(ledger.save(&record, None, &[])).expect("saved");
 
         // Act
         let again = block_on(ledger.begin(&key(), &request(), t(1), LEASE, REUSE)).expect("ledger works");
@@ -375,7 +415,7 @@ mod tests {
         let mut record = fresh(&ledger, t(0));
         record.advance(Stage::TransferPending, t(1), "transferring").expect("allowed");
         record.advance(Stage::Transferred, t(1), "transferred").expect("allowed");
-        block_on(ledger.save(&record, true, &[])).expect("saved");
+        block_on(ledger.save(&record, None, &[])).expect("saved");
 
         // Act
         let soon = block_on(ledger.begin(&key(), &request(), t(2), LEASE, REUSE)).expect("ledger works");
@@ -396,7 +436,7 @@ mod tests {
         let mut deferred = fresh(&ledger, t(0));
         deferred.advance(Stage::Deferred, t(0), "deferred").expect("allowed");
         deferred.next_check_at = Some(t(15));
-        block_on(ledger.save(&deferred, true, &[])).expect("saved");
+        block_on(ledger.save(&deferred, None, &[])).expect("saved");
         let crashed_key =
             HandoffKey::new(request().conversation_id(), Some(IdempotencyKey::parse("crash").expect("ok")));
         let Begin::Fresh(crashed) = block_on(ledger.begin(&crashed_key, &request(), t(0), LEASE, REUSE)).expect("ok")
@@ -421,7 +461,7 @@ mod tests {
         // Arrange
         let ledger = InMemoryLedger::new();
         let record = fresh(&ledger, t(0));
-        block_on(ledger.save(&record, true, &[event(&record)])).expect("saved");
+        block_on(ledger.save(&record, None, &[event(&record)])).expect("saved");
 
         // Act + Assert
         let claimed = block_on(ledger.claim_outbox(t(0), 10, LEASE)).expect("ledger works");
@@ -444,7 +484,7 @@ mod tests {
         let mut record = fresh(&ledger, t(0));
         record.queue = Some(queue());
         record.advance(Stage::Failed, t(1), "gone").expect("allowed");
-        block_on(ledger.save(&record, true, &[])).expect("saved");
+        block_on(ledger.save(&record, None, &[])).expect("saved");
 
         // Act
         let rows = block_on(ledger.stats(t(0))).expect("ledger works");

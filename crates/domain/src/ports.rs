@@ -253,6 +253,10 @@ pub enum LedgerError {
     /// The store is unreachable or failed; retry later.
     #[error("ledger unavailable: {0}")]
     Unavailable(String),
+    /// The caller no longer holds the record: its lease expired and another instance (or the
+    /// worker) took it over. Nothing was written; the caller must stop working on it.
+    #[error("the handoff was taken over by another worker")]
+    LeaseLost,
     /// A stored record could not be read back (a bug or a manual edit).
     #[error("ledger record is corrupt: {0}")]
     Corrupt(String),
@@ -307,8 +311,9 @@ pub struct StatRow {
 #[async_trait]
 pub trait LedgerPort: Send + Sync {
     /// Finds or creates the record for `key` atomically: exactly one concurrent caller gets
-    /// `Fresh`/`Resume`. A finished record older than `reuse_after` (or a failed one) lets a new
-    /// record start; otherwise it is replayed.
+    /// `Fresh`/`Resume`. A transferred record older than `reuse_after`, or a failed one, lets a
+    /// new record start; a recent transferred, deferred or advised record is replayed (an advice
+    /// to defer only for its `retry_after`). See [`crate::decide_begin`].
     ///
     /// # Errors
     /// [`LedgerError`] when the store cannot be used.
@@ -321,12 +326,21 @@ pub trait LedgerPort: Send + Sync {
         reuse_after: Duration,
     ) -> Result<Begin, LedgerError>;
 
-    /// Stores `record` as it is now, in one transaction with `events` added to the outbox. Keeps
-    /// the lease unless `release`.
+    /// Stores `record` as it is now, in one transaction with `events` added to the outbox, and
+    /// sets its lease: `hold_until: Some(t)` keeps (renews) it until `t`, `None` releases it.
+    ///
+    /// Saves are fenced: a save is refused when the stored record's `attempts` differ from
+    /// `record.attempts`, i.e. when someone resumed or claimed the record since the caller got it.
     ///
     /// # Errors
-    /// [`LedgerError`] when the store cannot be used; nothing was written then.
-    async fn save(&self, record: &HandoffRecord, release: bool, events: &[HandoffEvent]) -> Result<(), LedgerError>;
+    /// [`LedgerError::LeaseLost`] when fenced off; [`LedgerError::Unavailable`] when the store
+    /// cannot be used. Nothing was written in either case.
+    async fn save(
+        &self,
+        record: &HandoffRecord,
+        hold_until: Option<DateTime<Utc>>,
+        events: &[HandoffEvent],
+    ) -> Result<(), LedgerError>;
 
     /// The record with this id.
     ///
@@ -422,7 +436,8 @@ pub struct OutcomeReport {
     /// The queue chosen, if any.
     pub queue_id: Option<QueueId>,
     /// `transferred`, `deferred`, `replayed`, `in_progress`, `not_found`, `not_transferable`,
-    /// `rejected`, `unavailable`.
+    /// `rejected`, `unavailable`, `invalid`, and for advisory mode `advised_transfer`,
+    /// `advised_defer`, `advice_interrupted`.
     pub outcome: &'static str,
     /// Whether a background worker (not a webhook delivery) produced it.
     pub background: bool,

@@ -1041,5 +1041,35 @@ mod tests {
                 }
             }
         }
+
+        // The in-suite twins of fuzz/fuzz_targets/payload.rs (docs/fuzzing.md).
+
+        #[test]
+        fn any_accepted_payload_reads_back_unchanged_from_its_canonical_json_bytes(
+            payload in prop_oneof![mutated_payload(), any_json()],
+        ) {
+            // Arrange
+            let Ok(request) = HandoffRequest::from_json(&payload) else { return Ok(()) };
+
+            // Act
+            let bytes = serde_json::to_vec(&request.to_json()).expect("a JSON value serialises");
+            let again = serde_json::from_slice::<Value>(&bytes).map(|v| HandoffRequest::from_json(&v));
+
+            // Assert
+            prop_assert_eq!(again.ok(), Some(Ok(request)));
+        }
+
+        #[test]
+        fn an_idempotency_key_is_accepted_exactly_when_it_is_1_to_128_visible_ascii_characters(
+            raw in prop_oneof![".{0,140}", "[!-~]{0,140}", "[ -~]{1,8}"],
+        ) {
+            // Act
+            let key = IdempotencyKey::parse(&raw);
+
+            // Assert
+            let expected =
+                (1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_graphic());
+            prop_assert_eq!(key.as_ref().map(IdempotencyKey::as_str).ok(), expected.then_some(raw.as_str()));
+        }
     }
 }

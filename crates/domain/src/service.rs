@@ -1,6 +1,9 @@
 //! `HandoffService`: the use case. One webhook delivery (or one background check) drives one
 //! ledger record through the lifecycle, calling the ports in the order CONTRACT §5 sets:
 //! locate → choose queue → admit (or defer) → write context → transfer → record.
+//!
+//! Advisory mode ([`HandoffService::advise`], `?mode=advise`) runs the same steps up to the
+//! context write and stops there: the flow that called it transfers the conversation itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +13,7 @@ use chrono::{DateTime, Utc};
 use crate::admission::{Admission, AdmissionPolicy};
 use crate::attributes::AttributeSet;
 use crate::ids::{ConversationId, HandoffId, QueueId};
-use crate::lifecycle::{HandoffKey, HandoffRecord, Stage, StoredAnswer};
+use crate::lifecycle::{AdviceDecision, HandoffKey, HandoffRecord, Stage, StoredAnswer};
 use crate::ports::{
     AnalyticsPort, Begin, Clock, ConversationSnapshot, HandoffEvent, LedgerError, LedgerPort, NoopObserver,
     OutcomeObserver, OutcomeReport, PortError, QueuePort, TransferPort,
@@ -45,6 +48,27 @@ pub enum HandoffOutcome {
         /// Whether this answer repeats an earlier one.
         replayed: bool,
     },
+    /// 200 advise: an advisory delivery's answer; nothing was transferred. Also what a transfer
+    /// mode delivery gets when it repeats a handoff that was answered in advisory mode.
+    Advised(Advice),
+}
+
+/// What an advisory delivery (`?mode=advise`) tells the flow. The context attributes were written
+/// onto the customer participant in both decisions; nothing was transferred and the service does
+/// not own the handoff: the flow transfers (or not) itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advice {
+    /// Our record.
+    pub handoff_id: HandoffId,
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// `Transfer`: the queue to transfer to (possibly the fallback). `Defer`: the chosen queue,
+    /// which had no capacity.
+    pub queue_id: QueueId,
+    /// What the flow should do.
+    pub decision: AdviceDecision,
+    /// Whether this answer repeats an earlier one (no upstream call happened now).
+    pub replayed: bool,
 }
 
 /// Why a handoff delivery did not succeed (the 4xx/5xx answers of CONTRACT §4.1).
@@ -258,6 +282,62 @@ impl HandoffService {
         }
     }
 
+    /// Handles one advisory delivery (`?mode=advise`): validates, chooses the queue, checks
+    /// capacity (the chosen queue, then the fallback) and writes the context attributes onto the
+    /// customer participant, in both decisions; then records the advice in the ledger. Never
+    /// transfers, and never hands a `Defer` advice to the deferral worker.
+    ///
+    /// A repeat with the same key replays the stored answer, whichever mode first answered it, so
+    /// a conversation a transfer-mode delivery already handed off is never advised again. An
+    /// unfinished transfer-mode record past `Received` (it may have transferred) is left to
+    /// transfer mode: answered 409, and the worker or the next transfer-mode delivery finishes it.
+    ///
+    /// # Errors
+    /// The same [`HandoffError`]s, with the same statuses, as [`handle`](Self::handle).
+    pub async fn advise(
+        &self,
+        request: HandoffRequest,
+        idempotency_key: Option<IdempotencyKey>,
+    ) -> Result<HandoffOutcome, HandoffError> {
+        let started = self.clock.now();
+        let conversation_id = request.conversation_id();
+        // The allowlist is checked before anything is written or called.
+        self.settings.routing.choose(&request)?;
+        let key = HandoffKey::new(conversation_id, idempotency_key);
+        let s = &self.settings;
+        let begin = match self.ledger.begin(&key, &request, started, s.lease, s.reuse_after).await {
+            Ok(b) => b,
+            Err(e) => {
+                let err = self.ledger_unavailable(None, &e);
+                self.report_early(&request, None, started, Err(&err));
+                return Err(err);
+            }
+        };
+        match begin {
+            Begin::Busy { handoff_id } => {
+                let err = HandoffError::InProgress { handoff_id, retry_after: s.busy_retry_after };
+                self.report_early(&request, Some(handoff_id), started, Err(&err));
+                Err(err)
+            }
+            Begin::Replay(record) => {
+                let result = replay(&record);
+                self.report(&record, started, false, result.as_ref().map(|_| "replayed").map_err(HandoffError::kind));
+                result
+            }
+            // The lease `begin` just took is kept: the worker claims the record once it lapses.
+            Begin::Resume(record) if record.stage != Stage::Received => {
+                let err = HandoffError::InProgress { handoff_id: record.id, retry_after: s.busy_retry_after };
+                self.report(&record, started, false, Err(err.kind()));
+                Err(err)
+            }
+            Begin::Fresh(mut record) | Begin::Resume(mut record) => {
+                let result = self.advise_record(&mut record).await;
+                self.report(&record, started, false, result.as_ref().map(outcome_name).map_err(HandoffError::kind));
+                result
+            }
+        }
+    }
+
     /// One tick of the background worker: re-checks due deferred handoffs and resumes work a
     /// crashed instance left, at most `limit` records.
     ///
@@ -268,8 +348,15 @@ impl HandoffService {
         let claimed = self.ledger.claim_due(now, limit, self.settings.lease).await?;
         let mut report = TickReport { claimed: claimed.len(), ..TickReport::default() };
         for record in claimed {
+            // An advisory delivery that never finished (a crash): never transfer it.
+            if record.stage == Stage::Received && record.answer.as_ref().is_some_and(StoredAnswer::is_advising) {
+                self.abandon_advice(record, now).await;
+                report.done += 1;
+                continue;
+            }
             match self.drive(record, now, true).await {
-                Ok(HandoffOutcome::Transferred { .. }) | Err(HandoffError::NotTransferable { .. }) => report.done += 1,
+                Ok(HandoffOutcome::Transferred { .. } | HandoffOutcome::Advised(_))
+                | Err(HandoffError::NotTransferable { .. }) => report.done += 1,
                 Err(
                     HandoffError::ConversationNotFound { .. }
                     | HandoffError::UpstreamRejected { .. }
@@ -289,7 +376,7 @@ impl HandoffService {
     /// [`LedgerError`] when the ledger cannot be used.
     pub async fn deliver_analytics(&self, limit: usize) -> Result<TickReport, LedgerError> {
         let now = self.clock.now();
-        let entries = self.ledger.claim_outbox(now, limit, Duration::from_secs(60)).await?;
+        let entries = self.ledger.claim_outbox(now, limit, self.settings.lease).await?;
         let mut report = TickReport { claimed: entries.len(), ..TickReport::default() };
         for entry in entries {
             match self.analytics.record(&entry.event).await {
@@ -401,7 +488,9 @@ impl HandoffService {
         record.holder = Some(holder);
         record.customer = Some(customer);
         self.move_to(record, Stage::TransferPending, &format!("context written; transferring to queue {queue}"))?;
-        if let Err(e) = self.ledger.save(record, false, &[]).await {
+        // Renews the lease so it covers the transfer and a read-back; fenced, so a record someone
+        // else took over meanwhile is never transferred from here.
+        if let Err(e) = self.ledger.save(record, self.hold(), &[]).await {
             return Err(self.ledger_unavailable(Some(record.id), &e));
         }
 
@@ -421,6 +510,91 @@ impl HandoffService {
             }
             Err(e) => Err(self.fail(record, e).await),
         }
+    }
+
+    /// Works out the advice for a leased `Received` record: locate → admit → write context →
+    /// finish. Errors stop or fail the record exactly as in transfer mode.
+    async fn advise_record(&self, record: &mut HandoffRecord) -> Step<HandoffOutcome> {
+        let primary = match self.settings.routing.choose(&record.request) {
+            Ok(queue) => queue,
+            Err(e) => {
+                let err = HandoffError::Invalid(e);
+                self.record_failure(record, &err).await;
+                return Err(err);
+            }
+        };
+        // Marked durably before any upstream call: from here on, crash recovery finishes the record
+        // instead of transferring it. (Left open: `begin` succeeding and this save failing leaves an
+        // unmarked leased record that the worker may later resume in transfer mode; closing that
+        // needs `LedgerPort::begin` to take the mode, so the mark is written with the record.)
+        record.queue = Some(primary);
+        record.answer = Some(StoredAnswer::Advising);
+        self.note(record, "advisory mode: the flow transfers, the service does not");
+        if let Err(e) = self.ledger.save(record, self.hold(), &[]).await {
+            return Err(self.ledger_unavailable(Some(record.id), &e));
+        }
+
+        let snapshot = match self.transfer.locate(record.request.conversation_id()).await {
+            Ok(s) => s,
+            Err(e) => return Err(self.stop(record, e, "conversation lookup").await),
+        };
+        record.add_correlation_id(snapshot.correlation_id.as_deref());
+        let customer = self.check_conversation(record, &snapshot).await?;
+        // The same refusals as transfer mode: the flow could not transfer such a conversation either.
+        let allowed = self.settings.routing.allowed_queues();
+        if !allowed.iter().any(|q| snapshot.is_in_queue(*q)) {
+            if let Err(message) = self.select_holder(record, &snapshot) {
+                return Err(self.not_transferable(record, message).await);
+            }
+        }
+        let admitted = self.admit(record, primary).await?;
+
+        // The context is written in both decisions: after a `Defer` the flow usually transfers
+        // anyway (after telling the guest), and the agent needs the context either way.
+        let attributes = match AttributeSet::for_handoff(&record.request, record.id, self.clock.now()) {
+            Ok(a) => a,
+            Err(e) => return Err(self.not_transferable(record, e.to_string()).await),
+        };
+        match self.transfer.write_context(record.request.conversation_id(), customer, &attributes).await {
+            Ok(receipt) => record.add_correlation_id(receipt.correlation_id.as_deref()),
+            Err(e) => return Err(self.stop(record, e, "writing participant data").await),
+        }
+
+        let (queue, decision) = match admitted {
+            Some(queue) => (queue, AdviceDecision::Transfer),
+            None => (primary, AdviceDecision::Defer { retry_after: self.settings.recheck_every }),
+        };
+        record.queue = Some(queue);
+        record.customer = Some(customer);
+        record.last_error = None;
+        let note = match decision {
+            AdviceDecision::Transfer => format!("advised: transfer to queue {queue}; context written, not transferred"),
+            AdviceDecision::Defer { .. } => format!("advised: defer, queue {queue} has no capacity; context written"),
+        };
+        self.move_to(record, Stage::Failed, &note)?;
+        record.answer = Some(StoredAnswer::Advised { queue, decision });
+        // The advice is true whatever the ledger says now. If this save fails the record stays
+        // marked `Advising`, and crash recovery finishes it without a transfer.
+        let _ = self.ledger.save(record, None, &[]).await;
+        Ok(HandoffOutcome::Advised(Advice {
+            handoff_id: record.id,
+            conversation_id: record.request.conversation_id(),
+            queue_id: queue,
+            decision,
+            replayed: false,
+        }))
+    }
+
+    /// Crash recovery of an advisory record: finish it as failed (a later delivery starts anew);
+    /// nothing is transferred.
+    async fn abandon_advice(&self, mut record: HandoffRecord, started: DateTime<Utc>) {
+        let message = "the advisory delivery was interrupted; nothing was transferred".to_owned();
+        if record.advance(Stage::Failed, self.clock.now(), message.clone()).is_ok() {
+            record.answer =
+                Some(StoredAnswer::Failed { status: 503, code: "upstream_unavailable".to_owned(), message });
+        }
+        let _ = self.ledger.save(&record, None, &[]).await;
+        self.report(&record, started, true, Err("advice_interrupted"));
     }
 
     /// Upstream could not say whether the transfer happened: look, and never transfer again
@@ -553,7 +727,7 @@ impl HandoffService {
         if first {
             record.answer = Some(StoredAnswer::Deferred { queue: primary, retry_after: s.recheck_every });
         }
-        if let Err(e) = self.ledger.save(record, true, &[]).await {
+        if let Err(e) = self.ledger.save(record, None, &[]).await {
             return Err(self.ledger_unavailable(Some(record.id), &e));
         }
         Ok(HandoffOutcome::Deferred {
@@ -581,7 +755,7 @@ impl HandoffService {
         };
         // The transfer happened whatever the ledger says now; if this save fails, the record stays
         // in TransferPending and the worker's read-back completes it later.
-        let _ = self.ledger.save(record, true, std::slice::from_ref(&event)).await;
+        let _ = self.ledger.save(record, None, std::slice::from_ref(&event)).await;
         Ok(HandoffOutcome::Transferred {
             handoff_id: record.id,
             conversation_id: record.request.conversation_id(),
@@ -605,7 +779,8 @@ impl HandoffService {
         // it: keep the lease, and `claim_due` takes the record up again once the lease lapses
         // (a released `ContextWritten`/`TransferPending` record would never be claimed).
         let worker_owned = matches!(record.answer, Some(StoredAnswer::Deferred { .. }));
-        if let Err(e) = self.ledger.save(record, !worker_owned, &[]).await {
+        let hold = if worker_owned { self.hold() } else { None };
+        if let Err(e) = self.ledger.save(record, hold, &[]).await {
             return self.ledger_unavailable(Some(record.id), &e);
         }
         HandoffError::Unavailable { handoff_id: Some(record.id), retry_after }
@@ -662,7 +837,7 @@ impl HandoffService {
             record.answer = Some(StoredAnswer::Failed { status, code, message: err.to_string() });
         }
         // A failed save leaves a resumable record; the answer given is the same either way.
-        let _ = self.ledger.save(record, true, &[]).await;
+        let _ = self.ledger.save(record, None, &[]).await;
     }
 
     fn move_to(&self, record: &mut HandoffRecord, to: Stage, note: &str) -> Step<()> {
@@ -676,8 +851,20 @@ impl HandoffService {
         record.history.push(crate::lifecycle::HistoryEntry { at: self.clock.now(), stage, note: note.to_owned() });
     }
 
-    fn ledger_unavailable(&self, handoff_id: Option<HandoffId>, _error: &LedgerError) -> HandoffError {
-        HandoffError::Unavailable { handoff_id, retry_after: self.settings.unavailable_retry_after }
+    /// A lease from now for [`ServiceSettings::lease`].
+    fn hold(&self) -> Option<DateTime<Utc>> {
+        Some(self.clock.now() + chrono_duration(self.settings.lease))
+    }
+
+    /// The answer when the ledger refused: 409 when someone else took the record over (they
+    /// finish it), else 503.
+    fn ledger_unavailable(&self, handoff_id: Option<HandoffId>, error: &LedgerError) -> HandoffError {
+        match (error, handoff_id) {
+            (LedgerError::LeaseLost, Some(handoff_id)) => {
+                HandoffError::InProgress { handoff_id, retry_after: self.settings.busy_retry_after }
+            }
+            _ => HandoffError::Unavailable { handoff_id, retry_after: self.settings.unavailable_retry_after },
+        }
     }
 
     fn report(
@@ -723,6 +910,8 @@ fn outcome_name(outcome: &HandoffOutcome) -> &'static str {
     match outcome {
         HandoffOutcome::Transferred { .. } => "transferred",
         HandoffOutcome::Deferred { .. } => "deferred",
+        HandoffOutcome::Advised(Advice { decision: AdviceDecision::Transfer, .. }) => "advised_transfer",
+        HandoffOutcome::Advised(Advice { decision: AdviceDecision::Defer { .. }, .. }) => "advised_defer",
     }
 }
 
@@ -740,6 +929,13 @@ fn replay(record: &HandoffRecord) -> Step<HandoffOutcome> {
             retry_after: *retry_after,
             replayed: true,
         }),
+        Some(StoredAnswer::Advised { queue, decision }) => Ok(HandoffOutcome::Advised(Advice {
+            handoff_id: record.id,
+            conversation_id,
+            queue_id: *queue,
+            decision: *decision,
+            replayed: true,
+        })),
         // Failed records are never replayed (the ledger starts a new one); be safe anyway.
         _ => Err(HandoffError::InProgress { handoff_id: record.id, retry_after: Duration::from_secs(1) }),
     }
@@ -2539,6 +2735,408 @@ mod tests {
         #[test]
         fn no_sequence_of_upstream_faults_makes_a_handoff_transfer_twice(sc in flaky_scenario()) {
             check(&sc)?;
+        }
+    }
+
+    // ---- advisory mode ------------------------------------------------------------------------
+
+    impl Harness {
+        fn advise(&self, ports: Ports, request: HandoffRequest) -> Result<HandoffOutcome, HandoffError> {
+            block_on(self.service(ports).advise(request, None))
+        }
+    }
+
+    /// The advice of an outcome, or a panic.
+    fn advice(outcome: &Result<HandoffOutcome, HandoffError>) -> &Advice {
+        match outcome {
+            Ok(HandoffOutcome::Advised(advice)) => {
+                assert_eq!(advice.conversation_id, conversation_id());
+                advice
+            }
+            other => panic!("expected an advice, got {other:?}"),
+        }
+    }
+
+    /// Locate, capacity on the default queue with `idle` agents (and the fallback with none when
+    /// the default has none), one context write; never a transfer or an analytics event.
+    fn advisory_ports(idle: u32) -> (Ports, Arc<Mutex<Vec<AttributeSet>>>) {
+        let mut p = Ports::default();
+        p.locate(1, Ok(live())).capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, idle)));
+        if idle == 0 {
+            p.capacity(FALLBACK_QUEUE, 1, Ok(capacity(FALLBACK_QUEUE, 0)));
+        }
+        let written = p.write_context(1, Ok(receipt("corr-write")));
+        p.no_transfer().no_analytics();
+        (p, written)
+    }
+
+    #[test]
+    fn an_advice_with_capacity_writes_the_context_on_the_customer_and_transfers_nothing() {
+        // Arrange
+        let harness = Harness::new();
+        let (ports, written) = advisory_ports(1);
+
+        // Act
+        let outcome = harness.advise(ports, request());
+
+        // Assert: the answer
+        let advice = advice(&outcome);
+        assert_eq!(advice.decision, AdviceDecision::Transfer);
+        assert_eq!((advice.queue_id, advice.replayed), (qid(DEFAULT_QUEUE), false));
+        // Assert: the same attributes transfer mode writes
+        let written = written.lock().expect("not poisoned");
+        assert_eq!(written.len(), 1);
+        let record = harness.record();
+        assert_eq!(written[0].get("bot_handoff_id"), Some(record.id.to_string().as_str()));
+        assert_eq!(written[0].get("guest_name"), Some("Jane Doe"));
+        assert_eq!(written[0].get("attempted_resolution"), Some("refund_policy_explained"));
+        assert_eq!(written[0].len(), 8);
+        // Assert: a finished record that does not claim a transfer, and no analytics event
+        assert_eq!(record.id, advice.handoff_id);
+        assert_eq!(record.stage, Stage::Failed);
+        assert!(record.stage.is_terminal());
+        assert_eq!(
+            record.answer,
+            Some(StoredAnswer::Advised { queue: qid(DEFAULT_QUEUE), decision: AdviceDecision::Transfer })
+        );
+        assert_eq!((record.holder, record.customer), (None, Some(pid(CUSTOMER))));
+        assert!(!record.history.iter().any(|h| h.stage == Stage::Transferred || h.stage == Stage::TransferPending));
+        assert!(harness.outbox().is_empty(), "an advice adds no analytics event");
+    }
+
+    #[test]
+    fn an_advice_without_capacity_defers_still_writes_the_context_and_leaves_nothing_to_the_worker() {
+        // Arrange
+        let harness = Harness::new();
+        let (ports, written) = advisory_ports(0);
+
+        // Act
+        let outcome = harness.advise(ports, request());
+        harness.advance(harness.settings.defer_for + harness.settings.lease);
+        let report = harness.tick(Ports::silent());
+
+        // Assert
+        let advice = advice(&outcome);
+        let recheck = harness.settings.recheck_every;
+        assert_eq!(advice.decision, AdviceDecision::Defer { retry_after: recheck });
+        assert_eq!(advice.queue_id, qid(DEFAULT_QUEUE));
+        assert_eq!(written.lock().expect("not poisoned").len(), 1, "the context is written on defer too");
+        assert_eq!(report, TickReport::default(), "the worker took an advisory handoff");
+        assert_eq!(harness.record().stage, Stage::Failed);
+    }
+
+    #[test]
+    fn an_advice_overflows_to_the_fallback_queue_when_the_chosen_queue_is_full() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        ports
+            .locate(1, Ok(live()))
+            .capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 0)))
+            .capacity(FALLBACK_QUEUE, 1, Ok(capacity(FALLBACK_QUEUE, 1)))
+            .no_transfer();
+        ports.write_context(1, Ok(Receipt::default()));
+
+        // Act
+        let outcome = harness.advise(ports, request());
+
+        // Assert
+        let advice = advice(&outcome);
+        assert_eq!((advice.decision, advice.queue_id), (AdviceDecision::Transfer, qid(FALLBACK_QUEUE)));
+    }
+
+    #[test]
+    fn a_repeated_advice_is_replayed_without_any_upstream_call() {
+        // Arrange
+        let harness = Harness::new();
+        let first = harness.advise(advisory_ports(1).0, request());
+
+        // Act
+        let second = harness.advise(Ports::silent(), request());
+
+        // Assert
+        let (first, second) = (advice(&first), advice(&second));
+        assert!(second.replayed);
+        assert_eq!(
+            (second.handoff_id, second.queue_id, second.decision),
+            (first.handoff_id, first.queue_id, first.decision)
+        );
+    }
+
+    #[test]
+    fn a_deferral_advice_is_replayed_only_until_its_retry_after_so_asking_again_rechecks_capacity() {
+        // Arrange
+        let harness = Harness::new();
+        let first = harness.advise(advisory_ports(0).0, request());
+        let first_id = advice(&first).handoff_id;
+        harness.advance(harness.settings.recheck_every - Duration::from_secs(1));
+        let replayed = harness.advise(Ports::silent(), request());
+        harness.advance(Duration::from_secs(1));
+
+        // Act
+        let again = harness.advise(advisory_ports(1).0, request());
+
+        // Assert
+        assert!(advice(&replayed).replayed);
+        let again = advice(&again);
+        assert_eq!((again.decision, again.replayed), (AdviceDecision::Transfer, false));
+        assert_ne!(again.handoff_id, first_id, "a new advice starts a new record");
+    }
+
+    #[test]
+    fn an_advice_for_a_queue_outside_the_allowlist_is_refused_before_any_write_or_call() {
+        // Arrange
+        let harness = Harness::new();
+
+        // Act
+        let outcome = harness.advise(Ports::silent(), request_with("queueId", json!(UNLISTED_QUEUE)));
+
+        // Assert
+        assert!(matches!(outcome, Err(HandoffError::Invalid(_))), "{outcome:?}");
+        let records = block_on(harness.ledger.find_by_conversation(conversation_id())).expect("ledger works");
+        assert!(records.is_empty());
+    }
+
+    #[test]
+    fn advisory_errors_are_the_errors_of_transfer_mode() {
+        // Arrange
+        let gone = PortError::NotFound { what: "conversation".to_owned(), correlation_id: None };
+        let refused = PortError::Rejected { status: 403, code: "missing.permissions".to_owned(), correlation_id: None };
+        let cases: Vec<(&str, Ports, &str)> = vec![
+            (
+                "unknown conversation",
+                {
+                    let mut p = Ports::default();
+                    p.locate(1, Err(gone)).no_write();
+                    p
+                },
+                "not_found",
+            ),
+            (
+                "ended",
+                {
+                    let mut p = Ports::default();
+                    p.locate(1, Ok(ended())).no_capacity_call().no_write();
+                    p
+                },
+                "not_transferable",
+            ),
+            (
+                "agent",
+                {
+                    let mut p = Ports::default();
+                    let mut agent = participant(SECOND_HOLDER, false, true, None);
+                    agent.is_agent = true;
+                    p.locate(1, Ok(snapshot(vec![participant(CUSTOMER, true, true, None), agent], vec![])))
+                        .no_capacity_call()
+                        .no_write();
+                    p
+                },
+                "not_transferable",
+            ),
+            (
+                "refused write",
+                {
+                    let mut p = Ports::default();
+                    p.locate(1, Ok(live())).capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1)));
+                    p.write_context(1, Err(refused));
+                    p
+                },
+                "rejected",
+            ),
+            (
+                "capacity down",
+                {
+                    let mut p = Ports::default();
+                    p.locate(1, Ok(live())).capacity(DEFAULT_QUEUE, 1, Err(transient())).no_write();
+                    p
+                },
+                "unavailable",
+            ),
+        ];
+        for (name, mut ports, kind) in cases {
+            let harness = Harness::new();
+            ports.no_transfer().no_analytics();
+
+            // Act
+            let outcome = harness.advise(ports, request());
+
+            // Assert
+            assert_eq!(outcome.as_ref().map_err(HandoffError::kind).err(), Some(kind), "{name}: {outcome:?}");
+        }
+    }
+
+    #[test]
+    fn a_transient_failure_during_an_advice_answers_503_and_the_retry_resumes_the_same_record() {
+        // Arrange
+        let harness = Harness::new();
+        let mut down = Ports::default();
+        down.locate(1, Err(transient())).no_capacity_call().no_write().no_transfer();
+        let (failed_id, _) = unavailable(&harness.advise(down, request()));
+
+        // Act
+        let retry = harness.advise(advisory_ports(1).0, request());
+
+        // Assert
+        assert_eq!(Some(advice(&retry).handoff_id), failed_id);
+        assert_eq!(harness.record().answer.as_ref().map(StoredAnswer::is_advising), Some(false));
+    }
+
+    #[test]
+    fn the_worker_never_transfers_an_advisory_handoff_a_crashed_instance_left() {
+        // Arrange: an advisory delivery marked its record, then its instance died holding the lease.
+        let harness = Harness::new();
+        let key = HandoffKey::new(conversation_id(), None);
+        let s = &harness.settings;
+        let begun = block_on(harness.ledger.begin(&key, &request(), harness.now(), s.lease, s.reuse_after));
+        let Ok(Begin::Fresh(mut crashed)) = begun else { panic!("expected a fresh record") };
+        crashed.answer = Some(StoredAnswer::Advising);
+        let lease_end = harness.now() + chrono_duration(s.lease);
+        block_on(harness.ledger.save(&crashed, Some(lease_end), &[])).expect("ledger works");
+        harness.advance(harness.settings.lease + Duration::from_secs(1));
+
+        // Act
+        let report = harness.tick(Ports::silent());
+
+        // Assert
+        assert_eq!(report, TickReport { claimed: 1, done: 1, later: 0 });
+        let record = harness.record();
+        assert_eq!(record.stage, Stage::Failed);
+        assert!(matches!(record.answer, Some(StoredAnswer::Failed { status: 503, .. })), "{:?}", record.answer);
+        // A new delivery starts over.
+        assert!(advice(&harness.advise(advisory_ports(1).0, request())).handoff_id != crashed.id);
+    }
+
+    #[test]
+    fn a_transfer_mode_repeat_of_an_advised_handoff_replays_the_advice_and_transfers_nothing() {
+        // Arrange
+        let harness = Harness::new();
+        let first = harness.advise(advisory_ports(1).0, request());
+
+        // Act
+        let repeat = harness.deliver(Ports::silent(), request());
+
+        // Assert
+        let repeat = advice(&repeat);
+        assert!(repeat.replayed);
+        assert_eq!(repeat.handoff_id, advice(&first).handoff_id);
+    }
+
+    #[test]
+    fn an_advice_for_a_handoff_already_transferred_replays_the_transfer() {
+        // Arrange
+        let harness = Harness::new();
+        harness.deliver(Ports::happy(DEFAULT_QUEUE), request()).expect("transferred");
+
+        // Act
+        let outcome = harness.advise(Ports::silent(), request());
+
+        // Assert
+        assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), true));
+    }
+
+    #[test]
+    fn an_advice_leaves_a_transfer_that_may_have_happened_to_transfer_mode() {
+        // Arrange: a transfer-mode delivery left its record in TransferPending.
+        let harness = Harness::new();
+        unavailable(&lose_a_transfer_response(&harness, transient()));
+        assert_eq!(harness.record().stage, Stage::TransferPending);
+
+        // Act
+        let outcome = harness.advise(Ports::silent(), request());
+
+        // Assert: 409, the record untouched; once the lease lapses the worker reads it back.
+        assert!(matches!(outcome, Err(HandoffError::InProgress { .. })), "{outcome:?}");
+        assert_eq!(harness.record().stage, Stage::TransferPending);
+        harness.advance(harness.settings.lease);
+        let mut worker = Ports::default();
+        worker.locate(1, Ok(in_queue(DEFAULT_QUEUE))).no_capacity_call().no_write().no_transfer();
+        assert_eq!(harness.tick(worker), TickReport { claimed: 1, done: 1, later: 0 });
+        assert_eq!(harness.record().stage, Stage::Transferred);
+    }
+
+    #[test]
+    fn the_observer_gets_the_advice_decision_as_the_outcome() {
+        // Arrange
+        let harness = Harness::new();
+        let mut observer = MockOutcomeObserver::new();
+        expect_report(&mut observer, "advised_transfer", false);
+        expect_report(&mut observer, "replayed", false);
+        let observer: Arc<dyn OutcomeObserver> = Arc::new(observer);
+
+        // Act
+        let advise = |ports: Ports| {
+            block_on(harness.service(ports).with_observer(Arc::clone(&observer)).advise(request(), None))
+        };
+        advise(advisory_ports(1).0).expect("advised");
+        advise(Ports::silent()).expect("replayed");
+
+        // Assert: counts are verified when the observer is dropped.
+        drop(observer);
+    }
+
+    /// Runs a scenario in advisory mode: two deliveries, then the worker; nothing may transfer.
+    fn check_advice(sc: &Scenario) -> Result<(), TestCaseError> {
+        // Arrange
+        let harness = Harness::with(|s| {
+            s.routing = sc.routing.clone();
+            s.admission = sc.admission;
+        });
+        let world = Arc::new(Mutex::new(World {
+            ended: sc.ended,
+            held: sc.held,
+            in_queue: None,
+            script: sc.script.clone(),
+            admission: sc.admission,
+            calls: Vec::new(),
+        }));
+        let service = harness.service(world_ports(&world));
+
+        // Act
+        let first = block_on(service.advise(sc.request.clone(), None));
+        let after_first = world.lock().expect("not poisoned").calls.len();
+        harness.advance(sc.gap);
+        let second = block_on(service.advise(sc.request.clone(), None));
+        let after_second = world.lock().expect("not poisoned").calls.len();
+        harness.advance(harness.settings.defer_for + harness.settings.lease);
+        for _ in 0..3 {
+            block_on(service.run_due(10)).expect("the in-memory ledger works");
+            harness.advance(harness.settings.lease);
+        }
+
+        // Assert
+        let world = world.lock().expect("not poisoned");
+        let calls = &world.calls;
+        prop_assert_eq!(transfers(calls).count(), 0, "an advice transferred: {:?}", calls);
+        prop_assert_eq!(calls.len(), after_second, "the worker touched an advisory handoff: {:?}", calls);
+        for call in calls {
+            if let Call::Write { customer } = call {
+                prop_assert_eq!(*customer, pid(CUSTOMER), "context written on a non-customer");
+            }
+        }
+        if let Ok(HandoffOutcome::Advised(Advice { decision: AdviceDecision::Transfer, queue_id, .. })) = &first {
+            prop_assert!(sc.routing.allowed_queues().contains(queue_id));
+            if sc.admission.checks_capacity() {
+                let admitted = calls[..after_first]
+                    .iter()
+                    .any(|c| matches!(c, Call::Capacity { queue: q, admitted: true } if q == queue_id));
+                prop_assert!(admitted, "advised {} without admission: {:?}", queue_id, calls);
+            }
+            if sc.gap < harness.settings.reuse_after {
+                prop_assert_eq!(after_second, after_first, "the repeat called upstream: {:?}", calls);
+                prop_assert!(matches!(&second, Ok(HandoffOutcome::Advised(a)) if a.replayed), "{:?}", second);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Random requests, routing, admission, capacity and upstream faults in advisory mode.
+        #[test]
+        fn no_advice_ever_transfers_or_is_given_without_capacity(sc in scenario()) {
+            check_advice(&sc)?;
         }
     }
 }

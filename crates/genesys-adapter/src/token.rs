@@ -27,6 +27,10 @@ const SHORT_LIVED: Duration = Duration::from_secs(120);
 const REFRESH_RETRY: Duration = Duration::from_secs(5);
 /// Token answers are small; anything larger is not a token.
 const MAX_TOKEN_BODY: usize = 64 * 1024;
+/// The longest lifetime believed from `expires_in` (Genesys issues 24-48 h tokens). A larger value
+/// is read as this, so the cache's instants stay representable: `u64::MAX` seconds once
+/// overflowed `Instant + Duration` and panicked (found while fuzzing, docs/fuzzing.md).
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 86_400);
 
 /// A bearer token and when to replace it.
 #[derive(Debug)]
@@ -81,7 +85,8 @@ pub(crate) fn token_answer(body: &[u8]) -> Result<(SecretString, Duration), Gene
     if parsed.access_token.is_empty() || parsed.expires_in == 0 || !bearer {
         return Err(GenesysError::InvalidTokenResponse);
     }
-    Ok((SecretString::from(parsed.access_token), Duration::from_secs(parsed.expires_in)))
+    let lifetime = Duration::from_secs(parsed.expires_in).min(MAX_TOKEN_LIFETIME);
+    Ok((SecretString::from(parsed.access_token), lifetime))
 }
 
 /// The shared token cache.
@@ -257,5 +262,34 @@ mod tests {
         assert_eq!(refresh_at(t0, Duration::from_secs(120)), t0 + Duration::from_secs(60));
         assert_eq!(refresh_at(t0, Duration::from_secs(90)), t0 + Duration::from_secs(45));
         assert_eq!(refresh_at(t0, Duration::from_secs(1)), t0 + Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_token_answer_with_an_absurd_lifetime_is_capped_instead_of_overflowing_the_clock() {
+        // Arrange: the fuzz finding (fuzz/fuzz_targets/genesys_response.rs, selector 5).
+        let body = br#"{"access_token":"a","expires_in":18446744073709551615}"#;
+
+        // Act
+        let (_, lifetime) = token_answer(body).expect("a bearer token");
+        let token = AccessToken::fetched(SecretString::from("a"), 1, Instant::now(), lifetime);
+
+        // Assert
+        assert_eq!(lifetime, MAX_TOKEN_LIFETIME);
+        assert!(token.usable(Instant::now()));
+    }
+
+    #[test]
+    fn a_token_answer_keeps_an_ordinary_lifetime_and_refuses_a_zero_or_non_bearer_one() {
+        let day = token_answer(br#"{"access_token":"a","token_type":"Bearer","expires_in":86400}"#);
+        assert_eq!(day.map(|(_, lifetime)| lifetime), Ok(Duration::from_secs(86_400)));
+        for bad in [
+            &br#"{"access_token":"a","expires_in":0}"#[..],
+            br#"{"access_token":"","expires_in":60}"#,
+            br#"{"access_token":"a","token_type":"mac","expires_in":60}"#,
+            br#"{"access_token":"a","expires_in":-1}"#,
+            b"<html>",
+        ] {
+            assert_eq!(token_answer(bad).err(), Some(GenesysError::InvalidTokenResponse));
+        }
     }
 }

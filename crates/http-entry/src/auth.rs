@@ -323,4 +323,114 @@ mod tests {
         assert_eq!(exposed, ["old", "new"]);
         assert_eq!(WebhookAuth::from_comma_separated(&SecretString::from(" , ")).err(), Some(NoWebhookSecret));
     }
+
+    // ---- property tests (the in-suite twin of fuzz/fuzz_targets/webhook_auth.rs) ------------
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Secrets as `WEBHOOK_SECRET` may hold them: visible ASCII, no comma, no blank ends.
+        fn secret() -> impl Strategy<Value = String> {
+            "[!-+--~]{1,48}"
+        }
+
+        fn header_bytes() -> impl Strategy<Value = Option<Vec<u8>>> {
+            prop::option::of(prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..96),
+                "(Bearer|Basic|bEaReR|basic) [ -~]{0,64}".prop_map(String::into_bytes),
+                "sha256=[0-9a-f]{64}".prop_map(String::into_bytes),
+                "[0-9]{1,13}".prop_map(String::into_bytes),
+            ])
+        }
+
+        fn raw(pairs: [(&'static str, &Option<Vec<u8>>); 3]) -> HeaderMap {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                if let Some(value) = value.as_deref().and_then(|v| HeaderValue::from_bytes(v).ok()) {
+                    headers.insert(name, value);
+                }
+            }
+            headers
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_headers_and_bodies_never_panic_and_never_authenticate_without_the_secret(
+                secret in "[a-z0-9]{32}",
+                authorization in header_bytes(),
+                timestamp in header_bytes(),
+                signature in header_bytes(),
+                body in prop::collection::vec(any::<u8>(), 0..256),
+                now in any::<i64>(),
+            ) {
+                // Arrange
+                let auth = secrets(&[&secret]);
+                let headers = raw([
+                    ("authorization", &authorization),
+                    (TIMESTAMP_HEADER, &timestamp),
+                    (SIGNATURE_HEADER, &signature),
+                ]);
+
+                // Act
+                let result = auth.check(&headers, &body, now);
+
+                // Assert: a 32-character secret the generators never saw cannot be presented.
+                prop_assert!(matches!(result, Err(ApiError::Unauthorized)), "authenticated: {:?}", headers);
+            }
+
+            #[test]
+            fn the_right_bearer_or_basic_secret_authenticates_and_any_other_does_not(
+                list in prop::collection::vec(secret(), 1..4),
+                pick in any::<prop::sample::Index>(),
+                user in "[^:]{0,24}",
+                other in secret(),
+            ) {
+                // Arrange
+                let auth = WebhookAuth::from_comma_separated(&SecretString::from(list.join(","))).expect("non-empty");
+                let right = pick.get(&list);
+                let basic = |password: &str| {
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                    with(&[("authorization", format!("Basic {encoded}"))])
+                };
+
+                // Act
+                let bearer_ok = auth.check(&with(&[("authorization", format!("Bearer {right}"))]), b"", NOW);
+                let basic_ok = auth.check(&basic(right), b"", NOW);
+                let bearer_other = auth.check(&with(&[("authorization", format!("Bearer {other}"))]), b"", NOW);
+                let basic_other = auth.check(&basic(&other), b"", NOW);
+
+                // Assert
+                prop_assert!(bearer_ok.is_ok());
+                prop_assert!(basic_ok.is_ok());
+                prop_assert_eq!(bearer_other.is_ok(), list.contains(&other));
+                prop_assert_eq!(basic_other.is_ok(), list.contains(&other));
+            }
+
+            #[test]
+            fn a_signature_authenticates_exactly_its_body_within_the_window(
+                list in prop::collection::vec(secret(), 1..4),
+                pick in any::<prop::sample::Index>(),
+                body in prop::collection::vec(any::<u8>(), 1..512),
+                skew in -600i64..=600,
+                bit in any::<prop::sample::Index>(),
+            ) {
+                // Arrange
+                let auth = WebhookAuth::from_comma_separated(&SecretString::from(list.join(","))).expect("non-empty");
+                let headers = signed(pick.get(&list).as_str(), NOW + skew, &body);
+                let mut tampered = body.clone();
+                let bit = bit.index(body.len() * 8);
+                tampered[bit / 8] ^= 1 << (bit % 8);
+
+                // Act
+                let same = auth.check(&headers, &body, NOW);
+                let changed = auth.check(&headers, &tampered, NOW);
+
+                // Assert
+                prop_assert_eq!(same.is_ok(), skew.abs() <= SIGNATURE_TOLERANCE_SECS);
+                prop_assert!(changed.is_err());
+            }
+        }
+    }
 }

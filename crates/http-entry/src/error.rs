@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use handoff_domain::ports::LedgerError;
 use handoff_domain::{FieldError, HandoffError, HandoffId, ValidationErrors};
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 /// `WWW-Authenticate` sent with every 401.
 pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"handoff\"";
@@ -169,24 +171,29 @@ impl ApiError {
     }
 
     fn body(&self) -> Value {
-        let code = self.code();
-        match self {
+        let error = self.code().to_owned();
+        let body = match self {
             ApiError::MalformedBody { problem } => {
-                invalid(code, "the body is not valid JSON", &[FieldError::new("$", problem.clone())])
+                to_value(invalid(error, "the body is not valid JSON", &[FieldError::new("$", problem.clone())]))
             }
-            ApiError::InvalidPayload(errors) => invalid(code, "the payload is invalid", errors.errors()),
-            ApiError::InvalidParameters(errors) => invalid(code, "the request parameters are invalid", errors.errors()),
-            ApiError::InProgress { handoff_id, .. } => json!({ "error": code, "handoffId": handoff_id }),
-            ApiError::NotTransferable { message } => json!({ "error": code, "message": message }),
-            ApiError::UpstreamRejected { status, code: upstream_code, correlation_id } => json!({
-                "error": code,
-                "upstreamStatus": status,
-                "upstreamCode": upstream_code,
-                "correlationId": correlation_id,
+            ApiError::InvalidPayload(errors) => to_value(invalid(error, "the payload is invalid", errors.errors())),
+            ApiError::InvalidParameters(errors) => {
+                to_value(invalid(error, "the request parameters are invalid", errors.errors()))
+            }
+            ApiError::InProgress { handoff_id, .. } => to_value(InProgressBody { error, handoff_id: *handoff_id }),
+            ApiError::NotTransferable { message } => to_value(NotTransferableBody { error, message: message.clone() }),
+            ApiError::UpstreamRejected { status, code, correlation_id } => to_value(UpstreamRejectedBody {
+                error,
+                upstream_status: *status,
+                upstream_code: code.clone(),
+                correlation_id: correlation_id.clone(),
             }),
-            ApiError::UpstreamUnavailable { handoff_id, .. } => json!({ "error": code, "handoffId": handoff_id }),
-            _ => json!({ "error": code }),
-        }
+            ApiError::UpstreamUnavailable { handoff_id, .. } => {
+                to_value(UnavailableBody { error, handoff_id: Some(*handoff_id) })
+            }
+            _ => to_value(ErrorBody { error }),
+        };
+        body.unwrap_or_else(|_| json!({ "error": self.code() }))
     }
 
     fn retry_after(&self) -> Option<Duration> {
@@ -201,8 +208,102 @@ impl ApiError {
     }
 }
 
-fn invalid(code: &str, message: &str, details: &[FieldError]) -> Value {
-    json!({ "error": code, "message": message, "details": details })
+fn invalid(error: String, message: &str, details: &[FieldError]) -> InvalidPayloadBody {
+    let details = details.iter().map(|d| FieldProblem { field: d.field.clone(), problem: d.problem.clone() }).collect();
+    InvalidPayloadBody { error, message: message.to_owned(), details }
+}
+
+fn to_value(body: impl Serialize) -> serde_json::Result<Value> {
+    serde_json::to_value(body)
+}
+
+// ---- the wire types (and the OpenAPI schemas) ----------------------------------------------
+
+/// `{"error": code}`: 401 `unauthorized`, 404 `conversation_not_found` / `handoff_not_found` /
+/// `not_found`, 405 `method_not_allowed`, 413 `payload_too_large`, 415 `unsupported_media_type`,
+/// 500 `internal_error`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    /// The stable error code.
+    pub(crate) error: String,
+}
+
+/// 400 `invalid_payload` (the webhook) or `invalid_request` (read endpoints).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "error": "invalid_payload",
+    "message": "the payload is invalid",
+    "details": [{ "field": "guestInfo.email", "problem": "must be a plausible e-mail address" }]
+}))]
+pub(crate) struct InvalidPayloadBody {
+    /// `invalid_payload` or `invalid_request`.
+    error: String,
+    /// A summary.
+    message: String,
+    /// Every problem found, in field order.
+    details: Vec<FieldProblem>,
+}
+
+/// One validation problem.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct FieldProblem {
+    /// The field's path, e.g. `guestInfo.email`, `customContext.sentiment_score`, `Idempotency-Key`,
+    /// `mode`, or `$` for the body as a whole.
+    field: String,
+    /// What is wrong with it.
+    problem: String,
+}
+
+/// 409 `handoff_in_progress`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InProgressBody {
+    /// `handoff_in_progress`.
+    #[schema(example = "handoff_in_progress")]
+    error: String,
+    /// The handoff being worked on.
+    #[schema(value_type = String, format = Uuid)]
+    handoff_id: HandoffId,
+}
+
+/// 422 `conversation_not_transferable`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct NotTransferableBody {
+    /// `conversation_not_transferable`.
+    #[schema(example = "conversation_not_transferable")]
+    error: String,
+    /// Why, e.g. `the conversation has ended`.
+    message: String,
+}
+
+/// 502 `upstream_rejected`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UpstreamRejectedBody {
+    /// `upstream_rejected`.
+    #[schema(example = "upstream_rejected")]
+    error: String,
+    /// The HTTP status Genesys answered.
+    #[schema(example = 403)]
+    upstream_status: u16,
+    /// The Genesys error code, e.g. `missing.permissions`.
+    #[schema(example = "missing.permissions")]
+    upstream_code: String,
+    /// Genesys `inin-correlation-id`, for Genesys support.
+    correlation_id: Option<String>,
+}
+
+/// 503 `upstream_unavailable` (with `handoffId`), `overloaded` or `timeout`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UnavailableBody {
+    /// `upstream_unavailable`, `overloaded` or `timeout`.
+    #[schema(example = "upstream_unavailable")]
+    error: String,
+    /// `upstream_unavailable` only: the handoff a retry resumes (`null` when none was created).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    handoff_id: Option<Option<HandoffId>>,
 }
 
 /// Whole seconds for `Retry-After` and `retryAfterSeconds`: rounded up, at least 1.

@@ -8,35 +8,89 @@ use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
+
 use axum::Json;
 use handoff_domain::ports::LedgerPort;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::{AppState, ReadinessProbe};
 
 /// The Prometheus text exposition format.
 const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// `{"status":"ok"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HealthBody {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
 /// `GET /healthz`.
-pub(crate) async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    summary = "The process answers",
+    responses((status = 200, body = HealthBody, description = "Always, while the process runs.")),
+)]
+pub(crate) async fn healthz() -> Json<HealthBody> {
+    Json(HealthBody { status: "ok" })
+}
+
+/// The readiness of every component.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({ "status": "ready", "checks": { "genesys_token": "ok", "ledger": "ok" } }))]
+pub(crate) struct ReadyBody {
+    /// `ready` or `not_ready`.
+    status: &'static str,
+    /// Per component (`ledger`, `genesys_token`): `ok` or why it is not ready.
+    checks: BTreeMap<String, String>,
 }
 
 /// `GET /readyz`: 200 when every check passes, else 503; each component is `"ok"` or its error.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "readyz",
+    summary = "The ledger answers and a Genesys token can be obtained",
+    responses(
+        (status = 200, body = ReadyBody, description = "Every component is ready."),
+        (status = 503, body = ReadyBody, description = "At least one component is not ready."),
+    ),
+)]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let results = state.readiness().check().await;
     let ready = results.iter().all(|(_, r)| r.is_ok());
-    let checks: Map<String, Value> = results
+    let checks = results
         .into_iter()
-        .map(|(component, result)| (component, Value::String(result.err().unwrap_or_else(|| "ok".to_owned()))))
+        .map(|(component, result)| (component, result.err().unwrap_or_else(|| "ok".to_owned())))
         .collect();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": checks });
+    let body = ReadyBody { status: if ready { "ready" } else { "not_ready" }, checks };
     (status, Json(body)).into_response()
 }
 
 /// `GET /metrics`: the renderer's text, or 404 when the app gave none.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, body = String, content_type = "text/plain; version=0.0.4; charset=utf-8",
+            description = "Handoffs by reason × queue × outcome, handoff durations, upstream requests by endpoint × \
+status, retries, token refreshes, deferred handoffs, outbox backlog."),
+        (status = 404, description = "Metrics are not enabled.",
+            body = ErrorBody, example = json!({"error": "not_found"})),
+    ),
+)]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let render = state.metrics().ok_or(ApiError::RouteNotFound)?;
     Ok(([(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)], render()).into_response())

@@ -9,15 +9,24 @@
 //!   logging, request timeout).
 //! - `state`: [`AppState`], [`HttpSettings`], the [`ReadinessProbe`] hook and the metrics hook.
 //! - `auth`: [`WebhookAuth`]: Bearer, Basic and HMAC-signature authentication over the raw body.
-//! - `webhook`: `POST /webhooks/bot-handoff`: the authenticated, size-limited JSON extractor and
-//!   the handler with its in-flight cap.
-//! - `read`: `GET /handoffs/{id}`, `GET /handoffs?conversationId=`, `GET /handoffs/stats`.
+//! - `webhook`: `POST /webhooks/bot-handoff` (transfer mode, and advisory mode with
+//!   `?mode=advise`): the authenticated, size-limited JSON extractor, the handler with its
+//!   in-flight cap, and the payload and answer types.
+//! - `read`: `GET /handoffs/{id}`, `GET /handoffs?conversationId=`, `GET /handoffs/stats`, and the
+//!   record views they answer with.
 //! - `health`: `GET /healthz`, `GET /readyz`, `GET /metrics`, and [`LedgerProbe`].
+//! - `openapi`: [`ApiDoc`], the OpenAPI document generated from the handlers and wire types,
+//!   served at `GET /openapi.json` and committed as `docs/openapi.json` ([`openapi_json`]).
 //! - `error`: [`ApiError`], every non-2xx answer and its exact body and headers.
+//! - `fuzzing` (feature `fuzzing` only, hidden): entry points for the fuzz targets in `fuzz/`.
 
 mod auth;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
+mod openapi;
 mod read;
 mod router;
 mod state;
@@ -28,6 +37,7 @@ mod webhook;
 pub use auth::{NoWebhookSecret, WebhookAuth, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_SECS, TIMESTAMP_HEADER};
 pub use error::{ApiError, ErrorDetail, WWW_AUTHENTICATE};
 pub use health::LedgerProbe;
+pub use openapi::{openapi_json, ApiDoc};
 pub use router::{router, REQUEST_ID_HEADER};
 pub use state::{AppState, HttpSettings, MetricsRenderer, ReadinessProbe, MAX_BODY_BYTES};
 pub use webhook::IDEMPOTENCY_KEY_HEADER;

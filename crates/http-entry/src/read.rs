@@ -12,46 +12,83 @@ use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
 use handoff_domain::lifecycle::HistoryEntry;
 use handoff_domain::ports::StatRow;
-use handoff_domain::{ConversationId, HandoffId, HandoffRecord, StoredAnswer};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use handoff_domain::{AdviceDecision, ConversationId, HandoffId, HandoffRecord, QueueId, StoredAnswer};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Authenticated;
-use crate::error::{whole_seconds, ApiError};
+use crate::error::{whole_seconds, ApiError, ErrorBody, InvalidPayloadBody};
 use crate::state::AppState;
 
 /// `since` of `/handoffs/stats` when none is given: the last 24 hours.
 const DEFAULT_STATS_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// `GET /handoffs/{handoffId}`.
+#[utoipa::path(
+    get,
+    path = "/handoffs/{handoffId}",
+    tag = "read",
+    operation_id = "getHandoff",
+    summary = "One handoff record and its history",
+    params(("handoffId" = String, Path, format = Uuid, description = "The `handoffId` of a webhook answer.")),
+    responses(
+        (status = 200, body = HandoffView, description = "The record. Guest name, e-mail and context are never shown."),
+        (status = 400, body = InvalidPayloadBody, description = "`handoffId` is not a UUID (`invalid_request`)."),
+        (status = 401, body = ErrorBody, description = "Missing or wrong credentials."),
+        (status = 404, description = "No such record.",
+            body = ErrorBody, example = json!({"error": "handoff_not_found"})),
+        (status = 503, description = "The ledger could not be read.",
+            body = ErrorBody, example = json!({"error": "unavailable"})),
+    ),
+    security(("bearer" = []), ("basic" = []), ("hmacTimestamp" = [], "hmacSignature" = [])),
+)]
 pub(crate) async fn get_handoff(
     _: Authenticated,
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HandoffView>, ApiError> {
     let Ok(Path(raw)) = path else {
         return Err(ApiError::invalid_parameter("handoffId", "must be a UUID"));
     };
     let id = HandoffId::parse(&raw).map_err(|_| ApiError::invalid_parameter("handoffId", "must be a UUID"))?;
     match state.service().ledger().get(id).await? {
-        Some(record) => Ok(Json(record_json(&record))),
+        Some(record) => Ok(Json(HandoffView::from(&record))),
         None => Err(ApiError::HandoffNotFound),
     }
 }
 
 /// Query of `GET /handoffs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// The conversation (required).
     #[serde(rename = "conversationId")]
+    #[param(rename = "conversationId", required = true, format = Uuid)]
     conversation_id: Option<String>,
 }
 
 /// `GET /handoffs?conversationId=…`: every handoff of a conversation, newest first.
+#[utoipa::path(
+    get,
+    path = "/handoffs",
+    tag = "read",
+    operation_id = "listHandoffs",
+    summary = "Every handoff of a conversation, newest first",
+    params(ListQuery),
+    responses(
+        (status = 200, body = HandoffList, description = "The records (an empty list when there are none)."),
+        (status = 400, body = InvalidPayloadBody, description = "`conversationId` is missing or not a UUID."),
+        (status = 401, body = ErrorBody, description = "Missing or wrong credentials."),
+        (status = 503, description = "The ledger could not be read.",
+            body = ErrorBody, example = json!({"error": "unavailable"})),
+    ),
+    security(("bearer" = []), ("basic" = []), ("hmacTimestamp" = [], "hmacSignature" = [])),
+)]
 pub(crate) async fn list_handoffs(
     _: Authenticated,
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HandoffList>, ApiError> {
     let raw = query
         .map_err(|_| ApiError::invalid_parameter("$query", "is not a valid query string"))?
         .0
@@ -60,22 +97,41 @@ pub(crate) async fn list_handoffs(
     let id =
         ConversationId::parse(&raw).map_err(|_| ApiError::invalid_parameter("conversationId", "must be a UUID"))?;
     let records = state.service().ledger().find_by_conversation(id).await?;
-    Ok(Json(json!({ "handoffs": records.iter().map(record_json).collect::<Vec<_>>() })))
+    Ok(Json(HandoffList { handoffs: records.iter().map(HandoffView::from).collect() }))
 }
 
 /// Query of `GET /handoffs/stats`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct StatsQuery {
+    /// RFC 3339; the last 24 hours when absent.
+    #[param(format = DateTime)]
     since: Option<String>,
 }
 
 /// `GET /handoffs/stats?since=RFC3339`: counts of handoffs created since then, by reason × queue ×
 /// outcome (the stage they are in).
+#[utoipa::path(
+    get,
+    path = "/handoffs/stats",
+    tag = "read",
+    operation_id = "handoffStats",
+    summary = "Counts of handoffs by reason, queue and stage",
+    params(StatsQuery),
+    responses(
+        (status = 200, body = StatsView, description = "Counts of the handoffs created since `since`."),
+        (status = 400, body = InvalidPayloadBody, description = "`since` is not an RFC 3339 timestamp."),
+        (status = 401, body = ErrorBody, description = "Missing or wrong credentials."),
+        (status = 503, description = "The ledger could not be read.",
+            body = ErrorBody, example = json!({"error": "unavailable"})),
+    ),
+    security(("bearer" = []), ("basic" = []), ("hmacTimestamp" = [], "hmacSignature" = [])),
+)]
 pub(crate) async fn stats(
     _: Authenticated,
     State(state): State<AppState>,
     query: Result<Query<StatsQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatsView>, ApiError> {
     let query = query.map_err(|_| ApiError::invalid_parameter("$query", "is not a valid query string"))?.0;
     let since = match query.since {
         None => state.now() - chrono::Duration::from_std(DEFAULT_STATS_WINDOW).unwrap_or(chrono::Duration::days(1)),
@@ -84,52 +140,211 @@ pub(crate) async fn stats(
             .map_err(|_| ApiError::invalid_parameter("since", "must be an RFC 3339 timestamp"))?,
     };
     let rows = state.service().ledger().stats(since).await?;
-    Ok(Json(json!({ "since": timestamp(since), "rows": rows.iter().map(stat_json).collect::<Vec<_>>() })))
+    Ok(Json(StatsView { since: timestamp(since), rows: rows.iter().map(StatRowView::from).collect() }))
 }
 
 fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn record_json(record: &HandoffRecord) -> Value {
-    json!({
-        "handoffId": record.id,
-        "conversationId": record.key.conversation_id,
-        "idempotencyKey": record.key.idempotency_key.as_ref().map(|k| k.as_str()),
-        "guestId": record.request.guest().id(),
-        "stage": record.stage.as_str(),
-        "reason": record.reason().as_str(),
-        "queueId": record.queue,
-        "attempts": record.attempts,
-        "createdAt": timestamp(record.created_at),
-        "updatedAt": timestamp(record.updated_at),
-        "nextCheckAt": record.next_check_at.map(timestamp),
-        "deferUntil": record.defer_until.map(timestamp),
-        "lastError": record.last_error,
-        "correlationIds": record.correlation_ids,
-        "answer": record.answer.as_ref().map(answer_json),
-        "history": record.history.iter().map(history_json).collect::<Vec<_>>(),
-    })
+// ---- the wire types (and the OpenAPI schemas) ----------------------------------------------
+
+/// A handoff record as the read side shows it: the guest's id only, never the guest's name or
+/// e-mail or the bot's `customContext`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct HandoffView {
+    /// The record.
+    #[schema(value_type = String, format = Uuid)]
+    handoff_id: HandoffId,
+    /// The conversation.
+    #[schema(value_type = String, format = Uuid)]
+    conversation_id: ConversationId,
+    /// The `Idempotency-Key` it was delivered with.
+    idempotency_key: Option<String>,
+    /// `guestInfo.id`.
+    guest_id: String,
+    /// `received`, `deferred`, `context_written`, `transfer_pending`, `transferred` or `failed`.
+    /// An advisory handoff ends in `failed` with an `answer` of status `advise`: the one finished
+    /// stage that does not claim a transfer.
+    #[schema(example = "transferred")]
+    stage: &'static str,
+    /// `handoffReason`.
+    reason: String,
+    /// The queue chosen.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    queue_id: Option<QueueId>,
+    /// Deliveries, resumptions and worker checks that worked on it.
+    attempts: u32,
+    /// RFC 3339, milliseconds, UTC.
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
+    updated_at: String,
+    /// Deferred: when the worker checks capacity next.
+    #[schema(format = DateTime)]
+    next_check_at: Option<String>,
+    /// Deferred: when it is transferred whatever the capacity.
+    #[schema(format = DateTime)]
+    defer_until: Option<String>,
+    /// The last retryable error.
+    last_error: Option<String>,
+    /// Genesys `inin-correlation-id`s of the calls made for it.
+    correlation_ids: Vec<String>,
+    /// The answer given, once there is one.
+    answer: Option<AnswerView>,
+    /// Every transition, oldest first.
+    history: Vec<HistoryView>,
 }
 
-fn answer_json(answer: &StoredAnswer) -> Value {
-    match answer {
-        StoredAnswer::Transferred { queue } => json!({ "status": "transferred", "queueId": queue }),
-        StoredAnswer::Deferred { queue, retry_after } => {
-            json!({ "status": "deferred", "queueId": queue, "retryAfterSeconds": whole_seconds(*retry_after) })
-        }
-        StoredAnswer::Failed { status, code, message } => {
-            json!({ "status": "failed", "httpStatus": status, "code": code, "message": message })
+impl From<&HandoffRecord> for HandoffView {
+    fn from(record: &HandoffRecord) -> Self {
+        Self {
+            handoff_id: record.id,
+            conversation_id: record.key.conversation_id,
+            idempotency_key: record.key.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+            guest_id: record.request.guest().id().to_owned(),
+            stage: record.stage.as_str(),
+            reason: record.reason().as_str().to_owned(),
+            queue_id: record.queue,
+            attempts: record.attempts,
+            created_at: timestamp(record.created_at),
+            updated_at: timestamp(record.updated_at),
+            next_check_at: record.next_check_at.map(timestamp),
+            defer_until: record.defer_until.map(timestamp),
+            last_error: record.last_error.clone(),
+            correlation_ids: record.correlation_ids.clone(),
+            answer: record.answer.as_ref().map(AnswerView::from),
+            history: record.history.iter().map(HistoryView::from).collect(),
         }
     }
 }
 
-fn history_json(entry: &HistoryEntry) -> Value {
-    json!({ "at": timestamp(entry.at), "stage": entry.stage.as_str(), "note": entry.note })
+/// A record's answer, by `status`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub(crate) enum AnswerView {
+    /// 200 transferred.
+    #[serde(rename_all = "camelCase")]
+    Transferred {
+        /// The queue it went to.
+        #[schema(value_type = String, format = Uuid)]
+        queue_id: QueueId,
+    },
+    /// 202 deferred.
+    #[serde(rename_all = "camelCase")]
+    Deferred {
+        /// The queue it waits for.
+        #[schema(value_type = String, format = Uuid)]
+        queue_id: QueueId,
+        /// When the worker checks again.
+        retry_after_seconds: u64,
+    },
+    /// A permanent failure.
+    #[serde(rename_all = "camelCase")]
+    Failed {
+        /// The HTTP status answered.
+        http_status: u16,
+        /// The error code.
+        code: String,
+        /// Why.
+        message: String,
+    },
+    /// An advisory delivery is working on it, or stopped on a retryable error (a retry resumes it).
+    Advising,
+    /// 200 advise: the advice given; nothing was transferred.
+    #[serde(rename_all = "camelCase")]
+    Advise {
+        /// `transfer` or `defer`.
+        #[schema(example = "transfer")]
+        decision: &'static str,
+        /// The queue advised (`transfer`) or the chosen queue that had no capacity (`defer`).
+        #[schema(value_type = String, format = Uuid)]
+        queue_id: QueueId,
+        /// `defer` only.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_seconds: Option<u64>,
+    },
 }
 
-fn stat_json(row: &StatRow) -> Value {
-    json!({ "reason": row.reason, "queueId": row.queue_id, "outcome": row.outcome.as_str(), "count": row.count })
+impl From<&StoredAnswer> for AnswerView {
+    fn from(answer: &StoredAnswer) -> Self {
+        match answer {
+            StoredAnswer::Transferred { queue } => AnswerView::Transferred { queue_id: *queue },
+            StoredAnswer::Deferred { queue, retry_after } => {
+                AnswerView::Deferred { queue_id: *queue, retry_after_seconds: whole_seconds(*retry_after) }
+            }
+            StoredAnswer::Failed { status, code, message } => {
+                AnswerView::Failed { http_status: *status, code: code.clone(), message: message.clone() }
+            }
+            StoredAnswer::Advising => AnswerView::Advising,
+            StoredAnswer::Advised { queue, decision } => AnswerView::Advise {
+                decision: decision.as_str(),
+                queue_id: *queue,
+                retry_after_seconds: match decision {
+                    AdviceDecision::Transfer => None,
+                    AdviceDecision::Defer { retry_after } => Some(whole_seconds(*retry_after)),
+                },
+            },
+        }
+    }
+}
+
+/// One line of a record's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HistoryView {
+    /// RFC 3339.
+    #[schema(format = DateTime)]
+    at: String,
+    /// The stage entered (or kept).
+    stage: &'static str,
+    /// What happened.
+    note: String,
+}
+
+impl From<&HistoryEntry> for HistoryView {
+    fn from(entry: &HistoryEntry) -> Self {
+        Self { at: timestamp(entry.at), stage: entry.stage.as_str(), note: entry.note.clone() }
+    }
+}
+
+/// `GET /handoffs?conversationId=`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HandoffList {
+    /// Newest first.
+    handoffs: Vec<HandoffView>,
+}
+
+/// `GET /handoffs/stats`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StatsView {
+    /// The start of the window, RFC 3339.
+    #[schema(format = DateTime)]
+    since: String,
+    /// One row per reason × queue × stage.
+    rows: Vec<StatRowView>,
+}
+
+/// One row of `/handoffs/stats`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StatRowView {
+    /// The handoff reason.
+    reason: String,
+    /// The queue chosen, if one was.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    queue_id: Option<QueueId>,
+    /// The stage the handoffs are in (see `HandoffView.stage`).
+    outcome: &'static str,
+    /// How many.
+    count: u64,
+}
+
+impl From<&StatRow> for StatRowView {
+    fn from(row: &StatRow) -> Self {
+        Self { reason: row.reason.clone(), queue_id: row.queue_id, outcome: row.outcome.as_str(), count: row.count }
+    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use tracing::Level;
 
 use crate::error::{ApiError, ErrorDetail};
 use crate::state::AppState;
-use crate::{health, read, webhook};
+use crate::{health, openapi, read, webhook};
 
 /// The request id header.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::openapi_document))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(

@@ -69,6 +69,7 @@ pub(crate) fn reachable_conversation() -> ConversationSnapshot {
     let participant = |id: &str, is_customer: bool| ParticipantView {
         id: ParticipantId::parse(id).expect("valid id"),
         is_customer,
+        is_agent: false,
         active: true,
         queue: None,
     };

@@ -6,22 +6,38 @@
 //! signature covers the raw body, so the body is read first (an over-size body is a 413 before the
 //! signature can be checked), then the signature, then the content type. Anything that fails there
 //! never reaches the domain, so it causes no ledger write and no upstream call. The handler then
-//! validates the payload and the `Idempotency-Key`, takes an in-flight permit, and runs the use case.
+//! validates the payload, the `Idempotency-Key` and `?mode=`, takes an in-flight permit, and runs
+//! the use case: [`HandoffService::handle`](handoff_domain::HandoffService::handle) in transfer
+//! mode (the default), [`HandoffService::advise`](handoff_domain::HandoffService::advise) with
+//! `?mode=advise`.
+//!
+//! The answers' bodies are the typed DTOs below, which also generate the OpenAPI document.
 
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use handoff_domain::{HandoffOutcome, HandoffRequest, IdempotencyKey, ValidationErrors};
+use handoff_domain::{
+    Advice, AdviceDecision, ConversationId, HandoffId, HandoffOutcome, HandoffRequest, IdempotencyKey, QueueId,
+    ValidationErrors,
+};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tracing::Instrument;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::HeaderCheck;
-use crate::error::{whole_seconds, ApiError};
+use crate::error::{
+    whole_seconds, ApiError, ErrorBody, InProgressBody, InvalidPayloadBody, NotTransferableBody, UnavailableBody,
+    UpstreamRejectedBody,
+};
 use crate::state::{AppState, MAX_BODY_BYTES};
 
 /// The header that separates handoffs of one conversation (CONTRACT §5.1).
@@ -95,31 +111,124 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Valida
     }
 }
 
+/// What the webhook does with a valid handoff (`?mode=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum HandoffMode {
+    /// The default: the service writes the context, transfers, defers and retries (200/202).
+    Transfer,
+    /// The service writes the context and answers which queue to transfer to, or to defer; the
+    /// flow transfers itself (Architect Set Participant Data is not needed, then Transfer to ACD).
+    Advise,
+}
+
+/// The webhook's query string.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct WebhookQuery {
+    /// `transfer` (the default) or `advise`. Any other value is a 400 on the field `mode`.
+    #[param(inline, value_type = Option<HandoffMode>)]
+    mode: Option<String>,
+}
+
+/// `?mode=`, or the problem with it.
+fn handoff_mode(query: Result<Query<WebhookQuery>, QueryRejection>) -> Result<HandoffMode, ValidationErrors> {
+    let problem = "must be `transfer` or `advise`, at most once";
+    match query.map(|Query(q)| q.mode) {
+        Ok(None) => Ok(HandoffMode::Transfer),
+        Ok(Some(raw)) => match raw.as_str() {
+            "transfer" => Ok(HandoffMode::Transfer),
+            "advise" => Ok(HandoffMode::Advise),
+            _ => Err(ValidationErrors::single("mode", problem)),
+        },
+        // A repeated `mode` or an undecodable query string.
+        Err(_) => Err(ValidationErrors::single("mode", problem)),
+    }
+}
+
 /// `POST /webhooks/bot-handoff`.
+#[utoipa::path(
+    post,
+    path = "/webhooks/bot-handoff",
+    tag = "webhook",
+    operation_id = "botHandoff",
+    summary = "Hand a Web Messaging conversation from the bot to a human (CONTRACT §4.1)",
+    description = "Authentication (any one of the security schemes) is checked on the raw body before the JSON is \
+parsed. A valid request is validated completely (every problem reported at once) before any ledger write or \
+Genesys call. With `?mode=advise` nothing is transferred: see the 200 answer.",
+    params(
+        WebhookQuery,
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Separates handoffs of one conversation: one handoff per (conversationId, key). 1-128 \
+visible ASCII characters."),
+    ),
+    request_body(content = HandoffPayload, content_type = "application/json",
+        description = "At most 64 KiB. Unknown top-level fields are ignored."),
+    responses(
+        (status = 200, body = HandoffAnswer,
+            description = "Transfer mode: Genesys accepted the transfer (`status: transferred`). Advisory mode \
+(`status: advise`): the context was written and nothing was transferred; `decision: transfer` names the queue \
+to transfer to, `decision: defer` means no queue has capacity now. `replayed: true` repeats an earlier answer \
+of the same handoff, with no upstream write."),
+        (status = 202, body = DeferredBody,
+            description = "Transfer mode: no capacity now; the service owns the handoff and transfers it itself \
+(when capacity returns, or after HANDOFF_DEFER_FOR_SECS). Do not call again."),
+        (status = 400, body = InvalidPayloadBody,
+            description = "Bad JSON, a failed validation (payload, `Idempotency-Key` or `mode`) or a `queueId` \
+outside the allowlist. `details` lists every problem."),
+        (status = 401, description = "Missing or wrong secret or signature (never says which).",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"handoff\"`")),
+            body = ErrorBody, example = json!({"error": "unauthorized"})),
+        (status = 404, description = "Genesys does not know the conversation.",
+            body = ErrorBody, example = json!({"error": "conversation_not_found"})),
+        (status = 409, body = InProgressBody, description = "The same handoff is being processed right now.",
+            headers(("Retry-After" = u64, description = "Seconds to wait before asking again."))),
+        (status = 413, description = "The body is larger than 64 KiB.",
+            body = ErrorBody, example = json!({"error": "payload_too_large"})),
+        (status = 415, description = "The `Content-Type` is not `application/json`.",
+            body = ErrorBody, example = json!({"error": "unsupported_media_type"})),
+        (status = 422, body = NotTransferableBody,
+            description = "The conversation ended, no participant holds it, or an agent already has it."),
+        (status = 502, body = UpstreamRejectedBody,
+            description = "Genesys refused (e.g. 403 missing permission). Genesys bodies are never echoed."),
+        (status = 503, body = UnavailableBody,
+            description = "`upstream_unavailable`: Genesys (or the ledger) is unavailable or rate-limited past \
+the retry budget; a retry resumes the same handoff. `overloaded`: too many handoffs in flight. `timeout`: the \
+request took longer than HANDOFF_REQUEST_TIMEOUT_SECS; the handoff keeps running and a retry gets its answer.",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    ),
+    security(("bearer" = []), ("basic" = []), ("hmacTimestamp" = [], "hmacSignature" = [])),
+)]
 pub(crate) async fn bot_handoff(
     State(state): State<AppState>,
     headers: HeaderMap,
+    query: Result<Query<WebhookQuery>, QueryRejection>,
     SignedJson(payload): SignedJson,
 ) -> Result<Response, ApiError> {
-    let (request, key) = match (HandoffRequest::from_json(&payload), idempotency_key(&headers)) {
-        (Ok(request), Ok(key)) => (request, key),
-        (request, key) => {
-            // Report the payload's problems and the header's together.
-            let mut problems = Vec::new();
-            problems.extend(request.err().map(|e| e.errors().to_vec()).unwrap_or_default());
-            problems.extend(key.err().map(|e| e.errors().to_vec()).unwrap_or_default());
-            return Err(ValidationErrors::from_vec(problems)
-                .map(ApiError::InvalidPayload)
-                .unwrap_or_else(|| ApiError::Internal("validation failed without a problem".to_owned())));
-        }
-    };
+    let (request, key, mode) =
+        match (HandoffRequest::from_json(&payload), idempotency_key(&headers), handoff_mode(query)) {
+            (Ok(request), Ok(key), Ok(mode)) => (request, key, mode),
+            (request, key, mode) => {
+                // Report the payload's problems, the header's and the query's together.
+                let mut problems = Vec::new();
+                problems.extend(request.err().map(|e| e.errors().to_vec()).unwrap_or_default());
+                problems.extend(key.err().map(|e| e.errors().to_vec()).unwrap_or_default());
+                problems.extend(mode.err().map(|e| e.errors().to_vec()).unwrap_or_default());
+                return Err(ValidationErrors::from_vec(problems)
+                    .map(ApiError::InvalidPayload)
+                    .unwrap_or_else(|| ApiError::Internal("validation failed without a problem".to_owned())));
+            }
+        };
     let permit = Arc::clone(state.in_flight()).try_acquire_owned().map_err(|_| ApiError::Overloaded)?;
     let service = Arc::clone(state.service());
     // The handoff runs on its own task: a request timeout or a dropped connection answers the
     // caller but never cancels a handoff half-way; a retry then gets its answer.
     let work = async move {
         let _permit = permit;
-        service.handle(request, key).await
+        match mode {
+            HandoffMode::Transfer => service.handle(request, key).await,
+            HandoffMode::Advise => service.advise(request, key).await,
+        }
     };
     let outcome = tokio::spawn(work.in_current_span()).await.map_err(|e| {
         ApiError::Internal(
@@ -134,30 +243,243 @@ fn outcome_response(outcome: &HandoffOutcome) -> Response {
     match outcome {
         HandoffOutcome::Transferred { handoff_id, conversation_id, queue_id, replayed } => (
             StatusCode::OK,
-            Json(json!({
-                "status": "transferred",
-                "handoffId": handoff_id,
-                "conversationId": conversation_id,
-                "queueId": queue_id,
-                "replayed": replayed,
+            Json(HandoffAnswer::Transferred(TransferredBody {
+                status: TransferredStatus::Transferred,
+                handoff_id: *handoff_id,
+                conversation_id: *conversation_id,
+                queue_id: *queue_id,
+                replayed: *replayed,
             })),
         )
             .into_response(),
         HandoffOutcome::Deferred { handoff_id, conversation_id, queue_id, retry_after, replayed } => (
             StatusCode::ACCEPTED,
-            Json(json!({
-                "status": "deferred",
-                "handoffId": handoff_id,
-                "conversationId": conversation_id,
-                "queueId": queue_id,
-                "retryAfterSeconds": whole_seconds(*retry_after),
-                "reason": "no_capacity",
-                "replayed": replayed,
-            })),
+            Json(DeferredBody {
+                status: DeferredStatus::Deferred,
+                handoff_id: *handoff_id,
+                conversation_id: *conversation_id,
+                queue_id: *queue_id,
+                retry_after_seconds: whole_seconds(*retry_after),
+                reason: DeferralReason::NoCapacity,
+                replayed: *replayed,
+            }),
         )
             .into_response(),
+        HandoffOutcome::Advised(advice) => {
+            (StatusCode::OK, Json(HandoffAnswer::Advice(AdviceBody::from(advice)))).into_response()
+        }
     }
 }
 
+// ---- the wire types (and the OpenAPI schemas) ----------------------------------------------
+
+/// The webhook payload (CONTRACT §4.1). Documentation only: the handler validates the raw JSON
+/// with `HandoffRequest::from_json`, which reports every problem with its field path.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // a schema (and a test fixture): its fields are never read
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "conversationId": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+    "guestInfo": { "id": "guest-8842-xyz", "name": "Jane Doe", "email": "jane.doe@example.com" },
+    "handoffReason": "complex_billing_dispute",
+    "customContext": { "attempted_resolution": "refund_policy_explained", "sentiment_score": "0.32" }
+}))]
+pub(crate) struct HandoffPayload {
+    /// The Web Messaging conversation (a UUID, any case).
+    #[schema(format = Uuid)]
+    conversation_id: String,
+    /// Who the guest is. Never re-created in Genesys; written as participant data.
+    guest_info: GuestInfoPayload,
+    /// Why the bot hands off: 1-128 characters, no control characters. Chooses the queue through
+    /// HANDOFF_ROUTES and labels the metrics, so keep the set of values small.
+    #[schema(min_length = 1, max_length = 128)]
+    handoff_reason: String,
+    /// Written onto the customer participant as participant data. At most 40 keys of 1-64
+    /// characters of `[A-Za-z0-9_.-]`; values are strings of at most 256 characters (numbers and
+    /// booleans are turned into strings). Reserved keys (`guest_id`, `guest_name`, `guest_email`,
+    /// `bot_handoff_*`) are refused.
+    #[serde(default)]
+    custom_context: BTreeMap<String, ContextValue>,
+    /// Forces a queue: must be TARGET_QUEUE_ID, a HANDOFF_ROUTES queue or the fallback queue.
+    #[schema(format = Uuid)]
+    queue_id: Option<String>,
+    /// The participant that holds the conversation (the bot or flow); never the customer or an agent.
+    #[schema(format = Uuid)]
+    participant_id: Option<String>,
+}
+
+/// `guestInfo`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // a schema (and a test fixture): its fields are never read
+pub(crate) struct GuestInfoPayload {
+    /// The guest's id in the bot platform (participant data `guest_id`).
+    #[schema(min_length = 1, max_length = 256)]
+    id: String,
+    /// Participant data `guest_name`. Never logged, never echoed.
+    #[schema(max_length = 256)]
+    name: Option<String>,
+    /// Participant data `guest_email`: a plausible address. Never logged, never echoed.
+    #[schema(format = Email, max_length = 256)]
+    email: Option<String>,
+}
+
+/// A `customContext` value.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // a schema (and a test fixture): its fields are never read
+#[serde(untagged)]
+pub(crate) enum ContextValue {
+    /// At most 256 characters.
+    Text(String),
+    /// Written as its decimal text.
+    Number(f64),
+    /// Written as `true` or `false`.
+    Flag(bool),
+}
+
+/// A 200 answer: transfer mode's `transferred`, or advisory mode's `advise`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum HandoffAnswer {
+    /// Transfer mode.
+    Transferred(TransferredBody),
+    /// Advisory mode (`?mode=advise`).
+    Advice(AdviceBody),
+}
+
+/// `transferred`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum TransferredStatus {
+    /// Genesys accepted the transfer.
+    Transferred,
+}
+
+/// 200 `transferred`: Genesys accepted the transfer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TransferredBody {
+    #[schema(inline)]
+    status: TransferredStatus,
+    /// Our record (`GET /handoffs/{handoffId}`).
+    #[schema(value_type = String, format = Uuid)]
+    handoff_id: HandoffId,
+    /// The conversation.
+    #[schema(value_type = String, format = Uuid)]
+    conversation_id: ConversationId,
+    /// The queue it went to (possibly the fallback).
+    #[schema(value_type = String, format = Uuid)]
+    queue_id: QueueId,
+    /// This answer repeats an earlier one; nothing was written upstream now.
+    replayed: bool,
+}
+
+/// `deferred`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DeferredStatus {
+    /// The service owns the handoff.
+    Deferred,
+}
+
+/// `no_capacity`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DeferralReason {
+    /// Neither the chosen queue nor the fallback has capacity.
+    NoCapacity,
+}
+
+/// 202 `deferred`: the service owns the handoff and will transfer it itself.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DeferredBody {
+    #[schema(inline)]
+    status: DeferredStatus,
+    /// Our record.
+    #[schema(value_type = String, format = Uuid)]
+    handoff_id: HandoffId,
+    /// The conversation.
+    #[schema(value_type = String, format = Uuid)]
+    conversation_id: ConversationId,
+    /// The queue it waits for.
+    #[schema(value_type = String, format = Uuid)]
+    queue_id: QueueId,
+    /// When the service checks capacity again. Informational: not a request to call again.
+    retry_after_seconds: u64,
+    #[schema(inline)]
+    reason: DeferralReason,
+    /// This answer repeats an earlier one.
+    replayed: bool,
+}
+
+/// `advise`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum AdviceStatus {
+    /// Advisory mode: nothing was transferred.
+    Advise,
+}
+
+/// What the flow should do.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum AdviceDecisionBody {
+    /// `queueId` has capacity: Transfer to ACD to it now.
+    Transfer,
+    /// No queue has capacity now: tell the guest, then transfer to `queueId` anyway or ask again
+    /// after `retryAfterSeconds`. The service does not own the handoff.
+    Defer,
+}
+
+/// 200 `advise` (`?mode=advise`): the context attributes were written onto the customer
+/// participant and nothing was transferred; the flow transfers. Guest data is never echoed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AdviceBody {
+    #[schema(inline)]
+    status: AdviceStatus,
+    #[schema(inline)]
+    decision: AdviceDecisionBody,
+    /// Our record.
+    #[schema(value_type = String, format = Uuid)]
+    handoff_id: HandoffId,
+    /// The conversation.
+    #[schema(value_type = String, format = Uuid)]
+    conversation_id: ConversationId,
+    /// `transfer`: the queue to transfer to (possibly the fallback). `defer`: the chosen queue.
+    #[schema(value_type = String, format = Uuid)]
+    queue_id: QueueId,
+    /// Always `true`: the context (customContext, guest identity, `bot_handoff_*`) is on the
+    /// customer participant, in both decisions. The flow need not Set Participant Data.
+    context_written: bool,
+    /// `defer` only: when asking again (same key) may give another answer; until then the same
+    /// advice is replayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_seconds: Option<u64>,
+    /// This answer repeats an earlier one; nothing was called upstream now.
+    replayed: bool,
+}
+
+impl From<&Advice> for AdviceBody {
+    fn from(advice: &Advice) -> Self {
+        let (decision, retry_after_seconds) = match advice.decision {
+            AdviceDecision::Transfer => (AdviceDecisionBody::Transfer, None),
+            AdviceDecision::Defer { retry_after } => (AdviceDecisionBody::Defer, Some(whole_seconds(retry_after))),
+        };
+        Self {
+            status: AdviceStatus::Advise,
+            decision,
+            handoff_id: advice.handoff_id,
+            conversation_id: advice.conversation_id,
+            queue_id: advice.queue_id,
+            context_written: true,
+            retry_after_seconds,
+            replayed: advice.replayed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod advise_tests;
 #[cfg(test)]
 mod tests;

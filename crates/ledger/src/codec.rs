@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use handoff_domain::lifecycle::HistoryEntry;
 use handoff_domain::ports::{HandoffEvent, LedgerError, StatRow};
 use handoff_domain::{
-    ConversationId, HandoffId, HandoffKey, HandoffReason, HandoffRecord, HandoffRequest, IdempotencyKey, ParticipantId,
-    QueueId, Stage, StoredAnswer,
+    AdviceDecision, ConversationId, HandoffId, HandoffKey, HandoffReason, HandoffRecord, HandoffRequest,
+    IdempotencyKey, ParticipantId, QueueId, Stage, StoredAnswer,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -174,6 +174,22 @@ enum AnswerJson {
         code: String,
         message: String,
     },
+    Advising,
+    Advised {
+        queue: QueueId,
+        decision: DecisionJson,
+        /// Present exactly for `defer`.
+        #[serde(rename = "retryAfter", default, skip_serializing_if = "Option::is_none")]
+        retry_after: Option<Duration>,
+    },
+}
+
+/// `AdviceDecision` as stored, without its data.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum DecisionJson {
+    Transfer,
+    Defer,
 }
 
 fn answer_to_json(answer: &StoredAnswer) -> Value {
@@ -185,6 +201,15 @@ fn answer_to_json(answer: &StoredAnswer) -> Value {
         StoredAnswer::Failed { status, code, message } => {
             AnswerJson::Failed { status: *status, code: code.clone(), message: message.clone() }
         }
+        StoredAnswer::Advising => AnswerJson::Advising,
+        StoredAnswer::Advised { queue, decision } => match decision {
+            AdviceDecision::Transfer => {
+                AnswerJson::Advised { queue: *queue, decision: DecisionJson::Transfer, retry_after: None }
+            }
+            AdviceDecision::Defer { retry_after } => {
+                AnswerJson::Advised { queue: *queue, decision: DecisionJson::Defer, retry_after: Some(*retry_after) }
+            }
+        },
     };
     // Serializing a plain enum of ids, numbers and strings cannot fail.
     serde_json::to_value(dto).unwrap_or(Value::Null)
@@ -195,6 +220,16 @@ fn answer_from_json(value: &Value) -> Result<StoredAnswer, serde_json::Error> {
         AnswerJson::Transferred { queue } => StoredAnswer::Transferred { queue },
         AnswerJson::Deferred { queue, retry_after } => StoredAnswer::Deferred { queue, retry_after },
         AnswerJson::Failed { status, code, message } => StoredAnswer::Failed { status, code, message },
+        AnswerJson::Advising => StoredAnswer::Advising,
+        AnswerJson::Advised { queue, decision: DecisionJson::Transfer, retry_after: None } => {
+            StoredAnswer::Advised { queue, decision: AdviceDecision::Transfer }
+        }
+        AnswerJson::Advised { queue, decision: DecisionJson::Defer, retry_after: Some(retry_after) } => {
+            StoredAnswer::Advised { queue, decision: AdviceDecision::Defer { retry_after } }
+        }
+        AnswerJson::Advised { .. } => {
+            return Err(serde::de::Error::custom("an advice has `retryAfter` exactly when it defers"))
+        }
     })
 }
 
@@ -304,6 +339,12 @@ mod tests {
             StoredAnswer::Transferred { queue: queue() },
             StoredAnswer::Deferred { queue: queue(), retry_after: Duration::new(300, 17) },
             StoredAnswer::Failed { status: 422, code: "conversation_not_transferable".into(), message: "ended".into() },
+            StoredAnswer::Advising,
+            StoredAnswer::Advised { queue: queue(), decision: AdviceDecision::Transfer },
+            StoredAnswer::Advised {
+                queue: queue(),
+                decision: AdviceDecision::Defer { retry_after: Duration::new(15, 3) },
+            },
         ];
         for answer in answers {
             // Act
@@ -317,6 +358,17 @@ mod tests {
     fn an_answer_of_unknown_kind_is_an_error() {
         let value = serde_json::json!({"kind": "teleported", "queue": queue().to_string()});
         assert!(answer_from_json(&value).is_err());
+    }
+
+    #[test]
+    fn an_advice_whose_retry_after_does_not_match_its_decision_is_an_error() {
+        let q = queue().to_string();
+        let deferred_without = serde_json::json!({"kind": "advised", "queue": q, "decision": "defer"});
+        let transfer_with = serde_json::json!({
+            "kind": "advised", "queue": q, "decision": "transfer", "retryAfter": {"secs": 1, "nanos": 0}
+        });
+        assert!(answer_from_json(&deferred_without).is_err());
+        assert!(answer_from_json(&transfer_with).is_err());
     }
 
     #[test]

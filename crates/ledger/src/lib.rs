@@ -142,8 +142,13 @@ impl LedgerPort for SqlLedger {
         dispatch!(self.begin(key, request, now, lease, reuse_after))
     }
 
-    async fn save(&self, record: &HandoffRecord, release: bool, events: &[HandoffEvent]) -> Result<(), LedgerError> {
-        dispatch!(self.save(record, release, events))
+    async fn save(
+        &self,
+        record: &HandoffRecord,
+        hold_until: Option<DateTime<Utc>>,
+        events: &[HandoffEvent],
+    ) -> Result<(), LedgerError> {
+        dispatch!(self.save(record, hold_until, events))
     }
 
     async fn get(&self, id: HandoffId) -> Result<Option<HandoffRecord>, LedgerError> {

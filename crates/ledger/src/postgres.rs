@@ -102,15 +102,10 @@ impl PostgresBackend {
                 Begin::Resume(record)
             }
             BeginPlan::Create { record, lease_until } => {
-                bind_upsert(
-                    sqlx::query(sql::UPSERT_RECORD),
-                    &RecordColumns::from_record(&record),
-                    Some(lease_until),
-                    false,
-                )
-                .execute(&mut *tx)
-                .await
-                .map_err(ledger_error(OP))?;
+                bind_upsert(sqlx::query(sql::UPSERT_RECORD), &RecordColumns::from_record(&record), Some(lease_until))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(ledger_error(OP))?;
                 sqlx::query(sql::SET_KEY)
                     .bind(key_text)
                     .bind(*record.id.as_uuid())
@@ -127,18 +122,21 @@ impl PostgresBackend {
     pub(crate) async fn save(
         &self,
         record: &HandoffRecord,
-        release: bool,
+        hold_until: Option<DateTime<Utc>>,
         events: &[HandoffEvent],
     ) -> Result<(), LedgerError> {
         const OP: &str = "save";
         let columns = RecordColumns::from_record(record);
-        let upsert = bind_upsert(sqlx::query(sql::UPSERT_RECORD), &columns, None, release);
+        let upsert = bind_upsert(sqlx::query(sql::UPSERT_RECORD), &columns, hold_until);
         if events.is_empty() {
             // One statement is its own transaction: one round trip.
-            return upsert.execute(&self.pool).await.map(|_| ()).map_err(ledger_error(OP));
+            let done = upsert.execute(&self.pool).await.map_err(ledger_error(OP))?;
+            return fenced(done.rows_affected());
         }
         let mut tx = self.pool.begin().await.map_err(ledger_error(OP))?;
-        upsert.execute(&mut *tx).await.map_err(ledger_error(OP))?;
+        let done = upsert.execute(&mut *tx).await.map_err(ledger_error(OP))?;
+        // Dropping the transaction rolls it back.
+        fenced(done.rows_affected())?;
         for event in events {
             sqlx::query(sql::INSERT_OUTBOX)
                 .bind(*event.handoff_id.as_uuid())
@@ -269,8 +267,8 @@ impl PostgresBackend {
     }
 }
 
-/// Binds [`sql::UPSERT_RECORD`]: the columns, the lease of a new row, and `release`.
-fn bind_upsert<'q>(q: Query<'q>, c: &RecordColumns, new_lease: Option<DateTime<Utc>>, release: bool) -> Query<'q> {
+/// Binds [`sql::UPSERT_RECORD`]: the columns and the lease to hold (`None` releases).
+fn bind_upsert<'q>(q: Query<'q>, c: &RecordColumns, hold_until: Option<DateTime<Utc>>) -> Query<'q> {
     q.bind(c.id)
         .bind(c.key.clone())
         .bind(c.conversation_id)
@@ -290,8 +288,16 @@ fn bind_upsert<'q>(q: Query<'q>, c: &RecordColumns, new_lease: Option<DateTime<U
         .bind(c.last_error.clone())
         .bind(c.correlation_ids.clone())
         .bind(c.history.clone())
-        .bind(new_lease)
-        .bind(release)
+        .bind(hold_until)
+}
+
+/// `Ok` when the upsert wrote the row, `LeaseLost` when the fence kept it unchanged.
+fn fenced(rows: u64) -> Result<(), LedgerError> {
+    if rows == 0 {
+        Err(LedgerError::LeaseLost)
+    } else {
+        Ok(())
+    }
 }
 
 /// A `handoffs` row read back, with its lease.

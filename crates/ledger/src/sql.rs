@@ -23,7 +23,9 @@ macro_rules! unfinished {
 }
 
 /// Inserts a record ($1..$19 in column order, $20 its lease) or, for an existing id, replaces
-/// every column and keeps the lease unless $21 (release) is true. New rows get $20.
+/// every column and sets the lease to $20 — only while the stored `attempts` still equal the
+/// caller's (the fence: a record resumed or claimed by someone else since is not overwritten, and
+/// no row is affected).
 pub(crate) const UPSERT_RECORD: &str =
     "INSERT INTO handoffs (id, key, conversation_id, idempotency_key, reason, request, stage, queue_id, holder, \
      customer, answer, attempts, created_at, updated_at, next_check_at, defer_until, last_error, correlation_ids, \
@@ -36,7 +38,8 @@ pub(crate) const UPSERT_RECORD: &str =
      created_at = excluded.created_at, updated_at = excluded.updated_at, next_check_at = excluded.next_check_at, \
      defer_until = excluded.defer_until, last_error = excluded.last_error, \
      correlation_ids = excluded.correlation_ids, history = excluded.history, \
-     lease_until = CASE WHEN $21 THEN NULL ELSE handoffs.lease_until END";
+     lease_until = excluded.lease_until \
+     WHERE handoffs.attempts = excluded.attempts";
 
 /// Points a key at its latest record.
 pub(crate) const SET_KEY: &str = "INSERT INTO handoff_keys (key, handoff_id) VALUES ($1, $2) \

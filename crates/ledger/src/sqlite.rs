@@ -125,15 +125,10 @@ impl SqliteBackend {
                 Begin::Resume(record)
             }
             BeginPlan::Create { record, lease_until } => {
-                bind_upsert(
-                    sqlx::query(sql::UPSERT_RECORD),
-                    &RecordColumns::from_record(&record),
-                    Some(lease_until),
-                    false,
-                )
-                .execute(&mut *tx)
-                .await
-                .map_err(ledger_error(OP))?;
+                bind_upsert(sqlx::query(sql::UPSERT_RECORD), &RecordColumns::from_record(&record), Some(lease_until))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(ledger_error(OP))?;
                 sqlx::query(sql::SET_KEY)
                     .bind(key_text)
                     .bind(record.id.to_string())
@@ -150,16 +145,21 @@ impl SqliteBackend {
     pub(crate) async fn save(
         &self,
         record: &HandoffRecord,
-        release: bool,
+        hold_until: Option<DateTime<Utc>>,
         events: &[HandoffEvent],
     ) -> Result<(), LedgerError> {
         const OP: &str = "save";
         let columns = RecordColumns::from_record(record);
         let (_gate, mut tx) = self.write(OP).await?;
-        bind_upsert(sqlx::query(sql::UPSERT_RECORD), &columns, None, release)
+        let done = bind_upsert(sqlx::query(sql::UPSERT_RECORD), &columns, hold_until)
             .execute(&mut *tx)
             .await
             .map_err(ledger_error(OP))?;
+        // The fence kept the row unchanged: someone took the record over. Dropping the
+        // transaction rolls it back.
+        if done.rows_affected() == 0 {
+            return Err(LedgerError::LeaseLost);
+        }
         for event in events {
             sqlx::query(sql::INSERT_OUTBOX)
                 .bind(event.handoff_id.to_string())
@@ -314,8 +314,8 @@ fn missing_dir_hint(path: &Path) -> String {
     }
 }
 
-/// Binds [`sql::UPSERT_RECORD`]: the columns, the lease of a new row, and `release`.
-fn bind_upsert<'q>(q: Query<'q>, c: &RecordColumns, new_lease: Option<DateTime<Utc>>, release: bool) -> Query<'q> {
+/// Binds [`sql::UPSERT_RECORD`]: the columns and the lease to hold (`None` releases).
+fn bind_upsert<'q>(q: Query<'q>, c: &RecordColumns, hold_until: Option<DateTime<Utc>>) -> Query<'q> {
     q.bind(c.id.to_string())
         .bind(c.key.clone())
         .bind(c.conversation_id.to_string())
@@ -335,8 +335,7 @@ fn bind_upsert<'q>(q: Query<'q>, c: &RecordColumns, new_lease: Option<DateTime<U
         .bind(c.last_error.clone())
         .bind(c.correlation_ids.to_string())
         .bind(c.history.to_string())
-        .bind(new_lease.map(|t| t.timestamp_micros()))
-        .bind(release)
+        .bind(hold_until.map(|t| t.timestamp_micros()))
 }
 
 /// A `handoffs` row read back, with its lease.

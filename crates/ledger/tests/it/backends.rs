@@ -82,7 +82,7 @@ async fn a_save_whose_outbox_insert_fails_writes_nothing(ledger: &SqlLedger, ref
     };
     refuse_outbox().await;
     // Act
-    let saved = ledger.save(&after, true, &[event]).await;
+    let saved = ledger.save(&after, None, &[event]).await;
     // Assert: neither the record nor its release was written
     assert!(matches!(saved, Err(LedgerError::Unavailable(_))), "{saved:?}");
     assert_eq!(ledger.get(before.id).await.unwrap(), Some(before.clone()));
@@ -177,7 +177,7 @@ mod sqlite {
         record.advance(Stage::Deferred, t(1), "no capacity").unwrap();
         record.queue = Some(queue());
         record.next_check_at = Some(t(50));
-        ledger.save(&record, true, &[]).await.unwrap();
+        ledger.save(&record, None, &[]).await.unwrap();
         ledger.close().await;
         // Act
         let reopened = SqlLedger::connect(&url).await.unwrap();

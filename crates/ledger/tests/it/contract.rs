@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use futures::future::join_all;
 use handoff_domain::lifecycle::HistoryEntry;
-use handoff_domain::ports::{Begin, HandoffEvent, LedgerPort, StatRow};
+use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, LedgerPort, StatRow};
 use handoff_domain::{
     ConversationId, HandoffId, HandoffKey, HandoffReason, HandoffRecord, HandoffRequest, IdempotencyKey, ParticipantId,
     QueueId, Stage, StoredAnswer,
@@ -56,6 +56,7 @@ contract_suite!(
     begin_after_a_failure_starts_a_fresh_record,
     keys_with_different_idempotency_keys_are_separate_handoffs,
     save_keeps_the_lease_unless_it_releases_it,
+    a_save_by_a_holder_who_lost_the_record_is_refused,
     save_with_events_puts_them_in_the_outbox_with_the_record,
     claim_due_takes_due_deferrals_and_crashed_work_only,
     claim_due_honours_the_limit_in_due_order,
@@ -211,7 +212,7 @@ pub(crate) async fn begin_after_a_released_stop_resumes_at_once(ledger: &dyn Led
     let key = key(conversation());
     let mut record = fresh_for(ledger, &key, "billing", t(0), LEASE).await;
     record.stalled(t(1), "genesys unavailable");
-    ledger.save(&record, true, &[]).await.unwrap();
+    ledger.save(&record, None, &[]).await.unwrap();
     // Act: the retry arrives long before the original lease would have ended
     let retry = begin_at(ledger, &key, "billing", t(2), LEASE).await;
     // Assert
@@ -226,7 +227,7 @@ pub(crate) async fn begin_of_a_deferred_record_replays_it(ledger: &dyn LedgerPor
     let key = key(conversation());
     let mut record = fresh_for(ledger, &key, "billing", t(0), LEASE).await;
     defer(&mut record, t(1), t(60), queue(1));
-    ledger.save(&record, true, &[]).await.unwrap();
+    ledger.save(&record, None, &[]).await.unwrap();
     // Act
     let again = begin_at(ledger, &key, "billing", t(5), LEASE).await;
     // Assert
@@ -239,7 +240,7 @@ pub(crate) async fn begin_of_a_transferred_record_replays_until_reuse_after_then
     let key = key(conversation);
     let mut first = fresh_for(ledger, &key, "billing", t(0), LEASE).await;
     transfer(&mut first, t(5), queue(1));
-    ledger.save(&first, true, &[]).await.unwrap();
+    ledger.save(&first, None, &[]).await.unwrap();
     // Act
     let before = begin_at(ledger, &key, "billing", t(5 + 599), LEASE).await;
     let after = begin_at(ledger, &key, "billing", t(5 + 600), LEASE).await;
@@ -258,7 +259,7 @@ pub(crate) async fn begin_after_a_failure_starts_a_fresh_record(ledger: &dyn Led
     let key = key(conversation());
     let mut failed = fresh_for(ledger, &key, "billing", t(0), LEASE).await;
     fail(&mut failed, t(1));
-    ledger.save(&failed, true, &[]).await.unwrap();
+    ledger.save(&failed, None, &[]).await.unwrap();
     // Act
     let again = begin_at(ledger, &key, "billing", t(2), LEASE).await;
     // Assert
@@ -281,6 +282,24 @@ pub(crate) async fn keys_with_different_idempotency_keys_are_separate_handoffs(l
     assert_eq!(b.key, keyed);
 }
 
+pub(crate) async fn a_save_by_a_holder_who_lost_the_record_is_refused(ledger: &dyn LedgerPort) {
+    // Arrange: the first holder's lease expires and someone resumes the record
+    let key = key(conversation());
+    let mut stale = fresh_for(ledger, &key, "billing", t(0), LEASE).await;
+    let Begin::Resume(current) = begin_at(ledger, &key, "billing", t(31), LEASE).await else {
+        panic!("expected the expired record to be resumed")
+    };
+    stale.queue = Some(queue(1));
+    stale.advance(Stage::TransferPending, t(32), "late transfer").unwrap();
+    // Act
+    let saved = ledger.save(&stale, None, &[]).await;
+    // Assert: refused, and the stored record is the resumer's
+    assert_eq!(saved, Err(LedgerError::LeaseLost));
+    assert_eq!(ledger.get(current.id).await.unwrap(), Some(current.clone()));
+    assert_eq!(begin_at(ledger, &key, "billing", t(33), LEASE).await, Begin::Busy { handoff_id: current.id });
+    ledger.save(&current, None, &[]).await.unwrap();
+}
+
 pub(crate) async fn save_keeps_the_lease_unless_it_releases_it(ledger: &dyn LedgerPort) {
     // Arrange
     let key = key(conversation());
@@ -288,9 +307,9 @@ pub(crate) async fn save_keeps_the_lease_unless_it_releases_it(ledger: &dyn Ledg
     record.queue = Some(queue(1));
     record.advance(Stage::ContextWritten, t(1), "context written").unwrap();
     // Act
-    ledger.save(&record, false, &[]).await.unwrap();
+    ledger.save(&record, Some(t(100)), &[]).await.unwrap();
     let while_kept = begin_at(ledger, &key, "billing", t(2), LEASE).await;
-    ledger.save(&record, true, &[]).await.unwrap();
+    ledger.save(&record, None, &[]).await.unwrap();
     let after_release = begin_at(ledger, &key, "billing", t(3), LEASE).await;
     // Assert
     assert_eq!(while_kept, Begin::Busy { handoff_id: record.id });
@@ -305,7 +324,7 @@ pub(crate) async fn save_with_events_puts_them_in_the_outbox_with_the_record(led
     transfer(&mut record, t(10), queue(1));
     let events = [event(&record, 0)];
     // Act
-    ledger.save(&record, true, &events).await.unwrap();
+    ledger.save(&record, None, &events).await.unwrap();
     // Assert
     assert_eq!(ledger.get(record.id).await.unwrap(), Some(record));
     assert_eq!(ledger.outbox_backlog().await.unwrap(), 1);
@@ -319,30 +338,30 @@ pub(crate) async fn claim_due_takes_due_deferrals_and_crashed_work_only(ledger: 
     // Arrange (now = t(100))
     let mut deferred_due = fresh(ledger, "a", t(0), LEASE).await;
     defer(&mut deferred_due, t(1), t(50), queue(1));
-    ledger.save(&deferred_due, true, &[]).await.unwrap();
+    ledger.save(&deferred_due, None, &[]).await.unwrap();
 
     let mut deferred_later = fresh(ledger, "b", t(0), LEASE).await;
     defer(&mut deferred_later, t(1), t(500), queue(1));
-    ledger.save(&deferred_later, true, &[]).await.unwrap();
+    ledger.save(&deferred_later, None, &[]).await.unwrap();
 
     let mut deferred_leased = fresh(ledger, "c", t(0), Duration::from_secs(1000)).await;
     defer(&mut deferred_leased, t(1), t(50), queue(1));
-    ledger.save(&deferred_leased, false, &[]).await.unwrap();
+    ledger.save(&deferred_leased, Some(t(1000)), &[]).await.unwrap();
 
     let crashed = fresh(ledger, "d", t(0), LEASE).await;
     let working = fresh(ledger, "e", t(90), LEASE).await;
 
     let mut stopped_503 = fresh(ledger, "f", t(0), LEASE).await;
     stopped_503.stalled(t(1), "genesys unavailable");
-    ledger.save(&stopped_503, true, &[]).await.unwrap();
+    ledger.save(&stopped_503, None, &[]).await.unwrap();
 
     let mut transferred = fresh(ledger, "g", t(0), LEASE).await;
     transfer(&mut transferred, t(1), queue(1));
-    ledger.save(&transferred, true, &[]).await.unwrap();
+    ledger.save(&transferred, None, &[]).await.unwrap();
 
     let mut failed = fresh(ledger, "h", t(0), LEASE).await;
     fail(&mut failed, t(1));
-    ledger.save(&failed, true, &[]).await.unwrap();
+    ledger.save(&failed, None, &[]).await.unwrap();
 
     // Act
     let first = ledger.claim_due(t(100), 10, LEASE).await.unwrap();
@@ -365,7 +384,7 @@ pub(crate) async fn claim_due_honours_the_limit_in_due_order(ledger: &dyn Ledger
     for (n, due) in [50, 10, 40, 20, 30].into_iter().enumerate() {
         let mut record = fresh(ledger, &format!("r{n}"), t(0), LEASE).await;
         defer(&mut record, t(1), t(due), queue(1));
-        ledger.save(&record, true, &[]).await.unwrap();
+        ledger.save(&record, None, &[]).await.unwrap();
         by_due.push((due, record.id));
     }
     by_due.sort();
@@ -403,7 +422,7 @@ pub(crate) async fn claim_outbox_leases_entries_until_they_are_finished(ledger: 
     let mut record = fresh(ledger, "billing", t(0), LEASE).await;
     transfer(&mut record, t(10), queue(1));
     let events = [event(&record, 1), event(&record, 2)];
-    ledger.save(&record, true, &events).await.unwrap();
+    ledger.save(&record, None, &events).await.unwrap();
     let lease = Duration::from_secs(60);
 
     // Act + Assert, step by step
@@ -438,7 +457,7 @@ pub(crate) async fn claim_outbox_honours_the_limit_in_id_order(ledger: &dyn Ledg
     let mut record = fresh(ledger, "billing", t(0), LEASE).await;
     transfer(&mut record, t(10), queue(1));
     let events: Vec<HandoffEvent> = (0..5).map(|n| event(&record, n)).collect();
-    ledger.save(&record, true, &events).await.unwrap();
+    ledger.save(&record, None, &events).await.unwrap();
     // Act
     let first = ledger.claim_outbox(t(10), 2, LEASE).await.unwrap();
     let rest = ledger.claim_outbox(t(10), 10, LEASE).await.unwrap();
@@ -452,7 +471,7 @@ pub(crate) async fn finish_outbox_of_an_unknown_or_delivered_entry_changes_nothi
     // Arrange
     let mut record = fresh(ledger, "billing", t(0), LEASE).await;
     transfer(&mut record, t(10), queue(1));
-    ledger.save(&record, true, &[event(&record, 0)]).await.unwrap();
+    ledger.save(&record, None, &[event(&record, 0)]).await.unwrap();
     let entry = ledger.claim_outbox(t(10), 1, LEASE).await.unwrap().remove(0);
     ledger.finish_outbox(entry.id, None, None).await.unwrap();
     // Act
@@ -467,18 +486,18 @@ pub(crate) async fn stats_count_records_since_a_time_by_reason_queue_and_stage(l
     // Arrange
     let mut old = fresh(ledger, "billing", t(0), LEASE).await;
     transfer(&mut old, t(1), queue(1));
-    ledger.save(&old, true, &[]).await.unwrap();
+    ledger.save(&old, None, &[]).await.unwrap();
     for n in 0..2 {
         let mut r = fresh(ledger, "billing", t(100 + n), LEASE).await;
         transfer(&mut r, t(110), queue(1));
-        ledger.save(&r, true, &[]).await.unwrap();
+        ledger.save(&r, None, &[]).await.unwrap();
     }
     let mut deferred = fresh(ledger, "billing", t(102), LEASE).await;
     defer(&mut deferred, t(110), t(200), queue(2));
-    ledger.save(&deferred, true, &[]).await.unwrap();
+    ledger.save(&deferred, None, &[]).await.unwrap();
     let mut failed = fresh(ledger, "tech", t(103), LEASE).await;
     fail(&mut failed, t(110));
-    ledger.save(&failed, true, &[]).await.unwrap();
+    ledger.save(&failed, None, &[]).await.unwrap();
     fresh(ledger, "tech", t(104), LEASE).await;
     // Act
     let stats = ledger.stats(t(100)).await.unwrap();
@@ -543,7 +562,6 @@ pub(crate) async fn a_record_round_trips_every_field(ledger: &dyn LedgerPort) {
         record.advance(Stage::TransferPending, at(2), "transfer → queue").unwrap();
         record.stalled(at(3), "outcome unknown: timeout");
         record.answer = Some(answer);
-        record.attempts = 7;
         record.next_check_at = Some(at(60));
         record.defer_until = Some(at(300));
         record.add_correlation_id(Some("corr-1"));
@@ -554,7 +572,7 @@ pub(crate) async fn a_record_round_trips_every_field(ledger: &dyn LedgerPort) {
             note: "ünïcödé \"quoted\"".into(),
         });
         // Act
-        ledger.save(&record, false, &[]).await.unwrap();
+        ledger.save(&record, Some(at(30)), &[]).await.unwrap();
         let back = ledger.get(record.id).await.unwrap();
         // Assert
         assert_eq!(back.as_ref(), Some(&record));
@@ -599,7 +617,7 @@ pub(crate) async fn fifty_concurrent_begins_after_a_failure_yield_exactly_one_fr
     let key = key(conversation());
     let mut failed = fresh_for(ledger, &key, "billing", t(0), LEASE).await;
     fail(&mut failed, t(1));
-    ledger.save(&failed, true, &[]).await.unwrap();
+    ledger.save(&failed, None, &[]).await.unwrap();
     // Act
     let results = join_all((0..50).map(|_| ledger.begin(&key, &failed.request, t(2), LEASE, REUSE_AFTER))).await;
     // Assert
