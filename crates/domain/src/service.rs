@@ -209,6 +209,14 @@ impl std::fmt::Debug for HandoffService {
 /// Where one attempt stopped early.
 type Step<T> = Result<T, HandoffError>;
 
+/// What the start of a delivery found.
+enum Started {
+    /// Nothing to do: this is the answer.
+    Answered(HandoffOutcome),
+    /// A leased record to work on.
+    Work(HandoffRecord),
+}
+
 impl HandoffService {
     /// A service over its ports.
     pub fn new(
@@ -250,35 +258,9 @@ impl HandoffService {
         idempotency_key: Option<IdempotencyKey>,
     ) -> Result<HandoffOutcome, HandoffError> {
         let started = self.clock.now();
-        let conversation_id = request.conversation_id();
-        // The allowlist is checked before anything is written or called.
-        self.settings.routing.choose(&request)?;
-        let key = HandoffKey::new(conversation_id, idempotency_key);
-        let s = &self.settings;
-        let begin = match self.ledger.begin(&key, &request, started, s.lease, s.reuse_after).await {
-            Ok(b) => b,
-            Err(e) => {
-                let err = self.ledger_unavailable(None, &e);
-                self.report_early(&request, None, started, Err(&err));
-                return Err(err);
-            }
-        };
-        match begin {
-            Begin::Busy { handoff_id } => {
-                let err = HandoffError::InProgress { handoff_id, retry_after: s.busy_retry_after };
-                self.report_early(&request, Some(handoff_id), started, Err(&err));
-                Err(err)
-            }
-            Begin::Replay(record) => {
-                let result = replay(&record);
-                let outcome = match &result {
-                    Ok(_) => Ok("replayed"),
-                    Err(e) => Err(e),
-                };
-                self.report(&record, started, false, outcome.map_err(HandoffError::kind));
-                result
-            }
-            Begin::Fresh(record) | Begin::Resume(record) => self.drive(record, started, false).await,
+        match self.start(&request, idempotency_key, started).await? {
+            Started::Answered(outcome) => Ok(outcome),
+            Started::Work(record) => self.drive(record, started, false).await,
         }
     }
 
@@ -300,41 +282,53 @@ impl HandoffService {
         idempotency_key: Option<IdempotencyKey>,
     ) -> Result<HandoffOutcome, HandoffError> {
         let started = self.clock.now();
-        let conversation_id = request.conversation_id();
-        // The allowlist is checked before anything is written or called.
-        self.settings.routing.choose(&request)?;
-        let key = HandoffKey::new(conversation_id, idempotency_key);
+        let mut record = match self.start(&request, idempotency_key, started).await? {
+            Started::Answered(outcome) => return Ok(outcome),
+            Started::Work(record) => record,
+        };
+        // The lease `begin` just took is kept: the worker claims the record once it lapses.
+        if record.stage != Stage::Received {
+            let err = HandoffError::InProgress { handoff_id: record.id, retry_after: self.settings.busy_retry_after };
+            self.report(&record, started, false, Err(err.kind()));
+            return Err(err);
+        }
+        let result = self.advise_record(&mut record).await;
+        self.report(&record, started, false, result.as_ref().map(outcome_name).map_err(HandoffError::kind));
+        result
+    }
+
+    /// The start every delivery shares: the allowlist (before anything is written or called), the
+    /// ledger's `begin`, and the answers that need no work (409 while someone holds the record, the
+    /// stored answer of a finished one). Returns the leased record otherwise.
+    async fn start(
+        &self,
+        request: &HandoffRequest,
+        idempotency_key: Option<IdempotencyKey>,
+        started: DateTime<Utc>,
+    ) -> Step<Started> {
+        self.settings.routing.choose(request)?;
+        let key = HandoffKey::new(request.conversation_id(), idempotency_key);
         let s = &self.settings;
-        let begin = match self.ledger.begin(&key, &request, started, s.lease, s.reuse_after).await {
+        let begin = match self.ledger.begin(&key, request, started, s.lease, s.reuse_after).await {
             Ok(b) => b,
             Err(e) => {
                 let err = self.ledger_unavailable(None, &e);
-                self.report_early(&request, None, started, Err(&err));
+                self.report_early(request, None, started, Err(&err));
                 return Err(err);
             }
         };
         match begin {
             Begin::Busy { handoff_id } => {
                 let err = HandoffError::InProgress { handoff_id, retry_after: s.busy_retry_after };
-                self.report_early(&request, Some(handoff_id), started, Err(&err));
+                self.report_early(request, Some(handoff_id), started, Err(&err));
                 Err(err)
             }
             Begin::Replay(record) => {
                 let result = replay(&record);
                 self.report(&record, started, false, result.as_ref().map(|_| "replayed").map_err(HandoffError::kind));
-                result
+                result.map(Started::Answered)
             }
-            // The lease `begin` just took is kept: the worker claims the record once it lapses.
-            Begin::Resume(record) if record.stage != Stage::Received => {
-                let err = HandoffError::InProgress { handoff_id: record.id, retry_after: s.busy_retry_after };
-                self.report(&record, started, false, Err(err.kind()));
-                Err(err)
-            }
-            Begin::Fresh(mut record) | Begin::Resume(mut record) => {
-                let result = self.advise_record(&mut record).await;
-                self.report(&record, started, false, result.as_ref().map(outcome_name).map_err(HandoffError::kind));
-                result
-            }
+            Begin::Fresh(record) | Begin::Resume(record) => Ok(Started::Work(record)),
         }
     }
 
