@@ -214,7 +214,7 @@ enum Started {
     /// Nothing to do: this is the answer.
     Answered(HandoffOutcome),
     /// A leased record to work on.
-    Work(HandoffRecord),
+    Work(Box<HandoffRecord>),
 }
 
 impl HandoffService {
@@ -260,7 +260,7 @@ impl HandoffService {
         let started = self.clock.now();
         match self.start(&request, idempotency_key, started).await? {
             Started::Answered(outcome) => Ok(outcome),
-            Started::Work(record) => self.drive(record, started, false).await,
+            Started::Work(record) => self.drive(*record, started, false).await,
         }
     }
 
@@ -284,7 +284,7 @@ impl HandoffService {
         let started = self.clock.now();
         let mut record = match self.start(&request, idempotency_key, started).await? {
             Started::Answered(outcome) => return Ok(outcome),
-            Started::Work(record) => record,
+            Started::Work(record) => *record,
         };
         // The lease `begin` just took is kept: the worker claims the record once it lapses.
         if record.stage != Stage::Received {
@@ -328,7 +328,7 @@ impl HandoffService {
                 self.report(&record, started, false, result.as_ref().map(|_| "replayed").map_err(HandoffError::kind));
                 result.map(Started::Answered)
             }
-            Begin::Fresh(record) | Begin::Resume(record) => Ok(Started::Work(record)),
+            Begin::Fresh(record) | Begin::Resume(record) => Ok(Started::Work(Box::new(record))),
         }
     }
 
