@@ -19,8 +19,10 @@ use crate::observer::{Metrics, TelemetryObserver};
 
 /// How often the background workers look for due work.
 const WORKER_TICK: Duration = Duration::from_millis(500);
-/// Records and outbox entries one tick takes at most.
+/// Records and outbox entries one batch takes at most.
 const WORKER_BATCH: usize = 50;
+/// Outbox batches one tick delivers at most (while they come back full).
+const OUTBOX_BATCHES_PER_TICK: usize = 20;
 /// How long in-flight handoffs get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -227,12 +229,23 @@ async fn run_workers(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "deferral worker could not use the ledger"),
         }
-        match service.deliver_analytics(WORKER_BATCH).await {
-            Ok(report) if report.later > 0 => {
-                tracing::warn!(failed = report.later, "analytics deliveries failed; retrying with backoff")
+        // Keep delivering while batches come back full (bounded per tick), so the outbox keeps up
+        // with a busy day instead of draining one batch per tick.
+        for _ in 0..OUTBOX_BATCHES_PER_TICK {
+            match service.deliver_analytics(WORKER_BATCH).await {
+                Ok(report) => {
+                    if report.later > 0 {
+                        tracing::warn!(failed = report.later, "analytics deliveries failed; retrying with backoff");
+                    }
+                    if report.claimed < WORKER_BATCH || *stop.borrow() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox worker could not use the ledger");
+                    break;
+                }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "outbox worker could not use the ledger"),
         }
         if let Ok(backlog) = ledger.outbox_backlog().await {
             metrics.outbox_backlog.set(i64::try_from(backlog).unwrap_or(i64::MAX));

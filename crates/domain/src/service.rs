@@ -372,8 +372,11 @@ impl HandoffService {
         let now = self.clock.now();
         let entries = self.ledger.claim_outbox(now, limit, self.settings.lease).await?;
         let mut report = TickReport { claimed: entries.len(), ..TickReport::default() };
-        for entry in entries {
-            match self.analytics.record(&entry.event).await {
+        // The deliveries of one batch run concurrently (the upstream adapter caps concurrency);
+        // their ledger updates follow one by one.
+        let results = futures::future::join_all(entries.iter().map(|entry| self.analytics.record(&entry.event))).await;
+        for (entry, result) in entries.iter().zip(results) {
+            match result {
                 Ok(_) => {
                     self.ledger.finish_outbox(entry.id, None, None).await?;
                     report.done += 1;
