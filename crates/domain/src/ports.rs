@@ -158,8 +158,17 @@ impl ConversationSnapshot {
     /// Whether the conversation already sits in `queue` (an active queue participant for it, or a
     /// recorded transfer to it).
     pub fn is_in_queue(&self, queue: QueueId) -> bool {
-        self.participants.iter().any(|p| p.active && !p.is_customer && p.queue == Some(queue))
-            || self.transferred_to.contains(&queue)
+        self.queues().any(|q| q == queue)
+    }
+
+    /// Every queue the conversation sits in: those of active queue participants, then those of
+    /// recorded transfers.
+    pub fn queues(&self) -> impl Iterator<Item = QueueId> + '_ {
+        self.participants
+            .iter()
+            .filter(|p| p.active && !p.is_customer)
+            .filter_map(|p| p.queue)
+            .chain(self.transferred_to.iter().copied())
     }
 }
 

@@ -441,14 +441,7 @@ impl HandoffService {
         }
 
         let customer = self.check_conversation(record, &snapshot).await?;
-        // Refuse an untransferable conversation now, before a full queue defers it (202) and the
-        // worker finds out later.
-        let allowed = self.settings.routing.allowed_queues();
-        if !allowed.iter().any(|q| snapshot.is_in_queue(*q)) {
-            if let Err(message) = self.select_holder(record, &snapshot) {
-                return Err(self.not_transferable(record, message).await);
-            }
-        }
+        let early_holder = self.early_holder(record, &snapshot).await?;
 
         let queue = match (record.stage, admitted) {
             (_, Some(q)) => q,
@@ -462,7 +455,7 @@ impl HandoffService {
             return self.transferred(record, queue, "the conversation was already in the queue").await;
         }
 
-        let holder = match self.select_holder(record, &snapshot) {
+        let holder = match early_holder.map_or_else(|| self.select_holder(record, &snapshot), Ok) {
             Ok(h) => h,
             Err(message) => return Err(self.not_transferable(record, message).await),
         };
@@ -538,12 +531,7 @@ impl HandoffService {
         record.add_correlation_id(snapshot.correlation_id.as_deref());
         let customer = self.check_conversation(record, &snapshot).await?;
         // The same refusals as transfer mode: the flow could not transfer such a conversation either.
-        let allowed = self.settings.routing.allowed_queues();
-        if !allowed.iter().any(|q| snapshot.is_in_queue(*q)) {
-            if let Err(message) = self.select_holder(record, &snapshot) {
-                return Err(self.not_transferable(record, message).await);
-            }
-        }
+        self.early_holder(record, &snapshot).await?;
         let admitted = self.admit(record, primary).await?;
 
         // The context is written in both decisions: after a `Defer` the flow usually transfers
@@ -640,6 +628,25 @@ impl HandoffService {
         match snapshot.customer() {
             Some(c) => Ok(c.id),
             None => Err(self.not_transferable(record, "the conversation has no customer participant".to_owned()).await),
+        }
+    }
+
+    /// The holder, checked as soon as the conversation is located, so an untransferable
+    /// conversation is refused now instead of being deferred (202) and failed by the worker later.
+    /// `None` when the conversation already sits in an allowed queue (there may be nothing to
+    /// replace; the caller decides once the queue is chosen).
+    async fn early_holder(
+        &self,
+        record: &mut HandoffRecord,
+        snapshot: &ConversationSnapshot,
+    ) -> Step<Option<crate::ids::ParticipantId>> {
+        let routing = &self.settings.routing;
+        if snapshot.queues().any(|q| routing.is_allowed(q)) {
+            return Ok(None);
+        }
+        match self.select_holder(record, snapshot) {
+            Ok(holder) => Ok(Some(holder)),
+            Err(message) => Err(self.not_transferable(record, message).await),
         }
     }
 
