@@ -196,6 +196,24 @@ async fn no_capacity_defers_and_the_worker_transfers_once_capacity_appears() {
     let (again, body2, _) = app.post_handoff(&sample_payload(conversation, "after_hours")).await;
     assert_eq!((again, &body2["replayed"]), (202, &json!(true)));
 
+    // The gauge of waiting deferred handoffs shows it (refreshed every 10 s).
+    let mut gauge = String::new();
+    for _ in 0..60 {
+        let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.expect("metrics");
+        gauge = metrics
+            .text()
+            .await
+            .expect("text")
+            .lines()
+            .filter(|l| l.starts_with("handoff_deferred_handoffs"))
+            .collect();
+        if gauge.ends_with(" 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(gauge, "handoff_deferred_handoffs 1");
+
     app.sim.sim().set_queue_capacity(EMPTY_QUEUE, 2, 0, 10);
     let moved = app
         .eventually(Duration::from_secs(10), |a| {

@@ -33,7 +33,7 @@ pub struct Metrics {
     registry: Registry,
     handoffs: Family<HandoffLabels, Counter>,
     duration: Histogram,
-    /// Deferred handoffs waiting (set by the worker).
+    /// Deferred handoffs waiting for capacity (set by the worker every few seconds).
     pub deferred: Gauge,
     /// Outbox entries not yet delivered (set by the worker).
     pub outbox_backlog: Gauge,
@@ -62,7 +62,7 @@ impl Metrics {
         let duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
         registry.register("handoff_duration_seconds", "Time to answer a handoff", duration.clone());
         let deferred = Gauge::default();
-        registry.register("deferred_handoffs", "Deferred handoffs claimed by the last worker tick", deferred.clone());
+        registry.register("deferred_handoffs", "Deferred handoffs waiting for capacity", deferred.clone());
         let outbox_backlog = Gauge::default();
         registry.register("outbox_backlog", "Analytics events not yet delivered", outbox_backlog.clone());
         Self {
@@ -90,8 +90,9 @@ impl Metrics {
             out.clear();
         }
         // `encode` ends with `# EOF` (OpenMetrics); extra sources go before it.
-        let body = out.strip_suffix("# EOF\n").map(str::to_owned).unwrap_or(out);
-        let mut out = body;
+        if out.ends_with("# EOF\n") {
+            out.truncate(out.len() - "# EOF\n".len());
+        }
         if let Ok(extra) = self.extra.lock() {
             for source in extra.iter() {
                 source(&mut out);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use handoff_domain::ports::{LedgerPort, SystemClock};
-use handoff_domain::{HandoffService, InMemoryLedger};
+use handoff_domain::{HandoffService, InMemoryLedger, Stage};
 use handoff_genesys::{GenesysClient, GenesysConfig, Region};
 use handoff_http::{router, AppState, HttpSettings, ReadinessProbe, WebhookAuth};
 use tokio::net::TcpListener;
@@ -23,6 +23,8 @@ const WORKER_TICK: Duration = Duration::from_millis(500);
 const WORKER_BATCH: usize = 50;
 /// Outbox batches one tick delivers at most (while they come back full).
 const OUTBOX_BATCHES_PER_TICK: usize = 20;
+/// The deferred-handoffs gauge is refreshed every this many ticks (it reads the ledger's stats).
+const DEFERRED_GAUGE_EVERY: u64 = 20;
 /// How long in-flight handoffs get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -209,6 +211,7 @@ async fn run_workers(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(WORKER_TICK);
+    let mut ticks: u64 = 0;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -249,6 +252,17 @@ async fn run_workers(
         }
         if let Ok(backlog) = ledger.outbox_backlog().await {
             metrics.outbox_backlog.set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        }
+        ticks += 1;
+        if ticks % DEFERRED_GAUGE_EVERY == 0 {
+            // A deferred handoff is at most `defer_for` old before it is transferred anyway; an hour
+            // more covers rechecks that were delayed.
+            let window = service.settings().defer_for + Duration::from_secs(3600);
+            let since = chrono::Utc::now() - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(1));
+            if let Ok(rows) = ledger.stats(since).await {
+                let deferred: u64 = rows.iter().filter(|r| r.outcome == Stage::Deferred).map(|r| r.count).sum();
+                metrics.deferred.set(i64::try_from(deferred).unwrap_or(i64::MAX));
+            }
         }
     }
 }
