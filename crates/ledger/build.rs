@@ -1,4 +1,4 @@
-//! Rebuilds the crate when a migration changes: `sqlx::migrate!` embeds the files at compile time.
+//! Rebuilds the crate when a migration changes: `sqlx::migrate!` and `include_str!` embed them.
 
 fn main() {
     println!("cargo:rerun-if-changed=migrations");

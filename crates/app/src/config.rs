@@ -181,7 +181,7 @@ impl Settings {
         if budget < attempt_timeout {
             r.errors.push("GENESYS_BUDGET_MS must be at least GENESYS_TIMEOUT_MS".to_owned());
         }
-        let max_concurrency = r.parsed("GENESYS_MAX_CONCURRENCY", 64usize, "a positive number");
+        let max_concurrency = r.parsed("GENESYS_MAX_CONCURRENCY", 128usize, "a positive number");
         if max_concurrency == 0 {
             r.errors.push("GENESYS_MAX_CONCURRENCY must be at least 1".to_owned());
         }

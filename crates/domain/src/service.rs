@@ -159,6 +159,9 @@ pub struct ServiceSettings {
     pub unavailable_retry_after: Duration,
     /// The longest wait between two deliveries of one analytics event.
     pub outbox_backoff_max: Duration,
+    /// Analytics deliveries in flight at once (16): background work leaves the rest of the
+    /// upstream concurrency to live handoffs.
+    pub outbox_concurrency: usize,
 }
 
 impl ServiceSettings {
@@ -174,6 +177,7 @@ impl ServiceSettings {
             busy_retry_after: Duration::from_secs(2),
             unavailable_retry_after: Duration::from_secs(5),
             outbox_backoff_max: Duration::from_secs(600),
+            outbox_concurrency: 16,
         }
     }
 }
@@ -369,27 +373,38 @@ impl HandoffService {
     /// # Errors
     /// [`LedgerError`] when the ledger cannot be used.
     pub async fn deliver_analytics(&self, limit: usize) -> Result<TickReport, LedgerError> {
+        use futures::StreamExt as _;
+
         let now = self.clock.now();
         let entries = self.ledger.claim_outbox(now, limit, self.settings.lease).await?;
         let mut report = TickReport { claimed: entries.len(), ..TickReport::default() };
-        // The deliveries of one batch run concurrently (the upstream adapter caps concurrency);
-        // their ledger updates follow one by one.
-        let results = futures::future::join_all(entries.iter().map(|entry| self.analytics.record(&entry.event))).await;
-        for (entry, result) in entries.iter().zip(results) {
-            match result {
-                Ok(_) => {
-                    self.ledger.finish_outbox(entry.id, None, None).await?;
-                    report.done += 1;
-                }
+        // At most `outbox_concurrency` deliveries at once, so the tags of a busy minute never
+        // take the upstream permits that live handoffs are waiting for. Each delivery is marked as
+        // soon as it ends; concurrent marks share the ledger's commits.
+        let mut finished = futures::stream::iter(entries.into_iter().map(|entry| async move {
+            match self.analytics.record(&entry.event).await {
+                Ok(_) => self.ledger.finish_outbox(entry.id, None, None).await.map(|()| true),
                 Err(e) => {
                     let backoff = outbox_backoff(entry.attempts, self.settings.outbox_backoff_max);
                     let retry_at = now + chrono::Duration::from_std(backoff).unwrap_or(chrono::Duration::MAX);
-                    self.ledger.finish_outbox(entry.id, Some(retry_at), Some(e.to_string())).await?;
-                    report.later += 1;
+                    self.ledger.finish_outbox(entry.id, Some(retry_at), Some(e.to_string())).await.map(|()| false)
                 }
             }
+        }))
+        .buffer_unordered(self.settings.outbox_concurrency.max(1));
+        let mut failure = None;
+        while let Some(result) = finished.next().await {
+            match result {
+                Ok(true) => report.done += 1,
+                Ok(false) => report.later += 1,
+                // The others still run to their end; their marks may land.
+                Err(e) => failure = Some(e),
+            }
         }
-        Ok(report)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
     }
 
     /// Drives a leased record as far as it goes now, then reports the outcome.
@@ -2260,6 +2275,78 @@ mod tests {
         let due = harness.now() + chrono::Duration::seconds(2);
         assert_eq!(block_on(ledger.claim_outbox(due, 10, lease)).expect("ok").len(), 1);
         assert_eq!(harness.record().stage, Stage::Transferred);
+    }
+
+    /// Analytics that stays pending for one poll per event and records the peak in flight.
+    #[derive(Default)]
+    struct CountingAnalytics {
+        in_flight: std::sync::atomic::AtomicUsize,
+        peak: std::sync::atomic::AtomicUsize,
+        delivered: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl AnalyticsPort for CountingAnalytics {
+        async fn record(&self, _event: &HandoffEvent) -> Result<Receipt, PortError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.peak.fetch_max(now, SeqCst);
+            let mut yielded = false;
+            std::future::poll_fn(|cx| {
+                if yielded {
+                    std::task::Poll::Ready(())
+                } else {
+                    yielded = true;
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+            self.in_flight.fetch_sub(1, SeqCst);
+            self.delivered.fetch_add(1, SeqCst);
+            Ok(Receipt::default())
+        }
+    }
+
+    #[test]
+    fn the_outbox_delivers_a_batch_concurrently_but_never_more_than_its_share_at_once() {
+        use std::sync::atomic::Ordering::SeqCst;
+        // Arrange: 12 events waiting, at most 3 deliveries at once
+        let harness = Harness::with(|s| s.outbox_concurrency = 3);
+        let at = harness.now();
+        for n in 0..12u32 {
+            let record = HandoffRecord::received(
+                HandoffId::random(),
+                HandoffKey::new(conversation_id(), Some(IdempotencyKey::parse(&format!("k{n}")).expect("valid"))),
+                request(),
+                at,
+            );
+            let event = HandoffEvent {
+                handoff_id: record.id,
+                conversation_id: conversation_id(),
+                reason: request().reason().clone(),
+                queue_id: qid(DEFAULT_QUEUE),
+                at,
+            };
+            block_on(harness.ledger.save(&record, None, &[event])).expect("saved");
+        }
+        let analytics = Arc::new(CountingAnalytics::default());
+        let ports = Ports::silent();
+        let service = HandoffService::new(
+            Arc::new(ports.queue),
+            Arc::new(ports.transfer),
+            Arc::clone(&analytics) as Arc<dyn AnalyticsPort>,
+            Arc::clone(&harness.ledger) as Arc<dyn LedgerPort>,
+            Arc::new(harness.clock()),
+            harness.settings.clone(),
+        );
+        // Act
+        let report = block_on(service.deliver_analytics(50)).expect("ledger works");
+        // Assert
+        assert_eq!(report, TickReport { claimed: 12, done: 12, later: 0 });
+        assert_eq!(analytics.delivered.load(SeqCst), 12);
+        assert_eq!(analytics.peak.load(SeqCst), 3, "deliveries were not concurrent, or exceeded the share");
+        assert_eq!(block_on(harness.ledger.outbox_backlog()), Ok(0));
     }
 
     #[test]

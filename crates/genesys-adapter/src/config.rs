@@ -13,7 +13,7 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time limit of one operation, all attempts, waits and the token fetch included.
 pub const DEFAULT_TOTAL_BUDGET: Duration = Duration::from_secs(10);
 /// Default cap on concurrent upstream calls.
-pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
+pub const DEFAULT_MAX_CONCURRENCY: usize = 128;
 /// Default lifetime of a cached capacity snapshot.
 pub const DEFAULT_CAPACITY_TTL: Duration = Duration::from_secs(1);
 /// Default number of attempts per operation, the first one included.
@@ -149,7 +149,7 @@ mod tests {
         let c = config();
         assert_eq!(c.attempt_timeout, Duration::from_secs(5));
         assert_eq!(c.total_budget, Duration::from_secs(10));
-        assert_eq!(c.max_concurrency, 64);
+        assert_eq!(c.max_concurrency, 128);
         assert_eq!(c.capacity_ttl, Duration::from_secs(1));
         assert!(c.max_attempts >= 1);
         assert_eq!(c.validate(), Ok(()));

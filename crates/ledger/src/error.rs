@@ -1,5 +1,5 @@
-//! Errors: [`LedgerSetupError`] for `connect`, and the mapping of sqlx errors onto the domain's
-//! [`LedgerError`] for everything after it.
+//! Errors: [`LedgerSetupError`] for `connect`, and the mapping of PostgreSQL (sqlx) errors onto
+//! the domain's [`LedgerError`] for everything after it (SQLite maps its own).
 
 use std::path::PathBuf;
 
@@ -19,13 +19,12 @@ pub enum LedgerSetupError {
         scheme: String,
     },
     /// The URL has a supported scheme but could not be parsed.
-    #[error("invalid {backend} database URL: {source}")]
+    #[error("invalid {backend} database URL: {problem}")]
     InvalidUrl {
         /// `sqlite` or `postgres`.
         backend: &'static str,
         /// The parser's complaint.
-        #[source]
-        source: sqlx::Error,
+        problem: String,
     },
     /// The SQLite file could not be opened or created.
     #[error("cannot open the SQLite ledger file {}{hint}: {source}", path.display())]
@@ -36,7 +35,7 @@ pub enum LedgerSetupError {
         hint: String,
         /// What SQLite said.
         #[source]
-        source: sqlx::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// PostgreSQL could not be reached or refused the connection.
     #[error("cannot connect to the PostgreSQL ledger at {target}: {source}")]
@@ -48,17 +47,16 @@ pub enum LedgerSetupError {
         source: sqlx::Error,
     },
     /// The schema migrations could not be applied.
-    #[error("cannot apply the {backend} ledger migrations: {source}")]
+    #[error("cannot apply the {backend} ledger migrations: {problem}")]
     Migrate {
         /// `sqlite` or `postgres`.
         backend: &'static str,
         /// What failed.
-        #[source]
-        source: sqlx::migrate::MigrateError,
+        problem: String,
     },
 }
 
-/// Maps a sqlx error during `operation` onto the domain's error: values that do not decode are
+/// Maps a sqlx (PostgreSQL) error during `operation` onto the domain's error: values that do not decode are
 /// [`LedgerError::Corrupt`], everything else (connection, pool, database errors) is
 /// [`LedgerError::Unavailable`].
 pub(crate) fn ledger_error(operation: &'static str) -> impl FnOnce(sqlx::Error) -> LedgerError {

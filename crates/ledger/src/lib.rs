@@ -12,12 +12,13 @@
 //! `TransferPending`, and `save` at `Transferred` with its outbox event.
 //!
 //! # Layout
-//! - `sqlite`: the SQLite backend (WAL, `BEGIN IMMEDIATE` writes, integer-microsecond times).
+//! - `sqlite`: the SQLite backend on rusqlite (WAL; one writer thread that group-commits every
+//!   queued operation in one `BEGIN IMMEDIATE` transaction; a reader thread; integer-microsecond times).
 //! - `postgres`: the PostgreSQL backend (row locks for `begin`, `FOR UPDATE SKIP LOCKED` claims).
 //! - `sql`: the SQL text, shared where the dialects agree.
 //! - `codec`: records, answers, history and events to column values and back, re-validated on read.
 //! - `plan`: what `begin` writes, decided once from the domain's `decide_begin`.
-//! - `error`: [`LedgerSetupError`] and the mapping of driver errors onto `LedgerError`.
+//! - `error`: [`LedgerSetupError`] and the mapping of PostgreSQL errors onto `LedgerError`.
 
 mod codec;
 mod error;
@@ -44,7 +45,7 @@ pub type Result<T, E = LedgerSetupError> = std::result::Result<T, E>;
 /// Pool settings for [`SqlLedger::connect_with`].
 #[derive(Debug, Clone)]
 pub struct LedgerOptions {
-    /// Most connections the pool opens (SQLite in memory always uses one). Default 10.
+    /// Most connections the PostgreSQL pool opens (SQLite always uses one writer and one reader). Default 10.
     pub max_connections: u32,
     /// How long an operation waits for a free connection before it fails with
     /// `LedgerError::Unavailable`; also bounds `connect`. Default 5 s.

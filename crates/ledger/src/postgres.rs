@@ -40,7 +40,7 @@ impl PostgresBackend {
     /// starting together migrate once).
     pub(crate) async fn connect(url: &str, options: &LedgerOptions) -> Result<Self, LedgerSetupError> {
         let connect = PgConnectOptions::from_str(url)
-            .map_err(|source| LedgerSetupError::InvalidUrl { backend: "postgres", source })?;
+            .map_err(|e| LedgerSetupError::InvalidUrl { backend: "postgres", problem: e.to_string() })?;
         let target = format!(
             "{}:{}/{}",
             connect.get_host(),
@@ -53,7 +53,10 @@ impl PostgresBackend {
             .connect_with(connect)
             .await
             .map_err(|source| LedgerSetupError::ConnectPostgres { target, source })?;
-        MIGRATOR.run(&pool).await.map_err(|source| LedgerSetupError::Migrate { backend: "postgres", source })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| LedgerSetupError::Migrate { backend: "postgres", problem: e.to_string() })?;
         Ok(Self { pool })
     }
 

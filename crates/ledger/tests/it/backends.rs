@@ -142,8 +142,7 @@ mod sqlite {
         assert_eq!(ledger.backend_name(), "sqlite");
         ledger.ping().await.unwrap();
         let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
-        let applied: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(&raw).await.unwrap();
+        let applied: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&raw).await.unwrap();
         assert_eq!(applied, 1);
         let mut indexes: Vec<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%_idx'")
@@ -241,6 +240,85 @@ mod sqlite {
             .await;
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn a_fenced_save_among_concurrent_writes_fails_alone() {
+        on_sqlite(async |db| {
+            // Arrange: 40 records, and one copy of the first made stale by a resume
+            let mut records = Vec::new();
+            for _ in 0..40 {
+                records.push(fresh(&db.ledger, t(0)).await);
+            }
+            let (stale_key, stale) = records[0].clone();
+            let resumed = match db.ledger.begin(&stale_key, &stale.request, t(100), LEASE, REUSE_AFTER).await.unwrap() {
+                Begin::Resume(record) => record,
+                other => panic!("expected a resume, got {other:?}"),
+            };
+            // Act: every save at once, so the writer commits several in one transaction
+            let saves = records.iter().map(|(_, record)| {
+                let mut record = record.clone();
+                record.advance(Stage::ContextWritten, t(101), "context").unwrap();
+                let ledger = &db.ledger;
+                async move { (record.id, ledger.save(&record, None, &[]).await) }
+            });
+            let results = join_all(saves).await;
+            // Assert: the stale copy lost its lease; every other save is committed
+            for (id, result) in results {
+                let stored = db.ledger.get(id).await.unwrap().unwrap();
+                if id == stale.id {
+                    assert_eq!(result, Err(LedgerError::LeaseLost));
+                    assert_eq!(stored, resumed, "the fenced save changed the record");
+                } else {
+                    assert_eq!(result, Ok(()));
+                    assert_eq!(stored.stage, Stage::ContextWritten);
+                }
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_file_migrated_by_the_sqlx_ledger_opens_without_reapplying_its_schema() {
+        // Arrange: the schema as version 0.1 left it, recorded only in `_sqlx_migrations`
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("legacy.db").display());
+        let raw = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc")).await.unwrap();
+        sqlx::raw_sql(include_str!("../../migrations/sqlite/0001_ledger.sql")).execute(&raw).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+             installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL, \
+             checksum BLOB NOT NULL, execution_time BIGINT NOT NULL); \
+             INSERT INTO _sqlx_migrations VALUES (1, 'ledger', CURRENT_TIMESTAMP, 1, x'00', 0);",
+        )
+        .execute(&raw)
+        .await
+        .unwrap();
+        raw.close().await;
+        // Act
+        let ledger = SqlLedger::connect(&url).await.unwrap();
+        // Assert: it works, and counts the migration as applied
+        let (_, record) = fresh(&ledger, t(0)).await;
+        assert_eq!(ledger.get(record.id).await.unwrap(), Some(record));
+        ledger.close().await;
+        let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&raw).await.unwrap();
+        assert_eq!(version, 1);
+        raw.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_closed_ledger_answers_unavailable() {
+        // Arrange
+        let db = crate::support::SqliteDb::new().await;
+        db.ledger.close().await;
+        // Act
+        let (key, request) = new_key();
+        let write = db.ledger.begin(&key, &request, t(0), LEASE, REUSE_AFTER).await;
+        let read = db.ledger.ping().await;
+        // Assert
+        assert!(matches!(write, Err(LedgerError::Unavailable(_))), "{write:?}");
+        assert!(matches!(read, Err(LedgerError::Unavailable(_))), "{read:?}");
     }
 
     #[tokio::test]

@@ -1,0 +1,591 @@
+//! The SQLite backend: one file, WAL, one writer thread with group commit.
+//!
+//! Writes go to a dedicated thread that owns the only writing connection ([`thread`]): every
+//! ledger operation is one message, and everything queued is committed in one `BEGIN IMMEDIATE`
+//! transaction with a savepoint per operation. `BEGIN IMMEDIATE` takes SQLite's write lock up
+//! front, so a read-then-write operation (`begin`, the claims) cannot interleave with another
+//! writer, in another process either (`busy_timeout` makes that one wait). Reads run on a second
+//! connection and thread and never wait for the writer (WAL).
+//!
+//! Times are stored as INTEGER microseconds since the epoch, ids as hyphenated UUID text, JSON as
+//! text.
+
+mod thread;
+
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, OutboxEntry, StatRow};
+use handoff_domain::{ConversationId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use rusqlite_migration::{Migrations, M};
+use serde_json::Value;
+
+use self::thread::{ConnectionThread, Role};
+use crate::codec::{
+    corrupt, event_from_json, event_to_json, lease_end, micros, sort_claimed, sort_stats, sql_limit, stat_row,
+    time_from_micros, uuid_from_text, RecordColumns,
+};
+use crate::error::LedgerSetupError;
+use crate::plan::{plan_begin, BeginPlan};
+use crate::{sql, LedgerOptions};
+
+/// The schema, in order; `PRAGMA user_version` counts those applied.
+static MIGRATIONS: LazyLock<Migrations<'static>> =
+    LazyLock::new(|| Migrations::new(vec![M::up(include_str!("../../migrations/sqlite/0001_ledger.sql"))]));
+
+/// The shared SQL with SQLite's numbered placeholders (`?1`), computed once per statement.
+///
+/// SQLite reads `$1` as a *named* parameter numbered by first appearance, so `$2 … $1` would bind
+/// out of order; `?1` is numbered by its digits, like PostgreSQL's `$1`.
+macro_rules! sqlite_sql {
+    ($name:ident) => {{
+        static TEXT: LazyLock<String> = LazyLock::new(|| numbered_placeholders(sql::$name));
+        TEXT.as_str()
+    }};
+}
+
+/// A SQLite ledger.
+#[derive(Debug)]
+pub(crate) struct SqliteBackend {
+    writer: ConnectionThread,
+    /// `None` for an in-memory database, whose only connection is the writer's.
+    reader: Option<ConnectionThread>,
+}
+
+impl SqliteBackend {
+    /// Opens (creating if missing) the database at `url` and applies the migrations.
+    pub(crate) async fn connect(url: &str, _options: &LedgerOptions) -> Result<Self, LedgerSetupError> {
+        let target = SqliteTarget::parse(url)?;
+        let opened = tokio::task::spawn_blocking(move || -> Result<Self, LedgerSetupError> {
+            let mut conn = target.open()?;
+            migrate(&mut conn)?;
+            let reader = match &target {
+                SqliteTarget::Memory => None,
+                SqliteTarget::File(_) => Some(spawn(&target, "handoff-sqlite-reader", target.open()?, Role::Reader)?),
+            };
+            let writer = spawn(&target, "handoff-sqlite-writer", conn, Role::Writer)?;
+            Ok(Self { writer, reader })
+        })
+        .await;
+        opened.unwrap_or_else(|e| {
+            Err(LedgerSetupError::OpenSqlite {
+                path: PathBuf::new(),
+                hint: String::new(),
+                source: Box::new(std::io::Error::other(e.to_string())),
+            })
+        })
+    }
+
+    pub(crate) async fn close(&self) {
+        if let Some(reader) = &self.reader {
+            reader.close().await;
+        }
+        self.writer.close().await;
+    }
+
+    /// Runs a read on the reader connection (the writer's for an in-memory database).
+    async fn read<T, F>(&self, work: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
+        self.reader.as_ref().unwrap_or(&self.writer).call(work).await
+    }
+
+    pub(crate) async fn begin(
+        &self,
+        key: &HandoffKey,
+        request: &HandoffRequest,
+        now: DateTime<Utc>,
+        lease: Duration,
+        reuse_after: Duration,
+    ) -> Result<Begin, LedgerError> {
+        let key = key.clone();
+        let request = request.clone();
+        self.writer.call(move |conn| begin(conn, &key, &request, now, lease, reuse_after)).await
+    }
+
+    pub(crate) async fn save(
+        &self,
+        record: &HandoffRecord,
+        hold_until: Option<DateTime<Utc>>,
+        events: &[HandoffEvent],
+    ) -> Result<(), LedgerError> {
+        let columns = RecordColumns::from_record(record);
+        let events: Vec<String> = events.iter().map(|e| event_to_json(e).to_string()).collect();
+        let handoff_id = record.id.to_string();
+        self.writer
+            .call(move |conn| {
+                const OP: &str = "save";
+                let changed = upsert(conn, &columns, hold_until).map_err(ledger_error(OP))?;
+                // The fence kept the row unchanged: someone took the record over. The savepoint
+                // is rolled back, so nothing of this save is kept.
+                if changed == 0 {
+                    return Err(LedgerError::LeaseLost);
+                }
+                let mut insert = conn.prepare_cached(sqlite_sql!(INSERT_OUTBOX)).map_err(ledger_error(OP))?;
+                for event in &events {
+                    insert
+                        .execute(params![handoff_id, event, columns.updated_at.timestamp_micros()])
+                        .map_err(ledger_error(OP))?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    pub(crate) async fn get(&self, id: HandoffId) -> Result<Option<HandoffRecord>, LedgerError> {
+        self.read(move |conn| {
+            let row = select_record(conn, &id.to_string()).map_err(ledger_error("get"))?;
+            row.map(|r| r.map(|(record, _)| record)).transpose()
+        })
+        .await
+    }
+
+    pub(crate) async fn find_by_conversation(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<Vec<HandoffRecord>, LedgerError> {
+        self.read(move |conn| {
+            const OP: &str = "find_by_conversation";
+            let mut statement = conn.prepare_cached(sqlite_sql!(SELECT_BY_CONVERSATION)).map_err(ledger_error(OP))?;
+            let rows = statement
+                .query_map([conversation.to_string()], |row| Ok(decode_record(row)))
+                .map_err(ledger_error(OP))?;
+            rows.map(|row| row.map_err(ledger_error(OP))?.map(|(record, _)| record)).collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<HandoffRecord>, LedgerError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = micros(now);
+        let mut claimed = self
+            .writer
+            .call(move |conn| {
+                const OP: &str = "claim_due";
+                let mut statement = conn.prepare_cached(sqlite_sql!(SQLITE_CLAIM_DUE)).map_err(ledger_error(OP))?;
+                let rows = statement
+                    .query_map(
+                        params![now.timestamp_micros(), lease_end(now, lease).timestamp_micros(), sql_limit(limit)],
+                        |row| Ok(decode_record(row)),
+                    )
+                    .map_err(ledger_error(OP))?;
+                rows.map(|row| row.map_err(ledger_error(OP))?.map(|(record, _)| record)).collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        sort_claimed(&mut claimed);
+        Ok(claimed)
+    }
+
+    pub(crate) async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<OutboxEntry>, LedgerError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = micros(now);
+        let mut entries = self
+            .writer
+            .call(move |conn| {
+                const OP: &str = "claim_outbox";
+                let mut statement = conn.prepare_cached(sqlite_sql!(SQLITE_CLAIM_OUTBOX)).map_err(ledger_error(OP))?;
+                let rows = statement
+                    .query_map(
+                        params![now.timestamp_micros(), lease_end(now, lease).timestamp_micros(), sql_limit(limit)],
+                        |row| Ok(decode_outbox(row)),
+                    )
+                    .map_err(ledger_error(OP))?;
+                rows.map(|row| row.map_err(ledger_error(OP))?).collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        entries.sort_by_key(|e| e.id);
+        Ok(entries)
+    }
+
+    pub(crate) async fn finish_outbox(
+        &self,
+        id: i64,
+        retry_at: Option<DateTime<Utc>>,
+        error: Option<String>,
+    ) -> Result<(), LedgerError> {
+        let (statement, at) = match retry_at {
+            None => (sqlite_sql!(OUTBOX_DELIVERED), micros(Utc::now())),
+            Some(at) => (sqlite_sql!(OUTBOX_RETRY), micros(at)),
+        };
+        self.writer
+            .call(move |conn| {
+                const OP: &str = "finish_outbox";
+                let mut statement = conn.prepare_cached(statement).map_err(ledger_error(OP))?;
+                statement.execute(params![id, at.timestamp_micros(), error]).map(|_| ()).map_err(ledger_error(OP))
+            })
+            .await
+    }
+
+    pub(crate) async fn outbox_backlog(&self) -> Result<u64, LedgerError> {
+        self.read(|conn| {
+            const OP: &str = "outbox_backlog";
+            let n: i64 = conn
+                .prepare_cached(sqlite_sql!(OUTBOX_BACKLOG))
+                .and_then(|mut s| s.query_row([], |row| row.get(0)))
+                .map_err(ledger_error(OP))?;
+            u64::try_from(n).map_err(|e| corrupt(OP, e))
+        })
+        .await
+    }
+
+    pub(crate) async fn stats(&self, since: DateTime<Utc>) -> Result<Vec<StatRow>, LedgerError> {
+        let since = micros(since).timestamp_micros();
+        let mut stats = self
+            .read(move |conn| {
+                const OP: &str = "stats";
+                let mut statement = conn.prepare_cached(sqlite_sql!(STATS)).map_err(ledger_error(OP))?;
+                let rows = statement
+                    .query_map([since], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?, r.get(3)?))
+                    })
+                    .map_err(ledger_error(OP))?;
+                rows.map(|row| {
+                    let (reason, queue, stage, n) = row.map_err(ledger_error(OP))?;
+                    let queue = queue.map(|q| uuid_from_text(&q, "stats queue_id")).transpose()?;
+                    stat_row(reason, queue, &stage, n)
+                })
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        sort_stats(&mut stats);
+        Ok(stats)
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), LedgerError> {
+        self.read(|conn| {
+            conn.prepare_cached(sql::PING).and_then(|mut s| s.query_row([], |_| Ok(()))).map_err(ledger_error("ping"))
+        })
+        .await
+    }
+}
+
+/// `begin` on the writer's connection, inside its batch's transaction.
+fn begin(
+    conn: &Connection,
+    key: &HandoffKey,
+    request: &HandoffRequest,
+    now: DateTime<Utc>,
+    lease: Duration,
+    reuse_after: Duration,
+) -> Result<Begin, LedgerError> {
+    const OP: &str = "begin";
+    let key_text = key.to_string();
+    let latest: Option<Option<String>> = conn
+        .prepare_cached(sqlite_sql!(SELECT_KEY))
+        .and_then(|mut s| s.query_row([&key_text], |row| row.get(0)).optional())
+        .map_err(ledger_error(OP))?;
+    let latest = match latest.flatten() {
+        Some(id) => select_record(conn, &id).map_err(ledger_error(OP))?.transpose()?,
+        None => None,
+    };
+    Ok(match plan_begin(latest, key, request, now, lease, reuse_after) {
+        BeginPlan::Done(begin) => begin,
+        BeginPlan::Resume { record, lease_until } => {
+            conn.prepare_cached(sqlite_sql!(RESUME_RECORD))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        record.id.to_string(),
+                        lease_until.timestamp_micros(),
+                        i64::from(record.attempts)
+                    ])
+                })
+                .map_err(ledger_error(OP))?;
+            Begin::Resume(record)
+        }
+        BeginPlan::Create { record, lease_until } => {
+            upsert(conn, &RecordColumns::from_record(&record), Some(lease_until)).map_err(ledger_error(OP))?;
+            conn.prepare_cached(sqlite_sql!(SET_KEY))
+                .and_then(|mut s| s.execute(params![key_text, record.id.to_string()]))
+                .map_err(ledger_error(OP))?;
+            Begin::Fresh(record)
+        }
+    })
+}
+
+/// One record and its lease by id; the inner result is the decoding.
+#[allow(clippy::type_complexity)]
+fn select_record(
+    conn: &Connection,
+    id: &str,
+) -> rusqlite::Result<Option<Result<(HandoffRecord, Option<DateTime<Utc>>), LedgerError>>> {
+    conn.prepare_cached(sqlite_sql!(SELECT_RECORD))?.query_row([id], |row| Ok(decode_record(row))).optional()
+}
+
+/// Runs [`sql::UPSERT_RECORD`] with the columns and the lease to hold (`None` releases); the
+/// number of rows changed (0 when the fence refused).
+fn upsert(conn: &Connection, c: &RecordColumns, hold_until: Option<DateTime<Utc>>) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sqlite_sql!(UPSERT_RECORD))?.execute(params![
+        c.id.to_string(),
+        c.key,
+        c.conversation_id.to_string(),
+        c.idempotency_key,
+        c.reason,
+        c.request.to_string(),
+        c.stage,
+        c.queue_id.map(|u| u.to_string()),
+        c.holder.map(|u| u.to_string()),
+        c.customer.map(|u| u.to_string()),
+        c.answer.as_ref().map(Value::to_string),
+        c.attempts,
+        c.created_at.timestamp_micros(),
+        c.updated_at.timestamp_micros(),
+        c.next_check_at.map(|t| t.timestamp_micros()),
+        c.defer_until.map(|t| t.timestamp_micros()),
+        c.last_error,
+        c.correlation_ids.to_string(),
+        c.history.to_string(),
+        hold_until.map(|t| t.timestamp_micros()),
+    ])
+}
+
+/// A `handoffs` row read back (columns in `record_columns!` order), with its lease.
+fn decode_record(row: &Row<'_>) -> Result<(HandoffRecord, Option<DateTime<Utc>>), LedgerError> {
+    const OP: &str = "read handoff";
+    let text = |i: usize| -> Result<String, LedgerError> { row.get(i).map_err(ledger_error(OP)) };
+    let opt_text = |i: usize| -> Result<Option<String>, LedgerError> { row.get(i).map_err(ledger_error(OP)) };
+    let id = text(0)?;
+    let what = format!("handoff {id}");
+    let uuid = |raw: &str, column: &str| uuid_from_text(raw, &format!("{what} {column}"));
+    let opt_uuid = |i: usize, name: &str| -> Result<Option<uuid::Uuid>, LedgerError> {
+        opt_text(i)?.map(|raw| uuid(&raw, name)).transpose()
+    };
+    let json = |raw: String, column: &str| -> Result<Value, LedgerError> {
+        serde_json::from_str(&raw).map_err(|e| corrupt(&format!("{what} {column}"), e))
+    };
+    let time = |i: usize, name: &str| -> Result<DateTime<Utc>, LedgerError> {
+        let v: i64 = row.get(i).map_err(ledger_error(OP))?;
+        time_from_micros(v, &format!("{what} {name}"))
+    };
+    let opt_time = |i: usize, name: &str| -> Result<Option<DateTime<Utc>>, LedgerError> {
+        let v: Option<i64> = row.get(i).map_err(ledger_error(OP))?;
+        v.map(|v| time_from_micros(v, &format!("{what} {name}"))).transpose()
+    };
+    let columns = RecordColumns {
+        id: uuid(&id, "id")?,
+        key: text(1)?,
+        conversation_id: uuid(&text(2)?, "conversation_id")?,
+        idempotency_key: opt_text(3)?,
+        reason: text(4)?,
+        request: json(text(5)?, "request")?,
+        stage: text(6)?,
+        queue_id: opt_uuid(7, "queue_id")?,
+        holder: opt_uuid(8, "holder")?,
+        customer: opt_uuid(9, "customer")?,
+        answer: opt_text(10)?.map(|raw| json(raw, "answer")).transpose()?,
+        attempts: row.get(11).map_err(ledger_error(OP))?,
+        created_at: time(12, "created_at")?,
+        updated_at: time(13, "updated_at")?,
+        next_check_at: opt_time(14, "next_check_at")?,
+        defer_until: opt_time(15, "defer_until")?,
+        last_error: opt_text(16)?,
+        correlation_ids: json(text(17)?, "correlation_ids")?,
+        history: json(text(18)?, "history")?,
+    };
+    let lease_until = opt_time(19, "lease_until")?;
+    Ok((columns.into_record()?, lease_until))
+}
+
+/// An `outbox` row read back (`id, event, attempts`).
+fn decode_outbox(row: &Row<'_>) -> Result<OutboxEntry, LedgerError> {
+    const OP: &str = "read outbox";
+    let id: i64 = row.get(0).map_err(ledger_error(OP))?;
+    let raw: String = row.get(1).map_err(ledger_error(OP))?;
+    let event = serde_json::from_str(&raw).map_err(|e| corrupt(&format!("outbox entry {id}"), e))?;
+    let attempts: i64 = row.get(2).map_err(ledger_error(OP))?;
+    Ok(OutboxEntry {
+        id,
+        event: event_from_json(id, event)?,
+        attempts: u32::try_from(attempts).map_err(|e| corrupt(&format!("outbox entry {id}"), e))?,
+    })
+}
+
+/// Maps a SQLite error during `operation` onto the domain's error: values that do not decode are
+/// [`LedgerError::Corrupt`], everything else (busy, I/O, constraint) is
+/// [`LedgerError::Unavailable`].
+fn ledger_error(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError {
+    move |e| match e {
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::InvalidColumnIndex(_) => LedgerError::Corrupt(format!("{operation}: {e}")),
+        other => LedgerError::Unavailable(format!("{operation}: {other}")),
+    }
+}
+
+/// Rewrites `$n` placeholders as `?n`.
+fn numbered_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Where a `sqlite:` URL points.
+#[derive(Debug, Clone)]
+enum SqliteTarget {
+    /// `sqlite::memory:` (or `mode=memory`): one connection, gone when it closes.
+    Memory,
+    File(PathBuf),
+}
+
+impl SqliteTarget {
+    /// Accepts `sqlite://PATH`, `sqlite:PATH` and `sqlite::memory:`, each with an optional
+    /// `?query`. Of the query only `mode=memory` is understood; `mode=rwc` (the default) is
+    /// accepted, anything else refused.
+    fn parse(url: &str) -> Result<Self, LedgerSetupError> {
+        let invalid = |problem: String| LedgerSetupError::InvalidUrl { backend: "sqlite", problem };
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| invalid("expected sqlite://PATH".to_owned()))?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut memory = path == ":memory:";
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair {
+                "mode=memory" => memory = true,
+                "mode=rwc" => {}
+                other => {
+                    return Err(invalid(format!("unsupported parameter `{other}` (supported: mode=rwc, mode=memory)")))
+                }
+            }
+        }
+        if memory {
+            return Ok(Self::Memory);
+        }
+        if path.is_empty() {
+            return Err(invalid("the path is empty: expected sqlite://PATH".to_owned()));
+        }
+        Ok(Self::File(PathBuf::from(path)))
+    }
+
+    /// A new connection: WAL, `synchronous = NORMAL`, a 5 s busy timeout, a statement cache.
+    fn open(&self) -> Result<Connection, LedgerSetupError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let opened = match self {
+            Self::Memory => Connection::open_in_memory(),
+            Self::File(path) => Connection::open_with_flags(path, flags),
+        };
+        let configured = opened.and_then(|conn| {
+            conn.busy_timeout(Duration::from_secs(5))?;
+            conn.set_prepared_statement_cache_capacity(32);
+            if let Self::File(_) = self {
+                let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+            }
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            Ok(conn)
+        });
+        configured.map_err(|e| self.open_error(Box::new(e)))
+    }
+
+    fn open_error(&self, source: Box<dyn std::error::Error + Send + Sync>) -> LedgerSetupError {
+        let path = match self {
+            Self::Memory => PathBuf::from(":memory:"),
+            Self::File(path) => path.clone(),
+        };
+        LedgerSetupError::OpenSqlite { hint: missing_dir_hint(&path), path, source }
+    }
+}
+
+/// Starts a connection thread, mapping a spawn failure onto the setup error.
+fn spawn(
+    target: &SqliteTarget,
+    name: &str,
+    conn: Connection,
+    role: Role,
+) -> Result<ConnectionThread, LedgerSetupError> {
+    ConnectionThread::spawn(name, conn, role).map_err(|e| target.open_error(Box::new(e)))
+}
+
+/// Applies the pending migrations. A file first created by the sqlx-based ledger (0.1) records
+/// its migrations in `_sqlx_migrations` instead of `user_version`: those are counted as applied.
+fn migrate(conn: &mut Connection) -> Result<(), LedgerSetupError> {
+    let failed = |e: &dyn std::fmt::Display| LedgerSetupError::Migrate { backend: "sqlite", problem: e.to_string() };
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(|e| failed(&e))?;
+    if version == 0 {
+        let legacy: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|e| failed(&e))?;
+        if legacy > 0 {
+            let applied: i64 = conn
+                .query_row("SELECT COUNT(*) FROM _sqlx_migrations WHERE success", [], |row| row.get(0))
+                .map_err(|e| failed(&e))?;
+            conn.pragma_update(None, "user_version", applied).map_err(|e| failed(&e))?;
+        }
+    }
+    MIGRATIONS.to_latest(conn).map_err(|e| failed(&e))
+}
+
+/// "(directory … does not exist)" when that is why the file cannot be created.
+fn missing_dir_hint(path: &Path) -> String {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => {
+            format!(" (directory {} does not exist)", dir.display())
+        }
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_by_their_digits() {
+        assert_eq!(
+            numbered_placeholders("SET a = $2 WHERE b <= $1 AND c = '$x'"),
+            "SET a = ?2 WHERE b <= ?1 AND c = '$x'"
+        );
+        assert_eq!(numbered_placeholders("VALUES ($10, $1)"), "VALUES (?10, ?1)");
+    }
+
+    #[test]
+    fn the_migrations_are_valid() {
+        MIGRATIONS.validate().unwrap();
+    }
+
+    #[test]
+    fn urls_are_parsed_into_a_file_or_memory() {
+        assert!(matches!(SqliteTarget::parse("sqlite::memory:"), Ok(SqliteTarget::Memory)));
+        assert!(matches!(SqliteTarget::parse("sqlite://x.db?mode=memory"), Ok(SqliteTarget::Memory)));
+        assert!(
+            matches!(SqliteTarget::parse("sqlite://dir/x.db"), Ok(SqliteTarget::File(p)) if p == Path::new("dir/x.db"))
+        );
+        assert!(
+            matches!(SqliteTarget::parse("sqlite:x.db?mode=rwc"), Ok(SqliteTarget::File(p)) if p == Path::new("x.db"))
+        );
+        let err = SqliteTarget::parse("sqlite://x.db?cache=shared").unwrap_err().to_string();
+        assert!(err.contains("cache=shared"), "{err}");
+        let err = SqliteTarget::parse("sqlite://").unwrap_err().to_string();
+        assert!(err.contains("empty"), "{err}");
+    }
+}
