@@ -175,6 +175,30 @@ pub(crate) struct UpstreamReport {
     /// `calls_per_handoff` counting each pending tag as the one call it will cost.
     pub(crate) calls_per_handoff_with_pending_tags: f64,
     pub(crate) by_endpoint: BTreeMap<String, EndpointCalls>,
+    /// The latency the simulator really added per call (`None` when L = 0).
+    pub(crate) realized_latency_ms: Option<RealizedLatency>,
+}
+
+/// The simulator's added latency as calls saw it, over every call of the run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RealizedLatency {
+    pub(crate) mean: f64,
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
+}
+
+impl RealizedLatency {
+    /// From the calls' realized latencies; `None` when none had any.
+    pub(crate) fn of(latencies: impl Iterator<Item = std::time::Duration>) -> Option<Self> {
+        let mut us: Vec<u128> = latencies.filter(|d| !d.is_zero()).map(|d| d.as_micros()).collect();
+        if us.is_empty() {
+            return None;
+        }
+        us.sort_unstable();
+        let at = |q: f64| us[((us.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+        let mean = us.iter().sum::<u128>() as f64 / us.len() as f64 / 1000.0;
+        Some(Self { mean, p50: at(0.5), p99: at(0.99) })
+    }
 }
 
 /// Calls of one endpoint.
@@ -322,6 +346,13 @@ impl Report {
                 },
             ),
             ("token calls", self.upstream.token_calls.to_string()),
+            (
+                "simulator latency realized",
+                match &self.upstream.realized_latency_ms {
+                    Some(r) => format!("mean {:.3} / p50 {:.3} / p99 {:.3} ms per call", r.mean, r.p50, r.p99),
+                    None => "-".to_owned(),
+                },
+            ),
             (
                 "upstream calls/handoff",
                 format!(

@@ -14,8 +14,8 @@ use crate::ledger::Ledger;
 use crate::load::{self, Outcome, Plan, REASONS, SECRET};
 use crate::machine::{self, CpuTimes, MachineInfo};
 use crate::report::{
-    BenchUsage, EndpointCalls, Errors, Latency, MachineCpu, Outcomes, Phases, Report, RunConfig, ServiceUsage,
-    Throughput, UpstreamReport,
+    BenchUsage, EndpointCalls, Errors, Latency, MachineCpu, Outcomes, Phases, RealizedLatency, Report, RunConfig,
+    ServiceUsage, Throughput, UpstreamReport,
 };
 use crate::service::Service;
 use crate::upstream::{capacity_queries, Counts, Upstream, SIM_THREAD};
@@ -336,6 +336,7 @@ fn measure(
             tags_pending,
             calls_per_handoff_with_pending_tags: per((counts.total() + tags_pending) as f64, handoffs),
             by_endpoint,
+            realized_latency_ms: RealizedLatency::of(calls.iter().map(|c| c.latency)),
         },
         capacity_queries: capacity,
         legs_ms: legs,

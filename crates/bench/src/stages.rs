@@ -108,6 +108,7 @@ mod tests {
             body: None,
             at: Duration::from_millis(at_ms),
             correlation_id: uuid::Uuid::nil(),
+            latency: Duration::ZERO,
         }
     }
 

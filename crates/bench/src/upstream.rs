@@ -158,6 +158,7 @@ mod tests {
             body: Some(serde_json::json!({ "filter": { "predicates": [{ "value": queue.to_string() }] } })),
             at: Duration::from_millis(at_ms),
             correlation_id: uuid::Uuid::nil(),
+            latency: Duration::ZERO,
         }
     }
 

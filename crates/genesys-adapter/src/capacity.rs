@@ -2,11 +2,15 @@
 //! fetched by one caller at a time (single flight), so a burst of handoffs for a queue costs one
 //! observation query.
 //!
-//! Each queue has a slot with an async mutex around its last result. A caller that finds a fresh
-//! snapshot returns it; otherwise it takes the lock and, if no fetch finished while it waited,
-//! fetches itself. Callers that waited behind a fetch take its result, a failure included, so an
-//! outage costs one query per round, not one per caller. A failure is never served to a caller
-//! that arrives after it.
+//! Each queue has a slot holding its last result and a lock that only a fetch holds:
+//! - a snapshot younger than `ttl` is served as is;
+//! - a snapshot between `ttl` and twice `ttl` old is **refreshed ahead**: the first caller to see
+//!   it fetches, and everyone arriving meanwhile is served the previous snapshot at once instead
+//!   of queueing behind the upstream call (at most one handoff per queue per `ttl` waits for it);
+//! - with no usable snapshot (none yet, older than twice `ttl`, or a failure), callers queue on the
+//!   lock: the first fetches, and those that waited behind it take its result, a failure included,
+//!   so an outage costs one query per round, not one per caller. A failure is never served to a
+//!   caller that arrives after it.
 //!
 //! Slots are kept for every queue ever asked about: queues come from the configured allowlist
 //! (the domain validates them), so the map stays small.
@@ -23,7 +27,7 @@ use tokio::time::Instant;
 
 use crate::stats::Counters;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Entry {
     at: Instant,
     with_wait: bool,
@@ -32,9 +36,25 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Slot {
-    last: tokio::sync::Mutex<Option<Entry>>,
-    /// Fetches finished, bumped under `last`.
+    /// The last fetch's result.
+    last: Mutex<Option<Entry>>,
+    /// Held by the caller that fetches.
+    fetching: tokio::sync::Mutex<()>,
+    /// Fetches finished, bumped after `last` is written.
     completed: AtomicU64,
+}
+
+impl Slot {
+    /// The last entry, if it can answer a caller that does (or does not) need the estimated wait.
+    fn usable(&self, with_wait: bool) -> Option<Entry> {
+        let last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        last.as_ref().filter(|e| e.with_wait || !with_wait).cloned()
+    }
+
+    fn store(&self, entry: Entry) {
+        *self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(entry);
+        self.completed.fetch_add(1, Ordering::Release);
+    }
 }
 
 /// Per-queue shared snapshots.
@@ -50,7 +70,8 @@ impl CapacityCache {
     }
 
     /// The snapshot of `queue`: the cached one if fresh (and carrying the estimated wait when
-    /// `with_wait`), else the result of `fetch`, run by at most one caller at a time.
+    /// `with_wait`), else the result of `fetch`, run by at most one caller at a time (see the
+    /// module doc for the refresh ahead).
     pub(crate) async fn get<F, Fut>(
         &self,
         queue: QueueId,
@@ -66,19 +87,41 @@ impl CapacityCache {
             let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             Arc::clone(slots.entry(queue).or_default())
         };
+        let hit = |entry: Entry| {
+            counters.capacity_cache_hits.fetch_add(1, Ordering::Relaxed);
+            entry.result.map(|snapshot| trim(snapshot, with_wait))
+        };
         let seen = slot.completed.load(Ordering::Acquire);
-        let mut last = slot.last.lock().await;
-        if let Some(entry) = last.as_ref().filter(|e| e.with_wait || !with_wait) {
-            let fresh = entry.result.is_ok() && entry.at.elapsed() < self.ttl;
-            let finished_while_waiting = slot.completed.load(Ordering::Acquire) != seen;
-            if fresh || finished_while_waiting {
-                counters.capacity_cache_hits.fetch_add(1, Ordering::Relaxed);
-                return entry.result.clone().map(|snapshot| trim(snapshot, with_wait));
+        if let Some(entry) = slot.usable(with_wait).filter(|e| e.result.is_ok()) {
+            let age = entry.at.elapsed();
+            if age < self.ttl {
+                return hit(entry);
+            }
+            if age < self.ttl.saturating_mul(2) {
+                match slot.fetching.try_lock() {
+                    // Someone is refreshing it: the previous snapshot answers meanwhile.
+                    Err(_) => return hit(entry),
+                    Ok(_fetching) => return Self::fetch_into(&slot, with_wait, fetch).await,
+                }
             }
         }
+        let _fetching = slot.fetching.lock().await;
+        if slot.completed.load(Ordering::Acquire) != seen {
+            if let Some(entry) = slot.usable(with_wait) {
+                return hit(entry);
+            }
+        }
+        Self::fetch_into(&slot, with_wait, fetch).await
+    }
+
+    /// Runs `fetch` (the caller holds `fetching`) and keeps its result.
+    async fn fetch_into<F, Fut>(slot: &Slot, with_wait: bool, fetch: F) -> Result<CapacitySnapshot, PortError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<CapacitySnapshot, PortError>>,
+    {
         let result = fetch().await;
-        *last = Some(Entry { at: Instant::now(), with_wait, result: result.clone() });
-        slot.completed.fetch_add(1, Ordering::Release);
+        slot.store(Entry { at: Instant::now(), with_wait, result: result.clone() });
         result
     }
 }
@@ -144,6 +187,62 @@ mod tests {
         cache.get(queue(), false, &counters, fetch).await.unwrap();
 
         // Assert: the second needed a fetch, the third was served by it.
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_past_its_ttl_is_refreshed_by_one_caller_while_the_others_are_served_the_old_one() {
+        // Arrange: a snapshot 1.1 s old, and a refresh that takes 20 ms
+        let cache = CapacityCache::new(Duration::from_secs(1));
+        let counters = Counters::default();
+        let fetches = AtomicU32::new(0);
+        let fetch = || async {
+            let n = fetches.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(snapshot(n))
+        };
+        cache.get(queue(), false, &counters, fetch).await.unwrap();
+        tokio::time::advance(Duration::from_millis(1100)).await;
+        let started = Instant::now();
+
+        // Act: the first caller refreshes; the next ten arrive while it waits
+        let refresher = cache.get(queue(), false, &counters, fetch);
+        let others = futures::future::join_all((0..10).map(|_| async {
+            tokio::task::yield_now().await;
+            let answer = cache.get(queue(), false, &counters, fetch).await.unwrap();
+            (answer.idle_agents, started.elapsed())
+        }));
+        let (refreshed, others) = tokio::join!(refresher, others);
+
+        // Assert: one fetch; the others got the old snapshot without waiting for it
+        assert_eq!(refreshed.unwrap().idle_agents, 2);
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        for (idle, waited) in others {
+            assert_eq!(idle, 1);
+            assert_eq!(waited, Duration::ZERO, "a caller waited for the refresh");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_older_than_twice_its_ttl_is_not_served_while_it_is_refreshed() {
+        // Arrange
+        let cache = CapacityCache::new(Duration::from_secs(1));
+        let counters = Counters::default();
+        let fetches = AtomicU32::new(0);
+        let fetch = || async {
+            let n = fetches.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(snapshot(n))
+        };
+        cache.get(queue(), false, &counters, fetch).await.unwrap();
+        tokio::time::advance(Duration::from_millis(2001)).await;
+
+        // Act
+        let (a, b) =
+            tokio::join!(cache.get(queue(), false, &counters, fetch), cache.get(queue(), false, &counters, fetch));
+
+        // Assert: both waited for the one new fetch
+        assert_eq!((a.unwrap().idle_agents, b.unwrap().idle_agents), (2, 2));
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
     }
 

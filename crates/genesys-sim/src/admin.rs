@@ -268,8 +268,25 @@ mod tests {
         assert_eq!(reset.status(), 204);
         assert_eq!(handle.sim().count(Endpoint::GetQueue), 0);
 
-        // Act: latency and tokens
+        // Act: a call with latency, then latency off, and tokens
+        assert_eq!(send(&client, &handle, "PUT", "/__admin/latency", Some(json!({ "ms": 3 }))).await.status(), 204);
+        let delayed = api_get(format!("/api/v2/routing/queues/{queue_id}")).await.expect("answered");
         let latency = send(&client, &handle, "PUT", "/__admin/latency", Some(json!({ "ms": 0 }))).await;
+        let prompt = api_get(format!("/api/v2/routing/queues/{queue_id}")).await.expect("answered");
+        let logged: Vec<u64> = handle
+            .sim()
+            .calls()
+            .iter()
+            .filter(|c| c.endpoint == Endpoint::GetQueue)
+            .map(|c| u64::try_from(c.latency.as_micros()).unwrap_or(u64::MAX))
+            .collect();
+
+        // Assert: the log holds each call's realized latency (the timer aims early by what it
+        // learned, so only "some" is certain for the first call)
+        assert_eq!((delayed.status().as_u16(), prompt.status().as_u16()), (200, 200));
+        assert_eq!(logged.len(), 2);
+        assert!(logged[0] > 1000, "a 3 ms latency was logged as {} µs", logged[0]);
+        assert_eq!(logged[1], 0);
         let revoke = send(&client, &handle, "POST", "/__admin/tokens/revoke", None).await;
         let revoked = api_get(format!("/api/v2/routing/queues/{queue_id}")).await.expect("answered");
 

@@ -87,6 +87,14 @@ pub struct Call {
     pub at: Duration,
     /// The `inin-correlation-id` the answer carried.
     pub correlation_id: Uuid,
+    /// The latency the simulator really added to this call (zero when none was set), serialised
+    /// as `latencyUs`.
+    #[serde(rename = "latencyUs", serialize_with = "micros")]
+    pub latency: Duration,
+}
+
+fn micros<S: Serializer>(latency: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX))
 }
 
 fn millis<S: Serializer>(at: &Duration, serializer: S) -> Result<S::Ok, S::Error> {

@@ -31,6 +31,8 @@ const RATE_RESET: HeaderName = HeaderName::from_static("inin-ratelimit-reset");
 
 /// How a call was handled, before the final touches.
 struct Handled {
+    /// The latency added to the call.
+    latency: Duration,
     response: Response,
     rate: Option<RateInfo>,
     /// Sleep this long after logging, before answering ([`FaultKind::ApplyThenDelay`]).
@@ -39,7 +41,7 @@ struct Handled {
 
 impl Handled {
     fn early(response: Response, rate: Option<RateInfo>) -> Self {
-        Self { response, rate, delay_answer: None }
+        Self { latency: Duration::ZERO, response, rate, delay_answer: None }
     }
 }
 
@@ -69,6 +71,7 @@ pub(crate) async fn pipeline(State(sim): State<Sim>, request: Request, next: Nex
         status: response.status().as_u16(),
         body: logged_body,
         correlation_id,
+        latency: handled.latency,
     });
     if let Some(delay) = handled.delay_answer {
         sleep(delay).await;
@@ -85,18 +88,14 @@ async fn handle(sim: &Sim, endpoint: Endpoint, parts: Parts, bytes: Bytes, next:
         Ok(pass) => pass,
         Err(error) => return Handled::early(error.into_response(), rate),
     };
-    if !pass.latency.is_zero() {
-        // tokio's timer fires on whole milliseconds, about 1.2 ms late on average; async-io's
-        // (timerfd) is late by about 0.15 ms, so a benchmark's L is the latency a call really sees.
-        async_io::Timer::after(pass.latency).await;
-    }
+    let latency = if pass.latency.is_zero() { Duration::ZERO } else { sim.wait_latency(pass.latency).await };
     let mut delay_answer = None;
     match pass.fault {
         None => {}
         Some(FaultKind::Status { status, code, retry_after_secs }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let error = SimError { status, message: format!("Injected fault: {code}"), code, retry_after_secs };
-            return Handled::early(error.into_response(), rate);
+            return Handled { latency, ..Handled::early(error.into_response(), rate) };
         }
         Some(FaultKind::Latency(delay)) => sleep(delay).await,
         Some(FaultKind::ApplyThenDelay(delay)) => delay_answer = Some(delay),
@@ -107,7 +106,7 @@ async fn handle(sim: &Sim, endpoint: Endpoint, parts: Parts, bytes: Bytes, next:
         Some(permission) => SimError::missing_permission(permission).into_response(),
         None => next.run(Request::from_parts(parts, Body::from(bytes))).await,
     };
-    Handled { response, rate, delay_answer }
+    Handled { latency, response, rate, delay_answer }
 }
 
 /// Renders a parked [`SimError`] (or axum's own plain-text rejection) as `ErrorBody` and adds headers.

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ struct Inner {
     config: SimConfig,
     started: Instant,
     state: Mutex<State>,
+    /// How late the latency timer fires, in ns (a moving average), so it can aim that much early.
+    timer_late_ns: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -60,6 +63,7 @@ pub(crate) struct CallRecord {
     pub(crate) status: u16,
     pub(crate) body: Option<Value>,
     pub(crate) correlation_id: Uuid,
+    pub(crate) latency: Duration,
 }
 
 impl Sim {
@@ -76,7 +80,14 @@ impl Sim {
             counts: [0; Endpoint::ALL.len()],
             next_seq: 1,
         };
-        Self { inner: Arc::new(Inner { config, started: Instant::now(), state: Mutex::new(state) }) }
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                started: Instant::now(),
+                state: Mutex::new(state),
+                timer_late_ns: AtomicU64::new(0),
+            }),
+        }
     }
 
     /// The configuration the org started from (queues and latency may have changed since).
@@ -165,6 +176,29 @@ impl Sim {
     }
 
     /// Sets the delay added to every call from now on.
+    /// Waits out a call's `latency` and returns the delay it really added.
+    ///
+    /// async-io's timer (timerfd) is precise to the microsecond but fires late by the machine's
+    /// wake-up time (about 0.15 ms in a VM; tokio's timer rounds up to whole milliseconds and is
+    /// about 1.2 ms late). The simulator learns that lateness as a moving average and aims that
+    /// much early, so the delay a call sees is `latency` on average, not `latency` plus the timer's
+    /// error. Each call's realized delay is in the call log (`latencyUs`), so a benchmark can
+    /// show it.
+    pub(crate) async fn wait_latency(&self, latency: Duration) -> Duration {
+        let late = Duration::from_nanos(self.inner.timer_late_ns.load(Ordering::Relaxed));
+        let aim = latency.saturating_sub(late);
+        // The wall clock, not tokio's (which tests may pause): this timer is not tokio's.
+        let start = std::time::Instant::now();
+        async_io::Timer::after(aim).await;
+        let realized = start.elapsed();
+        let observed = u64::try_from(realized.saturating_sub(aim).as_nanos()).unwrap_or(u64::MAX);
+        // A 1/8 moving average; concurrent updates may lose one sample, which does not matter.
+        let previous = self.inner.timer_late_ns.load(Ordering::Relaxed);
+        let next = previous - previous / 8 + observed.min(latency.as_nanos().try_into().unwrap_or(u64::MAX)) / 8;
+        self.inner.timer_late_ns.store(next, Ordering::Relaxed);
+        realized
+    }
+
     pub fn set_latency(&self, latency: Duration) {
         self.state().latency = latency;
     }
@@ -225,6 +259,7 @@ impl Sim {
             body: record.body,
             at,
             correlation_id: record.correlation_id,
+            latency: record.latency,
         });
     }
 

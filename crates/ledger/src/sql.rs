@@ -23,19 +23,20 @@ macro_rules! unfinished {
 }
 
 /// Inserts a record ($1..$19 in column order, $20 its lease) or, for an existing id, replaces
-/// every column and sets the lease to $20 — only while the stored `attempts` still equal the
-/// caller's (the fence: a record resumed or claimed by someone else since is not overwritten, and
-/// no row is affected).
+/// every column that can change and sets the lease to $20 — only while the stored `attempts` still
+/// equal the caller's (the fence: a record resumed or claimed by someone else since is not
+/// overwritten, and no row is affected). The columns fixed at creation (key, conversation,
+/// idempotency key, reason, request, created_at) are left alone, so the indexes on them are not
+/// rewritten by every save.
 pub(crate) const UPSERT_RECORD: &str =
     "INSERT INTO handoffs (id, key, conversation_id, idempotency_key, reason, request, stage, queue_id, holder, \
      customer, answer, attempts, created_at, updated_at, next_check_at, defer_until, last_error, correlation_ids, \
      history, lease_until) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
      ON CONFLICT (id) DO UPDATE SET \
-     key = excluded.key, conversation_id = excluded.conversation_id, idempotency_key = excluded.idempotency_key, \
-     reason = excluded.reason, request = excluded.request, stage = excluded.stage, queue_id = excluded.queue_id, \
+     stage = excluded.stage, queue_id = excluded.queue_id, \
      holder = excluded.holder, customer = excluded.customer, answer = excluded.answer, attempts = excluded.attempts, \
-     created_at = excluded.created_at, updated_at = excluded.updated_at, next_check_at = excluded.next_check_at, \
+     updated_at = excluded.updated_at, next_check_at = excluded.next_check_at, \
      defer_until = excluded.defer_until, last_error = excluded.last_error, \
      correlation_ids = excluded.correlation_ids, history = excluded.history, \
      lease_until = excluded.lease_until \

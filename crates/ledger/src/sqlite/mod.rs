@@ -47,6 +47,10 @@ macro_rules! sqlite_sql {
     }};
 }
 
+/// The writer's automatic checkpoint, a backstop only: the reader checkpoints every 250 ms
+/// (see `thread`), so the WAL normally stays far below this (4,096 pages of 4 KiB, 16 MiB).
+const WRITER_AUTOCHECKPOINT_PAGES: i64 = 4096;
+
 /// A SQLite ledger.
 #[derive(Debug)]
 pub(crate) struct SqliteBackend {
@@ -62,6 +66,10 @@ impl SqliteBackend {
         let opened = tokio::task::spawn_blocking(move || -> Result<Self, LedgerSetupError> {
             let mut conn = target.open()?;
             migrate(&mut conn)?;
+            if let SqliteTarget::File(_) = &target {
+                conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+                    .map_err(|e| target.open_error(Box::new(e)))?;
+            }
             let reader = match &target {
                 SqliteTarget::Memory => None,
                 SqliteTarget::File(_) => Some(spawn(&target, "handoff-sqlite-reader", target.open()?, Role::Reader)?),

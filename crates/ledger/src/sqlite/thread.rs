@@ -13,6 +13,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use handoff_domain::ports::LedgerError;
 use rusqlite::Connection;
@@ -73,9 +74,14 @@ enum Message {
 pub(super) enum Role {
     /// Batches in one write transaction, a savepoint each.
     Writer,
-    /// One at a time, each its own (read) transaction.
+    /// One at a time, each its own (read) transaction; and every [`CHECKPOINT_EVERY`] a passive
+    /// WAL checkpoint, so the writer never stops to copy the WAL into the database and `fsync`
+    /// it (its automatic checkpoint is only a backstop, see `super::WRITER_AUTOCHECKPOINT_PAGES`).
     Reader,
 }
+
+/// How often the reader checkpoints the WAL.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// A handle on a connection thread. Dropping it lets the thread finish its queue and exit.
 #[derive(Debug)]
@@ -129,10 +135,19 @@ fn closed() -> LedgerError {
 /// Operations to run, and the acknowledgement to send after them if the handle asked to close.
 type Batch = (Vec<Box<dyn Job>>, Option<oneshot::Sender<()>>);
 
-/// Takes the first message, waiting, then whatever else is already queued.
-fn next_batch(receiver: &mpsc::Receiver<Message>, limit: usize) -> Option<Batch> {
+/// Takes the first message, waiting (at most `wait` when given: then an empty batch), then
+/// whatever else is already queued. `None` once every handle is gone.
+fn next_batch(receiver: &mpsc::Receiver<Message>, limit: usize, wait: Option<Duration>) -> Option<Batch> {
     let mut jobs = Vec::new();
-    let mut message = receiver.recv().ok()?;
+    let first = match wait {
+        None => receiver.recv().ok(),
+        Some(wait) => match receiver.recv_timeout(wait) {
+            Ok(message) => Some(message),
+            Err(mpsc::RecvTimeoutError::Timeout) => return Some((jobs, None)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+        },
+    };
+    let mut message = first?;
     loop {
         match message {
             Message::Job(job) => jobs.push(job),
@@ -149,7 +164,7 @@ fn next_batch(receiver: &mpsc::Receiver<Message>, limit: usize) -> Option<Batch>
 }
 
 fn write_loop(conn: Connection, receiver: &mpsc::Receiver<Message>) {
-    while let Some((jobs, close)) = next_batch(receiver, MAX_BATCH) {
+    while let Some((jobs, close)) = next_batch(receiver, MAX_BATCH, None) {
         if !jobs.is_empty() {
             commit_batch(&conn, jobs);
         }
@@ -162,10 +177,17 @@ fn write_loop(conn: Connection, receiver: &mpsc::Receiver<Message>) {
 }
 
 fn read_loop(conn: Connection, receiver: &mpsc::Receiver<Message>) {
-    while let Some((jobs, close)) = next_batch(receiver, MAX_BATCH) {
+    let mut last_checkpoint = Instant::now();
+    while let Some((jobs, close)) = next_batch(receiver, MAX_BATCH, Some(CHECKPOINT_EVERY)) {
         for mut job in jobs {
             job.run(&conn);
             job.finish(None);
+        }
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            // PASSIVE: copies what it can without waiting for (or blocking) the writer. A failure
+            // is retried at the next turn; the writer's backstop keeps the WAL bounded meanwhile.
+            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            last_checkpoint = Instant::now();
         }
         if let Some(ack) = close {
             drop(conn);

@@ -308,6 +308,29 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn the_wal_is_checkpointed_into_the_database_file_without_the_writer() {
+        on_sqlite(async |db| {
+            // Arrange: the database file as migrated, then 200 handoffs written (far below the
+            // writer's own 4,096-page checkpoint)
+            let file = db.dir.path().join("ledger.db");
+            let size = || std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            let before = size();
+            for n in 0..200 {
+                fresh(&db.ledger, t(n)).await;
+            }
+            // Act: wait (at most 5 s) for the reader's periodic checkpoint to copy them over
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while size() == before && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                db.ledger.ping().await.unwrap();
+            }
+            // Assert
+            assert!(size() > before, "the database file stayed at {before} bytes: nothing was checkpointed");
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn a_closed_ledger_answers_unavailable() {
         // Arrange
         let db = crate::support::SqliteDb::new().await;
