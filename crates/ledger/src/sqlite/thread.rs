@@ -81,7 +81,7 @@ pub(super) enum Role {
 }
 
 /// How often the reader checkpoints the WAL.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
 /// A handle on a connection thread. Dropping it lets the thread finish its queue and exit.
 #[derive(Debug)]
