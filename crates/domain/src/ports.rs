@@ -351,6 +351,18 @@ pub trait LedgerPort: Send + Sync {
         events: &[HandoffEvent],
     ) -> Result<(), LedgerError>;
 
+    /// [`save`](Self::save) with the lease released, for the last write of a transfer, whose
+    /// answer does not depend on it: the transfer happened, and if this write is lost the record
+    /// stays in `TransferPending` until the worker's read-back completes it (events included).
+    ///
+    /// Returns once the write is **queued**, and errors are dropped. A ledger that applies this
+    /// instance's writes in order (the SQLite writer) returns before the commit, so the answer
+    /// does not wait for it, and every later operation of this instance (a replay's `begin`, a
+    /// `get`) sees the write. The default waits for the save.
+    async fn save_detached(&self, record: &HandoffRecord, events: &[HandoffEvent]) {
+        let _ = self.save(record, None, events).await;
+    }
+
     /// The record with this id.
     ///
     /// # Errors

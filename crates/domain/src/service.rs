@@ -482,21 +482,38 @@ impl HandoffService {
         };
         // A record in `ContextWritten` already wrote the context onto this customer: only the
         // transfer is left.
-        if !(record.stage == Stage::ContextWritten && record.customer == Some(customer)) {
-            match self.transfer.write_context(record.request.conversation_id(), customer, &attributes).await {
-                Ok(receipt) => record.add_correlation_id(receipt.correlation_id.as_deref()),
-                Err(e) => return Err(self.stop(record, e, "writing participant data").await),
+        let context_needed = !(record.stage == Stage::ContextWritten && record.customer == Some(customer));
+        let mut pending = record.clone();
+        pending.queue = Some(queue);
+        pending.holder = Some(holder);
+        pending.customer = Some(customer);
+        self.move_to(&mut pending, Stage::TransferPending, &format!("context written; transferring to queue {queue}"))?;
+        // The context write and the `TransferPending` save do not depend on each other, so they
+        // run together; the transfer waits for both. The save renews the lease so it covers the
+        // transfer and a read-back, and is fenced, so a record someone else took over meanwhile
+        // is never transferred from here. If the context write fails, the record is stored back in
+        // its earlier stage (`stop`, same fence); if the process dies in between, the stored
+        // `TransferPending` only makes recovery read the conversation back first, and it then
+        // writes the context and transfers as usual.
+        let write_context = async {
+            match context_needed {
+                true => {
+                    self.transfer.write_context(record.request.conversation_id(), customer, &attributes).await.map(Some)
+                }
+                false => Ok(None),
             }
-        }
-
-        record.queue = Some(queue);
-        record.holder = Some(holder);
-        record.customer = Some(customer);
-        self.move_to(record, Stage::TransferPending, &format!("context written; transferring to queue {queue}"))?;
-        // Renews the lease so it covers the transfer and a read-back; fenced, so a record someone
-        // else took over meanwhile is never transferred from here.
-        if let Err(e) = self.ledger.save(record, self.hold(), &[]).await {
+        };
+        let (context, saved) = futures::join!(write_context, self.ledger.save(&pending, self.hold(), &[]));
+        let receipt = match context {
+            Ok(receipt) => receipt,
+            Err(e) => return Err(self.stop(record, e, "writing participant data").await),
+        };
+        if let Err(e) = saved {
             return Err(self.ledger_unavailable(Some(record.id), &e));
+        }
+        *record = pending;
+        if let Some(receipt) = receipt {
+            record.add_correlation_id(receipt.correlation_id.as_deref());
         }
 
         match self.transfer.transfer(record.request.conversation_id(), holder, queue).await {
@@ -773,8 +790,9 @@ impl HandoffService {
             at: now,
         };
         // The transfer happened whatever the ledger says now; if this save fails, the record stays
-        // in TransferPending and the worker's read-back completes it later.
-        let _ = self.ledger.save(record, None, std::slice::from_ref(&event)).await;
+        // in TransferPending and the worker's read-back completes it later. So the answer does not
+        // wait for the commit (see `LedgerPort::save_detached`).
+        self.ledger.save_detached(record, std::slice::from_ref(&event)).await;
         Ok(HandoffOutcome::Transferred {
             handoff_id: record.id,
             conversation_id: record.request.conversation_id(),

@@ -152,6 +152,17 @@ impl LedgerPort for SqlLedger {
         dispatch!(self.save(record, hold_until, events))
     }
 
+    async fn save_detached(&self, record: &HandoffRecord, events: &[HandoffEvent]) {
+        match &self.backend {
+            Backend::Sqlite(b) => b.save_detached(record, events),
+            // Several instances write PostgreSQL: wait for the commit, so a replay arriving at
+            // another instance right after the answer finds the record finished.
+            Backend::Postgres(b) => {
+                let _ = b.save(record, None, events).await;
+            }
+        }
+    }
+
     async fn get(&self, id: HandoffId) -> Result<Option<HandoffRecord>, LedgerError> {
         dispatch!(self.get(id))
     }

@@ -4,8 +4,10 @@
 //! ledger operation is one message, and everything queued is committed in one `BEGIN IMMEDIATE`
 //! transaction with a savepoint per operation. `BEGIN IMMEDIATE` takes SQLite's write lock up
 //! front, so a read-then-write operation (`begin`, the claims) cannot interleave with another
-//! writer, in another process either (`busy_timeout` makes that one wait). Reads run on a second
-//! connection and thread and never wait for the writer (WAL).
+//! writer, in another process either (`busy_timeout` makes that one wait). Reads of records
+//! (`get`, `find_by_conversation`) also run on the writer, so they see every write queued before
+//! them (see `save_detached`); the aggregate reads (`stats`, the backlog, `ping`) run on a second
+//! connection and thread, which also checkpoints the WAL, and never wait for the writer.
 //!
 //! Times are stored as INTEGER microseconds since the epoch, ids as hyphenated UUID text, JSON as
 //! text.
@@ -133,50 +135,43 @@ impl SqliteBackend {
         hold_until: Option<DateTime<Utc>>,
         events: &[HandoffEvent],
     ) -> Result<(), LedgerError> {
-        let columns = RecordColumns::from_record(record);
-        let events: Vec<String> = events.iter().map(|e| event_to_json(e).to_string()).collect();
-        let handoff_id = record.id.to_string();
-        self.writer
-            .call(move |conn| {
-                const OP: &str = "save";
-                let changed = upsert(conn, &columns, hold_until).map_err(ledger_error(OP))?;
-                // The fence kept the row unchanged: someone took the record over. The savepoint
-                // is rolled back, so nothing of this save is kept.
-                if changed == 0 {
-                    return Err(LedgerError::LeaseLost);
-                }
-                let mut insert = conn.prepare_cached(sqlite_sql!(INSERT_OUTBOX)).map_err(ledger_error(OP))?;
-                for event in &events {
-                    insert
-                        .execute(params![handoff_id, event, columns.updated_at.timestamp_micros()])
-                        .map_err(ledger_error(OP))?;
-                }
-                Ok(())
-            })
-            .await
+        self.writer.call(save_work(record, hold_until, events)).await
     }
 
+    /// Queues the save on the writer and returns without waiting for the commit; every later
+    /// operation of this ledger (writes, and `get`/`find_by_conversation`, which also run on the
+    /// writer) is applied after it.
+    pub(crate) fn save_detached(&self, record: &HandoffRecord, events: &[HandoffEvent]) {
+        // A closed ledger refuses it: the record stays in TransferPending for the read-back.
+        let _ = self.writer.submit(save_work(record, None, events));
+    }
+
+    /// On the writer, so it sees every write this ledger queued before (see `save_detached`).
     pub(crate) async fn get(&self, id: HandoffId) -> Result<Option<HandoffRecord>, LedgerError> {
-        self.read(move |conn| {
-            let row = select_record(conn, &id.to_string()).map_err(ledger_error("get"))?;
-            row.map(|r| r.map(|(record, _)| record)).transpose()
-        })
-        .await
+        self.writer
+            .call(move |conn| {
+                let row = select_record(conn, &id.to_string()).map_err(ledger_error("get"))?;
+                row.map(|r| r.map(|(record, _)| record)).transpose()
+            })
+            .await
     }
 
     pub(crate) async fn find_by_conversation(
         &self,
         conversation: ConversationId,
     ) -> Result<Vec<HandoffRecord>, LedgerError> {
-        self.read(move |conn| {
-            const OP: &str = "find_by_conversation";
-            let mut statement = conn.prepare_cached(sqlite_sql!(SELECT_BY_CONVERSATION)).map_err(ledger_error(OP))?;
-            let rows = statement
-                .query_map([conversation.to_string()], |row| Ok(decode_record(row)))
-                .map_err(ledger_error(OP))?;
-            rows.map(|row| row.map_err(ledger_error(OP))?.map(|(record, _)| record)).collect()
-        })
-        .await
+        // On the writer, like `get`.
+        self.writer
+            .call(move |conn| {
+                const OP: &str = "find_by_conversation";
+                let mut statement =
+                    conn.prepare_cached(sqlite_sql!(SELECT_BY_CONVERSATION)).map_err(ledger_error(OP))?;
+                let rows = statement
+                    .query_map([conversation.to_string()], |row| Ok(decode_record(row)))
+                    .map_err(ledger_error(OP))?;
+                rows.map(|row| row.map_err(ledger_error(OP))?.map(|(record, _)| record)).collect()
+            })
+            .await
     }
 
     pub(crate) async fn claim_due(
@@ -294,6 +289,33 @@ impl SqliteBackend {
             conn.prepare_cached(sql::PING).and_then(|mut s| s.query_row([], |_| Ok(()))).map_err(ledger_error("ping"))
         })
         .await
+    }
+}
+
+/// The work of a save, owning its values.
+fn save_work(
+    record: &HandoffRecord,
+    hold_until: Option<DateTime<Utc>>,
+    events: &[HandoffEvent],
+) -> impl FnOnce(&Connection) -> Result<(), LedgerError> + Send + 'static {
+    let columns = RecordColumns::from_record(record);
+    let events: Vec<String> = events.iter().map(|e| event_to_json(e).to_string()).collect();
+    let handoff_id = record.id.to_string();
+    move |conn| {
+        const OP: &str = "save";
+        let changed = upsert(conn, &columns, hold_until).map_err(ledger_error(OP))?;
+        // The fence kept the row unchanged: someone took the record over. The savepoint is
+        // rolled back, so nothing of this save is kept.
+        if changed == 0 {
+            return Err(LedgerError::LeaseLost);
+        }
+        let mut insert = conn.prepare_cached(sqlite_sql!(INSERT_OUTBOX)).map_err(ledger_error(OP))?;
+        for event in &events {
+            insert
+                .execute(params![handoff_id, event, columns.updated_at.timestamp_micros()])
+                .map_err(ledger_error(OP))?;
+        }
+        Ok(())
     }
 }
 

@@ -107,10 +107,20 @@ impl ConnectionThread {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
     {
+        self.submit(work)?.await.map_err(|_| closed())?
+    }
+
+    /// Queues `work` behind everything already queued and returns at once; the receiver gets
+    /// the committed result (dropping it is fine: the work still runs).
+    pub(super) fn submit<T, F>(&self, work: F) -> Result<oneshot::Receiver<Result<T, LedgerError>>, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Call { work: Some(work), result: None, reply });
         self.sender.send(Message::Job(job)).map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        Ok(answer)
     }
 
     /// Lets queued operations finish, then closes the connection. Later calls fail with

@@ -331,6 +331,37 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn a_detached_save_is_seen_by_the_next_operation_of_the_ledger() {
+        on_sqlite(async |db| {
+            for n in 0..20 {
+                // Arrange: a record on its way to the transfer
+                let (key, mut record) = fresh(&db.ledger, t(n)).await;
+                record.advance(Stage::ContextWritten, t(n), "context").unwrap();
+                record.advance(Stage::TransferPending, t(n), "transferring").unwrap();
+                db.ledger.save(&record, Some(t(n + 30)), &[]).await.unwrap();
+                record.advance(Stage::Transferred, t(n), "transferred").unwrap();
+                record.queue = Some(queue());
+                let event = HandoffEvent {
+                    handoff_id: record.id,
+                    conversation_id: key.conversation_id,
+                    reason: record.request.reason().clone(),
+                    queue_id: queue(),
+                    at: t(n),
+                };
+                // Act: queued, not awaited; then read and begin again at once
+                db.ledger.save_detached(&record, std::slice::from_ref(&event)).await;
+                let read = db.ledger.get(record.id).await.unwrap().unwrap();
+                let again = db.ledger.begin(&key, &record.request, t(n + 1), LEASE, REUSE_AFTER).await.unwrap();
+                // Assert
+                assert_eq!(read.stage, Stage::Transferred);
+                assert!(matches!(again, Begin::Replay(ref r) if r.id == record.id), "{again:?}");
+            }
+            assert_eq!(db.ledger.outbox_backlog().await.unwrap(), 20);
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn a_closed_ledger_answers_unavailable() {
         // Arrange
         let db = crate::support::SqliteDb::new().await;
