@@ -148,6 +148,9 @@ impl App {
         };
         let _ = stop_workers.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), workers).await;
+        // Commits what the ledger still has queued (the last save of a transfer is not awaited)
+        // before the process exits.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.ledger.close()).await;
         result
     }
 }

@@ -363,6 +363,11 @@ pub trait LedgerPort: Send + Sync {
         let _ = self.save(record, None, events).await;
     }
 
+    /// Finishes the writes already queued (see [`save_detached`](Self::save_detached)) and
+    /// releases the store, at shutdown. Operations after it fail with
+    /// [`LedgerError::Unavailable`]. The default does nothing.
+    async fn close(&self) {}
+
     /// The record with this id.
     ///
     /// # Errors

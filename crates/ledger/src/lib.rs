@@ -163,6 +163,10 @@ impl LedgerPort for SqlLedger {
         }
     }
 
+    async fn close(&self) {
+        SqlLedger::close(self).await;
+    }
+
     async fn get(&self, id: HandoffId) -> Result<Option<HandoffRecord>, LedgerError> {
         dispatch!(self.get(id))
     }
