@@ -183,21 +183,10 @@ impl SqliteBackend {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let now = micros(now);
-        let mut claimed = self
-            .writer
-            .call(move |conn| {
-                const OP: &str = "claim_due";
-                let mut statement = conn.prepare_cached(sqlite_sql!(SQLITE_CLAIM_DUE)).map_err(ledger_error(OP))?;
-                let rows = statement
-                    .query_map(
-                        params![now.timestamp_micros(), lease_end(now, lease).timestamp_micros(), sql_limit(limit)],
-                        |row| Ok(decode_record(row)),
-                    )
-                    .map_err(ledger_error(OP))?;
-                rows.map(|row| row.map_err(ledger_error(OP))?.map(|(record, _)| record)).collect::<Result<Vec<_>, _>>()
-            })
-            .await?;
+        let sql = sqlite_sql!(SQLITE_CLAIM_DUE);
+        let decode = |row: &Row<'_>| decode_record(row).map(|(record, _)| record);
+        let mut claimed =
+            self.writer.call(move |conn| claim(conn, "claim_due", sql, micros(now), lease, limit, decode)).await?;
         sort_claimed(&mut claimed);
         Ok(claimed)
     }
@@ -211,20 +200,10 @@ impl SqliteBackend {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let now = micros(now);
+        let sql = sqlite_sql!(SQLITE_CLAIM_OUTBOX);
         let mut entries = self
             .writer
-            .call(move |conn| {
-                const OP: &str = "claim_outbox";
-                let mut statement = conn.prepare_cached(sqlite_sql!(SQLITE_CLAIM_OUTBOX)).map_err(ledger_error(OP))?;
-                let rows = statement
-                    .query_map(
-                        params![now.timestamp_micros(), lease_end(now, lease).timestamp_micros(), sql_limit(limit)],
-                        |row| Ok(decode_outbox(row)),
-                    )
-                    .map_err(ledger_error(OP))?;
-                rows.map(|row| row.map_err(ledger_error(OP))?).collect::<Result<Vec<_>, _>>()
-            })
+            .call(move |conn| claim(conn, "claim_outbox", sql, micros(now), lease, limit, decode_outbox))
             .await?;
         entries.sort_by_key(|e| e.id);
         Ok(entries)
@@ -360,6 +339,26 @@ fn begin(
             Begin::Fresh(record)
         }
     })
+}
+
+/// Runs a claim statement (`$1` now, `$2` the new lease's end, `$3` the limit) and decodes every
+/// row it returns.
+fn claim<T>(
+    conn: &Connection,
+    operation: &'static str,
+    sql: &str,
+    now: DateTime<Utc>,
+    lease: Duration,
+    limit: usize,
+    decode: impl Fn(&Row<'_>) -> Result<T, LedgerError>,
+) -> Result<Vec<T>, LedgerError> {
+    let mut statement = conn.prepare_cached(sql).map_err(ledger_error(operation))?;
+    let rows = statement
+        .query_map(params![now.timestamp_micros(), lease_end(now, lease).timestamp_micros(), sql_limit(limit)], |row| {
+            Ok(decode(row))
+        })
+        .map_err(ledger_error(operation))?;
+    rows.map(|row| row.map_err(ledger_error(operation))?).collect()
 }
 
 /// One record and its lease by id; the inner result is the decoding.
