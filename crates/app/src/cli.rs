@@ -120,8 +120,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     // Log lines are formatted on the request's thread but written by a background thread, so a
-    // slow stdout (a pipe, a log shipper) never stalls a handoff. Not lossy: when the buffer is
-    // full, logging waits rather than dropping an outcome line. The guard flushes on return.
+    // slow stdout (a pipe, a log shipper) does not stall handoffs until 128,000 lines are waiting.
+    // Not lossy: past that, logging waits rather than dropping an outcome line. The guard flushes
+    // on return.
     let (stdout, _flush_on_exit) =
         tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stdout());
     telemetry::init(telemetry::subscriber("info", settings.log_format, stdout));

@@ -19,10 +19,12 @@ use crate::observer::{Metrics, TelemetryObserver};
 
 /// How often the background workers look for due work.
 const WORKER_TICK: Duration = Duration::from_millis(500);
-/// Records and outbox entries one batch takes at most.
+/// Deferred or crashed records one batch takes at most.
 const WORKER_BATCH: usize = 50;
-/// Outbox batches one tick delivers at most (while they come back full).
-const OUTBOX_BATCHES_PER_TICK: usize = 20;
+/// Outbox batches (`HandoffService::outbox_batch` entries each) one tick delivers at most, while
+/// they come back full, and for at most `OUTBOX_TIME_PER_TICK`.
+const OUTBOX_BATCHES_PER_TICK: usize = 100;
+const OUTBOX_TIME_PER_TICK: Duration = Duration::from_millis(400);
 /// The deferred-handoffs gauge is refreshed every this many ticks (it reads the ledger's stats).
 const DEFERRED_GAUGE_EVERY: u64 = 20;
 /// How long in-flight handoffs get to finish after a shutdown signal.
@@ -235,15 +237,17 @@ async fn run_workers(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "deferral worker could not use the ledger"),
         }
-        // Keep delivering while batches come back full (bounded per tick), so the outbox keeps up
-        // with a busy day instead of draining one batch per tick.
+        // Keep delivering while batches come back full (bounded per tick in count and time), so
+        // the outbox keeps up with a busy day instead of draining one batch per tick.
+        let batch = service.outbox_batch();
+        let outbox_until = tokio::time::Instant::now() + OUTBOX_TIME_PER_TICK;
         for _ in 0..OUTBOX_BATCHES_PER_TICK {
-            match service.deliver_analytics(WORKER_BATCH).await {
+            match service.deliver_analytics(batch).await {
                 Ok(report) => {
                     if report.later > 0 {
                         tracing::warn!(failed = report.later, "analytics deliveries failed; retrying with backoff");
                     }
-                    if report.claimed < WORKER_BATCH || *stop.borrow() {
+                    if report.claimed < batch || *stop.borrow() || tokio::time::Instant::now() >= outbox_until {
                         break;
                     }
                 }

@@ -357,8 +357,9 @@ pub trait LedgerPort: Send + Sync {
     ///
     /// Returns once the write is **queued**, and errors are dropped. A ledger that applies this
     /// instance's writes in order (the SQLite writer) returns before the commit, so the answer
-    /// does not wait for it, and every later operation of this instance (a replay's `begin`, a
-    /// `get`) sees the write. The default waits for the save.
+    /// does not wait for it; every later operation of this instance on records (a replay's
+    /// `begin`, `get`, `find_by_conversation`, the claims) sees the write, while aggregates
+    /// (`stats`, `outbox_backlog`) may lag by one commit. The default waits for the save.
     async fn save_detached(&self, record: &HandoffRecord, events: &[HandoffEvent]) {
         let _ = self.save(record, None, events).await;
     }

@@ -367,37 +367,58 @@ impl HandoffService {
         Ok(report)
     }
 
-    /// One tick of the analytics outbox: delivers at most `limit` due events, rescheduling
-    /// failures with exponential backoff. Never touches a transfer.
+    /// How many analytics events one [`deliver_analytics`](Self::deliver_analytics) call takes at
+    /// most: two rounds of `outbox_concurrency` deliveries, so a batch finishes within its claim
+    /// even when every call takes the whole upstream budget (the lease is at least twice that).
+    pub fn outbox_batch(&self) -> usize {
+        self.settings.outbox_concurrency.max(1).saturating_mul(2)
+    }
+
+    /// One tick of the analytics outbox: delivers at most `limit` due events (and never more
+    /// than [`outbox_batch`](Self::outbox_batch)), rescheduling failures with exponential backoff.
+    /// Never touches a transfer.
     ///
     /// # Errors
-    /// [`LedgerError`] when the ledger cannot be used.
+    /// [`LedgerError`] when the ledger cannot be used. Deliveries not started by then are left
+    /// for the next claim, once this one's lease ends.
     pub async fn deliver_analytics(&self, limit: usize) -> Result<TickReport, LedgerError> {
         use futures::StreamExt as _;
 
-        let now = self.clock.now();
-        let entries = self.ledger.claim_outbox(now, limit, self.settings.lease).await?;
+        let entries =
+            self.ledger.claim_outbox(self.clock.now(), limit.min(self.outbox_batch()), self.settings.lease).await?;
         let mut report = TickReport { claimed: entries.len(), ..TickReport::default() };
         // At most `outbox_concurrency` deliveries at once, so the tags of a busy minute never
         // take the upstream permits that live handoffs are waiting for. Each delivery is marked as
-        // soon as it ends; concurrent marks share the ledger's commits.
+        // soon as it ends; concurrent marks share the ledger's commits. Once a mark fails, the
+        // deliveries not yet started are skipped: their marks would fail too.
+        let ledger_failed = std::sync::atomic::AtomicBool::new(false);
+        let ledger_failed = &ledger_failed;
         let mut finished = futures::stream::iter(entries.into_iter().map(|entry| async move {
-            match self.analytics.record(&entry.event).await {
-                Ok(_) => self.ledger.finish_outbox(entry.id, None, None).await.map(|()| true),
+            if ledger_failed.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(None);
+            }
+            let marked = match self.analytics.record(&entry.event).await {
+                Ok(_) => self.ledger.finish_outbox(entry.id, None, None).await.map(|()| Some(true)),
                 Err(e) => {
                     let backoff = outbox_backoff(entry.attempts, self.settings.outbox_backoff_max);
-                    let retry_at = now + chrono::Duration::from_std(backoff).unwrap_or(chrono::Duration::MAX);
-                    self.ledger.finish_outbox(entry.id, Some(retry_at), Some(e.to_string())).await.map(|()| false)
+                    let retry_at =
+                        self.clock.now() + chrono::Duration::from_std(backoff).unwrap_or(chrono::Duration::MAX);
+                    self.ledger.finish_outbox(entry.id, Some(retry_at), Some(e.to_string())).await.map(|()| Some(false))
                 }
+            };
+            if marked.is_err() {
+                ledger_failed.store(true, std::sync::atomic::Ordering::Relaxed);
             }
+            marked
         }))
         .buffer_unordered(self.settings.outbox_concurrency.max(1));
         let mut failure = None;
         while let Some(result) = finished.next().await {
             match result {
-                Ok(true) => report.done += 1,
-                Ok(false) => report.later += 1,
-                // The others still run to their end; their marks may land.
+                Ok(Some(true)) => report.done += 1,
+                Ok(Some(false)) => report.later += 1,
+                Ok(None) => {}
+                // The deliveries already running still end; their marks may land.
                 Err(e) => failure = Some(e),
             }
         }
@@ -486,15 +507,23 @@ impl HandoffService {
         let mut pending = record.clone();
         pending.queue = Some(queue);
         pending.holder = Some(holder);
-        pending.customer = Some(customer);
-        self.move_to(&mut pending, Stage::TransferPending, &format!("context written; transferring to queue {queue}"))?;
+        // `customer` names whom the context was written onto: until the write succeeds, the
+        // stored record keeps the previous value, so recovery never takes the context as written.
+        if !context_needed {
+            pending.customer = Some(customer);
+        }
+        let note = match context_needed {
+            true => format!("writing the context, then transferring to queue {queue}"),
+            false => format!("context written; transferring to queue {queue}"),
+        };
+        self.move_to(&mut pending, Stage::TransferPending, &note)?;
         // The context write and the `TransferPending` save do not depend on each other, so they
         // run together; the transfer waits for both. The save renews the lease so it covers the
         // transfer and a read-back, and is fenced, so a record someone else took over meanwhile
         // is never transferred from here. If the context write fails, the record is stored back in
-        // its earlier stage (`stop`, same fence); if the process dies in between, the stored
-        // `TransferPending` only makes recovery read the conversation back first, and it then
-        // writes the context and transfers as usual.
+        // its earlier stage (`stop`, same fence). If that store is lost (a crash, or the ledger
+        // failing), the stored `TransferPending` makes recovery read the conversation back first;
+        // it then finds no customer with the context and writes it before transferring.
         let write_context = async {
             match context_needed {
                 true => {
@@ -512,6 +541,7 @@ impl HandoffService {
             return Err(self.ledger_unavailable(Some(record.id), &e));
         }
         *record = pending;
+        record.customer = Some(customer);
         if let Some(receipt) = receipt {
             record.add_correlation_id(receipt.correlation_id.as_deref());
         }
@@ -1820,6 +1850,122 @@ mod tests {
         assert_eq!(Some(harness.record().id), id);
     }
 
+    /// An in-memory ledger with chosen faults.
+    struct FaultyLedger {
+        inner: Arc<InMemoryLedger>,
+        /// Saves fail unless the record is `TransferPending`: a context write that fails after the
+        /// overlapped `TransferPending` save, then a ledger that cannot store the record back
+        /// (as after a crash at that moment).
+        only_pending_saves: bool,
+        /// Marking an outbox entry fails.
+        failing_marks: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl LedgerPort for FaultyLedger {
+        async fn begin(
+            &self,
+            key: &HandoffKey,
+            request: &HandoffRequest,
+            now: DateTime<Utc>,
+            lease: Duration,
+            reuse_after: Duration,
+        ) -> Result<crate::ports::Begin, LedgerError> {
+            self.inner.begin(key, request, now, lease, reuse_after).await
+        }
+        async fn save(
+            &self,
+            record: &HandoffRecord,
+            hold_until: Option<DateTime<Utc>>,
+            events: &[HandoffEvent],
+        ) -> Result<(), LedgerError> {
+            match record.stage {
+                Stage::TransferPending => self.inner.save(record, hold_until, events).await,
+                _ if self.only_pending_saves => Err(LedgerError::Unavailable("down".to_owned())),
+                _ => self.inner.save(record, hold_until, events).await,
+            }
+        }
+        async fn get(&self, id: HandoffId) -> Result<Option<HandoffRecord>, LedgerError> {
+            self.inner.get(id).await
+        }
+        async fn find_by_conversation(&self, c: ConversationId) -> Result<Vec<HandoffRecord>, LedgerError> {
+            self.inner.find_by_conversation(c).await
+        }
+        async fn claim_due(
+            &self,
+            now: DateTime<Utc>,
+            limit: usize,
+            lease: Duration,
+        ) -> Result<Vec<HandoffRecord>, LedgerError> {
+            self.inner.claim_due(now, limit, lease).await
+        }
+        async fn claim_outbox(
+            &self,
+            now: DateTime<Utc>,
+            limit: usize,
+            lease: Duration,
+        ) -> Result<Vec<crate::ports::OutboxEntry>, LedgerError> {
+            self.inner.claim_outbox(now, limit, lease).await
+        }
+        async fn finish_outbox(
+            &self,
+            id: i64,
+            retry_at: Option<DateTime<Utc>>,
+            error: Option<String>,
+        ) -> Result<(), LedgerError> {
+            match self.failing_marks {
+                true => Err(LedgerError::Unavailable("down".to_owned())),
+                false => self.inner.finish_outbox(id, retry_at, error).await,
+            }
+        }
+        async fn outbox_backlog(&self) -> Result<u64, LedgerError> {
+            self.inner.outbox_backlog().await
+        }
+        async fn stats(&self, since: DateTime<Utc>) -> Result<Vec<crate::ports::StatRow>, LedgerError> {
+            self.inner.stats(since).await
+        }
+        async fn ping(&self) -> Result<(), LedgerError> {
+            self.inner.ping().await
+        }
+    }
+
+    #[test]
+    fn a_transfer_pending_record_left_by_a_failed_context_write_writes_the_context_on_recovery() {
+        // Arrange: the context write fails, and the record cannot be stored back: the ledger keeps
+        // the `TransferPending` saved alongside the write
+        let harness = Harness::new();
+        let mut first = Ports::default();
+        first.locate(1, Ok(live())).capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1))).no_transfer();
+        first.write_context(1, Err(transient()));
+        let service = HandoffService::new(
+            Arc::new(first.queue),
+            Arc::new(first.transfer),
+            Arc::new(first.analytics),
+            Arc::new(FaultyLedger {
+                inner: Arc::clone(&harness.ledger),
+                only_pending_saves: true,
+                failing_marks: false,
+            }),
+            Arc::new(harness.clock()),
+            harness.settings.clone(),
+        );
+        assert!(block_on(service.handle(request(), None)).is_err());
+        assert_eq!(harness.record().stage, Stage::TransferPending);
+        harness.advance(harness.settings.lease + Duration::from_secs(1));
+
+        // Act: the worker takes the record up
+        let mut ports = Ports::default();
+        ports.locate(1, Ok(live())).transfer(BOT, DEFAULT_QUEUE, 1, Ok(Receipt::default()));
+        let written = ports.write_context(1, Ok(Receipt::default()));
+        let report = harness.tick(ports);
+
+        // Assert: the context was written before the transfer
+        assert_eq!(report, TickReport { claimed: 1, done: 1, later: 0 });
+        assert_eq!(written.lock().expect("not poisoned").len(), 1, "transferred without the context");
+        assert_eq!(harness.record().stage, Stage::Transferred);
+        assert_eq!(harness.record().customer, Some(pid(CUSTOMER)));
+    }
+
     #[test]
     fn a_rate_limit_answers_503_with_the_upstream_retry_after() {
         // Arrange
@@ -2327,7 +2473,7 @@ mod tests {
     }
 
     #[test]
-    fn the_outbox_delivers_a_batch_concurrently_but_never_more_than_its_share_at_once() {
+    fn the_outbox_delivers_a_batch_concurrently_never_more_than_its_share_at_once_and_two_rounds_a_batch() {
         use std::sync::atomic::Ordering::SeqCst;
         // Arrange: 12 events waiting, at most 3 deliveries at once
         let harness = Harness::with(|s| s.outbox_concurrency = 3);
@@ -2359,12 +2505,56 @@ mod tests {
             harness.settings.clone(),
         );
         // Act
-        let report = block_on(service.deliver_analytics(50)).expect("ledger works");
-        // Assert
-        assert_eq!(report, TickReport { claimed: 12, done: 12, later: 0 });
+        let first = block_on(service.deliver_analytics(50)).expect("ledger works");
+        let second = block_on(service.deliver_analytics(50)).expect("ledger works");
+        // Assert: a batch is two rounds of 3, whatever the caller asked for
+        assert_eq!(service.outbox_batch(), 6);
+        assert_eq!(first, TickReport { claimed: 6, done: 6, later: 0 });
+        assert_eq!(second, TickReport { claimed: 6, done: 6, later: 0 });
         assert_eq!(analytics.delivered.load(SeqCst), 12);
         assert_eq!(analytics.peak.load(SeqCst), 3, "deliveries were not concurrent, or exceeded the share");
         assert_eq!(block_on(harness.ledger.outbox_backlog()), Ok(0));
+    }
+
+    #[test]
+    fn once_the_ledger_cannot_mark_a_delivery_the_rest_of_the_batch_is_not_sent() {
+        use std::sync::atomic::Ordering::SeqCst;
+        // Arrange: two events, one delivery at a time, and marks that fail
+        let harness = Harness::with(|s| s.outbox_concurrency = 1);
+        let at = harness.now();
+        for n in 0..2u32 {
+            let record = HandoffRecord::received(
+                HandoffId::random(),
+                HandoffKey::new(conversation_id(), Some(IdempotencyKey::parse(&format!("k{n}")).expect("valid"))),
+                request(),
+                at,
+            );
+            let event = HandoffEvent {
+                handoff_id: record.id,
+                conversation_id: conversation_id(),
+                reason: request().reason().clone(),
+                queue_id: qid(DEFAULT_QUEUE),
+                at,
+            };
+            block_on(harness.ledger.save(&record, None, &[event])).expect("saved");
+        }
+        let analytics = Arc::new(CountingAnalytics::default());
+        let ports = Ports::silent();
+        let ledger =
+            FaultyLedger { inner: Arc::clone(&harness.ledger), only_pending_saves: false, failing_marks: true };
+        let service = HandoffService::new(
+            Arc::new(ports.queue),
+            Arc::new(ports.transfer),
+            Arc::clone(&analytics) as Arc<dyn AnalyticsPort>,
+            Arc::new(ledger),
+            Arc::new(harness.clock()),
+            harness.settings,
+        );
+        // Act
+        let outcome = block_on(service.deliver_analytics(50));
+        // Assert: the ledger error is reported, and the second event was not sent
+        assert!(matches!(outcome, Err(LedgerError::Unavailable(_))), "{outcome:?}");
+        assert_eq!(analytics.delivered.load(SeqCst), 1);
     }
 
     #[test]

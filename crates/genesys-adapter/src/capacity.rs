@@ -101,7 +101,15 @@ impl CapacityCache {
                 match slot.fetching.try_lock() {
                     // Someone is refreshing it: the previous snapshot answers meanwhile.
                     Err(_) => return hit(entry),
-                    Ok(_fetching) => return Self::fetch_into(&slot, with_wait, fetch).await,
+                    Ok(_fetching) => {
+                        // A refresh may have finished since this caller looked: use it.
+                        if slot.completed.load(Ordering::Acquire) != seen {
+                            if let Some(entry) = slot.usable(with_wait) {
+                                return hit(entry);
+                            }
+                        }
+                        return Self::fetch_into(&slot, with_wait, fetch).await;
+                    }
                 }
             }
         }

@@ -175,7 +175,6 @@ impl Sim {
         self.state().tokens.clear();
     }
 
-    /// Sets the delay added to every call from now on.
     /// Waits out a call's `latency` and returns the delay it really added.
     ///
     /// async-io's timer (timerfd) is precise to the microsecond but fires late by the machine's
@@ -199,6 +198,7 @@ impl Sim {
         realized
     }
 
+    /// Sets the delay added to every call from now on.
     pub fn set_latency(&self, latency: Duration) {
         self.state().latency = latency;
     }

@@ -49,7 +49,7 @@ macro_rules! sqlite_sql {
     }};
 }
 
-/// The writer's automatic checkpoint, a backstop only: the reader checkpoints every 250 ms
+/// The writer's automatic checkpoint, a backstop only: the reader checkpoints every 50 ms
 /// (see `thread`), so the WAL normally stays far below this (4,096 pages of 4 KiB, 16 MiB).
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 4096;
 
@@ -82,7 +82,7 @@ impl SqliteBackend {
                 SqliteTarget::File(_) => {
                     let reader = target.open()?;
                     // Reads are few (the read API, stats, readiness): a small page cache keeps
-                    // the process lean; the writer keeps SQLite's default 2 MiB.
+                    // the process lean; the writer keeps `WRITER_CACHE_KIB`.
                     reader.pragma_update(None, "cache_size", -512).map_err(|e| target.open_error(Box::new(e)))?;
                     Some(spawn(&target, "handoff-sqlite-reader", reader, Role::Reader)?)
                 }
@@ -263,11 +263,14 @@ impl SqliteBackend {
         Ok(stats)
     }
 
+    /// Both threads answer: `/readyz` turns red when the writer cannot commit (its batch fails),
+    /// not only when the file cannot be read.
     pub(crate) async fn ping(&self) -> Result<(), LedgerError> {
-        self.read(|conn| {
+        fn ping(conn: &Connection) -> Result<(), LedgerError> {
             conn.prepare_cached(sql::PING).and_then(|mut s| s.query_row([], |_| Ok(()))).map_err(ledger_error("ping"))
-        })
-        .await
+        }
+        self.writer.call(ping).await?;
+        self.read(ping).await
     }
 }
 

@@ -210,6 +210,10 @@ fn read_loop(conn: Connection, receiver: &mpsc::Receiver<Message>) {
 /// Runs `jobs` in one write transaction, each in its own savepoint, and answers them after the
 /// commit (or with the reason it failed).
 fn commit_batch(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
+    // A transaction left open (a ROLLBACK that failed) would fail every later BEGIN: end it.
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
     let failure = match execute(conn, "BEGIN IMMEDIATE") {
         Err(e) => Some(e),
         Ok(()) => {
