@@ -185,6 +185,15 @@ impl Settings {
         if max_concurrency == 0 {
             r.errors.push("GENESYS_MAX_CONCURRENCY must be at least 1".to_owned());
         }
+        let outbox_concurrency = r.parsed("HANDOFF_OUTBOX_CONCURRENCY", 16usize, "a positive number");
+        if outbox_concurrency == 0 {
+            r.errors.push("HANDOFF_OUTBOX_CONCURRENCY must be at least 1".to_owned());
+        } else if outbox_concurrency >= max_concurrency {
+            r.errors.push(format!(
+                "HANDOFF_OUTBOX_CONCURRENCY ({outbox_concurrency}) must be below GENESYS_MAX_CONCURRENCY \
+                 ({max_concurrency}), or analytics deliveries could take every permit from live handoffs"
+            ));
+        }
 
         let target = r.queue("TARGET_QUEUE_ID", true);
         let routes = match r.raw("HANDOFF_ROUTES") {
@@ -274,6 +283,7 @@ impl Settings {
                 service.defer_for = defer_for;
                 service.recheck_every = recheck_every;
                 service.lease = lease;
+                service.outbox_concurrency = outbox_concurrency;
                 Ok(Settings {
                     genesys: GenesysSettings {
                         client_id,
@@ -327,6 +337,27 @@ mod tests {
         assert_eq!(settings.service.defer_for, Duration::from_secs(300));
         assert!(matches!(settings.webhook_auth, WebhookAuthSetting::Secrets(ref s) if s.len() == 2));
         assert_eq!(settings.genesys.region, "us-east-1");
+        assert_eq!((settings.genesys.max_concurrency, settings.service.outbox_concurrency), (128, 16));
+    }
+
+    #[test]
+    fn the_outbox_share_must_leave_upstream_permits_to_live_handoffs() {
+        let base = [
+            ("GENESYS_CLIENT_ID", "id"),
+            ("GENESYS_CLIENT_SECRET", "s3cret"),
+            ("TARGET_QUEUE_ID", QUEUE),
+            ("WEBHOOK_SECRET", "a"),
+            ("GENESYS_MAX_CONCURRENCY", "32"),
+        ];
+        let with = |value: &'static str| {
+            let mut pairs = base.to_vec();
+            pairs.push(("HANDOFF_OUTBOX_CONCURRENCY", value));
+            Settings::from_env(env(&pairs))
+        };
+        assert_eq!(with("8").unwrap().service.outbox_concurrency, 8);
+        let text = with("32").unwrap_err().to_string();
+        assert!(text.contains("HANDOFF_OUTBOX_CONCURRENCY (32) must be below GENESYS_MAX_CONCURRENCY (32)"), "{text}");
+        assert!(with("0").unwrap_err().to_string().contains("HANDOFF_OUTBOX_CONCURRENCY must be at least 1"));
     }
 
     #[test]
