@@ -7,6 +7,7 @@
 //! instances never wait on each other's claims nor take the same row.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -28,6 +29,16 @@ use crate::{sql, LedgerOptions};
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+
+/// [`sql::UPSERT_RECORD`] ($1..$20) and the insert of one outbox event ($21, due at the record's
+/// `updated_at`, $14) in one statement: the event row exists only if the fenced upsert wrote.
+static SAVE_WITH_ONE_EVENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH saved AS ({} RETURNING id) \
+         INSERT INTO outbox (handoff_id, event, attempts, due_at, created_at) SELECT id, $21, 0, $14, $14 FROM saved",
+        sql::UPSERT_RECORD
+    )
+});
 
 /// A PostgreSQL ledger.
 #[derive(Debug)]
@@ -73,6 +84,18 @@ impl PostgresBackend {
         reuse_after: Duration,
     ) -> Result<Begin, LedgerError> {
         const OP: &str = "begin";
+        // The common case, a key never seen: one statement, no explicit transaction.
+        if let BeginPlan::Create { record, lease_until } = plan_begin(None, key, request, now, lease, reuse_after) {
+            let columns = RecordColumns::from_record(&record);
+            let inserted = bind_upsert(sqlx::query(sql::PG_BEGIN_NEW_KEY), &columns, Some(lease_until))
+                .bind(key.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(ledger_error(OP))?;
+            if inserted.rows_affected() == 1 {
+                return Ok(Begin::Fresh(record));
+            }
+        }
         let key_text = key.to_string();
         let mut tx = self.pool.begin().await.map_err(ledger_error(OP))?;
         sqlx::query(sql::PG_ENSURE_KEY).bind(&key_text).execute(&mut *tx).await.map_err(ledger_error(OP))?;
@@ -130,12 +153,27 @@ impl PostgresBackend {
     ) -> Result<(), LedgerError> {
         const OP: &str = "save";
         let columns = RecordColumns::from_record(record);
-        let upsert = bind_upsert(sqlx::query(sql::UPSERT_RECORD), &columns, hold_until);
-        if events.is_empty() {
+        let upsert = match events {
             // One statement is its own transaction: one round trip.
-            let done = upsert.execute(&self.pool).await.map_err(ledger_error(OP))?;
-            return fenced(done.rows_affected());
-        }
+            [] => {
+                let done = bind_upsert(sqlx::query(sql::UPSERT_RECORD), &columns, hold_until)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(ledger_error(OP))?;
+                return fenced(done.rows_affected());
+            }
+            // The usual `Transferred` save: the record and its event in one statement, the event
+            // inserted only when the fenced upsert wrote the record.
+            [event] => {
+                let done = bind_upsert(sqlx::query(&SAVE_WITH_ONE_EVENT), &columns, hold_until)
+                    .bind(event_to_json(event))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(ledger_error(OP))?;
+                return fenced(done.rows_affected());
+            }
+            _ => bind_upsert(sqlx::query(sql::UPSERT_RECORD), &columns, hold_until),
+        };
         let mut tx = self.pool.begin().await.map_err(ledger_error(OP))?;
         let done = upsert.execute(&mut *tx).await.map_err(ledger_error(OP))?;
         // Dropping the transaction rolls it back.

@@ -42,6 +42,20 @@ pub(crate) const UPSERT_RECORD: &str =
      lease_until = excluded.lease_until \
      WHERE handoffs.attempts = excluded.attempts";
 
+/// PostgreSQL: `begin` for a key seen for the first time, in one statement: claims the key for
+/// the new record ($1..$20 as in [`UPSERT_RECORD`], $21 the key) and inserts the record only if
+/// the key was new. No row is inserted when the key exists (or another instance is claiming it
+/// right now: the insert waits for that one to commit, then does nothing); the caller then takes
+/// the locking path. The key's foreign key is checked at the end of the statement, when the record
+/// exists.
+pub(crate) const PG_BEGIN_NEW_KEY: &str = "WITH k AS (\
+       INSERT INTO handoff_keys (key, handoff_id) VALUES ($21, $1) ON CONFLICT (key) DO NOTHING \
+       RETURNING handoff_id) \
+     INSERT INTO handoffs (id, key, conversation_id, idempotency_key, reason, request, stage, queue_id, holder, \
+     customer, answer, attempts, created_at, updated_at, next_check_at, defer_until, last_error, correlation_ids, \
+     history, lease_until) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20 FROM k";
+
 /// Points a key at its latest record.
 pub(crate) const SET_KEY: &str = "INSERT INTO handoff_keys (key, handoff_id) VALUES ($1, $2) \
      ON CONFLICT (key) DO UPDATE SET handoff_id = excluded.handoff_id";
