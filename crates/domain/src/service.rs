@@ -2472,13 +2472,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_outbox_delivers_a_batch_concurrently_never_more_than_its_share_at_once_and_two_rounds_a_batch() {
-        use std::sync::atomic::Ordering::SeqCst;
-        // Arrange: 12 events waiting, at most 3 deliveries at once
-        let harness = Harness::with(|s| s.outbox_concurrency = 3);
+    /// Stores `count` records of the test conversation, each with an analytics event due now.
+    fn seed_outbox(harness: &Harness, count: u32) {
         let at = harness.now();
-        for n in 0..12u32 {
+        for n in 0..count {
             let record = HandoffRecord::received(
                 HandoffId::random(),
                 HandoffKey::new(conversation_id(), Some(IdempotencyKey::parse(&format!("k{n}")).expect("valid"))),
@@ -2494,6 +2491,14 @@ mod tests {
             };
             block_on(harness.ledger.save(&record, None, &[event])).expect("saved");
         }
+    }
+
+    #[test]
+    fn the_outbox_delivers_a_batch_concurrently_never_more_than_its_share_at_once_and_two_rounds_a_batch() {
+        use std::sync::atomic::Ordering::SeqCst;
+        // Arrange: 12 events waiting, at most 3 deliveries at once
+        let harness = Harness::with(|s| s.outbox_concurrency = 3);
+        seed_outbox(&harness, 12);
         let analytics = Arc::new(CountingAnalytics::default());
         let ports = Ports::silent();
         let service = HandoffService::new(
@@ -2521,23 +2526,7 @@ mod tests {
         use std::sync::atomic::Ordering::SeqCst;
         // Arrange: two events, one delivery at a time, and marks that fail
         let harness = Harness::with(|s| s.outbox_concurrency = 1);
-        let at = harness.now();
-        for n in 0..2u32 {
-            let record = HandoffRecord::received(
-                HandoffId::random(),
-                HandoffKey::new(conversation_id(), Some(IdempotencyKey::parse(&format!("k{n}")).expect("valid"))),
-                request(),
-                at,
-            );
-            let event = HandoffEvent {
-                handoff_id: record.id,
-                conversation_id: conversation_id(),
-                reason: request().reason().clone(),
-                queue_id: qid(DEFAULT_QUEUE),
-                at,
-            };
-            block_on(harness.ledger.save(&record, None, &[event])).expect("saved");
-        }
+        seed_outbox(&harness, 2);
         let analytics = Arc::new(CountingAnalytics::default());
         let ports = Ports::silent();
         let ledger =
