@@ -36,6 +36,8 @@ use handoff_domain::{ConversationId, HandoffId, HandoffKey, HandoffRecord, Hando
 
 pub use error::LedgerSetupError;
 
+use crate::codec::{sort_claimed, sort_stats};
+
 use crate::postgres::PostgresBackend;
 use crate::sqlite::SqliteBackend;
 
@@ -181,7 +183,12 @@ impl LedgerPort for SqlLedger {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<HandoffRecord>, LedgerError> {
-        dispatch!(self.claim_due(now, limit, lease))
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut claimed = dispatch!(self.claim_due(now, limit, lease))?;
+        sort_claimed(&mut claimed);
+        Ok(claimed)
     }
 
     async fn claim_outbox(
@@ -190,7 +197,12 @@ impl LedgerPort for SqlLedger {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<OutboxEntry>, LedgerError> {
-        dispatch!(self.claim_outbox(now, limit, lease))
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut entries = dispatch!(self.claim_outbox(now, limit, lease))?;
+        entries.sort_by_key(|e| e.id);
+        Ok(entries)
     }
 
     async fn finish_outbox(
@@ -207,7 +219,9 @@ impl LedgerPort for SqlLedger {
     }
 
     async fn stats(&self, since: DateTime<Utc>) -> Result<Vec<StatRow>, LedgerError> {
-        dispatch!(self.stats(since))
+        let mut stats = dispatch!(self.stats(since))?;
+        sort_stats(&mut stats);
+        Ok(stats)
     }
 
     async fn ping(&self) -> Result<(), LedgerError> {

@@ -18,10 +18,7 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
-use crate::codec::{
-    corrupt, event_from_json, event_to_json, lease_end, micros, sort_claimed, sort_stats, sql_limit, stat_row,
-    RecordColumns,
-};
+use crate::codec::{corrupt, event_from_json, event_to_json, lease_end, micros, sql_limit, stat_row, RecordColumns};
 use crate::error::{ledger_error, LedgerSetupError};
 use crate::plan::{plan_begin, BeginPlan};
 use crate::{sql, LedgerOptions};
@@ -211,49 +208,45 @@ impl PostgresBackend {
         rows.iter().map(|r| decode_record(r).map(|(record, _)| record)).collect()
     }
 
+    /// Callers pass `limit > 0`; the order is `SqlLedger`'s to set.
     pub(crate) async fn claim_due(
         &self,
         now: DateTime<Utc>,
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<HandoffRecord>, LedgerError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let now = micros(now);
-        let rows = sqlx::query(sql::PG_CLAIM_DUE)
-            .bind(now)
-            .bind(lease_end(now, lease))
-            .bind(sql_limit(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(ledger_error("claim_due"))?;
-        let mut claimed =
-            rows.iter().map(|r| decode_record(r).map(|(record, _)| record)).collect::<Result<Vec<_>, _>>()?;
-        sort_claimed(&mut claimed);
-        Ok(claimed)
+        let rows = self.claim(sql::PG_CLAIM_DUE, "claim_due", now, limit, lease).await?;
+        rows.iter().map(|r| decode_record(r).map(|(record, _)| record)).collect()
     }
 
+    /// Callers pass `limit > 0`; the order is `SqlLedger`'s to set.
     pub(crate) async fn claim_outbox(
         &self,
         now: DateTime<Utc>,
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<OutboxEntry>, LedgerError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
+        let rows = self.claim(sql::PG_CLAIM_OUTBOX, "claim_outbox", now, limit, lease).await?;
+        rows.iter().map(decode_outbox).collect()
+    }
+
+    /// Runs a claim statement (`$1` now, `$2` the new lease's end, `$3` the limit).
+    async fn claim(
+        &self,
+        statement: &'static str,
+        operation: &'static str,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<PgRow>, LedgerError> {
         let now = micros(now);
-        let rows = sqlx::query(sql::PG_CLAIM_OUTBOX)
+        sqlx::query(statement)
             .bind(now)
             .bind(lease_end(now, lease))
             .bind(sql_limit(limit))
             .fetch_all(&self.pool)
             .await
-            .map_err(ledger_error("claim_outbox"))?;
-        let mut entries = rows.iter().map(decode_outbox).collect::<Result<Vec<_>, _>>()?;
-        entries.sort_by_key(|e| e.id);
-        Ok(entries)
+            .map_err(ledger_error(operation))
     }
 
     pub(crate) async fn finish_outbox(
@@ -287,8 +280,7 @@ impl PostgresBackend {
     pub(crate) async fn stats(&self, since: DateTime<Utc>) -> Result<Vec<StatRow>, LedgerError> {
         const OP: &str = "stats";
         let rows = sqlx::query(sql::STATS).bind(micros(since)).fetch_all(&self.pool).await.map_err(ledger_error(OP))?;
-        let mut stats = rows
-            .iter()
+        rows.iter()
             .map(|r| {
                 let stage: String = r.try_get("stage").map_err(ledger_error(OP))?;
                 stat_row(
@@ -298,9 +290,7 @@ impl PostgresBackend {
                     r.try_get("n").map_err(ledger_error(OP))?,
                 )
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        sort_stats(&mut stats);
-        Ok(stats)
+            .collect()
     }
 
     pub(crate) async fn ping(&self) -> Result<(), LedgerError> {

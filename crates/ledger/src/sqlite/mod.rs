@@ -27,8 +27,8 @@ use serde_json::Value;
 
 use self::thread::{ConnectionThread, Role};
 use crate::codec::{
-    corrupt, event_from_json, event_to_json, lease_end, micros, sort_claimed, sort_stats, sql_limit, stat_row,
-    time_from_micros, uuid_from_text, RecordColumns,
+    corrupt, event_from_json, event_to_json, lease_end, micros, sql_limit, stat_row, time_from_micros, uuid_from_text,
+    RecordColumns,
 };
 use crate::error::LedgerSetupError;
 use crate::plan::{plan_begin, BeginPlan};
@@ -174,39 +174,27 @@ impl SqliteBackend {
             .await
     }
 
+    /// Callers pass `limit > 0`; the order is `SqlLedger`'s to set.
     pub(crate) async fn claim_due(
         &self,
         now: DateTime<Utc>,
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<HandoffRecord>, LedgerError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
         let sql = sqlite_sql!(SQLITE_CLAIM_DUE);
         let decode = |row: &Row<'_>| decode_record(row).map(|(record, _)| record);
-        let mut claimed =
-            self.writer.call(move |conn| claim(conn, "claim_due", sql, micros(now), lease, limit, decode)).await?;
-        sort_claimed(&mut claimed);
-        Ok(claimed)
+        self.writer.call(move |conn| claim(conn, "claim_due", sql, micros(now), lease, limit, decode)).await
     }
 
+    /// Callers pass `limit > 0`; the order is `SqlLedger`'s to set.
     pub(crate) async fn claim_outbox(
         &self,
         now: DateTime<Utc>,
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<OutboxEntry>, LedgerError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
         let sql = sqlite_sql!(SQLITE_CLAIM_OUTBOX);
-        let mut entries = self
-            .writer
-            .call(move |conn| claim(conn, "claim_outbox", sql, micros(now), lease, limit, decode_outbox))
-            .await?;
-        entries.sort_by_key(|e| e.id);
-        Ok(entries)
+        self.writer.call(move |conn| claim(conn, "claim_outbox", sql, micros(now), lease, limit, decode_outbox)).await
     }
 
     pub(crate) async fn finish_outbox(
@@ -242,25 +230,22 @@ impl SqliteBackend {
 
     pub(crate) async fn stats(&self, since: DateTime<Utc>) -> Result<Vec<StatRow>, LedgerError> {
         let since = micros(since).timestamp_micros();
-        let mut stats = self
-            .read(move |conn| {
-                const OP: &str = "stats";
-                let mut statement = conn.prepare_cached(sqlite_sql!(STATS)).map_err(ledger_error(OP))?;
-                let rows = statement
-                    .query_map([since], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?, r.get(3)?))
-                    })
-                    .map_err(ledger_error(OP))?;
-                rows.map(|row| {
-                    let (reason, queue, stage, n) = row.map_err(ledger_error(OP))?;
-                    let queue = queue.map(|q| uuid_from_text(&q, "stats queue_id")).transpose()?;
-                    stat_row(reason, queue, &stage, n)
+        self.read(move |conn| {
+            const OP: &str = "stats";
+            let mut statement = conn.prepare_cached(sqlite_sql!(STATS)).map_err(ledger_error(OP))?;
+            let rows = statement
+                .query_map([since], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?, r.get(3)?))
                 })
-                .collect::<Result<Vec<_>, _>>()
+                .map_err(ledger_error(OP))?;
+            rows.map(|row| {
+                let (reason, queue, stage, n) = row.map_err(ledger_error(OP))?;
+                let queue = queue.map(|q| uuid_from_text(&q, "stats queue_id")).transpose()?;
+                stat_row(reason, queue, &stage, n)
             })
-            .await?;
-        sort_stats(&mut stats);
-        Ok(stats)
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .await
     }
 
     /// Both threads answer: `/readyz` turns red when the writer cannot commit (its batch fails),
