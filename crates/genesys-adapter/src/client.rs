@@ -250,31 +250,29 @@ impl GenesysClient {
                 }
                 Attempt::Throttled { wait, correlation_id } => {
                     let pause = wait.unwrap_or_else(|| retry::backoff_with_jitter(attempt));
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if attempt >= self.config.max_attempts || pause >= left {
-                        return Err(PortError::RateLimited { retry_after: wait, correlation_id });
-                    }
-                    self.pause(call, attempt, pause, "429 too many requests").await;
-                    continue;
+                    (PortError::RateLimited { retry_after: wait, correlation_id }, pause)
                 }
                 Attempt::ServerError { status, correlation_id } => {
                     let detail = format!("genesys answered {status} for {}", call.endpoint.as_str());
                     if call.retry == Retry::Never {
                         return Err(PortError::Indeterminate { detail, correlation_id });
                     }
-                    PortError::Transient { detail, correlation_id }
+                    (PortError::Transient { detail, correlation_id }, retry::backoff_with_jitter(attempt))
                 }
                 Attempt::Unclear { detail } => {
                     let detail = format!("{detail} ({})", call.endpoint.as_str());
                     if call.retry == Retry::Never {
                         return Err(PortError::Indeterminate { detail, correlation_id: None });
                     }
-                    PortError::Transient { detail, correlation_id: None }
+                    (PortError::Transient { detail, correlation_id: None }, retry::backoff_with_jitter(attempt))
                 }
-                Attempt::NotSent { detail } => PortError::Transient { detail, correlation_id: None },
+                Attempt::NotSent { detail } => {
+                    (PortError::Transient { detail, correlation_id: None }, retry::backoff_with_jitter(attempt))
+                }
             };
-            // A transient failure: back off and try again while attempts and time remain.
-            let pause = retry::backoff_with_jitter(attempt);
+            // Retryable: wait and try again while attempts remain and the wait ends before the
+            // deadline; otherwise give up at once with this failure.
+            let (failure, pause) = failure;
             let left = deadline.saturating_duration_since(Instant::now());
             if attempt >= self.config.max_attempts || pause >= left {
                 return Err(failure);
@@ -295,14 +293,17 @@ impl GenesysClient {
         tokio::time::sleep(pause).await;
     }
 
-    /// One try: token, permit, request, answer; all within `min(attempt_timeout, time left)`.
+    /// One try: token, permit, request, answer; all together within `min(attempt_timeout, time
+    /// left)`.
     async fn attempt(&self, call: &Call, deadline: Instant) -> Attempt {
-        let limit = || deadline.saturating_duration_since(Instant::now()).min(self.config.attempt_timeout);
-        if limit().is_zero() {
+        let attempt_end = (Instant::now() + self.config.attempt_timeout).min(deadline);
+        let left = attempt_end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return Attempt::NotSent { detail: "the time budget ran out".to_owned() };
         }
 
-        let token = match tokio::time::timeout(limit(), self.tokens.get(&self.http, &self.counters, limit())).await {
+        let token = match tokio::time::timeout_at(attempt_end, self.tokens.get(&self.http, &self.counters, left)).await
+        {
             Ok(Ok(token)) => token,
             Ok(Err(GenesysError::TokenRateLimited { retry_after })) => {
                 return Attempt::Throttled { wait: retry_after, correlation_id: None }
@@ -312,7 +313,7 @@ impl GenesysClient {
             Err(_) => return Attempt::NotSent { detail: "timed out waiting for a token".to_owned() },
         };
 
-        let _permit = match tokio::time::timeout(limit(), self.limiter.acquire()).await {
+        let _permit = match tokio::time::timeout_at(attempt_end, self.limiter.acquire()).await {
             Ok(Ok(permit)) => permit,
             _ => return Attempt::NotSent { detail: "too many concurrent genesys calls".to_owned() },
         };
@@ -325,14 +326,11 @@ impl GenesysClient {
         if let Some(body) = &call.body {
             request = request.header(CONTENT_TYPE, "application/json").body(body.clone());
         }
-        let sent = tokio::time::timeout(limit(), async {
-            let response = request.send().await.map_err(|e| (e, None))?;
+        let sent = tokio::time::timeout_at(attempt_end, async {
+            let mut response = request.send().await?;
             let status = response.status();
-            let headers = response.headers().clone();
-            match read_body(response, MAX_BODY).await {
-                Ok(body) => Ok((status, headers, body)),
-                Err(e) => Err((e, Some(status))),
-            }
+            let headers = std::mem::take(response.headers_mut());
+            Ok::<_, reqwest::Error>((status, headers, read_body(response, MAX_BODY).await))
         })
         .await;
 
@@ -341,26 +339,23 @@ impl GenesysClient {
                 self.counters.request(call.endpoint, StatusClass::TransportError);
                 return Attempt::Unclear { detail: "genesys did not answer in time" };
             }
-            Ok(Err((error, status))) => {
+            Ok(Err(error)) => {
                 self.counters.request(call.endpoint, StatusClass::TransportError);
                 if error.is_connect() {
                     return Attempt::NotSent {
                         detail: format!("could not connect to genesys ({})", call.endpoint.as_str()),
                     };
                 }
-                if let Some(status) = status.filter(|s| s.is_success() && call.retry == Retry::Never) {
-                    // The answer's status arrived; only its (unused) body broke off.
-                    return Attempt::Final(Reply { status, body: Bytes::new(), correlation_id: None });
-                }
-                return Attempt::Unclear {
-                    detail: if error.is_timeout() {
-                        "genesys did not answer in time"
-                    } else {
-                        "the connection to genesys failed"
-                    },
-                };
+                return Attempt::Unclear { detail: transport_detail(&error) };
             }
-            Ok(Ok(answer)) => answer,
+            Ok(Ok((status, headers, Ok(body)))) => (status, headers, body),
+            // The status arrived but the body broke off. A success whose body is needed (every call
+            // but the transfer reads it) is unclear; otherwise the status says what happened.
+            Ok(Ok((status, _, Err(error)))) if status.is_success() && call.retry != Retry::Never => {
+                self.counters.request(call.endpoint, StatusClass::TransportError);
+                return Attempt::Unclear { detail: transport_detail(&error) };
+            }
+            Ok(Ok((status, headers, Err(_)))) => (status, headers, Bytes::new()),
         };
 
         self.counters.request(call.endpoint, StatusClass::of(status.as_u16()));
@@ -391,6 +386,15 @@ fn join(base: &Url, segments: &[&str]) -> Option<Url> {
     let mut url = base.clone();
     url.path_segments_mut().ok()?.pop_if_empty().extend(segments);
     Some(url)
+}
+
+/// What a broken exchange says in an error.
+fn transport_detail(error: &reqwest::Error) -> &'static str {
+    if error.is_timeout() {
+        "genesys did not answer in time"
+    } else {
+        "the connection to genesys failed"
+    }
 }
 
 /// Reads at most `max` bytes of the body. A longer body is cut at `max`; every caller parses it as

@@ -102,8 +102,8 @@ impl GenesysConfig {
             Some("the attempt timeout must be positive")
         } else if self.total_budget < self.attempt_timeout {
             Some("the total budget must be at least the attempt timeout")
-        } else if self.max_concurrency == 0 {
-            Some("the concurrency cap must be at least 1")
+        } else if self.max_concurrency == 0 || self.max_concurrency > tokio::sync::Semaphore::MAX_PERMITS {
+            Some("the concurrency cap must be at least 1 and at most 2^61 - 1")
         } else if self.max_attempts == 0 {
             Some("max attempts must be at least 1")
         } else if self.client_id.trim().is_empty() {
@@ -151,7 +151,7 @@ mod tests {
         assert_eq!(c.total_budget, Duration::from_secs(10));
         assert_eq!(c.max_concurrency, 128);
         assert_eq!(c.capacity_ttl, Duration::from_secs(1));
-        assert!(c.max_attempts >= 1);
+        assert_eq!(c.max_attempts, 3);
         assert_eq!(c.validate(), Ok(()));
     }
 
@@ -176,7 +176,15 @@ mod tests {
     fn a_non_http_override_is_rejected_with_the_setting_name() {
         let error = GenesysConfig::resolve_urls(Region::default(), Some("ftp://example.test"), None).unwrap_err();
         assert!(error.to_string().contains("GENESYS_BASE_URL"), "{error}");
-        assert!(GenesysConfig::resolve_urls(Region::default(), None, Some("not a url")).is_err());
+        let error = GenesysConfig::resolve_urls(Region::default(), None, Some("not a url")).unwrap_err();
+        assert!(error.to_string().contains("GENESYS_LOGIN_BASE_URL"), "{error}");
+    }
+
+    #[test]
+    fn a_concurrency_cap_a_semaphore_cannot_hold_is_invalid() {
+        let mut c = config();
+        c.max_concurrency = usize::MAX;
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -20,17 +20,10 @@ pub fn conversation(id: ConversationId, body: &[u8]) -> Option<ConversationSnaps
 }
 
 /// The observation query answer and, when fetched, the estimated-wait answer → the snapshot
-/// `QueuePort::capacity` returns (the same field mapping as `ports.rs`).
+/// `QueuePort::capacity` returns (through the same mapping as `ports.rs`).
 #[doc(hidden)]
 pub fn capacity(queue: QueueId, observations: &[u8], estimated_wait: Option<&[u8]>) -> Option<CapacitySnapshot> {
-    let observed = wire::observations(queue, observations)?;
-    Some(CapacitySnapshot {
-        queue,
-        idle_agents: observed.idle,
-        on_queue_agents: observed.on_queue,
-        waiting: observed.waiting,
-        estimated_wait: estimated_wait.and_then(wire::estimated_wait),
-    })
+    Some(wire::observations(queue, observations)?.into_snapshot(queue, estimated_wait.and_then(wire::estimated_wait)))
 }
 
 /// `GET …/estimatedwaittime` answer → the estimated wait.

@@ -200,14 +200,7 @@ impl GenesysClient {
             }
         };
         let (observed, estimated_wait) = tokio::join!(observe, wait);
-        let observed = observed?;
-        Ok(CapacitySnapshot {
-            queue,
-            idle_agents: observed.idle,
-            on_queue_agents: observed.on_queue,
-            waiting: observed.waiting,
-            estimated_wait,
-        })
+        Ok(observed?.into_snapshot(queue, estimated_wait))
     }
 }
 

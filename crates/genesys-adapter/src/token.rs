@@ -215,9 +215,9 @@ impl TokenCache {
             .header(reqwest::header::ACCEPT, "application/json")
             .body("grant_type=client_credentials");
         let answer = tokio::time::timeout(limit, async {
-            let response = request.send().await?;
+            let mut response = request.send().await?;
             let status = response.status();
-            let headers = response.headers().clone();
+            let headers = std::mem::take(response.headers_mut());
             let body = crate::client::read_body(response, MAX_TOKEN_BODY).await?;
             Ok::<_, reqwest::Error>((status, headers, body))
         })

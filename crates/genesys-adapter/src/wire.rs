@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use handoff_domain::ports::{ConversationSnapshot, ParticipantView};
-use handoff_domain::{AttributeSet, ConversationId, ParticipantId, QueueId};
+use handoff_domain::{AttributeSet, CapacitySnapshot, ConversationId, ParticipantId, QueueId};
 use serde::{Deserialize, Serialize};
 
 // ---- requests -------------------------------------------------------------------------------
@@ -184,6 +184,19 @@ pub(crate) struct Observed {
     pub(crate) idle: u32,
     pub(crate) on_queue: u32,
     pub(crate) waiting: u32,
+}
+
+impl Observed {
+    /// The snapshot `QueuePort::capacity` returns for `queue`.
+    pub(crate) fn into_snapshot(self, queue: QueueId, estimated_wait: Option<Duration>) -> CapacitySnapshot {
+        CapacitySnapshot {
+            queue,
+            idle_agents: self.idle,
+            on_queue_agents: self.on_queue,
+            waiting: self.waiting,
+            estimated_wait,
+        }
+    }
 }
 
 /// Sums the metrics of every group that belongs to `queue` (a group naming another queue is

@@ -30,7 +30,7 @@ use wiremock::matchers::{basic_auth, bearer_token, body_json, body_string, heade
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::retry::BACKOFF_CAP;
-use crate::{ClientStats, Endpoint, GenesysClient, GenesysConfig, Permission, PermissionStatus, StatusClass};
+use crate::{Endpoint, GenesysClient, GenesysConfig, Permission, PermissionStatus, StatusClass};
 
 const CLIENT_ID: &str = "handoff-client";
 const SECRET: &str = "handoff-secret";
@@ -184,10 +184,6 @@ fn locate(
 fn transfer(client: &Arc<GenesysClient>) -> impl Future<Output = Result<Receipt, PortError>> + Send + 'static {
     let client = Arc::clone(client);
     async move { client.transfer(conv(), flow(), queue()).await }
-}
-
-fn attempts(stats: &ClientStats, endpoint: Endpoint) -> u64 {
-    stats.attempts(endpoint)
 }
 
 // ---- 2xx: exact request shapes --------------------------------------------------------------
@@ -706,7 +702,7 @@ async fn a_read_that_times_out_every_attempt_is_retried_then_transient() {
 
     // Assert
     assert!(matches!(error, PortError::Transient { .. }), "{error:?}");
-    assert_eq!(attempts(&client.stats(), Endpoint::ConversationGet), 3);
+    assert_eq!(client.stats().attempts(Endpoint::ConversationGet), 3);
     assert!(Instant::now() - started <= Duration::from_secs(13), "three timeouts and two backoffs at most");
 }
 
