@@ -99,6 +99,12 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// Bounds of the settings read with `Reader::bounded`.
+const UPSTREAM_MS: (u64, u64) = (1, 600_000);
+const COUNT: (u64, u64) = (1, 1_000_000);
+const DAY_SECS: u64 = 86_400;
+const WEEK_SECS: u64 = 7 * DAY_SECS;
+
 /// Reads variables through `get`, so tests need no process environment.
 struct Reader<'a, F: Fn(&str) -> Option<String>> {
     get: &'a F,
@@ -126,6 +132,16 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
                 default
             }),
         }
+    }
+
+    /// A whole number of `unit` within `min..=max` (default when unset). The bounds keep every
+    /// deadline computed from it far from overflow and catch typos like an extra three zeros.
+    fn bounded(&mut self, name: &str, default: u64, (min, max): (u64, u64), unit: &str) -> u64 {
+        let value = self.parsed(name, default, unit);
+        if !(min..=max).contains(&value) {
+            self.errors.push(format!("{name}={value} is out of range: expected {unit} from {min} to {max}"));
+        }
+        value
     }
 
     fn optional<T: std::str::FromStr>(&mut self, name: &str, what: &str) -> Option<T> {
@@ -176,19 +192,15 @@ impl Settings {
                 r.errors.push(format!("GENESYS_REGION={region:?} is not valid: {e}"));
             }
         }
-        let attempt_timeout = Duration::from_millis(r.parsed("GENESYS_TIMEOUT_MS", 5_000u64, "milliseconds"));
-        let budget = Duration::from_millis(r.parsed("GENESYS_BUDGET_MS", 10_000u64, "milliseconds"));
+        let attempt_timeout =
+            Duration::from_millis(r.bounded("GENESYS_TIMEOUT_MS", 5_000, UPSTREAM_MS, "milliseconds"));
+        let budget = Duration::from_millis(r.bounded("GENESYS_BUDGET_MS", 10_000, UPSTREAM_MS, "milliseconds"));
         if budget < attempt_timeout {
             r.errors.push("GENESYS_BUDGET_MS must be at least GENESYS_TIMEOUT_MS".to_owned());
         }
-        let max_concurrency = r.parsed("GENESYS_MAX_CONCURRENCY", 128usize, "a positive number");
-        if max_concurrency == 0 {
-            r.errors.push("GENESYS_MAX_CONCURRENCY must be at least 1".to_owned());
-        }
-        let outbox_concurrency = r.parsed("HANDOFF_OUTBOX_CONCURRENCY", 16usize, "a positive number");
-        if outbox_concurrency == 0 {
-            r.errors.push("HANDOFF_OUTBOX_CONCURRENCY must be at least 1".to_owned());
-        } else if outbox_concurrency >= max_concurrency {
+        let max_concurrency = r.bounded("GENESYS_MAX_CONCURRENCY", 128, COUNT, "a number") as usize;
+        let outbox_concurrency = r.bounded("HANDOFF_OUTBOX_CONCURRENCY", 16, COUNT, "a number") as usize;
+        if outbox_concurrency >= max_concurrency {
             r.errors.push(format!(
                 "HANDOFF_OUTBOX_CONCURRENCY ({outbox_concurrency}) must be below GENESYS_MAX_CONCURRENCY \
                  ({max_concurrency}), or analytics deliveries could take every permit from live handoffs"
@@ -207,11 +219,8 @@ impl Settings {
         let min_idle_agents = r.parsed("HANDOFF_MIN_IDLE_AGENTS", 1u32, "a whole number (0 turns the check off)");
         let max_waiting = r.optional("HANDOFF_MAX_WAITING", "a whole number");
         let max_wait = r.optional::<u64>("HANDOFF_MAX_WAIT_SECS", "seconds").map(Duration::from_secs);
-        let defer_for = Duration::from_secs(r.parsed("HANDOFF_DEFER_FOR_SECS", 300u64, "seconds"));
-        let recheck_every = Duration::from_secs(r.parsed("HANDOFF_RECHECK_SECS", 15u64, "seconds"));
-        if recheck_every.is_zero() {
-            r.errors.push("HANDOFF_RECHECK_SECS must be at least 1".to_owned());
-        }
+        let defer_for = Duration::from_secs(r.bounded("HANDOFF_DEFER_FOR_SECS", 300, (0, WEEK_SECS), "seconds"));
+        let recheck_every = Duration::from_secs(r.bounded("HANDOFF_RECHECK_SECS", 15, (1, DAY_SECS), "seconds"));
 
         let webhook_auth = match r.raw("WEBHOOK_AUTH").as_deref().unwrap_or("secret") {
             "none" => WebhookAuthSetting::None,
@@ -258,22 +267,23 @@ impl Settings {
         };
         // The lease must cover a transfer and its read-back (each bounded by the budget); it is
         // renewed when the transfer starts, and saves are fenced, so a shorter early phase is safe.
-        let lease = match r.optional::<u64>("HANDOFF_LEASE_SECS", "seconds") {
-            Some(secs) => {
-                let lease = Duration::from_secs(secs);
-                if lease < budget * 2 {
-                    r.errors.push(format!(
-                        "HANDOFF_LEASE_SECS={secs} is too short: it must be at least twice GENESYS_BUDGET_MS \
+        let lease =
+            match r.raw("HANDOFF_LEASE_SECS").map(|_| r.bounded("HANDOFF_LEASE_SECS", 0, (1, DAY_SECS), "seconds")) {
+                Some(secs) => {
+                    let lease = Duration::from_secs(secs);
+                    if lease < budget * 2 {
+                        r.errors.push(format!(
+                            "HANDOFF_LEASE_SECS={secs} is too short: it must be at least twice GENESYS_BUDGET_MS \
                          ({} s) to cover a transfer and its read-back",
-                        (budget * 2).as_secs_f64().ceil()
-                    ));
+                            (budget * 2).as_secs_f64().ceil()
+                        ));
+                    }
+                    lease
                 }
-                lease
-            }
-            None => Duration::from_secs(30).max(budget * 3),
-        };
-        let max_in_flight = r.parsed("HANDOFF_MAX_IN_FLIGHT", 256usize, "a positive number");
-        let request_timeout = Duration::from_secs(r.parsed("HANDOFF_REQUEST_TIMEOUT_SECS", 25u64, "seconds"));
+                None => Duration::from_secs(30).max(budget * 3),
+            };
+        let max_in_flight = r.bounded("HANDOFF_MAX_IN_FLIGHT", 256, COUNT, "a number") as usize;
+        let request_timeout = Duration::from_secs(r.bounded("HANDOFF_REQUEST_TIMEOUT_SECS", 25, (1, 3_600), "seconds"));
 
         let errors = std::mem::take(&mut r.errors);
         match (client_id, client_secret, target) {
@@ -357,7 +367,7 @@ mod tests {
         assert_eq!(with("8").unwrap().service.outbox_concurrency, 8);
         let text = with("32").unwrap_err().to_string();
         assert!(text.contains("HANDOFF_OUTBOX_CONCURRENCY (32) must be below GENESYS_MAX_CONCURRENCY (32)"), "{text}");
-        assert!(with("0").unwrap_err().to_string().contains("HANDOFF_OUTBOX_CONCURRENCY must be at least 1"));
+        assert!(with("0").unwrap_err().to_string().contains("HANDOFF_OUTBOX_CONCURRENCY=0 is out of range"));
     }
 
     #[test]
@@ -384,6 +394,34 @@ mod tests {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
         assert!(errors.0.len() >= 9, "{text}");
+    }
+
+    #[test]
+    fn durations_and_counts_out_of_range_are_refused_with_their_range() {
+        let errors = Settings::from_env(env(&[
+            ("GENESYS_CLIENT_ID", "id"),
+            ("GENESYS_CLIENT_SECRET", "s3cret"),
+            ("TARGET_QUEUE_ID", QUEUE),
+            ("WEBHOOK_SECRET", "a"),
+            ("HANDOFF_DEFER_FOR_SECS", "18446744073709551615"),
+            ("HANDOFF_RECHECK_SECS", "0"),
+            ("HANDOFF_LEASE_SECS", "9999999999"),
+            ("HANDOFF_REQUEST_TIMEOUT_SECS", "0"),
+            ("GENESYS_TIMEOUT_MS", "0"),
+            ("GENESYS_MAX_CONCURRENCY", "0"),
+        ]))
+        .unwrap_err();
+        let text = errors.to_string();
+        for needle in [
+            "HANDOFF_DEFER_FOR_SECS=18446744073709551615 is out of range: expected seconds from 0 to 604800",
+            "HANDOFF_RECHECK_SECS=0 is out of range",
+            "HANDOFF_LEASE_SECS=9999999999 is out of range",
+            "HANDOFF_REQUEST_TIMEOUT_SECS=0 is out of range",
+            "GENESYS_TIMEOUT_MS=0 is out of range",
+            "GENESYS_MAX_CONCURRENCY=0 is out of range",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
     }
 
     #[test]

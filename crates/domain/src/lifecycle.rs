@@ -317,9 +317,24 @@ impl HandoffRecord {
     }
 }
 
+/// `at + by`, saturating at the latest representable time instead of panicking: every deadline
+/// the domain and the ledgers compute (leases, re-checks, deferrals, retries) goes through this,
+/// so an absurd setting can never crash a handoff.
+pub fn later(at: DateTime<Utc>, by: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(by).ok().and_then(|d| at.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn later_adds_and_saturates_instead_of_overflowing() {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        assert_eq!(later(at, std::time::Duration::from_secs(90)), at + chrono::Duration::seconds(90));
+        assert_eq!(later(at, std::time::Duration::MAX), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(later(DateTime::<Utc>::MAX_UTC, std::time::Duration::from_secs(1)), DateTime::<Utc>::MAX_UTC);
+    }
     use proptest::prelude::*;
 
     fn stage() -> impl Strategy<Value = Stage> {

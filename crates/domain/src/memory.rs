@@ -108,7 +108,7 @@ fn replay_within(record: &HandoffRecord, now: DateTime<Utc>, window: Duration) -
 }
 
 fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))
+    crate::lifecycle::later(now, lease)
 }
 
 #[async_trait]

@@ -401,8 +401,7 @@ impl HandoffService {
                 Ok(_) => self.ledger.finish_outbox(entry.id, None, None).await.map(|()| Some(true)),
                 Err(e) => {
                     let backoff = outbox_backoff(entry.attempts, self.settings.outbox_backoff_max);
-                    let retry_at =
-                        self.clock.now() + chrono::Duration::from_std(backoff).unwrap_or(chrono::Duration::MAX);
+                    let retry_at = crate::lifecycle::later(self.clock.now(), backoff);
                     self.ledger.finish_outbox(entry.id, Some(retry_at), Some(e.to_string())).await.map(|()| Some(false))
                 }
             };
@@ -784,9 +783,9 @@ impl HandoffService {
         let now = self.clock.now();
         let s = &self.settings;
         record.queue = Some(primary);
-        record.next_check_at = Some(now + chrono_duration(s.recheck_every));
+        record.next_check_at = Some(crate::lifecycle::later(now, s.recheck_every));
         if record.defer_until.is_none() {
-            record.defer_until = Some(now + chrono_duration(s.defer_for));
+            record.defer_until = Some(crate::lifecycle::later(now, s.defer_for));
         }
         let first = record.stage != Stage::Deferred;
         self.move_to(record, Stage::Deferred, if first { "deferred: no capacity" } else { "still no capacity" })?;
@@ -920,7 +919,7 @@ impl HandoffService {
 
     /// A lease from now for [`ServiceSettings::lease`].
     fn hold(&self) -> Option<DateTime<Utc>> {
-        Some(self.clock.now() + chrono_duration(self.settings.lease))
+        Some(crate::lifecycle::later(self.clock.now(), self.settings.lease))
     }
 
     /// The answer when the ledger refused: 409 when someone else took the record over (they
@@ -1008,6 +1007,7 @@ fn replay(record: &HandoffRecord) -> Step<HandoffOutcome> {
     }
 }
 
+#[cfg(test)]
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }

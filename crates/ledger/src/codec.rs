@@ -26,11 +26,9 @@ pub(crate) fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
-/// `now + lease`, as `InMemoryLedger` computes it (a lease too long for chrono counts as 30 s),
-/// saturating instead of overflowing.
+/// `now + lease`, as `InMemoryLedger` computes it (saturating), to the microsecond.
 pub(crate) fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
-    micros(now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC))
+    micros(handoff_domain::later(now, lease))
 }
 
 /// `limit` as a SQL `LIMIT` value.
