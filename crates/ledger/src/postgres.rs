@@ -84,7 +84,7 @@ impl PostgresBackend {
         // The common case, a key never seen: one statement, no explicit transaction.
         if let BeginPlan::Create { record, lease_until } = plan_begin(None, key, request, now, lease, reuse_after) {
             let columns = RecordColumns::from_record(&record);
-            let inserted = bind_upsert(sqlx::query(sql::PG_BEGIN_NEW_KEY), &columns, Some(lease_until))
+            let inserted = bind_upsert(sqlx::query(sql::PG_BEGIN_NEW_KEY), columns, Some(lease_until))
                 .bind(key.to_string())
                 .execute(&self.pool)
                 .await
@@ -125,7 +125,7 @@ impl PostgresBackend {
                 Begin::Resume(record)
             }
             BeginPlan::Create { record, lease_until } => {
-                bind_upsert(sqlx::query(sql::UPSERT_RECORD), &RecordColumns::from_record(&record), Some(lease_until))
+                bind_upsert(sqlx::query(sql::UPSERT_RECORD), RecordColumns::from_record(&record), Some(lease_until))
                     .execute(&mut *tx)
                     .await
                     .map_err(ledger_error(OP))?;
@@ -150,10 +150,11 @@ impl PostgresBackend {
     ) -> Result<(), LedgerError> {
         const OP: &str = "save";
         let columns = RecordColumns::from_record(record);
+        let updated_at = columns.updated_at;
         let upsert = match events {
             // One statement is its own transaction: one round trip.
             [] => {
-                let done = bind_upsert(sqlx::query(sql::UPSERT_RECORD), &columns, hold_until)
+                let done = bind_upsert(sqlx::query(sql::UPSERT_RECORD), columns, hold_until)
                     .execute(&self.pool)
                     .await
                     .map_err(ledger_error(OP))?;
@@ -162,14 +163,14 @@ impl PostgresBackend {
             // The usual `Transferred` save: the record and its event in one statement, the event
             // inserted only when the fenced upsert wrote the record.
             [event] => {
-                let done = bind_upsert(sqlx::query(&SAVE_WITH_ONE_EVENT), &columns, hold_until)
+                let done = bind_upsert(sqlx::query(&SAVE_WITH_ONE_EVENT), columns, hold_until)
                     .bind(event_to_json(event))
                     .execute(&self.pool)
                     .await
                     .map_err(ledger_error(OP))?;
                 return fenced(done.rows_affected());
             }
-            _ => bind_upsert(sqlx::query(sql::UPSERT_RECORD), &columns, hold_until),
+            _ => bind_upsert(sqlx::query(sql::UPSERT_RECORD), columns, hold_until),
         };
         let mut tx = self.pool.begin().await.map_err(ledger_error(OP))?;
         let done = upsert.execute(&mut *tx).await.map_err(ledger_error(OP))?;
@@ -179,7 +180,7 @@ impl PostgresBackend {
             sqlx::query(sql::INSERT_OUTBOX)
                 .bind(*event.handoff_id.as_uuid())
                 .bind(event_to_json(event))
-                .bind(columns.updated_at)
+                .bind(updated_at)
                 .execute(&mut *tx)
                 .await
                 .map_err(ledger_error(OP))?;
@@ -299,26 +300,26 @@ impl PostgresBackend {
 }
 
 /// Binds [`sql::UPSERT_RECORD`]: the columns and the lease to hold (`None` releases).
-fn bind_upsert<'q>(q: Query<'q>, c: &RecordColumns, hold_until: Option<DateTime<Utc>>) -> Query<'q> {
+fn bind_upsert<'q>(q: Query<'q>, c: RecordColumns, hold_until: Option<DateTime<Utc>>) -> Query<'q> {
     q.bind(c.id)
-        .bind(c.key.clone())
+        .bind(c.key)
         .bind(c.conversation_id)
-        .bind(c.idempotency_key.clone())
-        .bind(c.reason.clone())
-        .bind(c.request.clone())
-        .bind(c.stage.clone())
+        .bind(c.idempotency_key)
+        .bind(c.reason)
+        .bind(c.request)
+        .bind(c.stage)
         .bind(c.queue_id)
         .bind(c.holder)
         .bind(c.customer)
-        .bind(c.answer.clone())
+        .bind(c.answer)
         .bind(c.attempts)
         .bind(c.created_at)
         .bind(c.updated_at)
         .bind(c.next_check_at)
         .bind(c.defer_until)
-        .bind(c.last_error.clone())
-        .bind(c.correlation_ids.clone())
-        .bind(c.history.clone())
+        .bind(c.last_error)
+        .bind(c.correlation_ids)
+        .bind(c.history)
         .bind(hold_until)
 }
 

@@ -21,6 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, OutboxEntry, StatRow};
 use handoff_domain::{ConversationId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use rusqlite_migration::{Migrations, M};
 use serde_json::Value;
@@ -266,11 +267,13 @@ fn save_work(
     events: &[HandoffEvent],
 ) -> impl FnOnce(&Connection) -> Result<(), LedgerError> + Send + 'static {
     let columns = RecordColumns::from_record(record);
+    let upsert = UpsertParams::new(&columns, hold_until);
+    let updated_at = columns.updated_at.timestamp_micros();
     let events: Vec<String> = events.iter().map(|e| event_to_json(e).to_string()).collect();
     let handoff_id = record.id.to_string();
     move |conn| {
         const OP: &str = "save";
-        let changed = upsert(conn, &columns, hold_until).map_err(ledger_error(OP))?;
+        let changed = upsert.execute(conn).map_err(ledger_error(OP))?;
         // The fence kept the row unchanged: someone took the record over. The savepoint is
         // rolled back, so nothing of this save is kept.
         if changed == 0 {
@@ -278,9 +281,7 @@ fn save_work(
         }
         let mut insert = conn.prepare_cached(sqlite_sql!(INSERT_OUTBOX)).map_err(ledger_error(OP))?;
         for event in &events {
-            insert
-                .execute(params![handoff_id, event, columns.updated_at.timestamp_micros()])
-                .map_err(ledger_error(OP))?;
+            insert.execute(params![handoff_id, event, updated_at]).map_err(ledger_error(OP))?;
         }
         Ok(())
     }
@@ -320,7 +321,9 @@ fn begin(
             Begin::Resume(record)
         }
         BeginPlan::Create { record, lease_until } => {
-            upsert(conn, &RecordColumns::from_record(&record), Some(lease_until)).map_err(ledger_error(OP))?;
+            UpsertParams::new(&RecordColumns::from_record(&record), Some(lease_until))
+                .execute(conn)
+                .map_err(ledger_error(OP))?;
             conn.prepare_cached(sqlite_sql!(SET_KEY))
                 .and_then(|mut s| s.execute(params![key_text, record.id.to_string()]))
                 .map_err(ledger_error(OP))?;
@@ -358,31 +361,44 @@ fn select_record(
     conn.prepare_cached(sqlite_sql!(SELECT_RECORD))?.query_row([id], |row| Ok(decode_record(row))).optional()
 }
 
-/// Runs [`sql::UPSERT_RECORD`] with the columns and the lease to hold (`None` releases); the
-/// number of rows changed (0 when the fence refused).
-fn upsert(conn: &Connection, c: &RecordColumns, hold_until: Option<DateTime<Utc>>) -> rusqlite::Result<usize> {
-    conn.prepare_cached(sqlite_sql!(UPSERT_RECORD))?.execute(params![
-        c.id.to_string(),
-        c.key,
-        c.conversation_id.to_string(),
-        c.idempotency_key,
-        c.reason,
-        c.request.to_string(),
-        c.stage,
-        c.queue_id.map(|u| u.to_string()),
-        c.holder.map(|u| u.to_string()),
-        c.customer.map(|u| u.to_string()),
-        c.answer.as_ref().map(Value::to_string),
-        c.attempts,
-        c.created_at.timestamp_micros(),
-        c.updated_at.timestamp_micros(),
-        c.next_check_at.map(|t| t.timestamp_micros()),
-        c.defer_until.map(|t| t.timestamp_micros()),
-        c.last_error,
-        c.correlation_ids.to_string(),
-        c.history.to_string(),
-        hold_until.map(|t| t.timestamp_micros()),
-    ])
+/// The parameters of [`sql::UPSERT_RECORD`]: the columns, then the lease to hold (`None`
+/// releases). Encoded by the caller, so the single writer thread only binds them.
+struct UpsertParams([SqlValue; 20]);
+
+impl UpsertParams {
+    fn new(c: &RecordColumns, hold_until: Option<DateTime<Utc>>) -> Self {
+        let text = |t: String| SqlValue::Text(t);
+        let opt_text = |t: Option<String>| t.map_or(SqlValue::Null, SqlValue::Text);
+        let micros = |t: DateTime<Utc>| SqlValue::Integer(t.timestamp_micros());
+        let opt_micros = |t: Option<DateTime<Utc>>| t.map_or(SqlValue::Null, micros);
+        Self([
+            text(c.id.to_string()),
+            text(c.key.clone()),
+            text(c.conversation_id.to_string()),
+            opt_text(c.idempotency_key.clone()),
+            text(c.reason.clone()),
+            text(c.request.to_string()),
+            text(c.stage.clone()),
+            opt_text(c.queue_id.map(|u| u.to_string())),
+            opt_text(c.holder.map(|u| u.to_string())),
+            opt_text(c.customer.map(|u| u.to_string())),
+            opt_text(c.answer.as_ref().map(Value::to_string)),
+            SqlValue::Integer(c.attempts),
+            micros(c.created_at),
+            micros(c.updated_at),
+            opt_micros(c.next_check_at),
+            opt_micros(c.defer_until),
+            opt_text(c.last_error.clone()),
+            text(c.correlation_ids.to_string()),
+            text(c.history.to_string()),
+            opt_micros(hold_until),
+        ])
+    }
+
+    /// Runs the upsert; the number of rows changed (0 when the fence refused).
+    fn execute(&self, conn: &Connection) -> rusqlite::Result<usize> {
+        conn.prepare_cached(sqlite_sql!(UPSERT_RECORD))?.execute(rusqlite::params_from_iter(self.0.iter()))
+    }
 }
 
 /// A `handoffs` row read back (columns in `record_columns!` order), with its lease.

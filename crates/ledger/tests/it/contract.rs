@@ -10,8 +10,8 @@ use futures::future::join_all;
 use handoff_domain::lifecycle::HistoryEntry;
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, LedgerPort, StatRow};
 use handoff_domain::{
-    ConversationId, HandoffId, HandoffKey, HandoffReason, HandoffRecord, HandoffRequest, IdempotencyKey, ParticipantId,
-    QueueId, Stage, StoredAnswer,
+    AdviceDecision, ConversationId, HandoffId, HandoffKey, HandoffReason, HandoffRecord, HandoffRequest,
+    IdempotencyKey, ParticipantId, QueueId, Stage, StoredAnswer,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -291,10 +291,16 @@ pub(crate) async fn a_save_by_a_holder_who_lost_the_record_is_refused(ledger: &d
     };
     stale.queue = Some(queue(1));
     stale.advance(Stage::TransferPending, t(32), "late transfer").unwrap();
-    // Act
-    let saved = ledger.save(&stale, None, &[]).await;
-    // Assert: refused, and the stored record is the resumer's
-    assert_eq!(saved, Err(LedgerError::LeaseLost));
+    // Act: with no event, one (a `Transferred` save) and two
+    let events = [event(&stale, 1), event(&stale, 2)];
+    let saved = [
+        ledger.save(&stale, None, &[]).await,
+        ledger.save(&stale, None, &events[..1]).await,
+        ledger.save(&stale, None, &events).await,
+    ];
+    // Assert: refused, nothing reached the outbox, and the stored record is the resumer's
+    assert_eq!(saved, [Err(LedgerError::LeaseLost), Err(LedgerError::LeaseLost), Err(LedgerError::LeaseLost)]);
+    assert_eq!(ledger.outbox_backlog().await.unwrap(), 0, "a refused save queued an event");
     assert_eq!(ledger.get(current.id).await.unwrap(), Some(current.clone()));
     assert_eq!(begin_at(ledger, &key, "billing", t(33), LEASE).await, Begin::Busy { handoff_id: current.id });
     ledger.save(&current, None, &[]).await.unwrap();
@@ -537,6 +543,12 @@ pub(crate) async fn a_record_round_trips_every_field(ledger: &dyn LedgerPort) {
         StoredAnswer::Transferred { queue: queue(7) },
         StoredAnswer::Deferred { queue: queue(7), retry_after: Duration::new(300, 5) },
         StoredAnswer::Failed { status: 502, code: "upstream_rejected".into(), message: "queue \"x\" unknown".into() },
+        StoredAnswer::Advising,
+        StoredAnswer::Advised { queue: queue(7), decision: AdviceDecision::Transfer },
+        StoredAnswer::Advised {
+            queue: queue(7),
+            decision: AdviceDecision::Defer { retry_after: Duration::new(30, 7) },
+        },
     ];
     for (n, answer) in answers.into_iter().enumerate() {
         // Arrange: every field set, times with microseconds, text with quotes and non-ASCII
