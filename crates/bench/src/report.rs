@@ -190,14 +190,14 @@ pub(crate) struct RealizedLatency {
 impl RealizedLatency {
     /// From the calls' realized latencies; `None` when none had any.
     pub(crate) fn of(latencies: impl Iterator<Item = std::time::Duration>) -> Option<Self> {
-        let mut us: Vec<u128> = latencies.filter(|d| !d.is_zero()).map(|d| d.as_micros()).collect();
+        let us: Vec<u128> = latencies.filter(|d| !d.is_zero()).map(|d| d.as_micros()).collect();
         if us.is_empty() {
             return None;
         }
-        us.sort_unstable();
-        let at = |q: f64| us[((us.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
-        let mean = us.iter().sum::<u128>() as f64 / us.len() as f64 / 1000.0;
-        Some(Self { mean, p50: at(0.5), p99: at(0.99) })
+        let mut ms: Vec<f64> = us.iter().map(|&u| u as f64 / 1000.0).collect();
+        ms.sort_by(f64::total_cmp);
+        let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+        Some(Self { mean, p50: crate::stages::quantile(&ms, 0.5), p99: crate::stages::quantile(&ms, 0.99) })
     }
 }
 

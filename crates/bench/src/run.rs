@@ -227,12 +227,14 @@ fn measure(
     let exit = service.stop(STOP_GRACE);
     let window = (upstream.offset(before.at), upstream.offset(after.at));
     let capacity = capacity_queries(&calls, window);
-    let legs =
-        crate::stages::legs(&calls, &measured.timeline, Duration::from_millis(args.latency_ms), |i| upstream.offset(i));
+    let legs = crate::stages::legs(&calls, &measured.timeline, |i| upstream.offset(i));
     upstream.shutdown();
 
     // Measured phase.
-    let measured_s = after.at.duration_since(before.at).as_secs_f64();
+    // Throughput uses the load's own clock; CPU shares use the window between the snapshots
+    // whose tick counters they difference.
+    let measured_s = measured.elapsed.as_secs_f64();
+    let window_s = after.at.duration_since(before.at).as_secs_f64();
     let finished = measured.finished();
     let ok = measured.latency_us.len();
     let per = |x: f64, n: u64| if n == 0 { 0.0 } else { x / n as f64 };
@@ -307,7 +309,7 @@ fn measure(
             cpu_ms_per_handoff_whole_run: per(ms(end.service_ticks.saturating_sub(ready.service_ticks)), handoffs),
             peak_rss_mib: hwm_kib.unwrap_or(0) as f64 / 1024.0,
             rss_mib_at_end: rss_kib.unwrap_or(0) as f64 / 1024.0,
-            cores_busy: service_ms / 1000.0 / measured_s.max(1e-9),
+            cores_busy: service_ms / 1000.0 / window_s.max(1e-9),
             sqlite_kib: None,
             exit: exit.map(|s| s.to_string()),
             log,

@@ -33,8 +33,8 @@ impl Upstream {
             .build()
             .context("failed to build the simulator runtime")?;
         let config = SimConfig { latency, max_logged_calls, ..SimConfig::default() };
-        let started = Instant::now();
         let handle = runtime.block_on(genesys_sim::spawn(config)).context("failed to start genesys-sim")?;
+        let started = handle.sim().started_at();
         Ok(Self { runtime, handle: Some(handle), started })
     }
 

@@ -35,8 +35,10 @@
 //! Each API call goes through: bearer token (401 `bad.credentials`), rate limit (429
 //! `too.many.requests`), latency, the first matching [`Fault`], the endpoint's permission (403
 //! `missing.permissions`, before any existence check), then the operation. Every answered call is
-//! appended to the call log ([`Sim::calls`]). All delays use `tokio::time::sleep`, so tests can run
-//! under `tokio::time::pause()`.
+//! appended to the call log ([`Sim::calls`]). The per-call latency uses a precise wall-clock timer
+//! (async-io), calibrated so calls see the configured latency on average; it does not follow a
+//! paused tokio clock. Injected faults (latency, late answers) use `tokio::time::sleep`, so tests
+//! of timing logic can run under `tokio::time::pause()`.
 //!
 //! # Admin API (no auth, JSON, not logged)
 //! | call | effect |

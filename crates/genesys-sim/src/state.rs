@@ -90,6 +90,11 @@ impl Sim {
         }
     }
 
+    /// When the simulator started: the clock of [`Call::at`](crate::Call::at).
+    pub fn started_at(&self) -> std::time::Instant {
+        self.inner.started.into_std()
+    }
+
     /// The configuration the org started from (queues and latency may have changed since).
     pub fn config(&self) -> &SimConfig {
         &self.inner.config
