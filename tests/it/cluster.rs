@@ -103,7 +103,7 @@ fn outcomes(log: &[String]) -> HashMap<(bool, String), usize> {
 async fn two_instances(database_url: String) {
     // Arrange: one simulator (10 ms a call), two instances started together on one database (so they
     // also race to apply the migrations).
-    tokio::task::spawn_blocking(crate::helpers::fresh_handoff_binary).await.expect("the handoff binary is built");
+    tokio::task::spawn_blocking(crate::helpers::handoff_binary).await.expect("the handoff binary is built");
     let started = Instant::now();
     let sim_handle = genesys_sim::spawn(SimConfig::default()).await.expect("simulator");
     let sim = sim_handle.sim().clone();

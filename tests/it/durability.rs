@@ -163,7 +163,7 @@ async fn a_crash_mid_burst_loses_nothing_and_transfers_nothing_twice() {
     // Arrange: the simulator in this process (20 ms a call, so handoffs are in flight), the binary as
     // a child on a SQLite file. Short upstream budgets and a 2 s lease (HANDOFF_LEASE_SECS), so work
     // the dead process left is resumed quickly.
-    tokio::task::spawn_blocking(crate::helpers::fresh_handoff_binary).await.expect("the handoff binary is built");
+    tokio::task::spawn_blocking(crate::helpers::handoff_binary).await.expect("the handoff binary is built");
     let test_started = Instant::now();
     let sim_handle = genesys_sim::spawn(SimConfig::default()).await.expect("simulator");
     let sim = sim_handle.sim().clone();
@@ -342,7 +342,7 @@ async fn a_crash_mid_burst_loses_nothing_and_transfers_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_analytics_event_in_flight_at_a_crash_is_delivered_after_the_restart() {
     // Arrange: the tag PUT takes 1.5 s, so the worker is delivering it when the process dies.
-    tokio::task::spawn_blocking(crate::helpers::fresh_handoff_binary).await.expect("the handoff binary is built");
+    tokio::task::spawn_blocking(crate::helpers::handoff_binary).await.expect("the handoff binary is built");
     let sim_handle = genesys_sim::spawn(SimConfig::default()).await.expect("simulator");
     let sim = sim_handle.sim().clone();
     sim.push_fault(Fault::new(Endpoint::PutTags, FaultKind::Latency(Duration::from_millis(1500))));

@@ -159,39 +159,23 @@ fn init_test_log() {
     }
 }
 
-/// The `handoff` binary next to this test binary (`target/<profile>/handoff`), built if missing.
+/// The `handoff` binary next to this test binary (`target/<profile>/handoff`), rebuilt once per
+/// test run so that it matches the sources (cargo is a no-op when it is fresh).
 pub(crate) fn handoff_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/it-xxxx → target/<profile>/handoff
-    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
-    let bin = profile_dir.join(format!("handoff{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "handoff-app", "--bin", "handoff"])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the handoff binary failed");
-    }
-    bin
-}
-
-/// The `handoff` binary, rebuilt once per test run so that it matches the sources (`handoff_binary`
-/// only builds it when it is missing; cargo is a no-op when it is fresh).
-pub(crate) fn fresh_handoff_binary() -> PathBuf {
     static FRESH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     FRESH
         .get_or_init(|| {
-            let bin = handoff_binary();
-            let release = bin.parent().and_then(|d| d.file_name()).is_some_and(|n| n == "release");
+            let exe = std::env::current_exe().expect("test binary path");
+            // target/<profile>/deps/it-xxxx → target/<profile>/handoff
+            let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
             let mut cargo = std::process::Command::new(env!("CARGO"));
             cargo.args(["build", "-q", "-p", "handoff-app", "--bin", "handoff"]);
-            if release {
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
                 cargo.arg("--release");
             }
             let status = cargo.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).status().expect("cargo runs");
             assert!(status.success(), "building the handoff binary failed");
-            bin
+            profile_dir.join(format!("handoff{}", std::env::consts::EXE_SUFFIX))
         })
         .clone()
 }
@@ -218,7 +202,7 @@ impl ServeProcess {
     /// 60 s) for its `handoff ready` line. `env` should set `PORT=0` and `BIND_ADDR=127.0.0.1`.
     pub(crate) async fn start(env: &HashMap<String, String>, dir: &std::path::Path) -> ServeProcess {
         use std::io::BufRead as _;
-        let binary = tokio::task::spawn_blocking(fresh_handoff_binary).await.expect("the handoff binary is built");
+        let binary = tokio::task::spawn_blocking(handoff_binary).await.expect("the handoff binary is built");
         let mut child = std::process::Command::new(binary)
             .arg("serve")
             .env_clear()
@@ -328,6 +312,22 @@ pub(crate) async fn newest_record(client: &reqwest::Client, address: &str, conve
 }
 
 /// How many calls of `endpoint` for `conversation` a simulator call log (`Sim::calls`) holds.
+/// Every endpoint the simulator answered, with how often (endpoints never called left out).
+pub(crate) fn call_counts(sim: &genesys_sim::Sim) -> Vec<(Endpoint, usize)> {
+    Endpoint::ALL.into_iter().map(|e| (e, sim.count(e))).filter(|&(_, n)| n > 0).collect()
+}
+
+/// The calls of one handoff that needed a capacity check: a token, the capacity query, then
+/// lookup, context, transfer and the analytics tag, once each.
+pub(crate) const ONE_HANDOFF_CALLS: [(Endpoint, usize); 6] = [
+    (Endpoint::Token, 1),
+    (Endpoint::GetConversation, 1),
+    (Endpoint::PatchAttributes, 1),
+    (Endpoint::Replace, 1),
+    (Endpoint::ObservationsQuery, 1),
+    (Endpoint::PutTags, 1),
+];
+
 pub(crate) fn calls_for(calls: &[genesys_sim::Call], endpoint: Endpoint, conversation: Uuid) -> usize {
     let id = conversation.to_string();
     calls.iter().filter(|c| c.endpoint == endpoint && c.path.contains(&id)).count()
