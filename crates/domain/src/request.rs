@@ -56,6 +56,13 @@ impl ValidationErrors {
     pub fn errors(&self) -> &[FieldError] {
         &self.0
     }
+
+    /// These problems followed by `other`'s.
+    #[must_use]
+    pub fn merge(mut self, other: ValidationErrors) -> Self {
+        self.0.extend(other.0);
+        self
+    }
 }
 
 impl fmt::Display for ValidationErrors {

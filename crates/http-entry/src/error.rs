@@ -173,25 +173,33 @@ impl ApiError {
     fn body(&self) -> Value {
         let error = self.code().to_owned();
         let body = match self {
-            ApiError::MalformedBody { problem } => {
-                to_value(invalid(error, "the body is not valid JSON", &[FieldError::new("$", problem.clone())]))
+            ApiError::MalformedBody { problem } => serde_json::to_value(invalid(
+                error,
+                "the body is not valid JSON",
+                &[FieldError::new("$", problem.clone())],
+            )),
+            ApiError::InvalidPayload(errors) => {
+                serde_json::to_value(invalid(error, "the payload is invalid", errors.errors()))
             }
-            ApiError::InvalidPayload(errors) => to_value(invalid(error, "the payload is invalid", errors.errors())),
             ApiError::InvalidParameters(errors) => {
-                to_value(invalid(error, "the request parameters are invalid", errors.errors()))
+                serde_json::to_value(invalid(error, "the request parameters are invalid", errors.errors()))
             }
-            ApiError::InProgress { handoff_id, .. } => to_value(InProgressBody { error, handoff_id: *handoff_id }),
-            ApiError::NotTransferable { message } => to_value(NotTransferableBody { error, message: message.clone() }),
-            ApiError::UpstreamRejected { status, code, correlation_id } => to_value(UpstreamRejectedBody {
+            ApiError::InProgress { handoff_id, .. } => {
+                serde_json::to_value(InProgressBody { error, handoff_id: *handoff_id })
+            }
+            ApiError::NotTransferable { message } => {
+                serde_json::to_value(NotTransferableBody { error, message: message.clone() })
+            }
+            ApiError::UpstreamRejected { status, code, correlation_id } => serde_json::to_value(UpstreamRejectedBody {
                 error,
                 upstream_status: *status,
                 upstream_code: code.clone(),
                 correlation_id: correlation_id.clone(),
             }),
             ApiError::UpstreamUnavailable { handoff_id, .. } => {
-                to_value(UnavailableBody { error, handoff_id: Some(*handoff_id) })
+                serde_json::to_value(UnavailableBody { error, handoff_id: *handoff_id })
             }
-            _ => to_value(ErrorBody { error }),
+            _ => serde_json::to_value(ErrorBody { error }),
         };
         body.unwrap_or_else(|_| json!({ "error": self.code() }))
     }
@@ -211,10 +219,6 @@ impl ApiError {
 fn invalid(error: String, message: &str, details: &[FieldError]) -> InvalidPayloadBody {
     let details = details.iter().map(|d| FieldProblem { field: d.field.clone(), problem: d.problem.clone() }).collect();
     InvalidPayloadBody { error, message: message.to_owned(), details }
-}
-
-fn to_value(body: impl Serialize) -> serde_json::Result<Value> {
-    serde_json::to_value(body)
 }
 
 // ---- the wire types (and the OpenAPI schemas) ----------------------------------------------
@@ -293,17 +297,17 @@ pub(crate) struct UpstreamRejectedBody {
     correlation_id: Option<String>,
 }
 
-/// 503 `upstream_unavailable` (with `handoffId`), `overloaded` or `timeout`.
+/// 503 `upstream_unavailable`, with `handoffId` (503 `overloaded` and `timeout` answer only
+/// `{"error": …}`).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UnavailableBody {
-    /// `upstream_unavailable`, `overloaded` or `timeout`.
+    /// `upstream_unavailable`.
     #[schema(example = "upstream_unavailable")]
     error: String,
-    /// `upstream_unavailable` only: the handoff a retry resumes (`null` when none was created).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The handoff a retry resumes (`null` when none was created).
     #[schema(value_type = Option<String>, format = Uuid)]
-    handoff_id: Option<Option<HandoffId>>,
+    handoff_id: Option<HandoffId>,
 }
 
 /// Whole seconds for `Retry-After` and `retryAfterSeconds`: rounded up, at least 1.

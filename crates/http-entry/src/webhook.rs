@@ -45,7 +45,11 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
 /// An authenticated webhook body, parsed as JSON (not yet validated as a handoff).
 #[derive(Debug)]
-pub(crate) struct SignedJson(pub(crate) Value);
+pub(crate) struct SignedJson {
+    pub(crate) payload: Value,
+    /// The `Idempotency-Key` header, validated (read here, where the headers are owned).
+    pub(crate) idempotency_key: Result<Option<IdempotencyKey>, ValidationErrors>,
+}
 
 impl FromRequest<AppState> for SignedJson {
     type Rejection = ApiError;
@@ -66,8 +70,8 @@ impl FromRequest<AppState> for SignedJson {
                 bytes
             }
         };
-        let value = serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedBody { problem: e.to_string() })?;
-        Ok(SignedJson(value))
+        let payload = serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedBody { problem: e.to_string() })?;
+        Ok(SignedJson { payload, idempotency_key: idempotency_key(&parts.headers) })
     }
 }
 
@@ -201,24 +205,21 @@ request took longer than HANDOFF_REQUEST_TIMEOUT_SECS; the handoff keeps running
 )]
 pub(crate) async fn bot_handoff(
     State(state): State<AppState>,
-    headers: HeaderMap,
     query: Result<Query<WebhookQuery>, QueryRejection>,
-    SignedJson(payload): SignedJson,
+    SignedJson { payload, idempotency_key }: SignedJson,
 ) -> Result<Response, ApiError> {
-    let (request, key, mode) =
-        match (HandoffRequest::from_json(&payload), idempotency_key(&headers), handoff_mode(query)) {
-            (Ok(request), Ok(key), Ok(mode)) => (request, key, mode),
-            (request, key, mode) => {
-                // Report the payload's problems, the header's and the query's together.
-                let mut problems = Vec::new();
-                problems.extend(request.err().map(|e| e.errors().to_vec()).unwrap_or_default());
-                problems.extend(key.err().map(|e| e.errors().to_vec()).unwrap_or_default());
-                problems.extend(mode.err().map(|e| e.errors().to_vec()).unwrap_or_default());
-                return Err(ValidationErrors::from_vec(problems)
-                    .map(ApiError::InvalidPayload)
-                    .unwrap_or_else(|| ApiError::Internal("validation failed without a problem".to_owned())));
-            }
-        };
+    let (request, key, mode) = match (HandoffRequest::from_json(&payload), idempotency_key, handoff_mode(query)) {
+        (Ok(request), Ok(key), Ok(mode)) => (request, key, mode),
+        (request, key, mode) => {
+            // Report the payload's problems, the header's and the query's together; at least one
+            // of the three failed.
+            let problems = [request.err(), key.err(), mode.err()].into_iter().flatten().reduce(ValidationErrors::merge);
+            return Err(problems.map_or_else(
+                || ApiError::Internal("validation failed without a problem".to_owned()),
+                ApiError::InvalidPayload,
+            ));
+        }
+    };
     let permit = Arc::clone(state.in_flight()).try_acquire_owned().map_err(|_| ApiError::Overloaded)?;
     let service = Arc::clone(state.service());
     // The handoff runs on its own task: a request timeout or a dropped connection answers the
