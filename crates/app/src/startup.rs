@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use handoff_domain::ports::{LedgerPort, SystemClock};
 use handoff_domain::{HandoffService, InMemoryLedger, Stage};
 use handoff_genesys::{GenesysClient, GenesysConfig, Region};
-use handoff_http::{router, AppState, HttpSettings, ReadinessProbe, WebhookAuth};
+use handoff_http::{router, AppState, HttpSettings, LedgerProbe, ReadinessProbe, WebhookAuth};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -81,7 +81,7 @@ impl App {
                 WebhookAuth::None
             }
         };
-        let readiness = Arc::new(Readiness { ledger: ledger.clone(), genesys: genesys.clone() });
+        let readiness = Arc::new(Readiness { ledger: LedgerProbe::new(ledger.clone()), genesys: genesys.clone() });
         let render = metrics.clone();
         let state = AppState::new(service.clone(), auth, readiness)
             .with_settings(HttpSettings {
@@ -274,18 +274,17 @@ async fn run_workers(
     }
 }
 
-/// `/readyz`: the ledger answers and a Genesys token can be obtained.
+/// `/readyz`: the ledger answers and a Genesys token can be obtained (checked together).
 struct Readiness {
-    ledger: Arc<dyn LedgerPort>,
+    ledger: LedgerProbe,
     genesys: Arc<GenesysClient>,
 }
 
 #[async_trait]
 impl ReadinessProbe for Readiness {
     async fn check(&self) -> Vec<(String, Result<(), String>)> {
-        let ledger = self.ledger.ping().await.map_err(|e| e.to_string());
-        let token = self.genesys.obtain_token().await.map_err(|e| e.to_string());
-        vec![("ledger".to_owned(), ledger), ("genesys_token".to_owned(), token)]
+        let (ledger, token) = tokio::join!(self.ledger.ping(), self.genesys.obtain_token());
+        vec![ledger, ("genesys_token".to_owned(), token.map(|_| ()).map_err(|e| e.to_string()))]
     }
 }
 
