@@ -291,6 +291,12 @@ impl HandoffRecord {
         Ok(())
     }
 
+    /// When the worker may take the record up: its next capacity check, else its last change (a
+    /// crashed holder's record). Ledgers hand claimed records out in `(due_at, id)` order.
+    pub fn due_at(&self) -> DateTime<Utc> {
+        self.next_check_at.unwrap_or(self.updated_at)
+    }
+
     /// Notes a retryable stop without changing stage.
     pub fn stalled(&mut self, at: DateTime<Utc>, error: impl Into<String>) {
         let error = error.into();

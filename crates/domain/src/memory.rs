@@ -179,7 +179,8 @@ impl LedgerPort for InMemoryLedger {
             .filter(|s| s.record.key.conversation_id == conversation)
             .map(|s| s.record.clone())
             .collect();
-        found.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+        // Newest first, like the SQL ledgers (`ORDER BY created_at DESC, id DESC`).
+        found.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
         Ok(found)
     }
 
@@ -202,7 +203,7 @@ impl LedgerPort for InMemoryLedger {
                 }
                 Stage::Transferred | Stage::Failed => false,
             })
-            .map(|s| (s.record.next_check_at.unwrap_or(s.record.updated_at), s.record.id))
+            .map(|s| (s.record.due_at(), s.record.id))
             .collect();
         due.sort();
         due.truncate(limit);
@@ -266,7 +267,7 @@ impl LedgerPort for InMemoryLedger {
             .into_iter()
             .map(|((reason, queue_id, outcome), count)| StatRow { reason, queue_id, outcome, count })
             .collect();
-        rows.sort_by(|a, b| (&a.reason, a.queue_id, a.outcome).cmp(&(&b.reason, b.queue_id, b.outcome)));
+        rows.sort();
         Ok(rows)
     }
 

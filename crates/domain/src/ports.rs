@@ -298,8 +298,9 @@ pub struct OutboxEntry {
     pub attempts: u32,
 }
 
-/// One row of `/handoffs/stats`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One row of `/handoffs/stats`. Rows sort by reason, then queue, then stage in lifecycle order
+/// (the order every ledger returns them in).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct StatRow {
     /// The handoff reason.
     pub reason: String,

@@ -354,9 +354,9 @@ impl HandoffService {
             }
             match self.drive(record, now, true).await {
                 Ok(HandoffOutcome::Transferred { .. } | HandoffOutcome::Advised(_))
-                | Err(HandoffError::NotTransferable { .. }) => report.done += 1,
-                Err(
-                    HandoffError::ConversationNotFound { .. }
+                | Err(
+                    HandoffError::NotTransferable { .. }
+                    | HandoffError::ConversationNotFound { .. }
                     | HandoffError::UpstreamRejected { .. }
                     | HandoffError::Invalid(_),
                 ) => report.done += 1,
@@ -439,14 +439,7 @@ impl HandoffService {
             Stage::Deferred => record.queue.unwrap_or(self.settings.routing.default_queue()),
             // Checked before `begin` for deliveries; a resumed record whose queue left the
             // configuration since is finished as invalid rather than retried forever.
-            _ => match self.settings.routing.choose(&record.request) {
-                Ok(queue) => queue,
-                Err(e) => {
-                    let err = HandoffError::Invalid(e);
-                    self.record_failure(record, &err).await;
-                    return Err(err);
-                }
-            },
+            _ => self.choose_queue(record).await?,
         };
         // A deferred handoff re-checks capacity before it costs a lookup.
         let mut admitted = None;
@@ -495,11 +488,7 @@ impl HandoffService {
             Err(message) => return Err(self.not_transferable(record, message).await),
         };
 
-        let now = self.clock.now();
-        let attributes = match AttributeSet::for_handoff(&record.request, record.id, now) {
-            Ok(a) => a,
-            Err(e) => return Err(self.not_transferable(record, e.to_string()).await),
-        };
+        let attributes = self.attributes(record).await?;
         // A record in `ContextWritten` already wrote the context onto this customer: only the
         // transfer is left.
         let context_needed = !(record.stage == Stage::ContextWritten && record.customer == Some(customer));
@@ -563,17 +552,32 @@ impl HandoffService {
         }
     }
 
-    /// Works out the advice for a leased `Received` record: locate → admit → write context →
-    /// finish. Errors stop or fail the record exactly as in transfer mode.
-    async fn advise_record(&self, record: &mut HandoffRecord) -> Step<HandoffOutcome> {
-        let primary = match self.settings.routing.choose(&record.request) {
-            Ok(queue) => queue,
+    /// The queue the request routes to; a request whose queue left the configuration is
+    /// finished as invalid (checked before `begin` for deliveries, so this catches resumed records).
+    async fn choose_queue(&self, record: &mut HandoffRecord) -> Step<QueueId> {
+        match self.settings.routing.choose(&record.request) {
+            Ok(queue) => Ok(queue),
             Err(e) => {
                 let err = HandoffError::Invalid(e);
                 self.record_failure(record, &err).await;
-                return Err(err);
+                Err(err)
             }
-        };
+        }
+    }
+
+    /// The participant data for the agent; a request whose context cannot fit Genesys' limits
+    /// fails the record as not transferable.
+    async fn attributes(&self, record: &mut HandoffRecord) -> Step<AttributeSet> {
+        match AttributeSet::for_handoff(&record.request, record.id, self.clock.now()) {
+            Ok(attributes) => Ok(attributes),
+            Err(e) => Err(self.not_transferable(record, e.to_string()).await),
+        }
+    }
+
+    /// Works out the advice for a leased `Received` record: locate → admit → write context →
+    /// finish. Errors stop or fail the record exactly as in transfer mode.
+    async fn advise_record(&self, record: &mut HandoffRecord) -> Step<HandoffOutcome> {
+        let primary = self.choose_queue(record).await?;
         // Marked durably before any upstream call: from here on, crash recovery finishes the record
         // instead of transferring it. (Left open: `begin` succeeding and this save failing leaves an
         // unmarked leased record that the worker may later resume in transfer mode; closing that
@@ -597,10 +601,7 @@ impl HandoffService {
 
         // The context is written in both decisions: after a `Defer` the flow usually transfers
         // anyway (after telling the guest), and the agent needs the context either way.
-        let attributes = match AttributeSet::for_handoff(&record.request, record.id, self.clock.now()) {
-            Ok(a) => a,
-            Err(e) => return Err(self.not_transferable(record, e.to_string()).await),
-        };
+        let attributes = self.attributes(record).await?;
         match self.transfer.write_context(record.request.conversation_id(), customer, &attributes).await {
             Ok(receipt) => record.add_correlation_id(receipt.correlation_id.as_deref()),
             Err(e) => return Err(self.stop(record, e, "writing participant data").await),
@@ -836,10 +837,7 @@ impl HandoffService {
         if !error.is_retryable() {
             return self.fail(record, error).await;
         }
-        let retry_after = match &error {
-            PortError::RateLimited { retry_after: Some(d), .. } => (*d).max(Duration::from_secs(1)),
-            _ => self.settings.unavailable_retry_after,
-        };
+        let retry_after = self.retry_after(&error);
         record.stalled(self.clock.now(), format!("{step}: {error}"));
         // The caller of a deferred handoff was told not to call again, so only the worker retries
         // it: keep the lease, and `claim_due` takes the record up again once the lease lapses
@@ -870,18 +868,18 @@ impl HandoffService {
                 HandoffError::UpstreamRejected { handoff_id: id, status, code, correlation_id }
             }
             // Retryable classes are handled by `stop`; treat a stray one as unavailable.
-            other => {
-                return HandoffError::Unavailable {
-                    handoff_id: id,
-                    retry_after: match other {
-                        PortError::RateLimited { retry_after: Some(d), .. } => d,
-                        _ => self.settings.unavailable_retry_after,
-                    },
-                }
-            }
+            other => return HandoffError::Unavailable { handoff_id: id, retry_after: self.retry_after(&other) },
         };
         self.record_failure(record, &err).await;
         err
+    }
+
+    /// `Retry-After` for a retryable failure: Genesys' own wait (at least 1 s) when it gave one.
+    fn retry_after(&self, error: &PortError) -> Duration {
+        match error {
+            PortError::RateLimited { retry_after: Some(d), .. } => (*d).max(Duration::from_secs(1)),
+            _ => self.settings.unavailable_retry_after,
+        }
     }
 
     async fn not_transferable(&self, record: &mut HandoffRecord, message: String) -> HandoffError {

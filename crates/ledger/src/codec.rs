@@ -311,14 +311,9 @@ pub(crate) fn stat_row(
     Ok(StatRow { reason, queue_id: queue_id.map(QueueId::from_uuid), outcome, count })
 }
 
-/// Sorts stats rows the way `InMemoryLedger` does: reason, then queue, then stage in lifecycle order.
-pub(crate) fn sort_stats(rows: &mut [StatRow]) {
-    rows.sort_by(|a, b| (&a.reason, a.queue_id, a.outcome).cmp(&(&b.reason, b.queue_id, b.outcome)));
-}
-
 /// Sorts claimed records the way `InMemoryLedger` does: by when they became due, then id.
 pub(crate) fn sort_claimed(records: &mut [HandoffRecord]) {
-    records.sort_by_key(|r| (r.next_check_at.unwrap_or(r.updated_at), r.id));
+    records.sort_by_key(|r| (r.due_at(), r.id));
 }
 
 #[cfg(test)]

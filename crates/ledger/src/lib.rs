@@ -36,7 +36,7 @@ use handoff_domain::{ConversationId, HandoffId, HandoffKey, HandoffRecord, Hando
 
 pub use error::LedgerSetupError;
 
-use crate::codec::{sort_claimed, sort_stats};
+use crate::codec::sort_claimed;
 
 use crate::postgres::PostgresBackend;
 use crate::sqlite::SqliteBackend;
@@ -220,7 +220,7 @@ impl LedgerPort for SqlLedger {
 
     async fn stats(&self, since: DateTime<Utc>) -> Result<Vec<StatRow>, LedgerError> {
         let mut stats = dispatch!(self.stats(since))?;
-        sort_stats(&mut stats);
+        stats.sort();
         Ok(stats)
     }
 
