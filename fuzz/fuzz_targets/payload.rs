@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
                 for e in errors.errors() {
                     assert!(!e.field.is_empty() && !e.problem.is_empty(), "{errors:?}");
                 }
-                // The 422 body lists them; this must not panic either.
+                // The 400 body lists them; this must not panic either.
                 let _ = errors.to_string();
             }
         }

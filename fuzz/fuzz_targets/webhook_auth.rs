@@ -58,8 +58,21 @@ fn header(headers: &mut HeaderMap, name: &'static str, value: &[u8]) -> bool {
     }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+/// The secret an `Authorization` value presents, worked out independently of the service: the
+/// Bearer token, or the Basic password (after the first `:` of the decoded credentials); the
+/// scheme in any case, blanks around the credentials ignored.
+fn presented(value: &[u8]) -> Option<Vec<u8>> {
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = (&value[..space], value[space + 1..].trim_ascii());
+    if scheme.eq_ignore_ascii_case(b"bearer") {
+        return Some(rest.to_vec());
+    }
+    if !scheme.eq_ignore_ascii_case(b"basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
+    let colon = decoded.iter().position(|b| *b == b':')?;
+    Some(decoded[colon + 1..].to_vec())
 }
 
 fuzz_target!(|input: Input| {
@@ -85,16 +98,12 @@ fuzz_target!(|input: Input| {
             if !authenticates(&auth, &headers, &body, now) {
                 return;
             }
-            // Soundness: the caller must have shown it knows a secret.
-            let shown_in_authorization = headers.get("authorization").is_some_and(|v| {
-                let v = v.as_bytes();
-                let decoded = v
-                    .iter()
-                    .position(|b| *b == b' ')
-                    .and_then(|sp| base64::engine::general_purpose::STANDARD.decode(v[sp + 1..].trim_ascii()).ok())
-                    .unwrap_or_default();
-                secrets.iter().any(|s| contains(v, s.as_bytes()) || contains(&decoded, s.as_bytes()))
-            });
+            // Soundness: the caller must have presented exactly one of the secrets (a token that
+            // merely contains one, e.g. `Bearer <secret>XYZ`, must not pass) or a valid signature.
+            let shown_in_authorization = headers
+                .get("authorization")
+                .and_then(|v| presented(v.as_bytes()))
+                .is_some_and(|p| secrets.iter().any(|s| p == s.as_bytes()));
             let valid_signature = || {
                 let ts = headers.get(TIMESTAMP_HEADER)?.to_str().ok()?.trim();
                 let seconds: i64 = ts.parse().ok()?;

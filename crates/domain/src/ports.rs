@@ -316,7 +316,7 @@ pub struct StatRow {
 ///
 /// Leases make records safe to share between instances: a caller that got a record through
 /// [`begin`](Self::begin) or a claim holds it until `lease` elapses or it saves with
-/// `release = true`. A lease that expires without a release marks work a crashed instance left.
+/// `hold_until: None`. A lease that expires without a release marks work a crashed instance left.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait LedgerPort: Send + Sync {

@@ -266,6 +266,24 @@ mod tests {
     }
 
     #[test]
+    fn a_credential_that_only_contains_the_secret_is_refused() {
+        // Arrange
+        let auth = secrets(&["s3cret"]);
+        let basic = base64::engine::general_purpose::STANDARD.encode("flow:s3cretXYZ");
+        let attempts = ["Bearer s3cretXYZ", "Bearer Xs3cret", "Bearer s3cre", "Token s3cret"]
+            .map(str::to_owned)
+            .into_iter()
+            .chain([format!("Basic {basic}")]);
+
+        // Act / Assert
+        for value in attempts {
+            let result = auth.check(&with(&[("authorization", value.clone())]), b"", NOW);
+            assert!(matches!(result, Err(ApiError::Unauthorized)), "{value} authenticated");
+        }
+        assert!(auth.check(&with(&[("authorization", "bEaReR  s3cret ".to_owned())]), b"", NOW).is_ok());
+    }
+
+    #[test]
     fn a_signature_binds_the_body() {
         // Arrange
         let auth = secrets(&["s3cret"]);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use handoff_domain::lifecycle::HistoryEntry;
-use handoff_domain::ports::{HandoffEvent, LedgerError, StatRow};
+use handoff_domain::ports::{HandoffEvent, LedgerError, OutboxEntry, StatRow};
 use handoff_domain::{
     AdviceDecision, ConversationId, HandoffId, HandoffKey, HandoffReason, HandoffRecord, HandoffRequest,
     IdempotencyKey, ParticipantId, QueueId, Stage, StoredAnswer,
@@ -309,6 +309,18 @@ pub(crate) fn stat_row(
     let outcome = Stage::parse(stage).ok_or_else(|| corrupt("stats", format_args!("unknown stage `{stage}`")))?;
     let count = u64::try_from(count).map_err(|e| corrupt("stats", e))?;
     Ok(StatRow { reason, queue_id: queue_id.map(QueueId::from_uuid), outcome, count })
+}
+
+/// An outbox row's values as an entry: the event re-validated, the attempts in range.
+///
+/// # Errors
+/// [`LedgerError::Corrupt`] naming the outbox entry.
+pub(crate) fn outbox_entry(id: i64, event: Value, attempts: i64) -> Result<OutboxEntry, LedgerError> {
+    Ok(OutboxEntry {
+        id,
+        event: event_from_json(id, event)?,
+        attempts: u32::try_from(attempts).map_err(|e| corrupt(&format!("outbox entry {id}"), e))?,
+    })
 }
 
 /// Sorts claimed records the way `InMemoryLedger` does: by when they became due, then id.

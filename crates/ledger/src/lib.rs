@@ -49,8 +49,9 @@ pub type Result<T, E = LedgerSetupError> = std::result::Result<T, E>;
 pub struct LedgerOptions {
     /// Most connections the PostgreSQL pool opens (SQLite always uses one writer and one reader). Default 10.
     pub max_connections: u32,
-    /// How long an operation waits for a free connection before it fails with
-    /// `LedgerError::Unavailable`; also bounds `connect`. Default 5 s.
+    /// PostgreSQL: how long an operation waits for a free connection before it fails with
+    /// `LedgerError::Unavailable`; also bounds `connect`. Default 5 s. (SQLite waits for another
+    /// process's write lock for at most 5 s, its busy timeout.)
     pub acquire_timeout: Duration,
 }
 

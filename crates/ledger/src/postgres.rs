@@ -18,7 +18,7 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
-use crate::codec::{corrupt, event_from_json, event_to_json, lease_end, micros, sql_limit, stat_row, RecordColumns};
+use crate::codec::{corrupt, event_to_json, lease_end, micros, outbox_entry, sql_limit, stat_row, RecordColumns};
 use crate::error::{ledger_error, LedgerSetupError};
 use crate::plan::{plan_begin, BeginPlan};
 use crate::{sql, LedgerOptions};
@@ -370,9 +370,5 @@ fn decode_outbox(row: &PgRow) -> Result<OutboxEntry, LedgerError> {
     let id: i64 = row.try_get("id").map_err(ledger_error(OP))?;
     let event: Value = row.try_get("event").map_err(ledger_error(OP))?;
     let attempts: i64 = row.try_get("attempts").map_err(ledger_error(OP))?;
-    Ok(OutboxEntry {
-        id,
-        event: event_from_json(id, event)?,
-        attempts: u32::try_from(attempts).map_err(|e| corrupt(&format!("outbox entry {id}"), e))?,
-    })
+    outbox_entry(id, event, attempts)
 }

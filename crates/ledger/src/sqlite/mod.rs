@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use self::thread::{ConnectionThread, Role};
 use crate::codec::{
-    corrupt, event_from_json, event_to_json, lease_end, micros, sql_limit, stat_row, time_from_micros, uuid_from_text,
+    corrupt, event_to_json, lease_end, micros, outbox_entry, sql_limit, stat_row, time_from_micros, uuid_from_text,
     RecordColumns,
 };
 use crate::error::LedgerSetupError;
@@ -455,11 +455,7 @@ fn decode_outbox(row: &Row<'_>) -> Result<OutboxEntry, LedgerError> {
     let raw: String = row.get(1).map_err(ledger_error(OP))?;
     let event = serde_json::from_str(&raw).map_err(|e| corrupt(&format!("outbox entry {id}"), e))?;
     let attempts: i64 = row.get(2).map_err(ledger_error(OP))?;
-    Ok(OutboxEntry {
-        id,
-        event: event_from_json(id, event)?,
-        attempts: u32::try_from(attempts).map_err(|e| corrupt(&format!("outbox entry {id}"), e))?,
-    })
+    outbox_entry(id, event, attempts)
 }
 
 /// Maps a SQLite error during `operation` onto the domain's error: values that do not decode are
