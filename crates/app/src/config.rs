@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use handoff_domain::{AdmissionPolicy, QueueId, RoutingPolicy, ServiceSettings};
+use handoff_http::WebhookAuth;
 use secrecy::SecretString;
 
 /// Log output format.
@@ -17,24 +18,6 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines.
     Pretty,
-}
-
-/// How webhook callers authenticate.
-#[derive(Clone)]
-pub enum WebhookAuthSetting {
-    /// Shared secrets (several during a rotation).
-    Secrets(Vec<SecretString>),
-    /// No authentication (local runs only; warned about at every start).
-    None,
-}
-
-impl fmt::Debug for WebhookAuthSetting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WebhookAuthSetting::Secrets(s) => write!(f, "Secrets([{} redacted])", s.len()),
-            WebhookAuthSetting::None => f.write_str("None"),
-        }
-    }
 }
 
 /// Genesys connection settings, before region resolution.
@@ -66,7 +49,7 @@ pub struct Settings {
     /// Queue choice and admission (the domain's settings).
     pub service: ServiceSettings,
     /// Webhook authentication.
-    pub webhook_auth: WebhookAuthSetting,
+    pub webhook_auth: WebhookAuth,
     /// `DATABASE_URL`.
     pub database_url: String,
     /// `BIND_ADDR`.
@@ -223,29 +206,20 @@ impl Settings {
         let recheck_every = Duration::from_secs(r.bounded("HANDOFF_RECHECK_SECS", 15, (1, DAY_SECS), "seconds"));
 
         let webhook_auth = match r.raw("WEBHOOK_AUTH").as_deref().unwrap_or("secret") {
-            "none" => WebhookAuthSetting::None,
+            "none" => WebhookAuth::None,
             "secret" => {
-                let secrets: Vec<SecretString> = r
-                    .raw("WEBHOOK_SECRET")
-                    .map(|s| {
-                        s.split(',')
-                            .map(str::trim)
-                            .filter(|p| !p.is_empty())
-                            .map(|p| SecretString::from(p.to_owned()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if secrets.is_empty() {
+                let raw = SecretString::from(r.raw("WEBHOOK_SECRET").unwrap_or_default());
+                WebhookAuth::from_comma_separated(&raw).unwrap_or_else(|_| {
                     r.errors.push(
                         "WEBHOOK_SECRET is required (comma-separated shared secrets) unless WEBHOOK_AUTH=none"
                             .to_owned(),
                     );
-                }
-                WebhookAuthSetting::Secrets(secrets)
+                    WebhookAuth::None
+                })
             }
             other => {
                 r.errors.push(format!("WEBHOOK_AUTH={other:?} is not valid: expected secret or none"));
-                WebhookAuthSetting::None
+                WebhookAuth::None
             }
         };
 
@@ -345,7 +319,7 @@ mod tests {
         assert_eq!(settings.database_url, "sqlite://handoff.db");
         assert_eq!(settings.service.admission.min_idle_agents, 1);
         assert_eq!(settings.service.defer_for, Duration::from_secs(300));
-        assert!(matches!(settings.webhook_auth, WebhookAuthSetting::Secrets(ref s) if s.len() == 2));
+        assert!(matches!(settings.webhook_auth, WebhookAuth::Secrets(ref s) if s.len() == 2));
         assert_eq!(settings.genesys.region, "us-east-1");
         assert_eq!((settings.genesys.max_concurrency, settings.service.outbox_concurrency), (128, 16));
     }

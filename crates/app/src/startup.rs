@@ -14,7 +14,7 @@ use handoff_http::{router, AppState, HttpSettings, LedgerProbe, ReadinessProbe, 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Settings, WebhookAuthSetting};
+use crate::config::Settings;
 use crate::observer::{Metrics, TelemetryObserver};
 
 /// How often the background workers look for due work.
@@ -72,15 +72,10 @@ impl App {
             .with_observer(Arc::new(TelemetryObserver::new(metrics.clone()))),
         );
 
-        let auth = match &settings.webhook_auth {
-            WebhookAuthSetting::Secrets(secrets) => WebhookAuth::Secrets(secrets.clone()),
-            WebhookAuthSetting::None => {
-                tracing::warn!(
-                    "WEBHOOK_AUTH=none: the webhook accepts unauthenticated requests; use this only locally"
-                );
-                WebhookAuth::None
-            }
-        };
+        let auth = settings.webhook_auth.clone();
+        if matches!(auth, WebhookAuth::None) {
+            tracing::warn!("WEBHOOK_AUTH=none: the webhook accepts unauthenticated requests; use this only locally");
+        }
         let readiness = Arc::new(Readiness { ledger: LedgerProbe::new(ledger.clone()), genesys: genesys.clone() });
         let render = metrics.clone();
         let state = AppState::new(service.clone(), auth, readiness)
