@@ -10,14 +10,14 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::helpers::{base_env, calls_for, deliver, in_queue, sample_payload, test_client, ServeProcess};
+use crate::helpers::{
+    base_env, calls_for, deliver, in_queue, is_busy, sample_payload, test_client, Answer, ServeProcess,
+};
 
 /// The PostgreSQL server (loopback only), without a database.
 const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
 /// One webhook answer: status, `Retry-After`, body.
-type Answer = (u16, Option<String>, Value);
-
 /// The server's `postgres` database; `None` (after printing "skipped: …") when it is unreachable,
 /// unless `CI=true`, where that fails the test.
 async fn admin_connection() -> Option<PgConnection> {
@@ -76,13 +76,6 @@ async fn storm(client: &reqwest::Client, deliveries: &[(Value, String)]) -> Vec<
         answers.push(joined.expect("task").expect("the instance answers"));
     }
     answers
-}
-
-/// A 409 `handoff_in_progress` with a whole-seconds `Retry-After` of at least 1.
-fn is_busy((status, retry_after, body): &Answer) -> bool {
-    *status == 409
-        && body["error"] == "handoff_in_progress"
-        && retry_after.as_deref().and_then(|r| r.parse::<u64>().ok()).is_some_and(|r| r >= 1)
 }
 
 /// Outcome lines of a process log: (background, outcome) → count.

@@ -12,8 +12,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::helpers::{
-    base_env, calls_for, deliver, in_queue, newest_record, sample_payload, spawn_app_with, sqlite_url, test_client,
-    ServeProcess,
+    base_env, calls_for, deliver, in_queue, is_busy, newest_record, sample_payload, spawn_app_with, sqlite_url,
+    test_client, Answer, ServeProcess,
 };
 
 /// Admitted at once: base_env routes it to Billing (2 idle agents).
@@ -22,8 +22,6 @@ const ADMITTED: &str = "complex_billing_dispute";
 const DEFERRED: &str = "after_hours";
 
 /// One webhook answer: status, `Retry-After`, body.
-type Answer = (u16, Option<String>, Value);
-
 /// A delivery's outcome: the answer, or the transport error (the server died).
 type Delivered = (Handoff, Result<Answer, String>);
 
@@ -75,13 +73,6 @@ async fn fifty_concurrent_deliveries_of_one_conversation_transfer_once() {
     assert_eq!(sim.count(Endpoint::PatchAttributes), 1, "the context is written once");
     assert!(sim.conversation(conversation).is_some_and(|c| in_queue(&c, BILLING_QUEUE)), "not in the Billing queue");
     app.stop().await;
-}
-
-/// A 409 `handoff_in_progress` with a whole-seconds `Retry-After` of at least 1.
-fn is_busy((status, retry_after, body): &Answer) -> bool {
-    *status == 409
-        && body["error"] == "handoff_in_progress"
-        && retry_after.as_deref().and_then(|r| r.parse::<u64>().ok()).is_some_and(|r| r >= 1)
 }
 
 /// One conversation of the crash test.

@@ -12,11 +12,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::helpers::{
-    call_counts, customer, in_queue, sample_payload, spawn_app, spawn_app_with, FALLBACK, ONE_HANDOFF_CALLS,
+    call_counts, customer, in_queue, sample_payload, spawn_app, spawn_app_with, FALLBACK, ONE_HANDOFF_CALLS, RESERVED,
 };
-
-const RESERVED: [&str; 6] =
-    ["bot_handoff_reason", "bot_handoff_id", "bot_handoff_at", "guest_id", "guest_name", "guest_email"];
 
 #[tokio::test]
 async fn the_tutorial_payload_makes_exactly_the_documented_genesys_calls() {

@@ -312,6 +312,21 @@ pub(crate) async fn newest_record(client: &reqwest::Client, address: &str, conve
 }
 
 /// How many calls of `endpoint` for `conversation` a simulator call log (`Sim::calls`) holds.
+/// The participant-data keys the service always writes (CONTRACT §5.5), listed here independently
+/// of the domain's own list.
+pub(crate) const RESERVED: [&str; 6] =
+    ["bot_handoff_reason", "bot_handoff_id", "bot_handoff_at", "guest_id", "guest_name", "guest_email"];
+
+/// A webhook answer: status, `Retry-After`, body.
+pub(crate) type Answer = (u16, Option<String>, Value);
+
+/// A 409 `handoff_in_progress` with a `Retry-After` of at least one second.
+pub(crate) fn is_busy((status, retry_after, body): &Answer) -> bool {
+    *status == 409
+        && body["error"] == "handoff_in_progress"
+        && retry_after.as_deref().and_then(|r| r.parse::<u64>().ok()).is_some_and(|r| r >= 1)
+}
+
 /// Every endpoint the simulator answered, with how often (endpoints never called left out).
 pub(crate) fn call_counts(sim: &genesys_sim::Sim) -> Vec<(Endpoint, usize)> {
     Endpoint::ALL.into_iter().map(|e| (e, sim.count(e))).filter(|&(_, n)| n > 0).collect()

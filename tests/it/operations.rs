@@ -9,10 +9,8 @@ use uuid::Uuid;
 
 use crate::helpers::{
     customer, deliver, in_queue, newest_record, sample_payload, spawn_app, spawn_app_with, sqlite_url, test_client,
+    RESERVED,
 };
-
-const RESERVED: [&str; 6] =
-    ["bot_handoff_reason", "bot_handoff_id", "bot_handoff_at", "guest_id", "guest_name", "guest_email"];
 
 /// The port of `http://127.0.0.1:{port}`.
 fn port_of(address: &str) -> u16 {

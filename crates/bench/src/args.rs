@@ -102,8 +102,13 @@ impl Args {
         self.concurrency = self.concurrency.clamp(1, 4096);
         self.sim_threads = self.sim_threads.clamp(1, 64);
         self.client_threads = self.client_threads.clamp(1, 64);
-        self.max_seconds = self.max_seconds.max(1);
-        self.request_timeout_secs = self.request_timeout_secs.max(1);
+        // Bounds that keep every deadline and buffer size computed from them far from overflow.
+        self.requests = self.requests.min(10_000_000);
+        self.warmup = self.warmup.min(1_000_000);
+        self.max_seconds = self.max_seconds.clamp(1, 86_400);
+        self.drain_seconds = self.drain_seconds.min(86_400);
+        self.latency_ms = self.latency_ms.min(60_000);
+        self.request_timeout_secs = self.request_timeout_secs.clamp(1, 3_600);
         self
     }
 }
@@ -130,6 +135,25 @@ mod tests {
     fn smoke_overrides_the_size_of_the_run() {
         let args = Args::parse_from(["handoff-bench", "--smoke", "--requests", "9999"]).effective();
         assert_eq!((args.requests, args.concurrency), (200, 8));
+    }
+
+    #[test]
+    fn huge_flags_are_bounded_so_no_deadline_overflows() {
+        let max = u64::MAX.to_string();
+        let args = Args::parse_from([
+            "handoff-bench",
+            "--max-seconds",
+            &max,
+            "--drain-seconds",
+            &max,
+            "--latency-ms",
+            &max,
+            "--requests",
+            &usize::MAX.to_string(),
+        ])
+        .effective();
+        assert_eq!((args.max_seconds, args.drain_seconds, args.latency_ms), (86_400, 86_400, 60_000));
+        assert_eq!(args.requests, 10_000_000);
     }
 
     #[test]
