@@ -145,17 +145,18 @@ async fn serve(args: ServeArgs) -> ExitCode {
 
 async fn simulator(port: u16) -> ExitCode {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let handle = match genesys_sim::spawn_on(addr, genesys_sim::SimConfig::default()).await {
+    let cfg = genesys_sim::SimConfig::default();
+    let client_id = cfg.client_id.clone();
+    let handle = match genesys_sim::spawn_on(addr, cfg).await {
         Ok(h) => h,
         Err(e) => {
             eprintln!("failed to start the simulator on {addr}: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let cfg = genesys_sim::SimConfig::default();
     println!("Genesys simulator listening on {}", handle.base_url());
     println!("  GENESYS_BASE_URL={0} GENESYS_LOGIN_BASE_URL={0}", handle.base_url());
-    println!("  GENESYS_CLIENT_ID={} GENESYS_CLIENT_SECRET=<the simulator's default secret>", cfg.client_id);
+    println!("  GENESYS_CLIENT_ID={client_id} GENESYS_CLIENT_SECRET=<the simulator's default secret>");
     println!(
         "  queues: Support {} Billing {} Overflow {} After hours {}",
         genesys_sim::SUPPORT_QUEUE,

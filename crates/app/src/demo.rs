@@ -40,7 +40,7 @@ pub async fn run(keep_running: bool, port: u16, sim_port: u16) -> anyhow::Result
     let happy_id = Uuid::new_v4();
     let happy = sample_payload(happy_id, "complex_billing_dispute");
     let seen = sim_state.calls().len();
-    let (status, body) = post(&client, &url, &happy, None).await?;
+    let (status, body) = post(&client, &url, &happy).await?;
     print_scenario("1. happy path (routed by reason to Billing)", &happy, status, &body);
     print_calls(&sim_state, seen, Some(&happy_id.to_string()));
     if let Some(attrs) = customer_attributes(&sim_state, happy_id) {
@@ -52,7 +52,7 @@ pub async fn run(keep_running: bool, port: u16, sim_port: u16) -> anyhow::Result
     let busy_id = Uuid::new_v4();
     let busy = sample_payload(busy_id, "after_hours");
     let seen = sim_state.calls().len();
-    let (status, body) = post(&client, &url, &busy, None).await?;
+    let (status, body) = post(&client, &url, &busy).await?;
     print_scenario("2. no agents free (deferred; the service transfers it later)", &busy, status, &body);
     print_calls(&sim_state, seen, Some(&busy_id.to_string()));
     expect(&mut failures, "deferral", status, 202);
@@ -65,14 +65,14 @@ pub async fn run(keep_running: bool, port: u16, sim_port: u16) -> anyhow::Result
         "customContext": { "guest_name": "x", "nested": { "a": 1 } }
     });
     let seen = sim_state.calls().len();
-    let (status, body) = post(&client, &url, &bad, None).await?;
+    let (status, body) = post(&client, &url, &bad).await?;
     print_scenario("3. bad payload", &bad, status, &body);
     print_calls(&sim_state, seen, None);
     expect(&mut failures, "bad payload", status, 400);
 
     // 4. The bot platform delivers the first handoff again.
     let seen = sim_state.calls().len();
-    let (status, body) = post(&client, &url, &happy, None).await?;
+    let (status, body) = post(&client, &url, &happy).await?;
     print_scenario("4. duplicate delivery of #1 (replayed, no Genesys write)", &happy, status, &body);
     print_calls(&sim_state, seen, Some(&happy_id.to_string()));
     expect(&mut failures, "duplicate", status, 200);
@@ -85,7 +85,7 @@ pub async fn run(keep_running: bool, port: u16, sim_port: u16) -> anyhow::Result
     let limited_id = Uuid::new_v4();
     let limited = sample_payload(limited_id, "password_reset");
     let seen = sim_state.calls().len();
-    let (status, body) = post(&client, &url, &limited, None).await?;
+    let (status, body) = post(&client, &url, &limited).await?;
     print_scenario("5. Genesys rate-limits the transfer (429, Retry-After: 1)", &limited, status, &body);
     print_calls(&sim_state, seen, Some(&limited_id.to_string()));
     expect(&mut failures, "429", status, 200);
@@ -172,11 +172,8 @@ fn sample_payload(conversation_id: Uuid, reason: &str) -> Value {
     })
 }
 
-async fn post(client: &reqwest::Client, url: &str, body: &Value, key: Option<&str>) -> anyhow::Result<(u16, Value)> {
-    let mut req = client.post(format!("{url}/webhooks/bot-handoff")).bearer_auth(DEMO_SECRET).json(body);
-    if let Some(k) = key {
-        req = req.header("Idempotency-Key", k);
-    }
+async fn post(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+    let req = client.post(format!("{url}/webhooks/bot-handoff")).bearer_auth(DEMO_SECRET).json(body);
     let resp = req.send().await.context("the handoff server did not answer")?;
     let status = resp.status().as_u16();
     let body = resp.json::<Value>().await.unwrap_or(Value::Null);
