@@ -66,6 +66,7 @@ async fn serve_against_a_genesys_stand_in_makes_exactly_the_documented_calls() {
     let resp = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/webhooks/bot-handoff"))
         .bearer_auth(SECRET)
+        .header("x-request-id", "bot-flow-4711")
         .json(&payload)
         .send()
         .await
@@ -101,6 +102,7 @@ async fn serve_against_a_genesys_stand_in_makes_exactly_the_documented_calls() {
     assert!(exit.success(), "exit status {exit:?}");
     let outcome = log.iter().find(|l| l.contains("\"outcome\":\"transferred\"")).expect("one outcome line");
     assert!(outcome.contains(&conversation.to_string()));
+    assert!(outcome.contains("\"request_id\":\"bot-flow-4711\""), "the outcome line lacks the request id: {outcome}");
     assert!(log.iter().all(|l| !l.contains("Jane Doe") && !l.contains("jane.doe@example.com")));
 }
 

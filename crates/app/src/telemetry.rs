@@ -21,7 +21,9 @@ where
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_current_span(false)
+                    // The request span (`method`, `matched_path`, `request_id`) in every line
+                    // logged for a request, the handoff's outcome line included.
+                    .with_current_span(true)
                     .with_span_list(false)
                     .with_writer(sink),
             ),

@@ -96,8 +96,8 @@ fn drop_unusable_request_id(mut request: Request) -> Request {
     request
 }
 
-fn request_id(request: &Request) -> String {
-    request.headers().get(&REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned()
+fn request_id(request: &Request) -> &str {
+    request.headers().get(&REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-")
 }
 
 fn request_span(request: &Request) -> tracing::Span {
@@ -110,15 +110,15 @@ fn request_span(request: &Request) -> tracing::Span {
     )
 }
 
+/// Runs inside the request's span, which carries its `request_id`.
 async fn log_rejections(request: Request, next: Next) -> Response {
-    let request_id = request_id(&request);
     let response = next.run(request).await;
     let status = response.status().as_u16();
     if matches!(status, 400 | 401 | 413 | 415) {
-        tracing::warn!(request_id, status, "request rejected");
+        tracing::warn!(status, "request rejected");
     }
     if let Some(ErrorDetail(detail)) = response.extensions().get::<ErrorDetail>() {
-        tracing::error!(request_id, status, detail, "request failed");
+        tracing::error!(status, detail, "request failed");
     }
     response
 }
