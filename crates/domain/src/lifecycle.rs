@@ -7,8 +7,12 @@
 //!   ContextWritten ──► TransferPending ──► Transferred   (terminal)
 //!      ▲                   │
 //!      └── read back: ─────┘          any non-terminal ──► Failed (terminal)
-//!          not applied
+//!          not applied                   any non-terminal ──► Abandoned (terminal)
 //! ```
+//!
+//! `Abandoned` is where the background worker ends a handoff nobody is waiting for any more: the
+//! conversation it read back has ended, the guest left, or the bot no longer holds it (a 503 whose
+//! bot never came back, a deferral whose guest left). No transfer is attempted then.
 //!
 //! Any unfinished record may also go straight to `Transferred` when the conversation is read
 //! back already sitting in the chosen queue (no replace call is made then).
@@ -69,22 +73,26 @@ pub enum Stage {
     Transferred,
     /// Given up for good (not found, not transferable, rejected). Terminal.
     Failed,
+    /// Finished by the worker without a transfer because nobody waits for it any more: the
+    /// conversation ended, the guest left, or the bot no longer holds it. Terminal.
+    Abandoned,
 }
 
 impl Stage {
     /// Every stage, in lifecycle order.
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Received,
         Stage::Deferred,
         Stage::ContextWritten,
         Stage::TransferPending,
         Stage::Transferred,
         Stage::Failed,
+        Stage::Abandoned,
     ];
 
     /// Whether the record is finished.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Stage::Transferred | Stage::Failed)
+        matches!(self, Stage::Transferred | Stage::Failed | Stage::Abandoned)
     }
 
     /// Whether `self → next` is an allowed transition.
@@ -92,10 +100,12 @@ impl Stage {
         use Stage::*;
         match self {
             // `Transferred` without `TransferPending`: found already in the queue, nothing called.
-            Received | Deferred => matches!(next, Deferred | ContextWritten | TransferPending | Transferred | Failed),
-            ContextWritten => matches!(next, TransferPending | Transferred | Failed),
-            TransferPending => matches!(next, Transferred | ContextWritten | Failed),
-            Transferred | Failed => false,
+            Received | Deferred => {
+                matches!(next, Deferred | ContextWritten | TransferPending | Transferred | Failed | Abandoned)
+            }
+            ContextWritten => matches!(next, TransferPending | Transferred | Failed | Abandoned),
+            TransferPending => matches!(next, Transferred | ContextWritten | Failed | Abandoned),
+            Transferred | Failed | Abandoned => false,
         }
     }
 
@@ -108,6 +118,7 @@ impl Stage {
             Stage::TransferPending => "transfer_pending",
             Stage::Transferred => "transferred",
             Stage::Failed => "failed",
+            Stage::Abandoned => "abandoned",
         }
     }
 
@@ -454,14 +465,15 @@ mod tests {
     }
 
     #[test]
-    fn only_transferred_and_failed_are_terminal_and_they_never_move() {
+    fn only_transferred_failed_and_abandoned_are_terminal_and_they_never_move() {
         for stage in Stage::ALL {
-            let terminal = matches!(stage, Stage::Transferred | Stage::Failed);
+            let terminal = matches!(stage, Stage::Transferred | Stage::Failed | Stage::Abandoned);
             assert_eq!(stage.is_terminal(), terminal, "{stage}");
             if terminal {
                 assert!(Stage::ALL.iter().all(|next| !stage.can_go(*next)), "{stage} moves");
             } else {
                 assert!(stage.can_go(Stage::Failed), "{stage} cannot fail");
+                assert!(stage.can_go(Stage::Abandoned), "{stage} cannot be abandoned");
             }
         }
     }

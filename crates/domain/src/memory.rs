@@ -89,6 +89,8 @@ pub fn decide_begin(
             }
             _ => BeginDecision::Fresh,
         },
+        // Nobody waited for it any more; a new delivery starts afresh (and finds out why).
+        Stage::Abandoned => BeginDecision::Fresh,
         Stage::Transferred => replay_within(record, now, reuse_after),
         Stage::Received | Stage::ContextWritten | Stage::TransferPending => match lease_until {
             Some(until) if until > now => BeginDecision::Busy,
@@ -198,10 +200,14 @@ impl LedgerPort for InMemoryLedger {
                 Stage::Deferred => {
                     s.record.next_check_at.is_some_and(|t| t <= now) && s.lease_until.is_none_or(|l| l <= now)
                 }
-                Stage::Received | Stage::ContextWritten | Stage::TransferPending => {
-                    s.lease_until.is_some_and(|l| l <= now)
-                }
-                Stage::Transferred | Stage::Failed => false,
+                // A lease that lapsed (a crashed holder), or a record released after a retryable
+                // error whose caller did not come back by `next_check_at` (see
+                // `ServiceSettings::resume_after`).
+                Stage::Received | Stage::ContextWritten | Stage::TransferPending => match s.lease_until {
+                    Some(l) => l <= now,
+                    None => s.record.next_check_at.is_some_and(|t| t <= now),
+                },
+                Stage::Transferred | Stage::Failed | Stage::Abandoned => false,
             })
             .map(|s| (s.record.due_at(), s.record.id))
             .collect();

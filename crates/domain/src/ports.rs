@@ -382,8 +382,11 @@ pub trait LedgerPort: Send + Sync {
     /// [`LedgerError`] when the store cannot be used.
     async fn find_by_conversation(&self, conversation: ConversationId) -> Result<Vec<HandoffRecord>, LedgerError>;
 
-    /// Claims up to `limit` records that need background work: deferred ones due for a check, and
-    /// unfinished ones whose lease expired while held (a crashed instance). Leases them for `lease`.
+    /// Claims up to `limit` records that need background work: deferred ones due for a check,
+    /// unfinished ones whose lease expired while held (a crashed instance, or, on PostgreSQL, a
+    /// holder whose heartbeat went stale), and unfinished ones released after a retryable error
+    /// (no lease) whose `next_check_at` has come (a 503 whose caller never came back). Leases them
+    /// for `lease`.
     ///
     /// # Errors
     /// [`LedgerError`] when the store cannot be used.

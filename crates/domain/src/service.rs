@@ -122,6 +122,17 @@ pub enum HandoffError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// The background worker ended the handoff as [`Stage::Abandoned`]: the conversation it read
+    /// back ended, the guest left, or the bot no longer holds it. Nothing was transferred. Only
+    /// background work produces it; were it ever answered, it would be a 422 like
+    /// [`NotTransferable`](Self::NotTransferable).
+    #[error("handoff abandoned: {message}")]
+    Abandoned {
+        /// Our record.
+        handoff_id: Option<HandoffId>,
+        /// Why nobody waits for it any more.
+        message: String,
+    },
 }
 
 impl HandoffError {
@@ -134,6 +145,7 @@ impl HandoffError {
             HandoffError::InProgress { .. } => "in_progress",
             HandoffError::UpstreamRejected { .. } => "rejected",
             HandoffError::Unavailable { .. } => "unavailable",
+            HandoffError::Abandoned { .. } => "abandoned",
         }
     }
 }
@@ -160,8 +172,14 @@ pub struct ServiceSettings {
     /// The longest wait between two deliveries of one analytics event.
     pub outbox_backoff_max: Duration,
     /// Analytics deliveries in flight at once (16): background work leaves the rest of the
-    /// upstream concurrency to live handoffs.
+    /// upstream concurrency to live handoffs. Also bounds the records one worker tick drives at
+    /// once.
     pub outbox_concurrency: usize,
+    /// `HANDOFF_RESUME_AFTER_SECS` (2 minutes): a handoff released after a retryable error (503)
+    /// whose caller has not come back by then is finished by the worker: it reads the
+    /// conversation back, then transfers within the deferral rules, or ends it as
+    /// [`Stage::Abandoned`].
+    pub resume_after: Duration,
 }
 
 impl ServiceSettings {
@@ -178,6 +196,7 @@ impl ServiceSettings {
             unavailable_retry_after: Duration::from_secs(5),
             outbox_backoff_max: Duration::from_secs(600),
             outbox_concurrency: 16,
+            resume_after: Duration::from_secs(120),
         }
     }
 }
@@ -336,21 +355,29 @@ impl HandoffService {
         }
     }
 
-    /// One tick of the background worker: re-checks due deferred handoffs and resumes work a
-    /// crashed instance left, at most `limit` records.
+    /// One tick of the background worker: re-checks due deferred handoffs, resumes work a
+    /// crashed instance left, and finishes handoffs released after a 503 whose caller did not
+    /// come back within [`ServiceSettings::resume_after`], at most `limit` records. In the
+    /// background, a conversation that can no longer be handed off (ended, the guest left, the bot
+    /// no longer holds it) ends the handoff as [`Stage::Abandoned`], without a transfer.
+    ///
+    /// The claimed records are driven concurrently (at most
+    /// [`ServiceSettings::outbox_concurrency`] at once), so a restart that finds many handoffs a
+    /// dead instance left finishes them together rather than one after another.
     ///
     /// # Errors
     /// [`LedgerError`] when the ledger cannot be used.
     pub async fn run_due(&self, limit: usize) -> Result<TickReport, LedgerError> {
+        use futures::StreamExt as _;
+
         let now = self.clock.now();
         let claimed = self.ledger.claim_due(now, limit, self.settings.lease).await?;
         let mut report = TickReport { claimed: claimed.len(), ..TickReport::default() };
-        for record in claimed {
+        let mut finished = futures::stream::iter(claimed.into_iter().map(|record| async move {
             // An advisory delivery that never finished (a crash): never transfer it.
             if record.stage == Stage::Received && record.answer.as_ref().is_some_and(StoredAnswer::is_advising) {
                 self.abandon_advice(record, now).await;
-                report.done += 1;
-                continue;
+                return true;
             }
             match self.drive(record, now, true).await {
                 Ok(HandoffOutcome::Transferred { .. } | HandoffOutcome::Advised(_))
@@ -358,10 +385,19 @@ impl HandoffService {
                     HandoffError::NotTransferable { .. }
                     | HandoffError::ConversationNotFound { .. }
                     | HandoffError::UpstreamRejected { .. }
-                    | HandoffError::Invalid(_),
-                ) => report.done += 1,
+                    | HandoffError::Invalid(_)
+                    | HandoffError::Abandoned { .. },
+                ) => true,
                 Ok(HandoffOutcome::Deferred { .. })
-                | Err(HandoffError::Unavailable { .. } | HandoffError::InProgress { .. }) => report.later += 1,
+                | Err(HandoffError::Unavailable { .. } | HandoffError::InProgress { .. }) => false,
+            }
+        }))
+        .buffer_unordered(self.settings.outbox_concurrency.max(1));
+        while let Some(done) = finished.next().await {
+            if done {
+                report.done += 1;
+            } else {
+                report.later += 1;
             }
         }
         Ok(report)
@@ -429,12 +465,15 @@ impl HandoffService {
 
     /// Drives a leased record as far as it goes now, then reports the outcome.
     async fn drive(&self, mut record: HandoffRecord, started: DateTime<Utc>, background: bool) -> Step<HandoffOutcome> {
-        let result = self.advance(&mut record).await;
+        let result = self.advance(&mut record, background).await;
         self.report(&record, started, background, result.as_ref().map(outcome_name).map_err(HandoffError::kind));
         result
     }
 
-    async fn advance(&self, record: &mut HandoffRecord) -> Step<HandoffOutcome> {
+    /// `background`: the worker drives the record, and nobody waits for an answer: a
+    /// conversation found untransferable ends the record as [`Stage::Abandoned`] instead of
+    /// [`Stage::Failed`].
+    async fn advance(&self, record: &mut HandoffRecord, background: bool) -> Step<HandoffOutcome> {
         let primary = match record.stage {
             Stage::Deferred => record.queue.unwrap_or(self.settings.routing.default_queue()),
             // Checked before `begin` for deliveries; a resumed record whose queue left the
@@ -468,8 +507,8 @@ impl HandoffService {
             }
         }
 
-        let customer = self.check_conversation(record, &snapshot).await?;
-        let early_holder = self.early_holder(record, &snapshot).await?;
+        let customer = self.check_conversation(record, &snapshot, background).await?;
+        let early_holder = self.early_holder(record, &snapshot, background).await?;
 
         let queue = match (record.stage, admitted) {
             (_, Some(q)) => q,
@@ -485,7 +524,7 @@ impl HandoffService {
 
         let holder = match early_holder.map_or_else(|| self.select_holder(record, &snapshot), Ok) {
             Ok(h) => h,
-            Err(message) => return Err(self.not_transferable(record, message).await),
+            Err(message) => return Err(self.untransferable(record, message, background).await),
         };
 
         let attributes = self.attributes(record).await?;
@@ -548,6 +587,11 @@ impl HandoffService {
                 self.move_to(record, Stage::ContextWritten, "the transfer did not happen")?;
                 Err(self.stop(record, e, "transfer").await)
             }
+            // The holder let go or the conversation ended meanwhile: nobody to hand off for.
+            Err(PortError::InvalidState { detail, correlation_id }) if background => {
+                record.add_correlation_id(correlation_id.as_deref());
+                Err(self.abandon(record, detail).await)
+            }
             Err(e) => Err(self.fail(record, e).await),
         }
     }
@@ -594,9 +638,9 @@ impl HandoffService {
             Err(e) => return Err(self.stop(record, e, "conversation lookup").await),
         };
         record.add_correlation_id(snapshot.correlation_id.as_deref());
-        let customer = self.check_conversation(record, &snapshot).await?;
+        let customer = self.check_conversation(record, &snapshot, false).await?;
         // The same refusals as transfer mode: the flow could not transfer such a conversation either.
-        self.early_holder(record, &snapshot).await?;
+        self.early_holder(record, &snapshot, false).await?;
         let admitted = self.admit(record, primary).await?;
 
         // The context is written in both decisions: after a `Defer` the flow usually transfers
@@ -679,18 +723,21 @@ impl HandoffService {
         self.stop(record, error, "reading the conversation back").await
     }
 
+    /// The customer participant of a conversation that can still be handed off: not ended, and
+    /// the guest still in it (a guest who left gets no agent, so nothing is transferred).
     async fn check_conversation(
         &self,
         record: &mut HandoffRecord,
         snapshot: &ConversationSnapshot,
+        background: bool,
     ) -> Step<crate::ids::ParticipantId> {
-        if snapshot.has_ended() {
-            return Err(self.not_transferable(record, "the conversation has ended".to_owned()).await);
-        }
-        match snapshot.customer() {
-            Some(c) => Ok(c.id),
-            None => Err(self.not_transferable(record, "the conversation has no customer participant".to_owned()).await),
-        }
+        let problem = match snapshot.customer() {
+            _ if snapshot.has_ended() => "the conversation has ended",
+            None => "the conversation has no customer participant",
+            Some(c) if !c.active => "the guest has left the conversation",
+            Some(c) => return Ok(c.id),
+        };
+        Err(self.untransferable(record, problem.to_owned(), background).await)
     }
 
     /// The holder, checked as soon as the conversation is located, so an untransferable
@@ -701,6 +748,7 @@ impl HandoffService {
         &self,
         record: &mut HandoffRecord,
         snapshot: &ConversationSnapshot,
+        background: bool,
     ) -> Step<Option<crate::ids::ParticipantId>> {
         let routing = &self.settings.routing;
         if snapshot.queues().any(|q| routing.is_allowed(q)) {
@@ -708,7 +756,7 @@ impl HandoffService {
         }
         match self.select_holder(record, snapshot) {
             Ok(holder) => Ok(Some(holder)),
-            Err(message) => Err(self.not_transferable(record, message).await),
+            Err(message) => Err(self.untransferable(record, message, background).await),
         }
     }
 
@@ -844,6 +892,11 @@ impl HandoffService {
         // (a released `ContextWritten`/`TransferPending` record would never be claimed).
         let worker_owned = matches!(record.answer, Some(StoredAnswer::Deferred { .. }));
         let hold = if worker_owned { self.hold() } else { None };
+        if !worker_owned {
+            // Released for the caller's retry; if none comes by then, the worker finishes it
+            // (`claim_due` takes released unfinished records once `next_check_at` has come).
+            record.next_check_at = Some(crate::lifecycle::later(self.clock.now(), self.settings.resume_after));
+        }
         if let Err(e) = self.ledger.save(record, hold, &[]).await {
             return self.ledger_unavailable(Some(record.id), &e);
         }
@@ -882,6 +935,22 @@ impl HandoffService {
         }
     }
 
+    /// The conversation cannot be handed off: a delivery's 422, or in the background (nobody is
+    /// waiting for an answer) the end of the handoff as abandoned.
+    async fn untransferable(&self, record: &mut HandoffRecord, message: String, background: bool) -> HandoffError {
+        match background {
+            true => self.abandon(record, message).await,
+            false => self.not_transferable(record, message).await,
+        }
+    }
+
+    /// Ends the record as [`Stage::Abandoned`]: nothing was (or will be) transferred.
+    async fn abandon(&self, record: &mut HandoffRecord, message: String) -> HandoffError {
+        let err = HandoffError::Abandoned { handoff_id: Some(record.id), message };
+        self.record_failure(record, &err).await;
+        err
+    }
+
     async fn not_transferable(&self, record: &mut HandoffRecord, message: String) -> HandoffError {
         let err = HandoffError::NotTransferable { handoff_id: Some(record.id), message };
         self.record_failure(record, &err).await;
@@ -894,10 +963,16 @@ impl HandoffService {
             HandoffError::NotTransferable { .. } => (422, "conversation_not_transferable".to_owned()),
             HandoffError::Invalid(_) => (400, "invalid_payload".to_owned()),
             HandoffError::UpstreamRejected { status, code, .. } => (502, format!("upstream_rejected:{status}:{code}")),
+            HandoffError::Abandoned { .. } => (422, "handoff_abandoned".to_owned()),
             _ => (503, "upstream_unavailable".to_owned()),
         };
         let now = self.clock.now();
-        if record.advance(Stage::Failed, now, err.to_string()).is_ok() {
+        let terminal = match err {
+            HandoffError::Abandoned { .. } => Stage::Abandoned,
+            _ => Stage::Failed,
+        };
+        record.next_check_at = None;
+        if record.advance(terminal, now, err.to_string()).is_ok() {
             record.answer = Some(StoredAnswer::Failed { status, code, message: err.to_string() });
         }
         // A failed save leaves a resumable record; the answer given is the same either way.
@@ -2354,6 +2429,308 @@ mod tests {
         assert_eq!((record.id, record.stage), (crashed.id, Stage::Transferred));
     }
 
+    // ---- handoffs nobody came back for ---------------------------------------------------------
+
+    /// A first delivery that stops on a transient lookup failure: answered 503, record released.
+    fn stall_one(harness: &Harness) -> HandoffId {
+        let mut ports = Ports::default();
+        ports.locate(1, Err(transient())).no_capacity_call().no_write().no_transfer();
+        match unavailable(&harness.deliver(ports, request())) {
+            (Some(id), _) => id,
+            other => panic!("expected a record, got {other:?}"),
+        }
+    }
+
+    /// The outcome reports one tick sends to the observer, in order.
+    fn tick_outcomes(harness: &Harness, ports: Ports) -> (TickReport, Vec<&'static str>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let mut observer = MockOutcomeObserver::new();
+        observer.expect_observe().returning(move |r| sink.lock().expect("not poisoned").push(r.outcome));
+        let service = harness.service(ports).with_observer(Arc::new(observer));
+        let report = block_on(service.run_due(10)).expect("the in-memory ledger works");
+        drop(service);
+        let outcomes = seen.lock().expect("not poisoned").clone();
+        (report, outcomes)
+    }
+
+    #[test]
+    fn a_handoff_released_after_a_503_is_left_to_its_caller_until_resume_after() {
+        // Arrange
+        let harness = Harness::new();
+        stall_one(&harness);
+        harness.advance(harness.settings.resume_after - Duration::from_secs(1));
+
+        // Act
+        let report = harness.tick(Ports::silent());
+
+        // Assert
+        assert_eq!(report, TickReport::default());
+        let record = harness.record();
+        assert_eq!(record.stage, Stage::Received);
+        assert_eq!(
+            record.next_check_at,
+            Some(harness.now() + chrono_duration(Duration::from_secs(1))),
+            "the worker's turn comes resume_after after the 503"
+        );
+    }
+
+    #[test]
+    fn a_handoff_whose_caller_never_came_back_after_a_503_is_transferred_by_the_worker_when_the_bot_still_holds_it() {
+        // Arrange
+        let harness = Harness::with(|s| s.resume_after = Duration::from_secs(45));
+        let id = stall_one(&harness);
+        harness.advance(Duration::from_secs(45));
+
+        // Act
+        let (report, outcomes) = tick_outcomes(&harness, Ports::happy(DEFAULT_QUEUE));
+
+        // Assert
+        assert_eq!(report, TickReport { claimed: 1, done: 1, later: 0 });
+        assert_eq!(outcomes, vec!["transferred"]);
+        let record = harness.record();
+        assert_eq!((record.id, record.stage, record.next_check_at), (id, Stage::Transferred, None));
+        assert_eq!(harness.outbox().len(), 1, "the analytics event is recorded once");
+        // The bot coming back late gets the transfer replayed.
+        assert_eq!(transferred_to(&harness.deliver(Ports::silent(), request())), (qid(DEFAULT_QUEUE), true));
+    }
+
+    #[test]
+    fn a_handoff_whose_caller_never_came_back_is_deferred_by_the_worker_when_the_queues_are_full() {
+        // Arrange
+        let harness = Harness::new();
+        stall_one(&harness);
+        harness.advance(harness.settings.resume_after);
+        let mut ports = Ports::default();
+        ports
+            .locate(1, Ok(live()))
+            .capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 0)))
+            .capacity(FALLBACK_QUEUE, 1, Ok(capacity(FALLBACK_QUEUE, 0)))
+            .no_write()
+            .no_transfer();
+
+        // Act
+        let report = harness.tick(ports);
+
+        // Assert: the deferral rules apply from now on (re-check, then transfer by `defer_for`).
+        assert_eq!(report, TickReport { claimed: 1, done: 0, later: 1 });
+        let record = harness.record();
+        assert_eq!(record.stage, Stage::Deferred);
+        assert_eq!(record.next_check_at, Some(harness.now() + chrono_duration(harness.settings.recheck_every)));
+        assert_eq!(record.defer_until, Some(harness.now() + chrono_duration(harness.settings.defer_for)));
+    }
+
+    #[test]
+    fn a_handoff_whose_caller_never_came_back_ends_abandoned_when_the_bot_no_longer_holds_it() {
+        let cases = [
+            ("the conversation has ended", ended()),
+            (
+                "the guest has left the conversation",
+                snapshot(vec![participant(CUSTOMER, true, false, None), participant(BOT, false, true, None)], vec![]),
+            ),
+            (
+                "no participant holds the conversation",
+                snapshot(vec![participant(CUSTOMER, true, true, None), participant(BOT, false, false, None)], vec![]),
+            ),
+        ];
+        for (why, conversation) in cases {
+            // Arrange
+            let harness = Harness::new();
+            let id = stall_one(&harness);
+            harness.advance(harness.settings.resume_after);
+            let mut ports = Ports::default();
+            ports.locate(1, Ok(conversation)).no_write().no_transfer().no_analytics();
+            ports
+                .queue
+                .expect_capacity()
+                .returning(|q, _| Ok(CapacitySnapshot { queue: q, ..capacity(DEFAULT_QUEUE, 2) }));
+
+            // Act
+            let (report, outcomes) = tick_outcomes(&harness, ports);
+
+            // Assert
+            assert_eq!(report, TickReport { claimed: 1, done: 1, later: 0 }, "{why}");
+            assert_eq!(outcomes, vec!["abandoned"], "{why}");
+            let record = harness.record();
+            assert_eq!((record.id, record.stage), (id, Stage::Abandoned), "{why}");
+            assert!(record.history.last().is_some_and(|h| h.note.contains(why)), "{why}: {:?}", record.history);
+            assert!(harness.outbox().is_empty(), "{why}: nothing to report to analytics");
+            assert_eq!(harness.tick(Ports::silent()), TickReport::default(), "{why}: abandoned is terminal");
+        }
+    }
+
+    #[test]
+    fn a_bot_that_comes_back_after_its_handoff_was_abandoned_starts_a_new_one() {
+        // Arrange
+        let harness = Harness::new();
+        let abandoned = stall_one(&harness);
+        harness.advance(harness.settings.resume_after);
+        let mut ports = Ports::default();
+        ports.locate(1, Ok(ended())).no_capacity_call().no_write().no_transfer();
+        harness.tick(ports);
+
+        // Act
+        let mut again = Ports::default();
+        again.locate(1, Ok(ended())).no_capacity_call().no_write().no_transfer();
+        let outcome = harness.deliver(again, request());
+
+        // Assert: a delivery is answered (422), never told "abandoned".
+        assert!(matches!(outcome, Err(HandoffError::NotTransferable { handoff_id: Some(id), .. }) if id != abandoned));
+    }
+
+    #[test]
+    fn a_deferred_handoff_whose_guest_left_ends_abandoned_without_a_transfer() {
+        for (why, advance_by, capacity_calls) in
+            [("capacity returned", Duration::from_secs(15), 1), ("the deferral expired", Duration::from_secs(300), 0)]
+        {
+            // Arrange
+            let harness = Harness::new();
+            let id = harness.defer_one();
+            harness.advance(advance_by);
+            let mut ports = Ports::default();
+            ports.capacity(DEFAULT_QUEUE, capacity_calls, Ok(capacity(DEFAULT_QUEUE, 1))).locate(1, Ok(ended()));
+            ports.no_write().no_transfer().no_analytics();
+
+            // Act
+            let (report, outcomes) = tick_outcomes(&harness, ports);
+
+            // Assert
+            assert_eq!(report, TickReport { claimed: 1, done: 1, later: 0 }, "{why}");
+            assert_eq!(outcomes, vec!["abandoned"], "{why}");
+            let record = harness.record();
+            assert_eq!((record.id, record.stage), (id, Stage::Abandoned), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_transfer_the_worker_finds_refused_because_the_holder_let_go_ends_abandoned() {
+        // Arrange
+        let harness = Harness::new();
+        harness.defer_one();
+        harness.advance(harness.settings.recheck_every);
+        let mut ports = Ports::default();
+        let gone =
+            PortError::InvalidState { detail: "the holder is no longer connected".to_owned(), correlation_id: None };
+        ports.capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1))).locate(1, Ok(live())).transfer(
+            BOT,
+            DEFAULT_QUEUE,
+            1,
+            Err(gone),
+        );
+        ports.write_context(1, Ok(Receipt::default()));
+
+        // Act
+        let report = harness.tick(ports);
+
+        // Assert
+        assert_eq!(report, TickReport { claimed: 1, done: 1, later: 0 });
+        assert_eq!(harness.record().stage, Stage::Abandoned);
+    }
+
+    #[test]
+    fn a_delivery_for_a_conversation_the_guest_left_is_not_transferable() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        ports
+            .locate(
+                1,
+                Ok(snapshot(
+                    vec![participant(CUSTOMER, true, false, None), participant(BOT, false, true, None)],
+                    vec![],
+                )),
+            )
+            .no_capacity_call()
+            .no_write()
+            .no_transfer();
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert
+        assert_not_transferable(&outcome, "the guest has left");
+        assert_eq!(harness.record().stage, Stage::Failed);
+    }
+
+    /// Lookups that wait until `expected` of them have started, then fail transiently.
+    struct GatedLookups {
+        started: Arc<std::sync::atomic::AtomicUsize>,
+        expected: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl TransferPort for GatedLookups {
+        async fn locate(&self, _c: ConversationId) -> Result<ConversationSnapshot, PortError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.started.fetch_add(1, SeqCst);
+            futures::future::poll_fn(|cx| match self.started.load(SeqCst) >= self.expected {
+                true => std::task::Poll::Ready(()),
+                false => {
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+            Err(transient())
+        }
+        async fn write_context(
+            &self,
+            _c: ConversationId,
+            _p: ParticipantId,
+            _a: &AttributeSet,
+        ) -> Result<Receipt, PortError> {
+            panic!("no context write expected")
+        }
+        async fn transfer(&self, _c: ConversationId, _h: ParticipantId, _q: QueueId) -> Result<Receipt, PortError> {
+            panic!("no transfer expected")
+        }
+    }
+
+    #[test]
+    fn the_worker_drives_the_records_of_one_tick_concurrently() {
+        // Arrange: three handoffs a crashed instance left; each lookup waits until all three have
+        // started, which only concurrent driving achieves.
+        use std::future::Future as _;
+        let harness = Harness::new();
+        let s = &harness.settings;
+        for n in 0..3 {
+            let key = HandoffKey::new(conversation_id(), Some(IdempotencyKey::parse(&format!("k{n}")).expect("valid")));
+            let begun = block_on(harness.ledger.begin(&key, &request(), harness.now(), s.lease, s.reuse_after));
+            assert!(matches!(begun, Ok(Begin::Fresh(_))));
+        }
+        harness.advance(harness.settings.lease);
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ports = Ports::silent();
+        let service = HandoffService::new(
+            Arc::new(ports.queue),
+            Arc::new(GatedLookups { started: Arc::clone(&started), expected: 3 }),
+            Arc::new(ports.analytics),
+            Arc::clone(&harness.ledger) as Arc<dyn LedgerPort>,
+            Arc::new(harness.clock()),
+            harness.settings.clone(),
+        );
+
+        // Act: poll the tick by hand, a bounded number of times. Driven one after another, the
+        // first lookup would wait forever.
+        let mut tick = Box::pin(service.run_due(10));
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut result = std::task::Poll::Pending;
+        for _ in 0..100 {
+            result = tick.as_mut().poll(&mut cx);
+            if result.is_ready() {
+                break;
+            }
+        }
+
+        // Assert
+        assert!(
+            matches!(result, std::task::Poll::Ready(Ok(TickReport { claimed: 3, done: 0, later: 3 }))),
+            "{result:?}"
+        );
+        assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
     #[test]
     fn the_worker_retries_a_deferred_handoff_whose_transfer_failed_transiently_until_it_transfers() {
         // Arrange: capacity returned, but the transfer hit a transient failure.
@@ -2567,8 +2944,8 @@ mod tests {
 
     #[test]
     fn the_observer_gets_one_report_per_outcome() {
-        // Arrange
-        let harness = Harness::new();
+        // Arrange: the 503'd handoff is left to its caller for the whole test.
+        let harness = Harness::with(|s| s.resume_after = Duration::from_secs(3600));
         let mut observer = MockOutcomeObserver::new();
         for outcome in ["deferred", "replayed", "in_progress", "transferred", "unavailable", "not_found"] {
             expect_report(&mut observer, outcome, false);
