@@ -352,7 +352,10 @@ impl From<HandoffError> for ApiError {
         match error {
             HandoffError::Invalid(errors) => ApiError::InvalidPayload(errors),
             HandoffError::ConversationNotFound { .. } => ApiError::ConversationNotFound,
-            HandoffError::NotTransferable { message, .. } => ApiError::NotTransferable { message },
+            // Only the background worker abandons; were it ever answered, it is a 422.
+            HandoffError::NotTransferable { message, .. } | HandoffError::Abandoned { message, .. } => {
+                ApiError::NotTransferable { message }
+            }
             HandoffError::InProgress { handoff_id, retry_after } => ApiError::InProgress { handoff_id, retry_after },
             HandoffError::UpstreamRejected { status, code, correlation_id, .. } => {
                 ApiError::UpstreamRejected { status, code, correlation_id }
@@ -410,6 +413,7 @@ mod tests {
             (HandoffError::ConversationNotFound { handoff_id: None, correlation_id: None }, 404),
             (HandoffError::InProgress { handoff_id: id, retry_after: Duration::from_secs(2) }, 409),
             (HandoffError::NotTransferable { handoff_id: None, message: "ended".to_owned() }, 422),
+            (HandoffError::Abandoned { handoff_id: None, message: "the guest left".to_owned() }, 422),
             (
                 HandoffError::UpstreamRejected {
                     handoff_id: None,

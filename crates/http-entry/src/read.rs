@@ -164,9 +164,10 @@ pub(crate) struct HandoffView {
     idempotency_key: Option<String>,
     /// `guestInfo.id`.
     guest_id: String,
-    /// `received`, `deferred`, `context_written`, `transfer_pending`, `transferred` or `failed`.
-    /// An advisory handoff ends in `failed` with an `answer` of status `advise`: the one finished
-    /// stage that does not claim a transfer.
+    /// `received`, `deferred`, `context_written`, `transfer_pending`, `transferred`, `failed` or
+    /// `abandoned`. An advisory handoff ends in `failed` with an `answer` of status `advise`.
+    /// `abandoned`: the background worker finished it without a transfer because nobody waited for
+    /// it any more (the conversation ended, the guest left, or the bot no longer held it).
     #[schema(example = "transferred")]
     stage: &'static str,
     /// `handoffReason`.
@@ -182,7 +183,8 @@ pub(crate) struct HandoffView {
     /// RFC 3339.
     #[schema(format = DateTime)]
     updated_at: String,
-    /// Deferred: when the worker checks capacity next.
+    /// Deferred: when the worker checks capacity next. Unfinished after a 503: when the worker
+    /// finishes it if the caller has not come back (`HANDOFF_RESUME_AFTER_SECS`).
     #[schema(format = DateTime)]
     next_check_at: Option<String>,
     /// Deferred: when it is transferred whatever the capacity.

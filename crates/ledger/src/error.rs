@@ -37,6 +37,22 @@ pub enum LedgerSetupError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Another process holds the SQLite ledger: a file ledger has one owner at a time.
+    #[error(
+        "the SQLite ledger {} is in use by another handoff process{owner}: its lock file {} is held. \
+         A SQLite ledger serves one instance; stop the other one, or use a postgres:// DATABASE_URL to run \
+         several instances",
+        path.display(),
+        lock_file.display()
+    )]
+    Locked {
+        /// The database file.
+        path: PathBuf,
+        /// The lock file beside it.
+        lock_file: PathBuf,
+        /// ` (process N)` when the lock file names its owner, else empty.
+        owner: String,
+    },
     /// PostgreSQL could not be reached or refused the connection.
     #[error("cannot connect to the PostgreSQL ledger at {target}: {source}")]
     ConnectPostgres {

@@ -53,13 +53,20 @@ pub struct LedgerOptions {
     /// `LedgerError::Unavailable`; also bounds `connect`. Default 5 s. (SQLite waits for another
     /// process's write lock for at most 5 s, its busy timeout.)
     pub acquire_timeout: Duration,
+    /// PostgreSQL: how often this instance writes its heartbeat. A lease whose holder has not beaten
+    /// for three of its intervals counts as lapsed: a redelivery or another instance's worker takes
+    /// the record over. Default 1 s. (Unused by SQLite, whose file lock makes one owner.)
+    pub heartbeat_every: Duration,
 }
 
 impl Default for LedgerOptions {
     fn default() -> Self {
-        Self { max_connections: 10, acquire_timeout: Duration::from_secs(5) }
+        Self { max_connections: 10, acquire_timeout: Duration::from_secs(5), heartbeat_every: Duration::from_secs(1) }
     }
 }
+
+/// A PostgreSQL instance counts as gone after this many heartbeat intervals without a beat.
+pub const HEARTBEATS_BEFORE_STALE: u32 = 3;
 
 /// The two stores, each with its own concrete pool.
 #[derive(Debug)]
@@ -113,8 +120,20 @@ impl SqlLedger {
         }
     }
 
-    /// Closes the pool, waiting for connections in use to be returned. Operations after this fail
-    /// with `LedgerError::Unavailable`.
+    /// How many leases of a previous process `connect` ended: on SQLite, the sole owner ends every
+    /// lease it finds (their holder is dead); on PostgreSQL nothing is ended at start (other
+    /// instances may be alive; stale holders are taken over as their heartbeats lapse), so 0.
+    pub fn released_at_start(&self) -> u64 {
+        match &self.backend {
+            Backend::Sqlite(b) => b.released_at_start(),
+            Backend::Postgres(_) => 0,
+        }
+    }
+
+    /// Ends this instance's leases (their records are taken over at once by whoever comes next),
+    /// closes the pool, waiting for connections in use to be returned, and gives up the SQLite
+    /// file lock or the PostgreSQL instance registration. Operations after this fail with
+    /// `LedgerError::Unavailable`.
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(b) => b.close().await,
@@ -254,7 +273,8 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_postgres_names_the_target_but_not_the_password() {
         // Arrange: port 1 on loopback refuses connections.
-        let options = LedgerOptions { max_connections: 1, acquire_timeout: Duration::from_secs(2) };
+        let options =
+            LedgerOptions { max_connections: 1, acquire_timeout: Duration::from_secs(2), ..Default::default() };
         // Act
         let err = SqlLedger::connect_with("postgres://app:s3cret@127.0.0.1:1/handoff", &options).await.unwrap_err();
         // Assert

@@ -1,5 +1,11 @@
 //! The PostgreSQL backend: several instances share one ledger.
 //!
+//! Each instance registers itself in `ledger_instances` at connect, beats every
+//! [`LedgerOptions::heartbeat_every`] from a background task, and names itself on every lease it
+//! takes (`lease_owner`, set by a trigger from the connection's `handoff.instance_id`). A lease
+//! whose holder's heartbeat is stale counts as lapsed: `begin` resumes the record and `claim_due`
+//! claims it, at once. `close` ends this instance's leases and deregisters it.
+//!
 //! `begin` makes sure the key row exists (`INSERT … ON CONFLICT DO NOTHING`), locks it with
 //! `SELECT … FOR UPDATE` and locks the record it points to, so concurrent callers of one key are
 //! served one at a time and a concurrent claim cannot take the record in between. Claims lock
@@ -41,6 +47,18 @@ static SAVE_WITH_ONE_EVENT: LazyLock<String> = LazyLock::new(|| {
 #[derive(Debug)]
 pub(crate) struct PostgresBackend {
     pool: PgPool,
+    /// This instance's id in `ledger_instances` and on the leases it holds.
+    instance: Uuid,
+    /// The heartbeat task, stopped by `close` (or on drop).
+    heartbeat: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        if let Some(task) = self.heartbeat.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
 }
 
 impl PostgresBackend {
@@ -55,9 +73,16 @@ impl PostgresBackend {
             connect.get_port(),
             connect.get_database().unwrap_or(connect.get_username())
         );
+        let instance = Uuid::new_v4();
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
+            // Every connection names this instance, for the trigger that records lease owners.
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    sqlx::query(&format!("SET handoff.instance_id = '{instance}'")).execute(conn).await.map(|_| ())
+                })
+            })
             .connect_with(connect)
             .await
             .map_err(|source| LedgerSetupError::ConnectPostgres { target, source })?;
@@ -65,10 +90,24 @@ impl PostgresBackend {
             .run(&pool)
             .await
             .map_err(|e| LedgerSetupError::Migrate { backend: "postgres", problem: e.to_string() })?;
-        Ok(Self { pool })
+        let every = options.heartbeat_every.max(Duration::from_millis(100));
+        let stale_after = (every * crate::HEARTBEATS_BEFORE_STALE).as_secs_f64();
+        sqlx::query(sql::PG_REGISTER_INSTANCE).bind(instance).bind(stale_after).execute(&pool).await.map_err(|e| {
+            LedgerSetupError::Migrate { backend: "postgres", problem: format!("register instance: {e}") }
+        })?;
+        let heartbeat = tokio::spawn(beat(pool.clone(), instance, every, stale_after));
+        Ok(Self { pool, instance, heartbeat: std::sync::Mutex::new(Some(heartbeat)) })
     }
 
+    /// Stops the heartbeat, ends this instance's leases (another instance, or a redelivery, takes
+    /// those records over at once), deregisters the instance and closes the pool.
     pub(crate) async fn close(&self) {
+        if let Some(task) = self.heartbeat.lock().ok().and_then(|mut t| t.take()) {
+            task.abort();
+        }
+        let now = micros(Utc::now());
+        let _ = sqlx::query(sql::PG_END_OWN_LEASES).bind(self.instance).bind(now).execute(&self.pool).await;
+        let _ = sqlx::query(sql::PG_DEREGISTER_INSTANCE).bind(self.instance).execute(&self.pool).await;
         self.pool.close().await;
     }
 
@@ -106,7 +145,12 @@ impl PostgresBackend {
                     .await
                     .map_err(ledger_error(OP))?
                 {
-                    Some(row) => Some(decode_record(&row)?),
+                    Some(row) => {
+                        let (record, lease_until) = decode_record(&row)?;
+                        // A lease whose holder stopped beating has lapsed, whatever its time.
+                        let orphaned: bool = row.try_get("orphaned").map_err(ledger_error(OP))?;
+                        Some((record, if orphaned { None } else { lease_until }))
+                    }
                     None => None,
                 }
             }
@@ -296,6 +340,22 @@ impl PostgresBackend {
 
     pub(crate) async fn ping(&self) -> Result<(), LedgerError> {
         sqlx::query(sql::PING).execute(&self.pool).await.map(|_| ()).map_err(ledger_error("ping"))
+    }
+}
+
+/// Beats every `every` until aborted. A beat that finds no row (an operator or another instance
+/// deleted it) registers the instance again. Failures are retried at the next beat; if beats fail
+/// for longer than `stale_after`, other instances take this one's leases over, and the fenced
+/// saves then stop its work on those records.
+async fn beat(pool: PgPool, instance: Uuid, every: Duration, stale_after: f64) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let beat = sqlx::query(sql::PG_HEARTBEAT).bind(instance).execute(&pool).await;
+        if matches!(beat, Ok(done) if done.rows_affected() == 0) {
+            let _ = sqlx::query(sql::PG_REGISTER_INSTANCE).bind(instance).bind(stale_after).execute(&pool).await;
+        }
     }
 }
 

@@ -73,9 +73,31 @@ pub(crate) const PG_LOCK_KEY: &str = "SELECT handoff_id FROM handoff_keys WHERE 
 /// One record by id.
 pub(crate) const SELECT_RECORD: &str = concat!("SELECT ", record_columns!(), " FROM handoffs WHERE id = $1");
 
-/// PostgreSQL: one record by id, locked against a concurrent claim until commit.
-pub(crate) const PG_LOCK_RECORD: &str =
-    concat!("SELECT ", record_columns!(), " FROM handoffs WHERE id = $1 FOR UPDATE");
+/// PostgreSQL: one record by id, locked against a concurrent claim until commit, with whether its
+/// lease's holder is gone (`orphaned`: its heartbeat is stale, so the lease counts as lapsed).
+pub(crate) const PG_LOCK_RECORD: &str = concat!(
+    "SELECT ",
+    record_columns!(),
+    ", handoff_lease_orphaned(lease_owner) AS orphaned FROM handoffs WHERE id = $1 FOR UPDATE"
+);
+
+/// PostgreSQL: registers an instance ($1 id, $2 seconds without a beat before it counts as gone)
+/// and forgets instances gone for a day.
+pub(crate) const PG_REGISTER_INSTANCE: &str = "WITH gone AS (\
+       DELETE FROM ledger_instances WHERE heartbeat_at + stale_after < now() - interval '1 day') \
+     INSERT INTO ledger_instances (id, started_at, heartbeat_at, stale_after) \
+     VALUES ($1, now(), now(), make_interval(secs => $2)) \
+     ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stale_after = excluded.stale_after";
+
+/// PostgreSQL: one heartbeat of instance $1 (no row: it was deleted; re-register).
+pub(crate) const PG_HEARTBEAT: &str = "UPDATE ledger_instances SET heartbeat_at = now() WHERE id = $1";
+
+/// PostgreSQL: a clean shutdown ends the leases instance $1 holds ($2 now) ...
+pub(crate) const PG_END_OWN_LEASES: &str =
+    "UPDATE handoffs SET lease_until = $2 WHERE lease_owner = $1 AND lease_until > $2";
+
+/// ... and deregisters it.
+pub(crate) const PG_DEREGISTER_INSTANCE: &str = "DELETE FROM ledger_instances WHERE id = $1";
 
 /// `begin` resumed a record: a new lease ($2) and its attempts count ($3, one more than before).
 pub(crate) const RESUME_RECORD: &str = "UPDATE handoffs SET lease_until = $2, attempts = $3 WHERE id = $1";
@@ -87,14 +109,15 @@ pub(crate) const SELECT_BY_CONVERSATION: &str = concat!(
     " FROM handoffs WHERE conversation_id = $1 ORDER BY created_at DESC, id DESC"
 );
 
-/// SQLite: claims due deferrals and crashed work ($1 now, $2 new lease end, $3 limit).
+/// SQLite: claims due deferrals, crashed work, and work released after a retryable error whose
+/// `next_check_at` (the caller's time to come back) has passed ($1 now, $2 new lease end, $3 limit).
 pub(crate) const SQLITE_CLAIM_DUE: &str = concat!(
     "UPDATE handoffs SET lease_until = $2, attempts = attempts + 1 WHERE id IN (\
        SELECT id FROM handoffs \
        WHERE (stage = 'deferred' AND next_check_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)) \
           OR (stage IN ",
     unfinished!(),
-    " AND lease_until <= $1) \
+    " AND (lease_until <= $1 OR (lease_until IS NULL AND next_check_at <= $1))) \
        ORDER BY COALESCE(next_check_at, updated_at), id LIMIT $3) \
      RETURNING ",
     record_columns!()
@@ -102,17 +125,20 @@ pub(crate) const SQLITE_CLAIM_DUE: &str = concat!(
 
 /// PostgreSQL: the same claim in one statement. Each branch locks its candidates with `SKIP
 /// LOCKED` (rows another instance is claiming or beginning are passed over), both are ordered like
-/// `InMemoryLedger` and cut to the limit, and the union is cut again.
+/// `InMemoryLedger` and cut to the limit, and the union is cut again. A lease whose holder's
+/// heartbeat is stale counts as lapsed (`handoff_lease_orphaned`, migration 0003).
 pub(crate) const PG_CLAIM_DUE: &str = concat!(
     "WITH deferred AS (\
        SELECT id, next_check_at AS due FROM handoffs \
-       WHERE stage = 'deferred' AND next_check_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
+       WHERE stage = 'deferred' AND next_check_at <= $1 \
+         AND (lease_until IS NULL OR lease_until <= $1 OR handoff_lease_orphaned(lease_owner)) \
        ORDER BY next_check_at, id LIMIT $3 FOR UPDATE SKIP LOCKED), \
      crashed AS (\
        SELECT id, COALESCE(next_check_at, updated_at) AS due FROM handoffs \
        WHERE stage IN ",
     unfinished!(),
-    " AND lease_until <= $1 \
+    " AND (lease_until <= $1 OR (lease_until IS NULL AND next_check_at <= $1) \
+              OR (lease_until > $1 AND handoff_lease_orphaned(lease_owner))) \
        ORDER BY COALESCE(next_check_at, updated_at), id LIMIT $3 FOR UPDATE SKIP LOCKED), \
      picked AS (\
        SELECT id FROM (SELECT id, due FROM deferred UNION ALL SELECT id, due FROM crashed) AS c \
@@ -154,6 +180,10 @@ pub(crate) const OUTBOX_BACKLOG: &str = "SELECT COUNT(*) FROM outbox WHERE deliv
 /// Records created since $1 by reason × queue × stage.
 pub(crate) const STATS: &str = "SELECT reason, queue_id, stage, COUNT(*) AS n FROM handoffs \
      WHERE created_at >= $1 GROUP BY reason, queue_id, stage";
+
+/// Ends every lease still running at $1 (sets it to $1, so it has lapsed): at the start of the
+/// sole owner of a SQLite ledger, and at a clean close.
+pub(crate) const END_LEASES: &str = "UPDATE handoffs SET lease_until = $1 WHERE lease_until > $1";
 
 /// Whether the store answers.
 pub(crate) const PING: &str = "SELECT 1";

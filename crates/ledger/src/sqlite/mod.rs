@@ -11,6 +11,16 @@
 //!
 //! Times are stored as INTEGER microseconds since the epoch, ids as hyphenated UUID text, JSON as
 //! text.
+//!
+//! **One owner.** A file ledger is used by one process at a time: `connect` takes an exclusive OS
+//! file lock (`flock`, through `fs4`) on `PATH.lock` beside the database and fails with
+//! [`LedgerSetupError::Locked`] while another process holds it. The lock is the kernel's, so a
+//! process killed with SIGKILL loses it at once, and the next `connect` can treat every lease in
+//! the file as left by a dead process: it ends them all (`lease_until = now`), so the worker and
+//! redeliveries take the records over at once instead of waiting for the leases to lapse. A clean
+//! `close` ends this process's leases the same way. (SQLite's own `locking_mode = EXCLUSIVE` would
+//! also keep other processes out, but it locks out this ledger's second connection, the reader,
+//! too; and an advisory lock file is what an operator can see and reason about.)
 
 mod thread;
 
@@ -36,8 +46,45 @@ use crate::plan::{plan_begin, BeginPlan};
 use crate::{sql, LedgerOptions};
 
 /// The schema, in order; `PRAGMA user_version` counts those applied.
-static MIGRATIONS: LazyLock<Migrations<'static>> =
-    LazyLock::new(|| Migrations::new(vec![M::up(include_str!("../../migrations/sqlite/0001_ledger.sql"))]));
+static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
+    Migrations::new(vec![
+        M::up(include_str!("../../migrations/sqlite/0001_ledger.sql")),
+        // 0002 (advice confirmation) and 0003 (below) are independent; 0003's SQL file only
+        // documents what its hook does.
+        M::up_with_hook(include_str!("../../migrations/sqlite/0003_abandoned_stage.sql"), allow_new_stages),
+    ])
+});
+
+/// Stages a later version added to the `stage` column's CHECK list. `advised` belongs to another
+/// change (issue 12) and is allowed here too, so that either migration may run first.
+const NEW_STAGES: [&str; 2] = ["advised", "abandoned"];
+
+/// Migration 0003: widens the `stage` CHECK of `handoffs` to accept [`NEW_STAGES`]. SQLite cannot
+/// alter a constraint, so this edits the table's stored definition, the documented procedure for
+/// loosening a CHECK (<https://www.sqlite.org/lang_altertable.html#otheralter>, "simpler
+/// procedure"): no stored row changes and no row can violate a looser check. Only the text of the
+/// CHECK changes, so columns other migrations add survive.
+fn allow_new_stages(tx: &rusqlite::Transaction<'_>) -> rusqlite_migration::HookResult {
+    let sql: String =
+        tx.query_row("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'handoffs'", [], |r| r.get(0))?;
+    let missing: Vec<String> =
+        NEW_STAGES.iter().filter(|s| !sql.contains(&format!("'{s}'"))).map(|s| format!(", '{s}'")).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !sql.contains("'failed'") {
+        return Err(rusqlite_migration::HookError::Hook(
+            "the handoffs table has no stage CHECK listing 'failed' to extend".to_owned(),
+        ));
+    }
+    let widened = sql.replacen("'failed'", &format!("'failed'{}", missing.concat()), 1);
+    let version: i64 = tx.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+    tx.pragma_update(None, "writable_schema", "ON")?;
+    tx.execute("UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = 'handoffs'", [&widened])?;
+    tx.pragma_update(None, "schema_version", version + 1)?;
+    tx.pragma_update(None, "writable_schema", "OFF")?;
+    Ok(())
+}
 
 /// The shared SQL with SQLite's numbered placeholders (`?1`), computed once per statement.
 ///
@@ -64,6 +111,10 @@ pub(crate) struct SqliteBackend {
     writer: ConnectionThread,
     /// `None` for an in-memory database, whose only connection is the writer's.
     reader: Option<ConnectionThread>,
+    /// The exclusive lock on `PATH.lock` (a file ledger only), held until `close`.
+    lock: std::sync::Mutex<Option<std::fs::File>>,
+    /// How many leases of a previous process `connect` ended.
+    released_at_start: u64,
 }
 
 impl SqliteBackend {
@@ -71,8 +122,14 @@ impl SqliteBackend {
     pub(crate) async fn connect(url: &str, _options: &LedgerOptions) -> Result<Self, LedgerSetupError> {
         let target = SqliteTarget::parse(url)?;
         let opened = tokio::task::spawn_blocking(move || -> Result<Self, LedgerSetupError> {
+            let lock = target.lock()?;
             let mut conn = target.open()?;
             migrate(&mut conn)?;
+            // The lock is ours, so every lease in the file is a dead process's: end them all.
+            let released_at_start = match lock {
+                Some(_) => end_leases(&conn, Utc::now()).map_err(|e| target.open_error(Box::new(e)))?,
+                None => 0,
+            };
             if let SqliteTarget::File(_) = &target {
                 conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
                     .and_then(|()| conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB))
@@ -89,7 +146,7 @@ impl SqliteBackend {
                 }
             };
             let writer = spawn(&target, "handoff-sqlite-writer", conn, Role::Writer)?;
-            Ok(Self { writer, reader })
+            Ok(Self { writer, reader, lock: std::sync::Mutex::new(lock), released_at_start })
         })
         .await;
         opened.unwrap_or_else(|e| {
@@ -101,11 +158,25 @@ impl SqliteBackend {
         })
     }
 
+    /// Ends this process's leases (a file ledger: the next owner takes the records over at once),
+    /// finishes the queued writes, closes both connections and gives the file lock up.
     pub(crate) async fn close(&self) {
+        if self.lock.lock().is_ok_and(|l| l.is_some()) {
+            let _ = self.writer.call(|conn| end_leases(conn, Utc::now()).map_err(ledger_error("close"))).await;
+        }
         if let Some(reader) = &self.reader {
             reader.close().await;
         }
         self.writer.close().await;
+        // Dropping the file releases the lock (after the connections are closed).
+        if let Ok(mut lock) = self.lock.lock() {
+            lock.take();
+        }
+    }
+
+    /// How many leases of a previous process `connect` ended.
+    pub(crate) fn released_at_start(&self) -> u64 {
+        self.released_at_start
     }
 
     /// Runs a read on the reader connection (the writer's for an in-memory database).
@@ -543,6 +614,41 @@ impl SqliteTarget {
         configured.map_err(|e| self.open_error(Box::new(e)))
     }
 
+    /// Takes the exclusive lock on `PATH.lock` (created if missing) for a file; `None` for memory.
+    /// The file holds the owner's process id, for the error another process reports.
+    fn lock(&self) -> Result<Option<std::fs::File>, LedgerSetupError> {
+        use std::io::{Read as _, Seek as _, Write as _};
+        let Self::File(path) = self else { return Ok(None) };
+        let mut lock_path = path.clone().into_os_string();
+        lock_path.push(".lock");
+        let lock_path = PathBuf::from(lock_path);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| self.open_error(Box::new(e)))?;
+        // Called through the trait: `std::fs::File` has an inherent `try_lock` from Rust 1.89 on.
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => {}
+            Err(fs4::TryLockError::WouldBlock) => {
+                let mut owner = String::new();
+                let _ = file.read_to_string(&mut owner);
+                let owner = owner.trim();
+                return Err(LedgerSetupError::Locked {
+                    path: path.clone(),
+                    lock_file: lock_path,
+                    owner: owner.parse::<u32>().ok().map(|pid| format!(" (process {pid})")).unwrap_or_default(),
+                });
+            }
+            Err(fs4::TryLockError::Error(e)) => return Err(self.open_error(Box::new(e))),
+        }
+        let pid = std::process::id();
+        let _ = file.set_len(0).and_then(|()| file.rewind()).and_then(|()| writeln!(file, "{pid}"));
+        Ok(Some(file))
+    }
+
     fn open_error(&self, source: Box<dyn std::error::Error + Send + Sync>) -> LedgerSetupError {
         let path = match self {
             Self::Memory => PathBuf::from(":memory:"),
@@ -550,6 +656,14 @@ impl SqliteTarget {
         };
         LedgerSetupError::OpenSqlite { hint: missing_dir_hint(&path), path, source }
     }
+}
+
+/// Ends every lease still running at `now` (`lease_until = now`): a redelivery resumes those
+/// records and the worker claims them at once. Returns how many.
+fn end_leases(conn: &Connection, now: DateTime<Utc>) -> rusqlite::Result<u64> {
+    let now = micros(now).timestamp_micros();
+    let ended = conn.prepare_cached(sqlite_sql!(END_LEASES))?.execute([now])?;
+    Ok(u64::try_from(ended).unwrap_or(u64::MAX))
 }
 
 /// Starts a connection thread, mapping a spawn failure onto the setup error.

@@ -40,6 +40,14 @@ async fn fresh(ledger: &dyn LedgerPort, now: DateTime<Utc>) -> (HandoffKey, Hand
     }
 }
 
+/// How many migrations a backend has (the `.sql` files in its folder): whatever other changes add.
+fn migration_count(backend: &str) -> i64 {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(backend);
+    let files = std::fs::read_dir(dir).unwrap();
+    let count = files.filter(|f| f.as_ref().is_ok_and(|f| f.path().extension().is_some_and(|e| e == "sql"))).count();
+    i64::try_from(count).unwrap()
+}
+
 fn queue() -> QueueId {
     QueueId::parse("00000000-0000-4000-8000-000000000001").unwrap()
 }
@@ -143,7 +151,7 @@ mod sqlite {
         ledger.ping().await.unwrap();
         let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
         let applied: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&raw).await.unwrap();
-        assert_eq!(applied, 1);
+        assert_eq!(applied, migration_count("sqlite"));
         let mut indexes: Vec<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%_idx'")
                 .fetch_all(&raw)
@@ -303,7 +311,7 @@ mod sqlite {
         ledger.close().await;
         let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
         let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&raw).await.unwrap();
-        assert_eq!(version, 1);
+        assert_eq!(version, migration_count("sqlite"));
         raw.close().await;
     }
 
@@ -381,14 +389,68 @@ mod sqlite {
     }
 
     #[tokio::test]
-    async fn two_instances_on_one_file_begin_a_key_once() {
-        on_sqlite(async |db| {
-            let second = SqlLedger::connect_with(&db.url, &test_options()).await.unwrap();
-            super::two_instances_on_one_database_begin_a_key_once(&db.ledger, &second).await;
-            second.close().await;
-            assert!(db.dir.path().join("ledger.db").exists());
-        })
-        .await;
+    async fn a_second_ledger_on_one_file_is_refused_with_the_owner_named_until_the_first_closes() {
+        // Arrange
+        let db = crate::support::SqliteDb::new().await;
+
+        // Act
+        let refused = SqlLedger::connect_with(&db.url, &test_options()).await.unwrap_err();
+        db.ledger.close().await;
+        let after_close = SqlLedger::connect_with(&db.url, &test_options()).await;
+
+        // Assert
+        let message = refused.to_string();
+        assert!(matches!(refused, LedgerSetupError::Locked { .. }), "{message}");
+        assert!(message.contains("ledger.db.lock"), "{message}");
+        assert!(message.contains(&format!("(process {})", std::process::id())), "{message}");
+        assert!(message.contains("postgres://"), "the message points to the multi-instance ledger: {message}");
+        let reopened = after_close.expect("the file opens once its owner closed it");
+        reopened.ping().await.unwrap();
+        reopened.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_new_owner_ends_every_lease_the_previous_one_left_and_a_clean_close_ends_its_own() {
+        // Arrange: records held far into the future, as a killed process leaves them (its lock
+        // died with it; here the first ledger is simply dropped without `close`).
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let first = SqlLedger::connect_with(&url, &test_options()).await.unwrap();
+        let now = Utc::now();
+        let (key_a, held) = fresh(&first, now).await;
+        let (_, deferred) = fresh(&first, now).await;
+        let mut deferred = deferred;
+        deferred.advance(Stage::Deferred, now, "deferred").unwrap();
+        deferred.next_check_at = Some(now - chrono::Duration::seconds(1));
+        first.save(&deferred, Some(now + chrono::Duration::hours(1)), &[]).await.unwrap();
+        drop(first);
+        let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let held_leases = || async {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM handoffs WHERE lease_until > ?1")
+                .bind(Utc::now().timestamp_micros())
+                .fetch_one(&raw)
+                .await
+                .unwrap();
+            n
+        };
+        assert_eq!(held_leases().await, 2, "arrangement: both records are leased");
+
+        // Act
+        let second = SqlLedger::connect_with(&url, &test_options()).await.unwrap();
+        let released = second.released_at_start();
+        let begun = second.begin(&key_a, &held.request, Utc::now(), LEASE, REUSE_AFTER).await.unwrap();
+        let claimed = second.claim_due(Utc::now(), 10, LEASE).await.unwrap();
+        let leased_while_open = held_leases().await;
+        second.close().await;
+        let leased_after_close = held_leases().await;
+
+        // Assert
+        assert_eq!(released, 2);
+        assert!(matches!(begun, Begin::Resume(ref r) if r.id == held.id), "a redelivery resumes at once: {begun:?}");
+        assert_eq!(claimed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![deferred.id], "the worker too");
+        assert_eq!(leased_while_open, 2, "the new owner holds both now");
+        assert_eq!(leased_after_close, 0, "a clean close ends its leases");
+        raw.close().await;
     }
 }
 
@@ -406,7 +468,79 @@ mod postgres {
                 .fetch_one(&raw)
                 .await
                 .unwrap();
-            assert_eq!(applied, 1);
+            assert_eq!(applied, migration_count("postgres"));
+            raw.close().await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_lease_whose_holders_heartbeat_is_stale_is_taken_over_at_once_by_begin_and_by_the_worker() {
+        on_postgres(async |db| {
+            // Arrange: a second instance beating every 100 ms holds two records for an hour, then
+            // dies without closing (its heartbeat task stops with it).
+            let beats_fast =
+                handoff_ledger::LedgerOptions { heartbeat_every: Duration::from_millis(100), ..test_options() };
+            let dying = SqlLedger::connect_with(&db.url, &beats_fast).await.unwrap();
+            let now = Utc::now();
+            let hour = Duration::from_secs(3600);
+            let (key, request) = new_key();
+            let Begin::Fresh(held) = dying.begin(&key, &request, now, hour, REUSE_AFTER).await.unwrap() else {
+                panic!("fresh")
+            };
+            let (key_b, request_b) = new_key();
+            let Begin::Fresh(other) = dying.begin(&key_b, &request_b, now, hour, REUSE_AFTER).await.unwrap() else {
+                panic!("fresh")
+            };
+            let busy_while_alive = db.ledger.begin(&key, &request, Utc::now(), LEASE, REUSE_AFTER).await.unwrap();
+            let claimed_while_alive = db.ledger.claim_due(Utc::now(), 10, LEASE).await.unwrap();
+            drop(dying);
+
+            // Act: poll (bounded) until its three beats have lapsed.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let begun = loop {
+                let begun = db.ledger.begin(&key, &request, Utc::now(), LEASE, REUSE_AFTER).await.unwrap();
+                if !matches!(begun, Begin::Busy { .. }) || tokio::time::Instant::now() >= deadline {
+                    break begun;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let claimed = db.ledger.claim_due(Utc::now(), 10, LEASE).await.unwrap();
+
+            // Assert
+            assert_eq!(busy_while_alive, Begin::Busy { handoff_id: held.id });
+            assert!(claimed_while_alive.is_empty(), "{claimed_while_alive:?}");
+            assert!(matches!(begun, Begin::Resume(ref r) if r.id == held.id && r.attempts == 2), "{begun:?}");
+            assert_eq!(claimed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![other.id]);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_instance_registers_beats_and_on_a_clean_close_ends_its_leases_and_deregisters() {
+        on_postgres(async |db| {
+            // Arrange
+            let second = SqlLedger::connect_with(&db.url, &test_options()).await.unwrap();
+            let (key, request) = new_key();
+            let hour = Duration::from_secs(3600);
+            let Begin::Fresh(held) = second.begin(&key, &request, Utc::now(), hour, REUSE_AFTER).await.unwrap() else {
+                panic!("fresh")
+            };
+            let raw = db.raw().await;
+            let instances = || async {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_instances").fetch_one(&raw).await.unwrap();
+                n
+            };
+            let registered = instances().await;
+
+            // Act
+            second.close().await;
+            let begun = db.ledger.begin(&key, &request, Utc::now(), LEASE, REUSE_AFTER).await.unwrap();
+
+            // Assert
+            assert_eq!(registered, 2, "both instances are registered");
+            assert_eq!(instances().await, 1, "the closed one deregistered");
+            assert!(matches!(begun, Begin::Resume(ref r) if r.id == held.id), "{begun:?}");
             raw.close().await;
         })
         .await;

@@ -71,6 +71,8 @@ contract_suite!(
     fifty_concurrent_begins_of_an_expired_lease_yield_exactly_one_resume,
     fifty_concurrent_begins_after_a_failure_yield_exactly_one_fresh,
     get_of_an_unknown_id_is_none_and_ping_answers,
+    claim_due_takes_a_released_record_once_its_caller_had_time_to_come_back,
+    an_abandoned_record_is_terminal_counted_and_lets_a_new_record_start,
 );
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -647,4 +649,54 @@ pub(crate) async fn get_of_an_unknown_id_is_none_and_ping_answers(ledger: &dyn L
     ledger.ping().await.unwrap();
     assert_eq!(ledger.outbox_backlog().await.unwrap(), 0);
     assert!(ledger.stats(t(0)).await.unwrap().is_empty());
+}
+
+pub(crate) async fn claim_due_takes_a_released_record_once_its_caller_had_time_to_come_back(ledger: &dyn LedgerPort) {
+    // Arrange: a delivery stopped on a 503 at t(1) and released the record; its caller has until
+    // t(121) to come back (`next_check_at`). A second one was released without such a time.
+    let mut released = fresh(ledger, "billing", t(0), LEASE).await;
+    released.stalled(t(1), "conversation lookup: timeout");
+    released.next_check_at = Some(t(121));
+    ledger.save(&released, None, &[]).await.unwrap();
+    let mut untimed = fresh(ledger, "billing", t(0), LEASE).await;
+    untimed.stalled(t(1), "conversation lookup: timeout");
+    ledger.save(&untimed, None, &[]).await.unwrap();
+    // Act
+    let early = ledger.claim_due(t(120), 10, LEASE).await.unwrap();
+    let due = ledger.claim_due(t(121), 10, LEASE).await.unwrap();
+    let again = ledger.claim_due(t(122), 10, LEASE).await.unwrap();
+    // Assert
+    assert!(early.is_empty(), "{early:?}");
+    assert_eq!(ids(&due), vec![released.id]);
+    assert_eq!(due[0].attempts, 2, "a claim counts an attempt");
+    assert!(again.is_empty(), "the claim leased it: {again:?}");
+    let begun = ledger.begin(&released.key, &released.request, t(122), LEASE, REUSE_AFTER).await.unwrap();
+    assert_eq!(begun, Begin::Busy { handoff_id: released.id }, "the worker holds it now");
+}
+
+pub(crate) async fn an_abandoned_record_is_terminal_counted_and_lets_a_new_record_start(ledger: &dyn LedgerPort) {
+    // Arrange
+    let mut record = fresh(ledger, "billing", t(0), LEASE).await;
+    record.queue = Some(queue(1));
+    record.advance(Stage::Abandoned, t(1), "the guest has left the conversation").unwrap();
+    record.answer = Some(StoredAnswer::Failed {
+        status: 422,
+        code: "handoff_abandoned".into(),
+        message: "the guest has left the conversation".into(),
+    });
+    // Act
+    ledger.save(&record, None, &[]).await.unwrap();
+    let back = ledger.get(record.id).await.unwrap();
+    let claimed = ledger.claim_due(t(10_000), 10, LEASE).await.unwrap();
+    let stats = ledger.stats(t(0)).await.unwrap();
+    let begun = ledger.begin(&record.key, &record.request, t(2), LEASE, REUSE_AFTER).await.unwrap();
+    // Assert
+    assert_eq!(back.as_ref().map(|r| r.stage), Some(Stage::Abandoned));
+    assert_eq!(back, Some(record.clone()));
+    assert!(claimed.is_empty(), "{claimed:?}");
+    assert_eq!(
+        stats,
+        vec![StatRow { reason: "billing".into(), queue_id: Some(queue(1)), outcome: Stage::Abandoned, count: 1 }]
+    );
+    assert!(matches!(begun, Begin::Fresh(ref r) if r.id != record.id), "{begun:?}");
 }

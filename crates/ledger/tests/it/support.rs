@@ -14,7 +14,7 @@ pub(crate) const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
 /// Small pools: many tests run at once against one server.
 pub(crate) fn test_options() -> LedgerOptions {
-    LedgerOptions { max_connections: 4, acquire_timeout: Duration::from_secs(10) }
+    LedgerOptions { max_connections: 4, acquire_timeout: Duration::from_secs(10), ..LedgerOptions::default() }
 }
 
 /// A ledger on a new SQLite file.
