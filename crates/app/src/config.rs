@@ -62,6 +62,9 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// `HANDOFF_REQUEST_TIMEOUT_SECS`: answer 503 past this (below the Data Action's 60 s).
     pub request_timeout: Duration,
+    /// `HANDOFF_HEARTBEAT_SECS` (PostgreSQL ledger): how often this instance beats; its leases are
+    /// taken over once it misses three beats.
+    pub heartbeat_every: Duration,
 }
 
 /// Every configuration problem found, one per line.
@@ -256,6 +259,8 @@ impl Settings {
                 }
                 None => Duration::from_secs(30).max(budget * 3),
             };
+        let resume_after = Duration::from_secs(r.bounded("HANDOFF_RESUME_AFTER_SECS", 120, (1, WEEK_SECS), "seconds"));
+        let heartbeat_every = Duration::from_secs(r.bounded("HANDOFF_HEARTBEAT_SECS", 1, (1, 60), "seconds"));
         let max_in_flight = r.bounded("HANDOFF_MAX_IN_FLIGHT", 256, COUNT, "a number") as usize;
         let request_timeout = Duration::from_secs(r.bounded("HANDOFF_REQUEST_TIMEOUT_SECS", 25, (1, 3_600), "seconds"));
 
@@ -268,6 +273,7 @@ impl Settings {
                 service.recheck_every = recheck_every;
                 service.lease = lease;
                 service.outbox_concurrency = outbox_concurrency;
+                service.resume_after = resume_after;
                 Ok(Settings {
                     genesys: GenesysSettings {
                         client_id,
@@ -287,6 +293,7 @@ impl Settings {
                     log_format,
                     max_in_flight,
                     request_timeout,
+                    heartbeat_every,
                 })
             }
             _ => Err(ConfigErrors(errors)),
@@ -322,6 +329,34 @@ mod tests {
         assert!(matches!(settings.webhook_auth, WebhookAuth::Secrets(ref s) if s.len() == 2));
         assert_eq!(settings.genesys.region, "us-east-1");
         assert_eq!((settings.genesys.max_concurrency, settings.service.outbox_concurrency), (128, 16));
+        assert_eq!(settings.service.resume_after, Duration::from_secs(120));
+        assert_eq!(settings.heartbeat_every, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn resume_after_and_the_heartbeat_are_read_and_bounded() {
+        let base = [
+            ("GENESYS_CLIENT_ID", "id"),
+            ("GENESYS_CLIENT_SECRET", "s3cret"),
+            ("TARGET_QUEUE_ID", QUEUE),
+            ("WEBHOOK_SECRET", "a"),
+        ];
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(pairs);
+            Settings::from_env(env(&all))
+        };
+        let set = with(&[("HANDOFF_RESUME_AFTER_SECS", "30"), ("HANDOFF_HEARTBEAT_SECS", "5")]).unwrap();
+        assert_eq!((set.service.resume_after, set.heartbeat_every), (Duration::from_secs(30), Duration::from_secs(5)));
+        let text =
+            with(&[("HANDOFF_RESUME_AFTER_SECS", "0"), ("HANDOFF_HEARTBEAT_SECS", "61")]).unwrap_err().to_string();
+        assert!(
+            text.contains("HANDOFF_RESUME_AFTER_SECS=0 is out of range: expected seconds from 1 to 604800"),
+            "{text}"
+        );
+        assert!(text.contains("HANDOFF_HEARTBEAT_SECS=61 is out of range: expected seconds from 1 to 60"), "{text}");
+        let text = with(&[("HANDOFF_RESUME_AFTER_SECS", "soon")]).unwrap_err().to_string();
+        assert!(text.contains("HANDOFF_RESUME_AFTER_SECS=\"soon\" is not valid: expected seconds"), "{text}");
     }
 
     #[test]

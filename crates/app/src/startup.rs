@@ -56,7 +56,7 @@ impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
         let genesys =
             GenesysClient::shared(genesys_config(&settings)?).context("failed to build the genesys client")?;
-        let ledger = connect_ledger(&settings.database_url).await?;
+        let ledger = connect_ledger(&settings.database_url, settings.heartbeat_every).await?;
         let metrics = Arc::new(Metrics::new());
         metrics.add_source(genesys_metrics(genesys.clone()));
 
@@ -176,14 +176,22 @@ fn genesys_config(settings: &Settings) -> anyhow::Result<GenesysConfig> {
     Ok(config)
 }
 
-async fn connect_ledger(url: &str) -> anyhow::Result<Arc<dyn LedgerPort>> {
+/// Opens the ledger. A SQLite file is locked for this process (a second `serve` on it fails here,
+/// naming the owner), and the leases a killed predecessor left are ended so their handoffs resume
+/// at once; a PostgreSQL instance registers itself and starts its heartbeat.
+async fn connect_ledger(url: &str, heartbeat_every: Duration) -> anyhow::Result<Arc<dyn LedgerPort>> {
     if url.starts_with("memory:") {
         tracing::warn!("DATABASE_URL=memory: handoffs are not durable; use sqlite:// or postgres:// in production");
         return Ok(Arc::new(InMemoryLedger::new()));
     }
-    let ledger = handoff_ledger::SqlLedger::connect(url)
+    let options = handoff_ledger::LedgerOptions { heartbeat_every, ..handoff_ledger::LedgerOptions::default() };
+    let ledger = handoff_ledger::SqlLedger::connect_with(url, &options)
         .await
         .with_context(|| format!("failed to open the ledger at {}", redact_url(url)))?;
+    let released = ledger.released_at_start();
+    if released > 0 {
+        tracing::info!(released, "ended the leases a previous process left; their handoffs resume at once");
+    }
     Ok(Arc::new(ledger))
 }
 

@@ -91,11 +91,17 @@ impl PostgresBackend {
             .await
             .map_err(|e| LedgerSetupError::Migrate { backend: "postgres", problem: e.to_string() })?;
         let every = options.heartbeat_every.max(Duration::from_millis(100));
-        let stale_after = (every * crate::HEARTBEATS_BEFORE_STALE).as_secs_f64();
-        sqlx::query(sql::PG_REGISTER_INSTANCE).bind(instance).bind(stale_after).execute(&pool).await.map_err(|e| {
-            LedgerSetupError::Migrate { backend: "postgres", problem: format!("register instance: {e}") }
+        let registration = Registration {
+            instance,
+            stale_after: (every * crate::HEARTBEATS_BEFORE_STALE).as_secs_f64(),
+            // Non-negative, so it reads back from pg_locks' two oids (see migration 0003).
+            lock_key: i64::try_from(instance.as_u64_pair().0 >> 1).unwrap_or(0),
+        };
+        let conn = registration.register(&pool).await.map_err(|e| LedgerSetupError::Migrate {
+            backend: "postgres",
+            problem: format!("cannot register this instance: {e}"),
         })?;
-        let heartbeat = tokio::spawn(beat(pool.clone(), instance, every, stale_after));
+        let heartbeat = tokio::spawn(beat(pool.clone(), registration, every, conn));
         Ok(Self { pool, instance, heartbeat: std::sync::Mutex::new(Some(heartbeat)) })
     }
 
@@ -343,19 +349,55 @@ impl PostgresBackend {
     }
 }
 
-/// Beats every `every` until aborted. A beat that finds no row (an operator or another instance
-/// deleted it) registers the instance again. Failures are retried at the next beat; if beats fail
+/// What registers an instance in `ledger_instances`.
+#[derive(Debug, Clone, Copy)]
+struct Registration {
+    instance: Uuid,
+    /// Seconds without a beat before the instance counts as gone.
+    stale_after: f64,
+    /// Its session advisory lock, held by its heartbeat connection.
+    lock_key: i64,
+}
+
+impl Registration {
+    /// Takes a connection out of the pool for the heartbeat, takes the advisory lock on it and
+    /// (re-)registers the instance.
+    async fn register(&self, pool: &PgPool) -> Result<sqlx::PgConnection, sqlx::Error> {
+        let mut conn = pool.acquire().await?.detach();
+        sqlx::query(sql::PG_LOCK_INSTANCE).bind(self.lock_key).execute(&mut conn).await?;
+        sqlx::query(sql::PG_REGISTER_INSTANCE)
+            .bind(self.instance)
+            .bind(self.stale_after)
+            .bind(self.lock_key)
+            .execute(&mut conn)
+            .await?;
+        Ok(conn)
+    }
+}
+
+/// Beats every `every` on the instance's own connection (which holds its advisory lock) until
+/// aborted; dropping that connection releases the lock. A failed beat drops the connection, and the
+/// next tick registers again on a new one (also when an operator deleted the row). If beats fail
 /// for longer than `stale_after`, other instances take this one's leases over, and the fenced
 /// saves then stop its work on those records.
-async fn beat(pool: PgPool, instance: Uuid, every: Duration, stale_after: f64) {
+async fn beat(pool: PgPool, registration: Registration, every: Duration, conn: sqlx::PgConnection) {
+    let mut conn = Some(conn);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
     loop {
         tick.tick().await;
-        let beat = sqlx::query(sql::PG_HEARTBEAT).bind(instance).execute(&pool).await;
-        if matches!(beat, Ok(done) if done.rows_affected() == 0) {
-            let _ = sqlx::query(sql::PG_REGISTER_INSTANCE).bind(instance).bind(stale_after).execute(&pool).await;
-        }
+        conn = match conn.take() {
+            None => registration.register(&pool).await.ok(),
+            Some(mut c) => match sqlx::query(sql::PG_HEARTBEAT).bind(registration.instance).execute(&mut c).await {
+                Ok(done) if done.rows_affected() == 1 => Some(c),
+                Ok(_) => {
+                    drop(c);
+                    registration.register(&pool).await.ok()
+                }
+                Err(_) => None,
+            },
+        };
     }
 }
 

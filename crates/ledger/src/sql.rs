@@ -81,13 +81,17 @@ pub(crate) const PG_LOCK_RECORD: &str = concat!(
     ", handoff_lease_orphaned(lease_owner) AS orphaned FROM handoffs WHERE id = $1 FOR UPDATE"
 );
 
-/// PostgreSQL: registers an instance ($1 id, $2 seconds without a beat before it counts as gone)
-/// and forgets instances gone for a day.
+/// PostgreSQL: registers an instance ($1 id, $2 seconds without a beat before it counts as gone,
+/// $3 its advisory lock key) and forgets instances gone for a day.
 pub(crate) const PG_REGISTER_INSTANCE: &str = "WITH gone AS (\
        DELETE FROM ledger_instances WHERE heartbeat_at + stale_after < now() - interval '1 day') \
-     INSERT INTO ledger_instances (id, started_at, heartbeat_at, stale_after) \
-     VALUES ($1, now(), now(), make_interval(secs => $2)) \
-     ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stale_after = excluded.stale_after";
+     INSERT INTO ledger_instances (id, started_at, heartbeat_at, stale_after, lock_key) \
+     VALUES ($1, now(), now(), make_interval(secs => $2), $3) \
+     ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stale_after = excluded.stale_after, \
+     lock_key = excluded.lock_key";
+
+/// PostgreSQL: takes the instance's session advisory lock ($1) on its heartbeat connection.
+pub(crate) const PG_LOCK_INSTANCE: &str = "SELECT pg_advisory_lock($1)";
 
 /// PostgreSQL: one heartbeat of instance $1 (no row: it was deleted; re-register).
 pub(crate) const PG_HEARTBEAT: &str = "UPDATE ledger_instances SET heartbeat_at = now() WHERE id = $1";

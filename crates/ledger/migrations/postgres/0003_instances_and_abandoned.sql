@@ -8,14 +8,19 @@ ALTER TABLE handoffs ADD CONSTRAINT handoffs_stage_check CHECK (stage IN ('recei
     'context_written', 'transfer_pending', 'transferred', 'failed', 'advised', 'abandoned'));
 
 -- Every running instance registers itself at connect and beats every `HANDOFF_HEARTBEAT_SECS`
--- (`heartbeat_at = now()`, the database's clock, so hosts' clocks never matter). An instance is
--- alive while `heartbeat_at + stale_after > now()`; each instance states its own `stale_after`
--- (three beats), so instances with different settings agree. A clean shutdown deletes the row.
+-- (`heartbeat_at = now()`, the database's clock, so hosts' clocks never matter), on a connection
+-- of its own that also holds the session advisory lock `lock_key`. An instance is alive while
+-- `heartbeat_at + stale_after > now()` (each instance states its own `stale_after`, three beats,
+-- so instances with different settings agree) AND its advisory lock is held. The lock goes the
+-- moment the server sees the connection close, so a process killed with SIGKILL is seen gone at
+-- once; the heartbeat catches a process that hangs with its connection open. A clean shutdown
+-- deletes the row.
 CREATE TABLE ledger_instances (
     id           uuid        NOT NULL PRIMARY KEY,
     started_at   timestamptz NOT NULL,
     heartbeat_at timestamptz NOT NULL,
-    stale_after  interval    NOT NULL
+    stale_after  interval    NOT NULL,
+    lock_key     bigint      NOT NULL CHECK (lock_key >= 0)
 );
 
 -- Who holds a record's lease: the instance whose connection last set `lease_until` (the trigger
@@ -39,11 +44,18 @@ CREATE TRIGGER handoffs_lease_owner BEFORE INSERT OR UPDATE ON handoffs
     FOR EACH ROW EXECUTE FUNCTION handoff_set_lease_owner();
 
 -- Whether a lease's holder is gone: it named an instance, and that instance has no fresh heartbeat
--- (it was killed, lost the database, or shut down). `begin` and `claim_due` treat such a lease as
--- lapsed, whatever its `lease_until`.
+-- or no longer holds its advisory lock (it was killed, lost the database, hangs, or shut down).
+-- `begin` and `claim_due` treat such a lease as lapsed, whatever its `lease_until`. A bigint
+-- advisory key k >= 0 shows in pg_locks as classid = k >> 32, objid = k & 0xffffffff.
 CREATE FUNCTION handoff_lease_orphaned(owner uuid) RETURNS boolean LANGUAGE sql STABLE AS $$
     SELECT owner IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM ledger_instances i WHERE i.id = owner AND i.heartbeat_at + i.stale_after > now())
+        SELECT 1 FROM ledger_instances i
+        WHERE i.id = owner AND i.heartbeat_at + i.stale_after > now()
+          AND EXISTS (
+              SELECT 1 FROM pg_locks l
+              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND ((l.classid::bigint << 32) | l.objid::bigint) = i.lock_key))
 $$;
 
 -- claim_due, released-after-a-503 branch: `stage IN (unfinished) AND lease_until IS NULL AND
