@@ -15,12 +15,12 @@ use crate::helpers::{
 };
 
 /// The PostgreSQL server (loopback only), without a database.
-const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+pub(crate) const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
 /// One webhook answer: status, `Retry-After`, body.
 /// The server's `postgres` database; `None` (after printing "skipped: …") when it is unreachable,
 /// unless `CI=true`, where that fails the test.
-async fn admin_connection() -> Option<PgConnection> {
+pub(crate) async fn admin_connection() -> Option<PgConnection> {
     let url = format!("{PG_SERVER}/postgres");
     let why = match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&url)).await {
         Ok(Ok(conn)) => return Some(conn),
