@@ -11,7 +11,7 @@ use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::helpers::{
-    base_env, calls_for, deliver, in_queue, is_busy, sample_payload, test_client, Answer, ServeProcess,
+    base_env, calls_for, deliver, in_queue, is_busy, sample_payload, test_client, worker_ticked, Answer, ServeProcess,
 };
 
 /// The PostgreSQL server (loopback only), without a database.
@@ -153,8 +153,12 @@ async fn two_instances(database_url: String) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let queued_after = started.elapsed();
-    // Both workers keep ticking (every 500 ms): give them a few ticks to do anything twice.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Both workers keep ticking: let each complete three more ticks, time to do anything twice.
+    let (ticked_a, ticked_b) = tokio::join!(
+        worker_ticked(&client, &instances[0], 3, Duration::from_secs(15)),
+        worker_ticked(&client, &instances[1], 3, Duration::from_secs(15))
+    );
+    assert!(ticked_a && ticked_b, "the workers stopped ticking");
     let calls_before_again = sim.calls();
     let again: Vec<(Value, String)> = deferred_convs
         .iter()

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::helpers::{
     base_env, calls_for, deliver, in_queue, is_busy, newest_record, sample_payload, spawn_app_with, sqlite_url,
-    test_client, Answer, ServeProcess,
+    test_client, worker_ticked, worker_ticks, Answer, ServeProcess,
 };
 
 /// Admitted at once: base_env routes it to Billing (2 idle agents).
@@ -186,15 +186,14 @@ async fn a_crash_mid_burst_loses_nothing_and_transfers_nothing_twice() {
     {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    // The worker marks an event delivered right after its PUT; two readings of an empty backlog a
-    // worker tick apart make sure that happened for all of wave A.
-    let mut empty_readings = 0;
-    while empty_readings < 2 && Instant::now() < tagged_deadline {
-        let empty = outbox_backlog(&client, &first.address).await == Some(0);
-        empty_readings = if empty { empty_readings + 1 } else { 0 };
-        tokio::time::sleep(Duration::from_millis(if empty { 600 } else { 50 })).await;
-    }
-    assert_eq!(empty_readings, 2, "wave A's analytics were never all delivered before the crash");
+    // The worker marks an event delivered right after its PUT, within the tick that sent it: two
+    // more completed ticks after every tag arrived make the backlog reading final.
+    assert!(worker_ticked(&client, &first.address, 2, Duration::from_secs(15)).await, "the worker stopped");
+    assert_eq!(
+        outbox_backlog(&client, &first.address).await,
+        Some(0),
+        "wave A's analytics were never all delivered before the crash"
+    );
 
     // Act 2: wave B as a burst, SIGKILL once a third of it has been answered.
     let answered_b = Arc::new(AtomicUsize::new(0));
@@ -332,11 +331,12 @@ async fn a_crash_mid_burst_loses_nothing_and_transfers_nothing_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_analytics_event_in_flight_at_a_crash_is_delivered_after_the_restart() {
-    // Arrange: the tag PUT takes 1.5 s, so the worker is delivering it when the process dies.
+    // Arrange: the tag PUT is applied at once but answered only after 30 s, so the worker is
+    // waiting for its answer when the process dies: the event is not marked delivered.
     tokio::task::spawn_blocking(crate::helpers::handoff_binary).await.expect("the handoff binary is built");
     let sim_handle = genesys_sim::spawn(SimConfig::default()).await.expect("simulator");
     let sim = sim_handle.sim().clone();
-    sim.push_fault(Fault::new(Endpoint::PutTags, FaultKind::Latency(Duration::from_millis(1500))));
+    sim.push_fault(Fault::new(Endpoint::PutTags, FaultKind::ApplyThenDelay(Duration::from_secs(30))));
     let dir = tempfile::tempdir().expect("temp dir");
     let mut env = base_env(&sim_handle.base_url());
     env.insert("DATABASE_URL".into(), sqlite_url(dir.path()));
@@ -346,22 +346,23 @@ async fn an_analytics_event_in_flight_at_a_crash_is_delivered_after_the_restart(
     let handoff = Handoff::nth(0);
     let mut first = ServeProcess::start(&env, dir.path()).await;
     let (status, _, body) = deliver(&client, &first.address, &handoff.payload()).await.expect("answered");
-    // The worker claims the event within one tick (500 ms) and its PUT then takes 1.5 s: 1 s after
-    // the answer it is in flight. (Nothing observable marks the claim, hence a fixed pause.)
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let tagged_before_kill = sim.external_tag(handoff.conversation).is_some();
+    // Signal: the PUT reached Genesys (the simulator logs it on arrival); its answer is pending.
+    let put_deadline = Instant::now() + Duration::from_secs(15);
+    while sim.count(Endpoint::PutTags) == 0 && Instant::now() < put_deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let puts_before_kill = sim.count(Endpoint::PutTags);
     first.kill();
     let killed_at = Instant::now();
 
-    // Act: restart on the same file; wait (bounded) until the tag is there and the restarted
-    // instance's outbox is empty. The backlog gauge reads 0 until the first worker tick, so it is
-    // trusted only from two ticks (500 ms each) after the restart.
+    // Act: restart on the same file; wait (bounded) until the restarted instance re-delivered the
+    // event and its outbox is empty. The backlog gauge is set by the worker, so it is read only
+    // once the restarted worker has completed two ticks.
     let second = ServeProcess::start(&env, dir.path()).await;
-    let gauge_valid_from = Instant::now() + Duration::from_millis(1100);
     let deadline = Instant::now() + Duration::from_secs(100);
     let mut backlog = None;
     while Instant::now() < deadline {
-        if sim.external_tag(handoff.conversation).is_some() && Instant::now() >= gauge_valid_from {
+        if sim.count(Endpoint::PutTags) >= 2 && worker_ticks(&client, &second.address).await >= 2 {
             backlog = outbox_backlog(&client, &second.address).await;
             if backlog == Some(0) {
                 break;
@@ -373,12 +374,12 @@ async fn an_analytics_event_in_flight_at_a_crash_is_delivered_after_the_restart(
 
     // Assert
     assert_eq!(status, 200, "{body}");
-    assert!(!tagged_before_kill, "arrangement: the tag PUT should still be in flight at the kill");
+    assert_eq!(puts_before_kill, 1, "arrangement: the tag PUT should be in flight at the kill");
     assert_eq!(backlog, Some(0), "the event was not delivered within {delivered_after:?} of the restart");
     let calls = sim.calls();
     let puts = calls_for(&calls, Endpoint::PutTags, handoff.conversation);
     assert_eq!(sim.external_tag(handoff.conversation), Some(handoff.tag()));
-    assert!((1..=2).contains(&puts), "{puts} tag PUTs");
+    assert_eq!(puts, 2, "the unacknowledged PUT is delivered again after the restart, once");
     assert_eq!(calls_for(&calls, Endpoint::Replace, handoff.conversation), 1);
     println!("analytics in flight at a SIGKILL: delivered {delivered_after:?} after the kill, {puts} tag PUT(s)");
     drop(second);
@@ -391,39 +392,48 @@ async fn an_analytics_event_in_flight_at_a_crash_is_delivered_after_the_restart(
 /// never overwritten.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_handoff_that_outlives_its_lease_is_neither_transferred_twice_nor_rewritten() {
-    // Arrange: each upstream call of the first delivery takes 9 s (inside the 10 s budget), so that
-    // handoff runs about 36 s: longer than its lease, max(30 s, 3 × GENESYS_BUDGET_MS) = 30 s. The
-    // webhook answers it 503 `timeout` after 25 s, and the caller retries 31 s after its first try.
+    // Arrange: the shortest budget and lease (1 s, 2 s). Each upstream call of the first delivery
+    // takes 900 ms (inside the budget), so that handoff runs about 3.6 s: longer than its first
+    // lease (2 s), which the `TransferPending` save renews about 1.8 s in. The webhook answers it 503
+    // `timeout` after 1 s, and the caller retries once the first lease has lapsed.
     let dir = tempfile::tempdir().expect("temp dir");
     let url = sqlite_url(dir.path());
     let app = spawn_app_with(SimConfig::default(), |env| {
         env.insert("DATABASE_URL".into(), url);
-        env.insert("GENESYS_TIMEOUT_MS".into(), "10000".into());
-        env.insert("GENESYS_BUDGET_MS".into(), "10000".into());
+        env.insert("GENESYS_TIMEOUT_MS".into(), "1000".into());
+        env.insert("GENESYS_BUDGET_MS".into(), "1000".into());
+        env.insert("HANDOFF_LEASE_SECS".into(), "2".into());
+        env.insert("HANDOFF_REQUEST_TIMEOUT_SECS".into(), "1".into());
     })
     .await;
     let sim = app.sim.sim().clone();
     for endpoint in
         [Endpoint::GetConversation, Endpoint::ObservationsQuery, Endpoint::PatchAttributes, Endpoint::Replace]
     {
-        sim.push_fault(Fault::new(endpoint, FaultKind::Latency(Duration::from_secs(9))));
+        sim.push_fault(Fault::new(endpoint, FaultKind::Latency(Duration::from_millis(900))));
     }
     let conversation = Uuid::new_v4();
     let payload = sample_payload(conversation, ADMITTED);
-    let patient = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
-    let started = Instant::now();
+    let lease = Duration::from_secs(2);
+    let started = tokio::time::Instant::now();
 
     // Act
     let first = {
         let (address, payload) = (app.address.clone(), payload.clone());
-        tokio::spawn(async move { deliver(&patient, &address, &payload).await })
+        tokio::spawn(async move { deliver(&test_client(), &address, &payload).await })
     };
-    tokio::time::sleep(Duration::from_secs(31)).await;
+    // The retry's moment is the scenario (just after the first lease's end), not a wait for a signal.
+    tokio::time::sleep_until(started + lease + Duration::from_millis(200)).await;
     let retry = deliver(&test_client(), &app.address, &payload).await.expect("the retry is answered");
     let first = tokio::time::timeout(Duration::from_secs(30), first).await.expect("first answered").expect("task");
-    // The first delivery's transfer call ends about 36 s in: watch until 40 s for a second one.
-    while sim.count(Endpoint::Replace) < 2 && started.elapsed() < Duration::from_secs(40) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Signal: both attempts reported their outcome (the first one once its transfer call ended).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut reports = 0;
+    while reports < 2 && Instant::now() < deadline {
+        reports = outcome_reports(&app.client, &app.address).await;
+        if reports < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     let record = newest_record(&app.client, &app.address, conversation).await;
 
@@ -436,14 +446,25 @@ async fn a_handoff_that_outlives_its_lease_is_neither_transferred_twice_nor_rewr
         .unwrap_or_default();
     println!(
         "a handoff outliving its lease: first answered {:?}, retry answered {} {}, replace statuses {replace_statuses:?}, \
-         record {}; history {history:#?}",
+         record {}, {reports} outcome reports; history {history:#?}",
         first.as_ref().map(|a| a.0),
         retry.0,
         retry.2,
         record["stage"]
     );
+    assert!(reports >= 2, "the first attempt never reported its outcome");
     assert_eq!(replace_statuses.len(), 1, "transferred more than once: replace statuses {replace_statuses:?}");
     assert_eq!(record["stage"], "transferred", "the finished record was rewritten: {history:#?}");
     assert!(is_busy(&retry) || (retry.0 == 200 && retry.2["replayed"] == true), "retry: {retry:?}");
     app.stop().await;
+}
+
+/// Outcome reports so far: the sum of `handoff_handoffs_total` in `/metrics`.
+async fn outcome_reports(client: &reqwest::Client, address: &str) -> u64 {
+    let Ok(resp) = client.get(format!("{address}/metrics")).send().await else { return 0 };
+    let text = resp.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("handoff_handoffs_total{"))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
 }

@@ -372,3 +372,28 @@ impl TestApp {
         (status, resp.json::<Value>().await.unwrap_or(Value::Null))
     }
 }
+
+/// Background worker ticks the server at `address` completed (`handoff_worker_ticks_total`).
+pub(crate) async fn worker_ticks(client: &reqwest::Client, address: &str) -> u64 {
+    let Ok(resp) = client.get(format!("{address}/metrics")).send().await else { return 0 };
+    let text = resp.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("handoff_worker_ticks_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (polling, at most `timeout`) until the worker at `address` has completed `more` ticks
+/// after this call; false if it did not. A signal that the worker has looked at everything that was
+/// there when the wait began, instead of a fixed sleep.
+pub(crate) async fn worker_ticked(client: &reqwest::Client, address: &str, more: u64, timeout: Duration) -> bool {
+    let start = worker_ticks(client, address).await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if worker_ticks(client, address).await >= start + more {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

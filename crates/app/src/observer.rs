@@ -37,6 +37,9 @@ pub struct Metrics {
     pub deferred: Gauge,
     /// Outbox entries not yet delivered (set by the worker).
     pub outbox_backlog: Gauge,
+    /// Background worker ticks completed (deferrals, recovery, outbox, gauges): a test or an
+    /// operator can wait for "the worker has looked since" instead of sleeping.
+    pub worker_ticks: Counter,
     reasons_seen: Mutex<HashSet<String>>,
     extra: Mutex<Vec<MetricsSource>>,
 }
@@ -65,12 +68,15 @@ impl Metrics {
         registry.register("deferred_handoffs", "Deferred handoffs waiting for capacity", deferred.clone());
         let outbox_backlog = Gauge::default();
         registry.register("outbox_backlog", "Analytics events not yet delivered", outbox_backlog.clone());
+        let worker_ticks = Counter::default();
+        registry.register("worker_ticks", "Background worker ticks completed", worker_ticks.clone());
         Self {
             registry,
             handoffs,
             duration,
             deferred,
             outbox_backlog,
+            worker_ticks,
             reasons_seen: Mutex::new(HashSet::new()),
             extra: Mutex::new(Vec::new()),
         }

@@ -264,6 +264,7 @@ async fn run_workers(
             metrics.outbox_backlog.set(i64::try_from(backlog).unwrap_or(i64::MAX));
         }
         ticks += 1;
+        metrics.worker_ticks.inc();
         if ticks % DEFERRED_GAUGE_EVERY == 0 {
             // A deferred handoff is at most `defer_for` old before it is transferred anyway; an hour
             // more covers rechecks that were delayed.
