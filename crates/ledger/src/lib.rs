@@ -32,7 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, LedgerPort, OutboxEntry, StatRow};
-use handoff_domain::{ConversationId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
+use handoff_domain::{ConversationId, GuestId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
 
 pub use error::LedgerSetupError;
 
@@ -223,6 +223,17 @@ impl LedgerPort for SqlLedger {
         let mut stats = dispatch!(self.stats(since))?;
         stats.sort();
         Ok(stats)
+    }
+
+    async fn erase_guest(&self, guest: &GuestId) -> Result<u64, LedgerError> {
+        dispatch!(self.erase_guest(guest))
+    }
+
+    async fn purge_personal_data(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, LedgerError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        dispatch!(self.purge_personal_data(before, limit))
     }
 
     async fn ping(&self) -> Result<(), LedgerError> {

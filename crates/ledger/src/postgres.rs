@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, OutboxEntry, StatRow};
-use handoff_domain::{ConversationId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
+use handoff_domain::{ConversationId, GuestId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
 use serde_json::Value;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row};
@@ -292,6 +292,27 @@ impl PostgresBackend {
                 )
             })
             .collect()
+    }
+
+    /// The old row versions stay in the table file until VACUUM reclaims their space (see
+    /// `docs/operations.md`, "Privacy").
+    pub(crate) async fn erase_guest(&self, guest: &GuestId) -> Result<u64, LedgerError> {
+        let done = sqlx::query(sql::PG_ERASE_GUEST)
+            .bind(guest.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(ledger_error("erase_guest"))?;
+        Ok(done.rows_affected())
+    }
+
+    pub(crate) async fn purge_personal_data(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, LedgerError> {
+        let done = sqlx::query(sql::PG_PURGE_PERSONAL_DATA)
+            .bind(micros(before))
+            .bind(sql_limit(limit))
+            .execute(&self.pool)
+            .await
+            .map_err(ledger_error("purge_personal_data"))?;
+        Ok(done.rows_affected())
     }
 
     pub(crate) async fn ping(&self) -> Result<(), LedgerError> {

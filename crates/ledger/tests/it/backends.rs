@@ -7,7 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use futures::future::join_all;
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, LedgerPort};
-use handoff_domain::{ConversationId, HandoffKey, HandoffRecord, HandoffRequest, QueueId, Stage, StoredAnswer};
+use handoff_domain::{
+    ConversationId, GuestId, HandoffKey, HandoffRecord, HandoffRequest, QueueId, Stage, StoredAnswer,
+};
 use handoff_ledger::{LedgerSetupError, SqlLedger};
 use serde_json::json;
 use uuid::Uuid;
@@ -359,6 +361,68 @@ mod sqlite {
             assert_eq!(db.ledger.outbox_backlog().await.unwrap(), 20);
         })
         .await;
+    }
+
+    /// Whether `needle` occurs anywhere in the ledger's files (database, WAL, shared memory),
+    /// and in which.
+    fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<String> {
+        ["ledger.db", "ledger.db-wal", "ledger.db-shm"]
+            .into_iter()
+            .filter(|name| {
+                let bytes = std::fs::read(dir.join(name)).unwrap_or_default();
+                bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn after_an_erasure_the_guests_name_and_email_are_in_none_of_the_ledgers_files() {
+        // Arrange: the guest's records saved several times each (old row versions in pages and
+        // WAL frames), with a context large enough for overflow pages; another guest's record
+        // stays, which proves the scan finds what is there.
+        const NAME: &str = "Zelda Quuxington-Erasable";
+        const EMAIL: &str = "zelda.quuxington@erasable.example";
+        const KEPT_NAME: &str = "Kept Guest Marker-Name";
+        let db = crate::support::SqliteDb::new().await;
+        let ledger: &dyn LedgerPort = &db.ledger;
+        let personal = |guest: &str, name: &str| {
+            let context: serde_json::Map<String, serde_json::Value> =
+                (0..30).map(|n| (format!("note_{n}"), json!(format!("{name} said {n} {}", "x".repeat(180))))).collect();
+            let conversation = ConversationId::from_uuid(Uuid::new_v4());
+            let request = HandoffRequest::from_json(&json!({
+                "conversationId": conversation.to_string(),
+                "guestInfo": { "id": guest, "name": name, "email": EMAIL },
+                "handoffReason": "billing",
+                "customContext": context,
+            }))
+            .unwrap();
+            (HandoffKey::new(conversation, None), request)
+        };
+        for n in 0..5 {
+            let (key, request) = personal("guest-erase-me", NAME);
+            let Begin::Fresh(mut record) = ledger.begin(&key, &request, t(n), LEASE, REUSE_AFTER).await.unwrap() else {
+                panic!("expected a fresh record");
+            };
+            record.queue = Some(QueueId::parse("00000000-0000-4000-8000-000000000001").unwrap());
+            record.advance(Stage::TransferPending, t(n + 1), "transfer requested").unwrap();
+            ledger.save(&record, Some(t(n + 30)), &[]).await.unwrap();
+            record.advance(Stage::Transferred, t(n + 2), "transfer accepted").unwrap();
+            ledger.save(&record, None, &[]).await.unwrap();
+        }
+        let (key, request) = personal("guest-kept", KEPT_NAME);
+        ledger.begin(&key, &request, t(10), LEASE, REUSE_AFTER).await.unwrap();
+        assert!(!files_holding(db.dir.path(), NAME).is_empty(), "the name must be on disk before the erasure");
+
+        // Act
+        let erased = ledger.erase_guest(&GuestId::parse("guest-erase-me").unwrap()).await.unwrap();
+
+        // Assert: at once (the erasure returns after the checkpoint), well within 5 s.
+        assert_eq!(erased, 5);
+        assert_eq!(files_holding(db.dir.path(), NAME), Vec::<String>::new(), "the name is still on disk");
+        assert_eq!(files_holding(db.dir.path(), EMAIL), vec!["ledger.db".to_owned()], "only the kept guest's e-mail");
+        assert!(!files_holding(db.dir.path(), KEPT_NAME).is_empty(), "the other guest's record must stay readable");
+        db.ledger.close().await;
     }
 
     #[tokio::test]
