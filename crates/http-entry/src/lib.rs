@@ -16,6 +16,7 @@
 //!   in-flight cap, and the payload and answer types.
 //! - `read`: `GET /handoffs/{id}`, `GET /handoffs?conversationId=`, `GET /handoffs/stats`, and the
 //!   record views they answer with.
+//! - `guests`: `DELETE /guests/{guestId}`: erases a guest's personal data from the ledger.
 //! - `health`: `GET /healthz`, `GET /readyz`, `GET /metrics`, and [`LedgerProbe`].
 //! - `openapi`: [`ApiDoc`], the OpenAPI document generated from the handlers and wire types,
 //!   served at `GET /openapi.json` and committed as `docs/openapi.json` ([`openapi_json`]).
@@ -28,6 +29,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod guests;
 mod health;
 mod openapi;
 mod read;
