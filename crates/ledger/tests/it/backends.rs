@@ -34,6 +34,16 @@ fn new_key() -> (HandoffKey, HandoffRequest) {
     (HandoffKey::new(conversation, None), request)
 }
 
+/// How many migrations the `dialect` directory holds (every one is applied at connect).
+fn migration_files(dialect: &str) -> i64 {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dialect);
+    let n = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql")))
+        .count();
+    i64::try_from(n).unwrap()
+}
+
 async fn fresh(ledger: &dyn LedgerPort, now: DateTime<Utc>) -> (HandoffKey, HandoffRecord) {
     let (key, request) = new_key();
     match ledger.begin(&key, &request, now, LEASE, REUSE_AFTER).await.unwrap() {
@@ -145,7 +155,7 @@ mod sqlite {
         ledger.ping().await.unwrap();
         let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
         let applied: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&raw).await.unwrap();
-        assert_eq!(applied, 1);
+        assert_eq!(applied, migration_files("sqlite"));
         let mut indexes: Vec<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%_idx'")
                 .fetch_all(&raw)
@@ -157,6 +167,8 @@ mod sqlite {
             [
                 "handoffs_conversation_idx",
                 "handoffs_created_idx",
+                "handoffs_guest_idx",
+                "handoffs_personal_data_idx",
                 "handoffs_stage_lease_idx",
                 "handoffs_stage_next_check_idx",
                 "outbox_pending_idx"
@@ -305,7 +317,7 @@ mod sqlite {
         ledger.close().await;
         let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
         let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&raw).await.unwrap();
-        assert_eq!(version, 1);
+        assert_eq!(version, migration_files("sqlite"), "0001 counted as applied, the later ones applied");
         raw.close().await;
     }
 
@@ -470,7 +482,7 @@ mod postgres {
                 .fetch_one(&raw)
                 .await
                 .unwrap();
-            assert_eq!(applied, 1);
+            assert_eq!(applied, migration_files("postgres"));
             raw.close().await;
         })
         .await;
