@@ -13,8 +13,10 @@
 //!
 //! # Layout
 //! - `sqlite`: the SQLite backend on rusqlite (WAL; one writer thread that group-commits every
-//!   queued operation in one `BEGIN IMMEDIATE` transaction; a reader thread; integer-microsecond times).
-//! - `postgres`: the PostgreSQL backend (row locks for `begin`, `FOR UPDATE SKIP LOCKED` claims).
+//!   queued operation in one `BEGIN IMMEDIATE` transaction; a reader thread; integer-microsecond
+//!   times; `secure_delete` and a truncating checkpoint after erasures, so erased data leaves the files).
+//! - `postgres`: the PostgreSQL backend (row locks for `begin`, `FOR UPDATE SKIP LOCKED` claims;
+//!   TLS through rustls by `sslmode`/`sslrootcert`, never falling back to plaintext when asked for).
 //! - `sql`: the SQL text, shared where the dialects agree.
 //! - `codec`: records, answers, history and events to column values and back, re-validated on read.
 //! - `plan`: what `begin` writes, decided once from the domain's `decide_begin`.
