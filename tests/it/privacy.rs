@@ -100,3 +100,25 @@ async fn an_erased_guest_is_gone_from_the_ledger_files_and_the_logs_and_only_the
         assert!(!logs.contains(private), "{private} logged");
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn without_an_admin_token_serve_warns_at_start_and_reads_take_the_webhook_secret() {
+    // Arrange
+    let sink = Captured::default();
+    let subscriber = handoff_app::telemetry::subscriber("info", handoff_app::config::LogFormat::Json, sink.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // Act
+    let app = spawn_app_with(SimConfig::default(), |_| {}).await;
+    let (status, _) = app.get("/handoffs/stats").await;
+    app.stop().await;
+
+    // Assert
+    assert_eq!(status, 200, "today's behaviour: the webhook secret reads");
+    let logs = String::from_utf8(sink.0.lock().expect("lock").clone()).expect("utf-8");
+    let warning = logs
+        .lines()
+        .find(|l| l.contains("HANDOFF_ADMIN_TOKEN is not set"))
+        .unwrap_or_else(|| panic!("no start-up warning:\n{logs}"));
+    assert!(warning.contains("\"level\":\"WARN\""), "{warning}");
+}

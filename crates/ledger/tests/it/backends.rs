@@ -77,6 +77,45 @@ async fn a_row_that_no_longer_validates_is_reported_corrupt(ledger: &SqlLedger, 
     assert!(message.contains("history"), "{message}");
 }
 
+/// A transfer of a guest with a name, e-mail and context, saved with its analytics event; returns
+/// what must not be in the outbox.
+async fn a_transfer_with_personal_data(ledger: &SqlLedger) -> [&'static str; 4] {
+    let conversation = ConversationId::from_uuid(Uuid::new_v4());
+    let request = HandoffRequest::from_json(&json!({
+        "conversationId": conversation.to_string(),
+        "guestInfo": { "id": "guest-outbox-id", "name": "Outbox Name", "email": "outbox@example.com" },
+        "handoffReason": "billing",
+        "customContext": { "note": "outbox-context-value" },
+    }))
+    .unwrap();
+    let key = HandoffKey::new(conversation, None);
+    let Begin::Fresh(mut record) = ledger.begin(&key, &request, t(0), LEASE, REUSE_AFTER).await.unwrap() else {
+        panic!("expected a fresh record");
+    };
+    record.queue = Some(queue());
+    record.advance(Stage::TransferPending, t(1), "transfer requested").unwrap();
+    record.advance(Stage::Transferred, t(1), "transfer accepted").unwrap();
+    record.answer = Some(StoredAnswer::Transferred { queue: queue() });
+    let event = HandoffEvent {
+        handoff_id: record.id,
+        conversation_id: conversation,
+        reason: record.reason().clone(),
+        queue_id: queue(),
+        at: t(1),
+    };
+    ledger.save(&record, None, &[event]).await.unwrap();
+    ["guest-outbox-id", "Outbox Name", "outbox@example.com", "outbox-context-value"]
+}
+
+/// Asserts the outbox rows (as text) carry the event and none of `private`.
+fn assert_outbox_without(rows: &[String], private: &[&str]) {
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].contains("billing"), "the event is there: {rows:?}");
+    for p in private {
+        assert!(!rows[0].contains(p), "{p} in the outbox: {rows:?}");
+    }
+}
+
 async fn a_save_whose_outbox_insert_fails_writes_nothing(ledger: &SqlLedger, refuse_outbox: impl AsyncFnOnce()) {
     // Arrange: a leased record, and an outbox that refuses every insert
     let (key, before) = fresh(ledger, t(0)).await;
@@ -389,6 +428,18 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn the_outbox_holds_no_personal_data() {
+        on_sqlite(async |db| {
+            let private = super::a_transfer_with_personal_data(&db.ledger).await;
+            let raw = db.raw().await;
+            let rows: Vec<String> = sqlx::query_scalar("SELECT event FROM outbox").fetch_all(&raw).await.unwrap();
+            raw.close().await;
+            super::assert_outbox_without(&rows, &private);
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn after_an_erasure_the_guests_name_and_email_are_in_none_of_the_ledgers_files() {
         // Arrange: the guest's records saved several times each (old row versions in pages and
         // WAL frames), with a context large enough for overflow pages; another guest's record
@@ -472,6 +523,18 @@ mod sqlite {
 
 mod postgres {
     use super::*;
+
+    #[tokio::test]
+    async fn the_outbox_holds_no_personal_data() {
+        on_postgres(async |db| {
+            let private = super::a_transfer_with_personal_data(&db.ledger).await;
+            let raw = db.raw().await;
+            let rows: Vec<String> = sqlx::query_scalar("SELECT event::text FROM outbox").fetch_all(&raw).await.unwrap();
+            raw.close().await;
+            super::assert_outbox_without(&rows, &private);
+        })
+        .await;
+    }
 
     #[tokio::test]
     async fn connect_applies_the_migrations_and_reports_the_backend() {
