@@ -6,4 +6,5 @@ mod durability;
 mod handoff;
 mod helpers;
 mod operations;
+mod privacy;
 mod restart;
