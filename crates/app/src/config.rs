@@ -263,7 +263,8 @@ impl Settings {
         match (client_id, client_secret, target) {
             (Some(client_id), Some(client_secret), Some(target)) if errors.is_empty() => {
                 let mut service = ServiceSettings::new(RoutingPolicy::new(target, routes, fallback));
-                service.admission = AdmissionPolicy { min_idle_agents, max_waiting, max_wait };
+                service.admission =
+                    AdmissionPolicy { minimum: min_idle_agents, max_waiting, max_wait, ..AdmissionPolicy::default() };
                 service.defer_for = defer_for;
                 service.recheck_every = recheck_every;
                 service.lease = lease;
@@ -317,7 +318,7 @@ mod tests {
         .unwrap();
         assert_eq!(settings.port, 3000);
         assert_eq!(settings.database_url, "sqlite://handoff.db");
-        assert_eq!(settings.service.admission.min_idle_agents, 1);
+        assert_eq!(settings.service.admission.minimum, 1);
         assert_eq!(settings.service.defer_for, Duration::from_secs(300));
         assert!(matches!(settings.webhook_auth, WebhookAuth::Secrets(ref s) if s.len() == 2));
         assert_eq!(settings.genesys.region, "us-east-1");

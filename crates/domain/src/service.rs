@@ -761,6 +761,10 @@ impl HandoffService {
         };
         let refusal = match policy.judge(&snapshot) {
             Admission::Admit => return Ok(Some(primary)),
+            Admission::AdmitUnchecked(why) => {
+                self.note(record, &format!("queue {primary} admitted on partial figures: {why}"));
+                return Ok(Some(primary));
+            }
             Admission::Refuse(why) => why,
         };
         self.note(record, &format!("queue {primary} has no capacity: {refusal}"));
@@ -769,6 +773,10 @@ impl HandoffService {
                 Ok(s) => match policy.judge(&s) {
                     Admission::Admit => {
                         self.note(record, &format!("overflow to fallback queue {fallback}"));
+                        return Ok(Some(fallback));
+                    }
+                    Admission::AdmitUnchecked(why) => {
+                        self.note(record, &format!("overflow to fallback queue {fallback} on partial figures: {why}"));
                         return Ok(Some(fallback));
                     }
                     Admission::Refuse(why) => self.note(record, &format!("fallback {fallback} has no capacity: {why}")),
@@ -1110,13 +1118,7 @@ mod tests {
     }
 
     fn capacity(queue: &str, idle: u32) -> CapacitySnapshot {
-        CapacitySnapshot {
-            queue: qid(queue),
-            idle_agents: idle,
-            on_queue_agents: idle + 1,
-            waiting: 0,
-            estimated_wait: None,
-        }
+        CapacitySnapshot::idle_for_tests(qid(queue), idle, 0)
     }
 
     fn transient() -> PortError {
@@ -1465,7 +1467,7 @@ mod tests {
     #[test]
     fn with_the_capacity_check_off_no_capacity_is_read() {
         // Arrange
-        let harness = Harness::with(|s| s.admission.min_idle_agents = 0);
+        let harness = Harness::with(|s| s.admission.minimum = 0);
         let mut ports = Ports::default();
         ports.locate(1, Ok(live())).no_capacity_call().transfer(BOT, DEFAULT_QUEUE, 1, Ok(receipt("corr-transfer")));
         ports.write_context(1, Ok(Receipt::default()));
@@ -2743,14 +2745,8 @@ mod tests {
 
         fn capacity(&mut self, queue: QueueId) -> Result<CapacitySnapshot, PortError> {
             let step = pop(&mut self.script.capacity).unwrap_or(Ok((self.script.idle_when_unscripted, 0)));
-            let result = step.map(|(idle, waiting)| CapacitySnapshot {
-                queue,
-                idle_agents: idle,
-                on_queue_agents: idle,
-                waiting,
-                estimated_wait: None,
-            });
-            let admitted = matches!(&result, Ok(s) if self.admission.judge(s) == Admission::Admit);
+            let result = step.map(|(idle, waiting)| CapacitySnapshot::idle_for_tests(queue, idle, waiting));
+            let admitted = matches!(&result, Ok(s) if self.admission.judge(s).admits());
             self.calls.push(Call::Capacity { queue, admitted });
             result.map_err(|fault| fault.error("queue"))
         }
@@ -2856,6 +2852,7 @@ mod tests {
             route_reason in any::<bool>(),
             fallback in any::<bool>(),
             min_idle in 0u32..3,
+            model in prop_oneof![Just(crate::CapacityModel::Slots), Just(crate::CapacityModel::Idle)],
             max_waiting in prop::option::of(0u32..3),
             ended in prop::bool::weighted(0.05),
             held in prop::bool::weighted(0.95),
@@ -2873,7 +2870,7 @@ mod tests {
                 [("password_reset".to_owned(), qid(RESET_QUEUE))].into_iter().collect()
             };
             let routing = RoutingPolicy::new(qid(DEFAULT_QUEUE), routes, fallback.then(|| qid(FALLBACK_QUEUE)));
-            let admission = AdmissionPolicy { min_idle_agents: min_idle, max_waiting, max_wait: None };
+            let admission = AdmissionPolicy { model, minimum: min_idle, max_waiting, max_wait: None };
             Scenario { request, routing, admission, ended, held, script, gap: Duration::from_secs(gap_secs) }
         }
     }
@@ -2979,6 +2976,7 @@ mod tests {
             participant in prop_oneof![3 => Just(None), 1 => Just(Some(BOT))],
             fallback in any::<bool>(),
             min_idle in 0u32..3,
+            model in prop_oneof![Just(crate::CapacityModel::Slots), Just(crate::CapacityModel::Idle)],
             locate in prop::collection::vec(prop_oneof![1 => Just(None), 1 => fault().prop_map(Some)], 0..6),
             capacity in prop::collection::vec(prop_oneof![4 => (1u32..3, 0u32..2).prop_map(Ok), 1 => fault().prop_map(Err)], 0..4),
             write in prop::collection::vec(maybe_fault(), 0..3),
@@ -3002,7 +3000,7 @@ mod tests {
             if let Some(p) = participant { payload["participantId"] = json!(p); }
             let request = HandoffRequest::from_json(&payload).expect("still valid");
             let routing = RoutingPolicy::new(qid(DEFAULT_QUEUE), BTreeMap::new(), fallback.then(|| qid(FALLBACK_QUEUE)));
-            let admission = AdmissionPolicy { min_idle_agents: min_idle, max_waiting: None, max_wait: None };
+            let admission = AdmissionPolicy { model, minimum: min_idle, max_waiting: None, max_wait: None };
             let script = Script { locate, capacity, idle_when_unscripted: 1, write, transfer };
             Scenario { request, routing, admission, ended: false, held: true, script, gap: Duration::from_secs(gap_secs) }
         }
