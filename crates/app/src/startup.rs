@@ -172,6 +172,7 @@ fn genesys_config(settings: &Settings) -> anyhow::Result<GenesysConfig> {
     config.attempt_timeout = g.attempt_timeout;
     config.total_budget = g.budget;
     config.max_concurrency = g.max_concurrency;
+    config.message_capacity = g.message_capacity;
     config.validate()?;
     Ok(config)
 }

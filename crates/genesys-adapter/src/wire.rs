@@ -95,6 +95,9 @@ struct MessageConversation {
     participants: Vec<Participant>,
     #[serde(default)]
     recent_transfers: Vec<Transfer>,
+    /// Not in Genesys's `MessageConversation` (the generic `Conversation` has it): read when a
+    /// lookup shows it, so a tag someone else set is never replaced.
+    external_tag: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,7 +156,13 @@ pub(crate) fn conversation_snapshot(
         })
         .collect();
     let transferred_to = conversation.recent_transfers.iter().filter_map(transfer_queue).collect();
-    Some(ConversationSnapshot { id, participants, transferred_to, correlation_id })
+    Some(ConversationSnapshot {
+        id,
+        participants,
+        transferred_to,
+        correlation_id,
+        external_tag: conversation.external_tag.filter(|t| !t.is_empty()),
+    })
 }
 
 /// The queue a recent transfer went to, unless it failed. Genesys documents `destination` as

@@ -78,6 +78,7 @@ pub(crate) fn reachable_conversation() -> ConversationSnapshot {
         participants: vec![participant(CUSTOMER, true), participant(BOT, false)],
         transferred_to: Vec::new(),
         correlation_id: Some("corr-locate".to_owned()),
+        external_tag: None,
     }
 }
 
