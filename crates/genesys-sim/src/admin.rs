@@ -119,6 +119,7 @@ async fn put_queue(State(sim): State<Sim>, Path(id): Path<String>, body: Bytes) 
         estimated_wait_secs: body.estimated_wait_secs,
         accepts_messages: body.accepts_messages,
         agent_loads: body.agent_loads,
+        received: 0,
         alerting: body.alerting,
     });
     sim.queue(id).map(Json).ok_or_else(|| AdminError(StatusCode::INTERNAL_SERVER_ERROR, "queue vanished".into()))

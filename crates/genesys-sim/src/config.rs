@@ -32,8 +32,12 @@ pub struct QueueSpec {
     pub idle_agents: u32,
     /// Agents on queue, idle or not (`INTERACTING` is the difference).
     pub on_queue_agents: u32,
-    /// Conversations waiting (`oWaiting`); a successful transfer into the queue adds one.
+    /// Conversations waiting (`oWaiting`); a successful transfer into the queue adds one when
+    /// [`SimConfig::transfers_wait`] is on.
     pub waiting: u32,
+    /// Transfers this queue received (every successful replace into it).
+    #[serde(default)]
+    pub received: u32,
     /// Estimated wait time in seconds.
     pub estimated_wait_secs: u32,
     /// Whether the queue has message media settings (Web Messaging can be routed to it).
@@ -59,6 +63,7 @@ impl QueueSpec {
             idle_agents: 0,
             on_queue_agents: 0,
             waiting: 0,
+            received: 0,
             estimated_wait_secs: 0,
             accepts_messages: true,
             agent_loads: Vec::new(),
@@ -136,6 +141,12 @@ pub struct SimConfig {
     /// separate `{queueId}` group, as the reference shows; default true). Off plays the other
     /// reading: under a `mediaType` filter no user metrics come back at all.
     pub user_metrics_under_media_filter: bool,
+    /// Whether a conversation transferred into a queue stays there waiting (`oWaiting` + 1, and
+    /// − 1 for the queue it left). Off (the default) plays an org in steady state: agents take
+    /// transferred conversations as fast as they arrive, so a queue's figures stay what the test
+    /// set, and a burst is not refused for slots it filled itself. [`QueueSpec::received`]
+    /// counts the transfers either way.
+    pub transfers_wait: bool,
 }
 
 impl Default for SimConfig {
@@ -152,6 +163,7 @@ impl Default for SimConfig {
             max_logged_calls: DEFAULT_MAX_LOGGED_CALLS,
             message_capacity: Some(4),
             user_metrics_under_media_filter: true,
+            transfers_wait: false,
         }
     }
 }

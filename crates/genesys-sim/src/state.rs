@@ -374,11 +374,16 @@ impl Sim {
                 "The transfer destination queue was not found.",
             )
         })?;
-        queue.waiting = queue.waiting.saturating_add(1);
+        queue.received = queue.received.saturating_add(1);
+        if self.inner.config.transfers_wait {
+            queue.waiting = queue.waiting.saturating_add(1);
+        }
         conversation.transfer(participant_id, queue, transfer_type);
         // The conversation leaves the queue it waited in, if it was already in one.
         if let Some(previous) = previous_queue.and_then(|id| queues.get_mut(&id)) {
-            previous.waiting = previous.waiting.saturating_sub(1);
+            if self.inner.config.transfers_wait {
+                previous.waiting = previous.waiting.saturating_sub(1);
+            }
         }
         Ok(())
     }

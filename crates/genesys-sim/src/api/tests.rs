@@ -291,7 +291,7 @@ async fn attributes_with_non_string_values_or_unknown_participants_are_refused()
 #[tokio::test]
 async fn replace_moves_the_conversation_into_the_queue_and_records_the_transfer() {
     // Arrange
-    let t = start(SimConfig::default()).await;
+    let t = start(SimConfig { transfers_wait: true, ..SimConfig::default() }).await;
     let ids = bot(&t);
     let waiting_before = t.sim().queue(SUPPORT_QUEUE).expect("queue").waiting;
 
@@ -314,6 +314,7 @@ async fn replace_moves_the_conversation_into_the_queue_and_records_the_transfer(
     assert_eq!(transfer["destination"]["queueId"], SUPPORT_QUEUE.to_string());
     assert!(transfer["dateIssued"].is_string());
     assert_eq!(t.sim().queue(SUPPORT_QUEUE).expect("queue").waiting, waiting_before + 1);
+    assert_eq!(t.sim().queue(SUPPORT_QUEUE).expect("queue").received, 1);
 }
 
 #[tokio::test]
@@ -712,7 +713,9 @@ async fn concurrent_transfers_into_one_queue_are_all_applied() {
 
     // Assert
     assert!(statuses.iter().all(|s| *s == 202));
-    assert_eq!(t.sim().queue(OVERFLOW_QUEUE).expect("queue").waiting, waiting_before + 50);
+    // Steady state (the default): the figures stay, the transfers are counted.
+    assert_eq!(t.sim().queue(OVERFLOW_QUEUE).expect("queue").waiting, waiting_before);
+    assert_eq!(t.sim().queue(OVERFLOW_QUEUE).expect("queue").received, 50);
     assert_eq!(t.sim().count(Endpoint::Replace), 50);
 }
 
