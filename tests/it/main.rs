@@ -6,3 +6,4 @@ mod durability;
 mod handoff;
 mod helpers;
 mod operations;
+mod privacy;
