@@ -127,7 +127,8 @@ async fn check_passes_against_a_healthy_org() {
     assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("PASS  token obtained"), "{stdout}");
     assert_eq!(stdout.lines().filter(|l| l.starts_with("PASS  queue")).count(), 3, "{stdout}");
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("PASS  permission")).count(), 4, "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("PASS  permission")).count(), 5, "{stdout}");
+    assert!(stdout.contains("PASS  permission routing:utilization:view"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
 
@@ -143,6 +144,17 @@ async fn check_names_a_missing_permission_and_its_fix() {
         stdout.lines().position(|l| l.starts_with("FAIL  permission conversation:externalTag:edit")).expect(&stdout);
     assert!(stdout.lines().nth(fail + 1).is_some_and(|l| l.contains("fix:")), "{stdout}");
     assert_eq!(stdout.lines().filter(|l| l.starts_with("FAIL")).count(), 1, "{stdout}");
+}
+
+#[tokio::test]
+async fn check_names_the_missing_utilization_permission_and_its_fix() {
+    let config = SimConfig { missing_permissions: vec!["routing:utilization:view".to_owned()], ..SimConfig::default() };
+
+    let (code, stdout, _) = run_check(config).await;
+
+    assert_eq!(code, Some(1), "{stdout}");
+    let fail = stdout.lines().position(|l| l.starts_with("FAIL  permission routing:utilization:view")).expect(&stdout);
+    assert!(stdout.lines().nth(fail + 1).is_some_and(|l| l.contains("fix:")), "{stdout}");
 }
 
 #[tokio::test]

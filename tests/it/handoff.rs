@@ -434,3 +434,46 @@ async fn bad_client_credentials_show_in_readyz_and_refuse_handoffs_without_a_ret
     assert_eq!(app.count(Endpoint::GetConversation), 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn three_agents_in_one_chat_each_with_capacity_four_and_nobody_idle_take_the_handoff_not_the_fallback() {
+    // Arrange: the README scenario. Support (the target) has 3 agents in one chat each, the org's
+    // message capacity is 4, and an overflow queue with idle agents is configured.
+    let app = spawn_app_with(SimConfig::default(), |env| {
+        env.insert("HANDOFF_FALLBACK_QUEUE_ID".into(), genesys_sim::OVERFLOW_QUEUE.to_string());
+    })
+    .await;
+    assert!(app.sim.sim().set_agent_loads(SUPPORT_QUEUE, vec![1, 1, 1]));
+    app.sim.sim().set_message_capacity(Some(4));
+    let conversation = Uuid::new_v4();
+
+    // Act: a reason with no route goes to the target queue
+    let (status, body, _) = app.post_handoff(&sample_payload(conversation, "general_question")).await;
+
+    // Assert
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["queueId"], SUPPORT_QUEUE.to_string(), "{body}");
+    let conv = app.sim.sim().conversation(conversation).expect("conversation");
+    assert!(in_queue(&conv, SUPPORT_QUEUE));
+    assert_eq!(app.count(Endpoint::GetUtilization), 1);
+}
+
+#[tokio::test]
+async fn the_same_queue_counted_by_idle_agents_overflows_to_the_fallback() {
+    // Arrange: as above, with HANDOFF_CAPACITY_MODEL=idle (the rule before free slots)
+    let app = spawn_app_with(SimConfig::default(), |env| {
+        env.insert("HANDOFF_FALLBACK_QUEUE_ID".into(), genesys_sim::OVERFLOW_QUEUE.to_string());
+        env.insert("HANDOFF_CAPACITY_MODEL".into(), "idle".into());
+    })
+    .await;
+    assert!(app.sim.sim().set_agent_loads(SUPPORT_QUEUE, vec![1, 1, 1]));
+    let conversation = Uuid::new_v4();
+
+    // Act
+    let (status, body, _) = app.post_handoff(&sample_payload(conversation, "general_question")).await;
+
+    // Assert: nobody idle on Support, so the overflow queue; the utilization is never read
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["queueId"], genesys_sim::OVERFLOW_QUEUE.to_string(), "{body}");
+    assert_eq!(app.count(Endpoint::GetUtilization), 0);
+}

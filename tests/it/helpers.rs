@@ -333,14 +333,17 @@ pub(crate) fn call_counts(sim: &genesys_sim::Sim) -> Vec<(Endpoint, usize)> {
 }
 
 /// The calls of one handoff that needed a capacity check: a token, the capacity query, then
-/// lookup, context, transfer and the analytics tag, once each.
-pub(crate) const ONE_HANDOFF_CALLS: [(Endpoint, usize); 6] = [
+/// lookup, context, transfer and the analytics tag, once each; and, for the first handoff of a
+/// fresh service, the org's utilization (the message capacity), which is then shared for 5
+/// minutes, so later handoffs cost one call less.
+pub(crate) const ONE_HANDOFF_CALLS: [(Endpoint, usize); 7] = [
     (Endpoint::Token, 1),
     (Endpoint::GetConversation, 1),
     (Endpoint::PatchAttributes, 1),
     (Endpoint::Replace, 1),
     (Endpoint::ObservationsQuery, 1),
     (Endpoint::PutTags, 1),
+    (Endpoint::GetUtilization, 1),
 ];
 
 pub(crate) fn calls_for(calls: &[genesys_sim::Call], endpoint: Endpoint, conversation: Uuid) -> usize {

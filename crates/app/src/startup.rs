@@ -197,6 +197,7 @@ fn genesys_config(settings: &Settings) -> anyhow::Result<GenesysConfig> {
     config.attempt_timeout = g.attempt_timeout;
     config.total_budget = g.budget;
     config.max_concurrency = g.max_concurrency;
+    config.message_capacity = g.message_capacity;
     config.validate()?;
     Ok(config)
 }
@@ -373,6 +374,11 @@ fn genesys_metrics(genesys: Arc<GenesysClient>) -> crate::observer::MetricsSourc
             ("token_refreshes", "OAuth token requests sent.", stats.token_fetches),
             ("token_invalidations", "Tokens dropped after a 401.", stats.token_invalidations),
             ("capacity_cache_hits", "Capacity snapshots served from the shared cache.", stats.capacity_cache_hits),
+            (
+                "capacity_unknown_warnings",
+                "Warnings that a queue's capacity figures were incomplete (at most one per queue a minute).",
+                stats.capacity_unknown_warnings,
+            ),
         ] {
             let _ = writeln!(out, "# HELP handoff_{name} {help}");
             let _ = writeln!(out, "# TYPE handoff_{name} counter");

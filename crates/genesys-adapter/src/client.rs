@@ -26,12 +26,13 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use url::Url;
 
-use crate::capacity::CapacityCache;
+use crate::capacity::{CapacityCache, WarnLimiter, FIGURE_WARNING_EVERY};
 use crate::config::GenesysConfig;
 use crate::error::{GenesysError, Result};
 use crate::retry::{self, RateLimitSnapshot};
 use crate::stats::{ClientStats, Counters, Endpoint, StatusClass};
 use crate::token::TokenCache;
+use crate::utilization::MessageCapacityCache;
 
 /// Largest answer body read (a conversation with its messages can be large; errors are small).
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -113,6 +114,8 @@ pub struct GenesysClient {
     rate_limit: RwLock<Option<RateLimitSnapshot>>,
     pub(crate) counters: Counters,
     pub(crate) capacity: CapacityCache,
+    pub(crate) message_capacity: MessageCapacityCache,
+    pub(crate) figure_warnings: WarnLimiter,
 }
 
 impl GenesysClient {
@@ -145,6 +148,8 @@ impl GenesysClient {
             rate_limit: RwLock::new(None),
             counters: Counters::default(),
             capacity: CapacityCache::new(config.capacity_ttl),
+            message_capacity: MessageCapacityCache::new(config.message_capacity, config.utilization_refresh),
+            figure_warnings: WarnLimiter::new(FIGURE_WARNING_EVERY),
             http,
             config,
         })

@@ -7,6 +7,7 @@ use url::Url;
 
 use crate::error::{GenesysError, Result};
 use crate::regions::Region;
+use crate::utilization::MessageCapacitySource;
 
 /// Default time limit of one HTTP attempt (connect, send, read the whole answer).
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -18,6 +19,8 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 128;
 pub const DEFAULT_CAPACITY_TTL: Duration = Duration::from_secs(1);
 /// Default number of attempts per operation, the first one included.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default lifetime of the cached message capacity (the org's utilization).
+pub const DEFAULT_UTILIZATION_REFRESH: Duration = Duration::from_secs(300);
 
 /// Everything [`GenesysClient::new`](crate::GenesysClient::new) needs.
 ///
@@ -44,6 +47,10 @@ pub struct GenesysConfig {
     /// Attempts per operation, the first one included (≥ 1). A 401 answered by a fresh token does
     /// not count: it gets one extra attempt of its own.
     pub max_attempts: u32,
+    /// Where the message capacity of the free-slot model comes from.
+    pub message_capacity: MessageCapacitySource,
+    /// How long the org's utilization is cached before it is read again.
+    pub utilization_refresh: Duration,
 }
 
 impl GenesysConfig {
@@ -64,6 +71,8 @@ impl GenesysConfig {
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             capacity_ttl: DEFAULT_CAPACITY_TTL,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            message_capacity: MessageCapacitySource::Utilization,
+            utilization_refresh: DEFAULT_UTILIZATION_REFRESH,
         }
     }
 
@@ -106,6 +115,8 @@ impl GenesysConfig {
             Some("the concurrency cap must be at least 1 and at most 2^61 - 1")
         } else if self.max_attempts == 0 {
             Some("max attempts must be at least 1")
+        } else if self.utilization_refresh.is_zero() {
+            Some("the utilization refresh interval must be positive")
         } else if self.client_id.trim().is_empty() {
             Some("the client id is empty")
         } else {

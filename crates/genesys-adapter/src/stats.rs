@@ -24,11 +24,13 @@ pub enum Endpoint {
     TagsPut,
     /// A permission probe (`handoff check`).
     PermissionProbe,
+    /// `GET /api/v2/routing/utilization`.
+    Utilization,
 }
 
 impl Endpoint {
     /// Every endpoint, in a fixed order.
-    pub const ALL: [Endpoint; 9] = [
+    pub const ALL: [Endpoint; 10] = [
         Endpoint::Token,
         Endpoint::ConversationGet,
         Endpoint::AttributesPatch,
@@ -38,6 +40,7 @@ impl Endpoint {
         Endpoint::QueueGet,
         Endpoint::TagsPut,
         Endpoint::PermissionProbe,
+        Endpoint::Utilization,
     ];
 
     /// The label value (also the `operation` field of the tracing spans).
@@ -52,6 +55,7 @@ impl Endpoint {
             Endpoint::QueueGet => "get_queue",
             Endpoint::TagsPut => "put_tags",
             Endpoint::PermissionProbe => "permission_probe",
+            Endpoint::Utilization => "get_utilization",
         }
     }
 
@@ -135,6 +139,8 @@ pub struct ClientStats {
     pub token_invalidations: u64,
     /// Capacity observation queries answered from the shared cache instead of upstream.
     pub capacity_cache_hits: u64,
+    /// Warnings that a queue's capacity figures were incomplete (at most one per queue a minute).
+    pub capacity_unknown_warnings: u64,
 }
 
 impl ClientStats {
@@ -157,6 +163,7 @@ pub(crate) struct Counters {
     pub(crate) token_fetches: AtomicU64,
     pub(crate) token_invalidations: AtomicU64,
     pub(crate) capacity_cache_hits: AtomicU64,
+    pub(crate) capacity_unknown_warnings: AtomicU64,
 }
 
 impl Counters {
@@ -178,6 +185,7 @@ impl Counters {
             token_fetches: self.token_fetches.load(Ordering::Relaxed),
             token_invalidations: self.token_invalidations.load(Ordering::Relaxed),
             capacity_cache_hits: self.capacity_cache_hits.load(Ordering::Relaxed),
+            capacity_unknown_warnings: self.capacity_unknown_warnings.load(Ordering::Relaxed),
         }
     }
 }

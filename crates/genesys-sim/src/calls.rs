@@ -26,13 +26,15 @@ pub enum Endpoint {
     GetQueue,
     /// `PUT /api/v2/conversations/{conversationId}/tags`.
     PutTags,
+    /// `GET /api/v2/routing/utilization`.
+    GetUtilization,
     /// Anything else (answered 404 `not.found`).
     Other,
 }
 
 impl Endpoint {
     /// Every endpoint, in declaration order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Token,
         Self::GetConversation,
         Self::PatchAttributes,
@@ -41,6 +43,7 @@ impl Endpoint {
         Self::EstimatedWait,
         Self::GetQueue,
         Self::PutTags,
+        Self::GetUtilization,
         Self::Other,
     ];
 
@@ -51,6 +54,7 @@ impl Endpoint {
             Self::ObservationsQuery => Some("analytics:queueObservation:view"),
             Self::EstimatedWait | Self::GetQueue => Some("routing:queue:view"),
             Self::PutTags => Some("conversation:externalTag:edit"),
+            Self::GetUtilization => Some("routing:utilization:view"),
             Self::Token | Self::GetConversation | Self::PatchAttributes | Self::Other => None,
         }
     }
