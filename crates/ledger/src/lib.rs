@@ -32,7 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, LedgerPort, OutboxEntry, StatRow};
-use handoff_domain::{ConversationId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
+use handoff_domain::{ConversationId, HandoffId, HandoffKey, HandoffMode, HandoffRecord, HandoffRequest, OutcomeFacts};
 
 pub use error::LedgerSetupError;
 
@@ -142,8 +142,9 @@ impl LedgerPort for SqlLedger {
         now: DateTime<Utc>,
         lease: Duration,
         reuse_after: Duration,
+        mode: HandoffMode,
     ) -> Result<Begin, LedgerError> {
-        dispatch!(self.begin(key, request, now, lease, reuse_after))
+        dispatch!(self.begin(key, request, now, lease, reuse_after, mode))
     }
 
     async fn save(
@@ -223,6 +224,10 @@ impl LedgerPort for SqlLedger {
         let mut stats = dispatch!(self.stats(since))?;
         stats.sort();
         Ok(stats)
+    }
+
+    async fn outcomes(&self, since: DateTime<Utc>) -> Result<Vec<OutcomeFacts>, LedgerError> {
+        dispatch!(self.outcomes(since))
     }
 
     async fn ping(&self) -> Result<(), LedgerError> {

@@ -77,8 +77,9 @@ pub(crate) const SELECT_RECORD: &str = concat!("SELECT ", record_columns!(), " F
 pub(crate) const PG_LOCK_RECORD: &str =
     concat!("SELECT ", record_columns!(), " FROM handoffs WHERE id = $1 FOR UPDATE");
 
-/// `begin` resumed a record: a new lease ($2) and its attempts count ($3, one more than before).
-pub(crate) const RESUME_RECORD: &str = "UPDATE handoffs SET lease_until = $2, attempts = $3 WHERE id = $1";
+/// `begin` resumed a record: a new lease ($2), its attempts count ($3, one more than before) and
+/// its answer ($4: the advisory mark when an advisory delivery resumed it).
+pub(crate) const RESUME_RECORD: &str = "UPDATE handoffs SET lease_until = $2, attempts = $3, answer = $4 WHERE id = $1";
 
 /// Every record of a conversation, newest first.
 pub(crate) const SELECT_BY_CONVERSATION: &str = concat!(
@@ -87,11 +88,22 @@ pub(crate) const SELECT_BY_CONVERSATION: &str = concat!(
     " FROM handoffs WHERE conversation_id = $1 ORDER BY created_at DESC, id DESC"
 );
 
-/// SQLite: claims due deferrals and crashed work ($1 now, $2 new lease end, $3 limit).
+/// The stages whose records are due at `next_check_at`: a deferral's capacity check, an advice's
+/// confirmation read.
+macro_rules! scheduled {
+    () => {
+        "('deferred', 'advised')"
+    };
+}
+
+/// SQLite: claims due deferrals, due confirmation reads and crashed work ($1 now, $2 new lease
+/// end, $3 limit).
 pub(crate) const SQLITE_CLAIM_DUE: &str = concat!(
     "UPDATE handoffs SET lease_until = $2, attempts = attempts + 1 WHERE id IN (\
        SELECT id FROM handoffs \
-       WHERE (stage = 'deferred' AND next_check_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)) \
+       WHERE (stage IN ",
+    scheduled!(),
+    " AND next_check_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)) \
           OR (stage IN ",
     unfinished!(),
     " AND lease_until <= $1) \
@@ -106,7 +118,9 @@ pub(crate) const SQLITE_CLAIM_DUE: &str = concat!(
 pub(crate) const PG_CLAIM_DUE: &str = concat!(
     "WITH deferred AS (\
        SELECT id, next_check_at AS due FROM handoffs \
-       WHERE stage = 'deferred' AND next_check_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
+       WHERE stage IN ",
+    scheduled!(),
+    " AND next_check_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
        ORDER BY next_check_at, id LIMIT $3 FOR UPDATE SKIP LOCKED), \
      crashed AS (\
        SELECT id, COALESCE(next_check_at, updated_at) AS due FROM handoffs \
@@ -154,6 +168,10 @@ pub(crate) const OUTBOX_BACKLOG: &str = "SELECT COUNT(*) FROM outbox WHERE deliv
 /// Records created since $1 by reason × queue × stage.
 pub(crate) const STATS: &str = "SELECT reason, queue_id, stage, COUNT(*) AS n FROM handoffs \
      WHERE created_at >= $1 GROUP BY reason, queue_id, stage";
+
+/// What the outcome of each record created since $1 depends on (`OutcomeFacts`).
+pub(crate) const OUTCOMES: &str = "SELECT reason, queue_id, stage, answer, defer_until, created_at, updated_at \
+     FROM handoffs WHERE created_at >= $1";
 
 /// Whether the store answers.
 pub(crate) const PING: &str = "SELECT 1";

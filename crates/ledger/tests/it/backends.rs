@@ -7,7 +7,10 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use futures::future::join_all;
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, LedgerPort};
-use handoff_domain::{ConversationId, HandoffKey, HandoffRecord, HandoffRequest, QueueId, Stage, StoredAnswer};
+use handoff_domain::{
+    AdviceDecision, ConversationId, HandoffKey, HandoffMode, HandoffRecord, HandoffRequest, QueueId, Stage,
+    StoredAnswer,
+};
 use handoff_ledger::{LedgerSetupError, SqlLedger};
 use serde_json::json;
 use uuid::Uuid;
@@ -34,7 +37,7 @@ fn new_key() -> (HandoffKey, HandoffRequest) {
 
 async fn fresh(ledger: &dyn LedgerPort, now: DateTime<Utc>) -> (HandoffKey, HandoffRecord) {
     let (key, request) = new_key();
-    match ledger.begin(&key, &request, now, LEASE, REUSE_AFTER).await.unwrap() {
+    match ledger.begin(&key, &request, now, LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap() {
         Begin::Fresh(record) => (key, record),
         other => panic!("expected a fresh record, got {other:?}"),
     }
@@ -55,7 +58,7 @@ async fn a_row_that_no_longer_validates_is_reported_corrupt(ledger: &SqlLedger, 
     exec(&format!("UPDATE handoffs SET history = '[{{\"at\": \"yesterday\"}}]' WHERE id = '{}'", bad_history.id)).await;
     // Act
     let get = ledger.get(bad_request.id).await;
-    let begin = ledger.begin(&key, &bad_request.request, t(100), LEASE, REUSE_AFTER).await;
+    let begin = ledger.begin(&key, &bad_request.request, t(100), LEASE, REUSE_AFTER, HandoffMode::Transfer).await;
     let history = ledger.find_by_conversation(bad_history.key.conversation_id).await;
     // Assert
     let Err(LedgerError::Corrupt(message)) = get else { panic!("expected Corrupt, got {get:?}") };
@@ -87,7 +90,7 @@ async fn a_save_whose_outbox_insert_fails_writes_nothing(ledger: &SqlLedger, ref
     assert!(matches!(saved, Err(LedgerError::Unavailable(_))), "{saved:?}");
     assert_eq!(ledger.get(before.id).await.unwrap(), Some(before.clone()));
     assert_eq!(ledger.outbox_backlog().await.unwrap(), 0);
-    let again = ledger.begin(&key, &before.request, t(2), LEASE, REUSE_AFTER).await.unwrap();
+    let again = ledger.begin(&key, &before.request, t(2), LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap();
     assert_eq!(again, Begin::Busy { handoff_id: before.id }, "the lease was not released");
 }
 
@@ -107,7 +110,9 @@ async fn two_instances_on_one_database_begin_a_key_once(first: &SqlLedger, secon
     let keys: Vec<(HandoffKey, HandoffRequest)> = (0..50).map(|_| new_key()).collect();
     // Act: every key reaches both instances at once
     let begins = keys.iter().flat_map(|(key, request)| {
-        [first, second].map(|ledger| async move { (key, ledger.begin(key, request, t(0), LEASE, REUSE_AFTER).await) })
+        [first, second].map(|ledger| async move {
+            (key, ledger.begin(key, request, t(0), LEASE, REUSE_AFTER, HandoffMode::Transfer).await)
+        })
     });
     let results = join_all(begins).await;
     // Assert: per key, one instance starts it and the other is told it is busy
@@ -123,10 +128,58 @@ async fn two_instances_on_one_database_begin_a_key_once(first: &SqlLedger, secon
     }
 }
 
+/// An advisory record as the ledger stored it before migration 0002: `failed`, with an `advised`
+/// answer (arranged by saving an `advised` record, then moving it back with `exec`).
+async fn an_old_advisory_record(ledger: &SqlLedger, exec: impl AsyncFn(&str)) -> HandoffRecord {
+    let (_, mut record) = fresh(ledger, t(0)).await;
+    record.queue = Some(queue());
+    record.advance(Stage::Advised, t(1), "advised: transfer").unwrap();
+    record.answer =
+        Some(StoredAnswer::Advised { queue: queue(), decision: AdviceDecision::Transfer, confirmation: None });
+    ledger.save(&record, None, &[]).await.unwrap();
+    exec(&format!("UPDATE handoffs SET stage = 'failed' WHERE id = '{}'", record.id)).await;
+    record
+}
+
 // ---- SQLite ------------------------------------------------------------------------------------
 
 mod sqlite {
     use super::*;
+
+    #[tokio::test]
+    async fn migration_0002_moves_old_advisory_records_from_failed_to_advised_and_keeps_the_keys() {
+        // Arrange: a file at schema 1 holding an advisory record stored as `failed`
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let ledger = SqlLedger::connect(&url).await.unwrap();
+        let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let old = super::an_old_advisory_record(&ledger, async |sql: &str| {
+            sqlx::raw_sql(sql).execute(&raw).await.unwrap();
+        })
+        .await;
+        let (other_key, other) = fresh(&ledger, t(0)).await;
+        ledger.close().await;
+        sqlx::raw_sql("PRAGMA user_version = 1").execute(&raw).await.unwrap();
+        raw.close().await;
+
+        // Act
+        let migrated = SqlLedger::connect(&url).await.unwrap();
+
+        // Assert
+        let back = migrated.get(old.id).await.unwrap().expect("kept");
+        assert_eq!(back.stage, Stage::Advised);
+        assert_eq!(back.answer, old.answer);
+        assert_eq!(migrated.get(other.id).await.unwrap().map(|r| r.stage), Some(Stage::Received));
+        // The key still points at its record (the keys table was rebuilt with the records).
+        let again = migrated.begin(&other_key, &other.request, t(1), LEASE, REUSE_AFTER, HandoffMode::Transfer).await;
+        assert!(matches!(again, Ok(Begin::Busy { handoff_id }) if handoff_id == other.id), "{again:?}");
+        let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let problems: Vec<(String,)> =
+            sqlx::query_as("PRAGMA foreign_key_check").fetch_all(&raw).await.unwrap_or_default();
+        assert!(problems.is_empty(), "{problems:?}");
+        raw.close().await;
+        migrated.close().await;
+    }
 
     #[tokio::test]
     async fn connect_creates_the_file_and_applies_the_migrations_on_a_fresh_path() {
@@ -143,7 +196,7 @@ mod sqlite {
         ledger.ping().await.unwrap();
         let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
         let applied: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&raw).await.unwrap();
-        assert_eq!(applied, 1);
+        assert_eq!(applied, 2);
         let mut indexes: Vec<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%_idx'")
                 .fetch_all(&raw)
@@ -251,7 +304,12 @@ mod sqlite {
                 records.push(fresh(&db.ledger, t(0)).await);
             }
             let (stale_key, stale) = records[0].clone();
-            let resumed = match db.ledger.begin(&stale_key, &stale.request, t(100), LEASE, REUSE_AFTER).await.unwrap() {
+            let resumed = match db
+                .ledger
+                .begin(&stale_key, &stale.request, t(100), LEASE, REUSE_AFTER, HandoffMode::Transfer)
+                .await
+                .unwrap()
+            {
                 Begin::Resume(record) => record,
                 other => panic!("expected a resume, got {other:?}"),
             };
@@ -297,13 +355,13 @@ mod sqlite {
         raw.close().await;
         // Act
         let ledger = SqlLedger::connect(&url).await.unwrap();
-        // Assert: it works, and counts the migration as applied
+        // Assert: it works, counts the sqlx migration as applied and applies only the later ones
         let (_, record) = fresh(&ledger, t(0)).await;
         assert_eq!(ledger.get(record.id).await.unwrap(), Some(record));
         ledger.close().await;
         let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
         let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&raw).await.unwrap();
-        assert_eq!(version, 1);
+        assert_eq!(version, 2);
         raw.close().await;
     }
 
@@ -351,7 +409,11 @@ mod sqlite {
                 // Act: queued, not awaited; then read and begin again at once
                 db.ledger.save_detached(&record, std::slice::from_ref(&event)).await;
                 let read = db.ledger.get(record.id).await.unwrap().unwrap();
-                let again = db.ledger.begin(&key, &record.request, t(n + 1), LEASE, REUSE_AFTER).await.unwrap();
+                let again = db
+                    .ledger
+                    .begin(&key, &record.request, t(n + 1), LEASE, REUSE_AFTER, HandoffMode::Transfer)
+                    .await
+                    .unwrap();
                 // Assert
                 assert_eq!(read.stage, Stage::Transferred);
                 assert!(matches!(again, Begin::Replay(ref r) if r.id == record.id), "{again:?}");
@@ -368,7 +430,7 @@ mod sqlite {
         db.ledger.close().await;
         // Act
         let (key, request) = new_key();
-        let write = db.ledger.begin(&key, &request, t(0), LEASE, REUSE_AFTER).await;
+        let write = db.ledger.begin(&key, &request, t(0), LEASE, REUSE_AFTER, HandoffMode::Transfer).await;
         let read = db.ledger.ping().await;
         // Assert
         assert!(matches!(write, Err(LedgerError::Unavailable(_))), "{write:?}");
@@ -398,6 +460,33 @@ mod postgres {
     use super::*;
 
     #[tokio::test]
+    async fn migration_0002_moves_old_advisory_records_from_failed_to_advised() {
+        on_postgres(async |db| {
+            // Arrange: an advisory record stored as `failed`, and 0002 not applied yet
+            let raw = db.raw().await;
+            let old = super::an_old_advisory_record(&db.ledger, async |sql: &str| {
+                sqlx::raw_sql(sql).execute(&raw).await.unwrap();
+            })
+            .await;
+            sqlx::raw_sql("DELETE FROM _sqlx_migrations WHERE version = 2").execute(&raw).await.unwrap();
+
+            // Act
+            let migrated = SqlLedger::connect_with(&db.url, &test_options()).await.unwrap();
+
+            // Assert
+            let back = migrated.get(old.id).await.unwrap().expect("kept");
+            assert_eq!((back.stage, back.answer), (Stage::Advised, old.answer.clone()));
+            let refused = sqlx::raw_sql(&format!("UPDATE handoffs SET stage = 'lost' WHERE id = '{}'", old.id))
+                .execute(&raw)
+                .await;
+            assert!(refused.is_err(), "the stage constraint is back in place");
+            migrated.close().await;
+            raw.close().await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn connect_applies_the_migrations_and_reports_the_backend() {
         on_postgres(async |db| {
             assert_eq!(db.ledger.backend_name(), "postgres");
@@ -406,7 +495,7 @@ mod postgres {
                 .fetch_one(&raw)
                 .await
                 .unwrap();
-            assert_eq!(applied, 1);
+            assert_eq!(applied, 2);
             raw.close().await;
         })
         .await;
