@@ -98,7 +98,20 @@ pub struct SimConfig {
     pub queues: Vec<QueueSpec>,
     /// How many calls the call log keeps (oldest dropped first); [`crate::Sim::count`] is exact regardless.
     pub max_logged_calls: usize,
+    /// When set, a replace of a flow participant (`purpose: "workflow"`, a conversation still in
+    /// its Architect flow) is refused with 400 and this error code, e.g.
+    /// [`FLOW_REPLACE_REFUSED`]: the simulator playing an org where Genesys does not accept
+    /// transfer mode's replace. Agent and ACD participants are still replaced. Default `None`
+    /// (accepted). Changeable at run time ([`crate::Sim::refuse_flow_replace`], admin API).
+    pub refuse_flow_replace: Option<String>,
 }
+
+/// The code the simulator refuses a flow participant's replace with by default: the replace
+/// operation's documented 400 `conversations.error.transfer.not.connected` ("You can only transfer
+/// conversations that are in the connected state", swagger `x-inin-error-codes`). Whether Genesys
+/// refuses a running flow's participant at all, and with which code, is not documented: the knob
+/// takes any code, and tests play `bad.request` too.
+pub const FLOW_REPLACE_REFUSED: &str = "conversations.error.transfer.not.connected";
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -112,6 +125,7 @@ impl Default for SimConfig {
             missing_permissions: Vec::new(),
             queues: QueueSpec::defaults(),
             max_logged_calls: DEFAULT_MAX_LOGGED_CALLS,
+            refuse_flow_replace: None,
         }
     }
 }

@@ -51,6 +51,8 @@
 //! | `POST /__admin/conversations/{id}/unknown` | lookups answer 404 (204) |
 //! | `POST /__admin/tokens/revoke` | every token becomes invalid (204) |
 //! | `PUT /__admin/latency` `{"ms": N}` | per-call latency (204) |
+//! | `PUT /__admin/flow-replace` `{"refuse": "code"}` or `{"refuse": null}` | a replace of a flow participant answers 400 with that code, or is accepted again (204) |
+//! | `POST /__admin/conversations/{id}/flow-transfer` `{"queueId"}` | the flow runs its own Transfer to ACD: the flow participant leaves, a queue participant joins, no `recentTransfers` entry (204) |
 //!
 //! # Layout
 //! - `config`: [`SimConfig`], [`QueueSpec`] and the well-known queue ids ([`SUPPORT_QUEUE`], …).
@@ -81,6 +83,7 @@ mod state;
 pub use api::MAX_EXTERNAL_TAG_CHARS;
 pub use calls::{Call, Endpoint};
 pub use config::{
+    FLOW_REPLACE_REFUSED,
     QueueSpec, SimConfig, BILLING_QUEUE, DEFAULT_MAX_LOGGED_CALLS, EMPTY_QUEUE, OVERFLOW_QUEUE, SUPPORT_QUEUE,
 };
 pub use conversation::{ConversationIds, ConversationKind, ConversationSpec};
