@@ -83,8 +83,8 @@ mod state;
 pub use api::MAX_EXTERNAL_TAG_CHARS;
 pub use calls::{Call, Endpoint};
 pub use config::{
-    FLOW_REPLACE_REFUSED,
-    QueueSpec, SimConfig, BILLING_QUEUE, DEFAULT_MAX_LOGGED_CALLS, EMPTY_QUEUE, OVERFLOW_QUEUE, SUPPORT_QUEUE,
+    QueueSpec, SimConfig, BILLING_QUEUE, DEFAULT_MAX_LOGGED_CALLS, EMPTY_QUEUE, FLOW_REPLACE_REFUSED, OVERFLOW_QUEUE,
+    SUPPORT_QUEUE,
 };
 pub use conversation::{ConversationIds, ConversationKind, ConversationSpec};
 pub use faults::{Fault, FaultKind};

@@ -349,8 +349,9 @@ async fn replace_to_an_unknown_queue_is_a_bad_request_and_changes_nothing() {
 #[tokio::test]
 async fn with_the_flow_replace_knob_a_flow_participant_is_refused_with_the_code_and_nothing_changes() {
     // Arrange: the knob set at start, then changed through the admin API
-    let t = start(SimConfig { refuse_flow_replace: Some(crate::FLOW_REPLACE_REFUSED.to_owned()), ..SimConfig::default() })
-        .await;
+    let t =
+        start(SimConfig { refuse_flow_replace: Some(crate::FLOW_REPLACE_REFUSED.to_owned()), ..SimConfig::default() })
+            .await;
     let ids = bot(&t);
 
     // Act
