@@ -270,7 +270,9 @@ pub struct OutcomeStats {
 impl OutcomeStats {
     /// Aggregates the facts of the handoffs of a period.
     pub fn from_facts(facts: &[OutcomeFacts]) -> Self {
-        let mut groups: BTreeMap<(String, Option<QueueId>, Outcome), (u64, Vec<Duration>)> = BTreeMap::new();
+        /// Reason × queue × outcome.
+        type Group = (String, Option<QueueId>, Outcome);
+        let mut groups: BTreeMap<Group, (u64, Vec<Duration>)> = BTreeMap::new();
         let mut totals: BTreeMap<Outcome, u64> = BTreeMap::new();
         let mut all = Vec::new();
         for fact in facts {

@@ -335,7 +335,7 @@ struct FlowTransferBody {
 async fn flow_transfer(State(sim): State<Sim>, Path(id): Path<String>, body: Bytes) -> AdminResult<StatusCode> {
     let id = parse_id(&id)?;
     let body: FlowTransferBody = parse(&body)?;
-    sim.flow_transfer(id, body.queue_id).map_err(|e| AdminError(StatusCode::CONFLICT, e.to_owned()))?;
+    sim.flow_transfer(id, body.queue_id).map_err(|e| AdminError(StatusCode::CONFLICT, e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
