@@ -7,3 +7,4 @@ mod handoff;
 mod helpers;
 mod kit;
 mod operations;
+mod privacy;

@@ -46,7 +46,7 @@ pub use lifecycle::{
 pub use memory::{decide_begin, BeginDecision, InMemoryLedger};
 pub use outcome::{FailureCause, Outcome, OutcomeFacts, OutcomeRow, OutcomeStats, Percentiles};
 pub use request::{
-    FieldError, GuestInfo, HandoffContext, HandoffReason, HandoffRequest, IdempotencyKey, ValidationErrors,
+    FieldError, GuestId, GuestInfo, HandoffContext, HandoffReason, HandoffRequest, IdempotencyKey, ValidationErrors,
     MAX_CONTEXT_KEYS,
 };
 pub use routing::{RoutingPolicy, RoutingPolicyError};
