@@ -90,7 +90,9 @@ async fn a_transfer_with_personal_data(ledger: &SqlLedger) -> [&'static str; 4] 
     }))
     .unwrap();
     let key = HandoffKey::new(conversation, None);
-    let Begin::Fresh(mut record) = ledger.begin(&key, &request, t(0), LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap() else {
+    let Begin::Fresh(mut record) =
+        ledger.begin(&key, &request, t(0), LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap()
+    else {
         panic!("expected a fresh record");
     };
     record.queue = Some(queue());
@@ -526,7 +528,9 @@ mod sqlite {
         };
         for n in 0..5 {
             let (key, request) = personal("guest-erase-me", NAME);
-            let Begin::Fresh(mut record) = ledger.begin(&key, &request, t(n), LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap() else {
+            let Begin::Fresh(mut record) =
+                ledger.begin(&key, &request, t(n), LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap()
+            else {
                 panic!("expected a fresh record");
             };
             record.queue = Some(QueueId::parse("00000000-0000-4000-8000-000000000001").unwrap());

@@ -953,7 +953,10 @@ pub(crate) async fn purge_removes_personal_data_from_finished_records_older_than
         assert_intact(ledger, id).await;
     }
     assert_eq!(ledger.stats(t(0)).await.unwrap(), stats_before, "the stats need nothing that was purged");
-    let replay = ledger.begin(&old_transferred.key, &old_transferred.request, t(20), LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap();
+    let replay = ledger
+        .begin(&old_transferred.key, &old_transferred.request, t(20), LEASE, REUSE_AFTER, HandoffMode::Transfer)
+        .await
+        .unwrap();
     assert!(matches!(replay, Begin::Replay(ref r) if r.id == old_transferred.id), "{replay:?}");
 }
 
