@@ -247,7 +247,6 @@ mod sqlite {
         ledger.ping().await.unwrap();
         let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
         let applied: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&raw).await.unwrap();
-        assert_eq!(applied, 2);
         assert_eq!(applied, migration_files("sqlite"));
         let mut indexes: Vec<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%_idx'")
@@ -415,7 +414,6 @@ mod sqlite {
         ledger.close().await;
         let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
         let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&raw).await.unwrap();
-        assert_eq!(version, 2);
         assert_eq!(version, migration_files("sqlite"), "0001 counted as applied, the later ones applied");
         raw.close().await;
     }
@@ -638,7 +636,6 @@ mod postgres {
                 .fetch_one(&raw)
                 .await
                 .unwrap();
-            assert_eq!(applied, 2);
             assert_eq!(applied, migration_files("postgres"));
             raw.close().await;
         })
