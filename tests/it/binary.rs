@@ -168,3 +168,90 @@ async fn check_reports_bad_client_credentials_without_retrying() {
     assert!(stdout.lines().any(|l| l.starts_with("FAIL  token")), "{stdout}");
     assert!(stdout.contains("GENESYS_CLIENT_SECRET"), "{stdout}");
 }
+
+// ---- handoff check --transfer-probe -------------------------------------------------------------
+
+/// Runs `handoff check` with `args` against a simulator started with `config` holding a conversation
+/// of `kind`; returns the exit code, stdout, the conversation id, the replace calls and the sim.
+async fn run_probe(
+    config: SimConfig,
+    kind: genesys_sim::ConversationKind,
+    args: impl FnOnce(Uuid) -> Vec<String>,
+) -> (Option<i32>, String, Uuid, usize) {
+    let sim = genesys_sim::spawn(config).await.expect("simulator");
+    let ids = sim.sim().create_conversation(genesys_sim::ConversationSpec::new(kind));
+    let env = base_env(&sim.base_url());
+    let bin = handoff_binary();
+    let args = args(ids.conversation_id);
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(bin).arg("check").args(args).env_clear().envs(&env).current_dir(std::env::temp_dir()).output()
+    })
+    .await
+    .expect("join")
+    .expect("binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.code(), stdout, ids.conversation_id, sim.sim().count(Endpoint::Replace))
+}
+
+fn probe(id: Uuid) -> Vec<String> {
+    vec!["--transfer-probe".to_owned(), id.to_string()]
+}
+
+#[tokio::test]
+async fn the_transfer_probe_passes_with_exit_0_when_the_flows_participant_can_be_replaced() {
+    // Act
+    let (code, stdout, _, replaces) = run_probe(SimConfig::default(), genesys_sim::ConversationKind::Bot, probe).await;
+
+    // Assert
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(replaces, 1, "{stdout}");
+    assert!(stdout.contains("customer: holds it") && stdout.contains("flow or bot: holds it"), "{stdout}");
+    assert!(stdout.contains("Genesys answered 202"), "{stdout}");
+    let pass = stdout.lines().find(|l| l.starts_with("PASS")).expect(&stdout);
+    assert!(pass.contains(&genesys_sim::SUPPORT_QUEUE.to_string()) && pass.contains("correlation id"), "{stdout}");
+    assert!(stdout.contains("transfer mode"), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_transfer_probe_fails_with_exit_1_naming_status_code_correlation_id_and_advise_mode_when_refused() {
+    for code_played in [genesys_sim::FLOW_REPLACE_REFUSED, "bad.request"] {
+        // Arrange
+        let config = SimConfig { refuse_flow_replace: Some(code_played.to_owned()), ..SimConfig::default() };
+
+        // Act
+        let (code, stdout, _, replaces) = run_probe(config, genesys_sim::ConversationKind::Bot, probe).await;
+
+        // Assert
+        assert_eq!(code, Some(1), "{stdout}");
+        assert_eq!(replaces, 1, "{stdout}");
+        let fail = stdout.lines().find(|l| l.starts_with("FAIL")).expect(&stdout);
+        assert!(fail.contains(&format!("400 {code_played}")), "{stdout}");
+        assert!(fail.contains("correlation id "), "{stdout}");
+        assert!(stdout.contains("meaning:") && stdout.contains("advise mode"), "{stdout}");
+        assert!(!stdout.contains("PASS"), "{stdout}");
+    }
+}
+
+#[tokio::test]
+async fn the_transfer_probe_refuses_without_an_id_a_bad_id_and_a_conversation_an_agent_holds() {
+    // Act
+    let (no_id, no_id_out, _, r1) =
+        run_probe(SimConfig::default(), genesys_sim::ConversationKind::Bot, |_| vec!["--transfer-probe".to_owned()])
+            .await;
+    let (bad, bad_out, _, r2) = run_probe(SimConfig::default(), genesys_sim::ConversationKind::Bot, |_| {
+        vec!["--transfer-probe".to_owned(), "not-a-uuid".to_owned()]
+    })
+    .await;
+    let (agent, agent_out, _, r3) =
+        run_probe(SimConfig::default(), genesys_sim::ConversationKind::AgentHeld, probe).await;
+
+    // Assert: exit 2, a clear reason, and never a replace
+    assert_eq!(no_id, Some(2), "{no_id_out}");
+    assert!(no_id_out.contains("REFUSED") && no_id_out.contains("needs the id of a test conversation"), "{no_id_out}");
+    assert_eq!(bad, Some(2), "{bad_out}");
+    assert!(bad_out.contains("not a conversation id"), "{bad_out}");
+    assert_eq!(agent, Some(2), "{agent_out}");
+    assert!(agent_out.contains("an agent already holds this conversation"), "{agent_out}");
+    assert!(agent_out.contains("agent: holds it"), "it shows who holds it: {agent_out}");
+    assert_eq!((r1, r2, r3), (0, 0, 0));
+}

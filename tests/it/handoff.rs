@@ -477,3 +477,94 @@ async fn the_same_queue_counted_by_idle_agents_overflows_to_the_fallback() {
     assert_eq!(body["queueId"], genesys_sim::OVERFLOW_QUEUE.to_string(), "{body}");
     assert_eq!(app.count(Endpoint::GetUtilization), 0);
 }
+
+/// Polls the newest record of `conversation` (bounded: `timeout`) until `done` holds for it.
+async fn newest_until(
+    app: &crate::helpers::TestApp,
+    conversation: Uuid,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (_, list) = app.get(&format!("/handoffs?conversationId={conversation}")).await;
+        let newest = list["handoffs"][0].clone();
+        if done(&newest) || tokio::time::Instant::now() >= deadline {
+            return newest;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn where_genesys_refuses_the_flows_replace_transfer_mode_fails_and_the_guides_advise_fallback_is_confirmed() {
+    // Arrange: an org that refuses a replace of the flow's participant
+    let config =
+        SimConfig { refuse_flow_replace: Some(genesys_sim::FLOW_REPLACE_REFUSED.to_owned()), ..SimConfig::default() };
+    let app = spawn_app_with(config, |_| {}).await;
+    let ids = app.sim.sim().create_conversation(ConversationSpec::new(ConversationKind::Bot));
+    let conversation = ids.conversation_id;
+    let payload = sample_payload(conversation, "password_reset");
+
+    // Act 1: transfer mode (opt-in) fails, and nothing moved
+    let (status, body, _) = app.post_handoff(&payload).await;
+
+    // Assert 1
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"], "conversation_not_transferable", "{body}");
+    assert_eq!(app.count(Endpoint::Replace), 1);
+    let still = app.sim.sim().conversation(conversation).expect("conversation");
+    assert!(!in_queue(&still, SUPPORT_QUEUE), "{still}");
+
+    // Act 2: the kit's fallback, advise mode; then the flow's own Transfer to ACD
+    let (status, advice) = app.post_handoff_with_query("?mode=advise", &payload).await;
+    assert_eq!(status, 200, "{advice}");
+    assert_eq!(
+        (advice["status"].as_str(), advice["decision"].as_str()),
+        (Some("advise"), Some("transfer")),
+        "{advice}"
+    );
+    let queue: Uuid = advice["queueId"].as_str().and_then(|q| q.parse().ok()).expect("queueId");
+    app.sim.sim().flow_transfer(conversation, queue).expect("the flow transfers");
+
+    // Assert 2: the confirmation reads (first about 5 s after the advice) record `confirmed`
+    let record = newest_until(&app, conversation, Duration::from_secs(20), |r| r["outcome"] != "in_progress").await;
+    assert_eq!(record["stage"], "advised", "{record}");
+    assert_eq!(record["outcome"], "confirmed", "{record}");
+    assert_eq!(record["answer"]["confirmation"]["result"], "confirmed", "{record}");
+    assert_eq!(record["answer"]["confirmation"]["queueId"], queue.to_string(), "{record}");
+    assert_eq!(app.count(Endpoint::Replace), 1, "advise mode never replaces");
+    let (_, stats) = app.get("/handoffs/stats").await;
+    let outcomes: Vec<&str> =
+        stats["rows"].as_array().expect("rows").iter().filter_map(|r| r["outcome"].as_str()).collect();
+    assert_eq!(outcomes, ["confirmed", "failed"], "{stats}");
+    assert_eq!(stats["rows"][1]["cause"], "not_transferable", "{stats}");
+    assert_eq!(stats["timeToQueue"]["count"], 1, "{stats}");
+    let metrics = reqwest::get(format!("{}/metrics", app.address)).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("outcome=\"confirmed\""), "{metrics}");
+    assert!(metrics.contains("stage=\"advised\""), "{metrics}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_advice_the_flow_does_not_carry_out_stays_in_progress_while_the_reads_run() {
+    // Arrange
+    let app = spawn_app_with(SimConfig::default(), |env| {
+        env.insert("HANDOFF_CONFIRM_SECS".to_owned(), "5".to_owned());
+    })
+    .await;
+    let ids = app.sim.sim().create_conversation(ConversationSpec::new(ConversationKind::Bot));
+
+    // Act
+    let (status, advice) =
+        app.post_handoff_with_query("?mode=advise", &sample_payload(ids.conversation_id, "password_reset")).await;
+
+    // Assert: one read at 5 s (the whole window) finds the flow still holding it
+    assert_eq!(status, 200, "{advice}");
+    let record =
+        newest_until(&app, ids.conversation_id, Duration::from_secs(20), |r| r["outcome"] != "in_progress").await;
+    assert_eq!(record["outcome"], "unconfirmed", "{record}");
+    assert_eq!(record["answer"]["confirmation"], json!({ "result": "unconfirmed", "why": "still_with_flow" }));
+    assert_eq!(app.count(Endpoint::Replace), 0);
+    app.stop().await;
+}

@@ -5,6 +5,7 @@ mod cluster;
 mod durability;
 mod handoff;
 mod helpers;
+mod kit;
 mod operations;
 mod privacy;
 mod restart;

@@ -170,7 +170,9 @@ async fn an_advisory_handoff_without_capacity_defers_still_writes_the_context_an
     let conv = sim.conversation(conversation).expect("the conversation exists");
     assert_context_on_the_customer(&conv, &payload, &body["handoffId"]);
     let (_, record) = app.get(&format!("/handoffs/{}", body["handoffId"].as_str().unwrap_or_default())).await;
-    assert_eq!(record["stage"], "failed", "an advice never claims a transfer: {record}");
+    assert_eq!(record["stage"], "advised", "an advice never claims a transfer: {record}");
+    assert_eq!(record["outcome"], "advised_defer", "{record}");
     assert_eq!(record["answer"]["status"], "advise");
+    assert!(record["nextCheckAt"].is_null(), "an advice to defer is not confirmed: {record}");
     app.stop().await;
 }

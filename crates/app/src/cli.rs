@@ -42,7 +42,14 @@ pub enum Command {
         port: u16,
     },
     /// Preflight against the configured org: config, token, queues, permissions.
-    Check,
+    Check {
+        /// Instead of the preflight: the real replace of transfer mode, tried once on a test
+        /// conversation an operator parked in the flow's handoff branch (sandbox org), to choose
+        /// between advise mode (the default kit) and transfer mode. Exit 0 only when the
+        /// conversation reached TARGET_QUEUE_ID.
+        #[arg(long, value_name = "CONVERSATION_ID", num_args = 0..=1, default_missing_value = "")]
+        transfer_probe: Option<String>,
+    },
 }
 
 /// Flags of `serve`; each overrides the environment variable of the same meaning.
@@ -85,10 +92,13 @@ pub async fn run(cli: Cli) -> ExitCode {
             telemetry::init(telemetry::subscriber("info", crate::config::LogFormat::Pretty, std::io::stderr));
             simulator(port).await
         }
-        Command::Check => {
+        Command::Check { transfer_probe } => {
             let overrides = HashMap::new();
             match settings(&overrides) {
-                Ok(s) => crate::check::run(&s).await,
+                Ok(s) => match transfer_probe {
+                    Some(conversation) => crate::check::transfer_probe(&s, &conversation).await,
+                    None => crate::check::run(&s).await,
+                },
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::from(2)

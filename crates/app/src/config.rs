@@ -227,6 +227,8 @@ impl Settings {
         let max_wait = r.optional::<u64>("HANDOFF_MAX_WAIT_SECS", "seconds").map(Duration::from_secs);
         let defer_for = Duration::from_secs(r.bounded("HANDOFF_DEFER_FOR_SECS", 300, (0, WEEK_SECS), "seconds"));
         let recheck_every = Duration::from_secs(r.bounded("HANDOFF_RECHECK_SECS", 15, (1, DAY_SECS), "seconds"));
+        // The first confirmation read is 5 s after the advice, so a shorter window means one read.
+        let confirm_for = Duration::from_secs(r.bounded("HANDOFF_CONFIRM_SECS", 120, (5, DAY_SECS), "seconds"));
 
         let webhook_auth = match r.raw("WEBHOOK_AUTH").as_deref().unwrap_or("secret") {
             "none" => WebhookAuth::None,
@@ -317,6 +319,7 @@ impl Settings {
                 };
                 service.defer_for = defer_for;
                 service.recheck_every = recheck_every;
+                service.confirm_for = confirm_for;
                 service.lease = lease;
                 service.outbox_concurrency = outbox_concurrency;
                 service.resume_after = resume_after;
@@ -418,6 +421,7 @@ mod tests {
         assert_eq!(settings.database_url, "sqlite://handoff.db");
         assert_eq!(settings.service.admission.minimum, 1);
         assert_eq!(settings.service.defer_for, Duration::from_secs(300));
+        assert_eq!(settings.service.confirm_for, Duration::from_secs(120));
         assert!(matches!(settings.webhook_auth, WebhookAuth::Secrets(ref s) if s.len() == 2));
         assert_eq!(settings.genesys.region, "us-east-1");
         assert_eq!((settings.genesys.max_concurrency, settings.service.outbox_concurrency), (128, 16));
@@ -506,6 +510,7 @@ mod tests {
             ("WEBHOOK_SECRET", "a"),
             ("HANDOFF_DEFER_FOR_SECS", "18446744073709551615"),
             ("HANDOFF_RECHECK_SECS", "0"),
+            ("HANDOFF_CONFIRM_SECS", "4"),
             ("HANDOFF_LEASE_SECS", "9999999999"),
             ("HANDOFF_REQUEST_TIMEOUT_SECS", "0"),
             ("GENESYS_TIMEOUT_MS", "0"),
@@ -516,6 +521,7 @@ mod tests {
         for needle in [
             "HANDOFF_DEFER_FOR_SECS=18446744073709551615 is out of range: expected seconds from 0 to 604800",
             "HANDOFF_RECHECK_SECS=0 is out of range",
+            "HANDOFF_CONFIRM_SECS=4 is out of range: expected seconds from 5 to 86400",
             "HANDOFF_LEASE_SECS=9999999999 is out of range",
             "HANDOFF_REQUEST_TIMEOUT_SECS=0 is out of range",
             "GENESYS_TIMEOUT_MS=0 is out of range",

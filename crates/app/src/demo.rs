@@ -142,6 +142,57 @@ pub async fn run(keep_running: bool, port: u16, sim_port: u16) -> anyhow::Result
         None => failures.push("analytics: the external tag of #1 was not written within 4 s".to_owned()),
     }
 
+    // 7. Advise mode, the integration kit's default: the service decides and writes the context,
+    // the flow runs its own Transfer to ACD, and the service confirms the queue was reached.
+    let advised_id = Uuid::new_v4();
+    let advised = sample_payload(advised_id, "password_reset");
+    let seen = sim_state.calls().len();
+    let req = client.post(format!("{url}/webhooks/bot-handoff?mode=advise")).bearer_auth(DEMO_SECRET).json(&advised);
+    let resp = req.send().await.context("the handoff server did not answer")?;
+    let status = resp.status().as_u16();
+    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+    print_scenario(
+        "7. advise mode (the kit's default): the service decides, the flow transfers",
+        &advised,
+        status,
+        &body,
+    );
+    print_calls(&sim_state, seen, Some(&advised_id.to_string()));
+    expect(&mut failures, "advice", status, 200);
+    let queue = body["queueId"].as_str().and_then(|q| Uuid::try_parse(q).ok());
+    match queue.map(|q| sim_state.flow_transfer(advised_id, q)) {
+        Some(Ok(())) => println!("── the flow runs Transfer to ACD to {}", body["queueId"]),
+        other => failures.push(format!("advice: the flow could not transfer ({other:?})")),
+    }
+    let seen = sim_state.calls().len();
+    let mut record = Value::Null;
+    for _ in 0..100 {
+        let list: Value = client
+            .get(format!("{url}/handoffs?conversationId={advised_id}"))
+            .bearer_auth(DEMO_SECRET)
+            .send()
+            .await
+            .context("the handoff server did not answer")?
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        record = list["handoffs"][0].clone();
+        if record["outcome"] != "in_progress" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "── the service confirms in the background: stage {}, outcome {}, {}",
+        record["stage"],
+        record["outcome"],
+        compact(&record["answer"]["confirmation"])
+    );
+    print_calls(&sim_state, seen, Some(&advised_id.to_string()));
+    if record["outcome"] != "confirmed" {
+        failures.push(format!("advice: expected outcome confirmed, got {}", record["outcome"]));
+    }
+
     if keep_running {
         print_try_it(&url, &base);
         let _ = tokio::signal::ctrl_c().await;
@@ -175,6 +226,8 @@ fn demo_settings(sim_base: &str, port: u16) -> anyhow::Result<Settings> {
     ]);
     let mut settings = Settings::from_env(|k| vars.get(k).cloned()).map_err(|e| anyhow::anyhow!("{e}"))?;
     settings.log_format = LogFormat::Pretty;
+    // The first confirmation read comes 1 s after an advice instead of 5 s, so the demo is quick.
+    settings.service.confirm_first = Duration::from_secs(1);
     Ok(settings)
 }
 
@@ -264,6 +317,7 @@ fn print_try_it(url: &str, sim: &str) {
         "  curl -s -X POST {url}/webhooks/bot-handoff -H 'Authorization: Bearer {DEMO_SECRET}' \\\n    -H 'Content-Type: application/json' \\\n    -d '{{\"conversationId\":\"{id}\",\"guestInfo\":{{\"id\":\"g-1\"}},\"handoffReason\":\"complex_billing_dispute\",\"customContext\":{{}}}}'"
     );
     println!("  curl -s '{url}/handoffs?conversationId={id}' -H 'Authorization: Bearer {DEMO_SECRET}'");
+    println!("  curl -s '{url}/handoffs/stats' -H 'Authorization: Bearer {DEMO_SECRET}'");
     println!("  curl -s {url}/metrics");
     println!("  curl -s {sim}/__admin/calls");
 }

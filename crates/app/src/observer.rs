@@ -28,6 +28,11 @@ struct HandoffLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: String,
+}
+
 /// The service's metrics (one registry per app, so tests can run several apps in one process).
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +45,7 @@ pub struct Metrics {
     /// Background worker ticks completed (deferrals, recovery, outbox, gauges): a test or an
     /// operator can wait for "the worker has looked since" instead of sleeping.
     pub worker_ticks: Counter,
+    stages: Family<StageLabels, Gauge>,
     reasons_seen: Mutex<HashSet<String>>,
     extra: Mutex<Vec<MetricsSource>>,
 }
@@ -70,6 +76,15 @@ impl Metrics {
         registry.register("outbox_backlog", "Analytics events not yet delivered", outbox_backlog.clone());
         let worker_ticks = Counter::default();
         registry.register("worker_ticks", "Background worker ticks completed", worker_ticks.clone());
+        let stages = Family::<StageLabels, Gauge>::default();
+        registry.register(
+            "stage_handoffs",
+            "Handoffs created in the last 24 hours by the stage they are in (advised: advisory mode, the flow transfers)",
+            stages.clone(),
+        );
+        for stage in handoff_domain::Stage::ALL {
+            stages.get_or_create(&StageLabels { stage: stage.as_str().to_owned() }).set(0);
+        }
         Self {
             registry,
             handoffs,
@@ -77,8 +92,19 @@ impl Metrics {
             deferred,
             outbox_backlog,
             worker_ticks,
+            stages,
             reasons_seen: Mutex::new(HashSet::new()),
             extra: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sets the per-stage gauge from the ledger's counts (every stage is shown, 0 when absent).
+    pub fn set_stages(&self, rows: &[handoff_domain::ports::StatRow]) {
+        for stage in handoff_domain::Stage::ALL {
+            let count: u64 = rows.iter().filter(|r| r.outcome == stage).map(|r| r.count).sum();
+            self.stages
+                .get_or_create(&StageLabels { stage: stage.as_str().to_owned() })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
     }
 

@@ -140,9 +140,10 @@ impl App {
     /// When the server fails.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stop_workers, workers_stopped) = watch::channel(false);
+        let genesys = self.genesys.clone();
         let workers = tokio::spawn(run_workers(
             self.service.clone(),
-            self.genesys.clone(),
+            Arc::new(move || genesys.allowance_low()),
             self.ledger.clone(),
             self.metrics.clone(),
             self.retention,
@@ -235,11 +236,14 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-/// Background work: deferred handoffs and crash recovery, then the analytics outbox. Yields to
-/// live handoffs when the Genesys rate-limit allowance runs low.
+/// Background work: deferred handoffs, confirmation reads of advices and crash recovery, then the
+/// analytics outbox. Yields to live handoffs when the Genesys rate-limit allowance runs low (the
+/// adapter's pacing of background work; confirmation reads are paced with the rest).
+/// `allowance_low` is the adapter's pacing of background work (the Genesys client's
+/// `allowance_low`): while it says so, the tick does nothing.
 async fn run_workers(
     service: Arc<HandoffService>,
-    genesys: Arc<GenesysClient>,
+    allowance_low: Arc<dyn Fn() -> bool + Send + Sync>,
     ledger: Arc<dyn LedgerPort>,
     metrics: Arc<Metrics>,
     retention: Duration,
@@ -257,7 +261,7 @@ async fn run_workers(
         if *stop.borrow() {
             break;
         }
-        if genesys.allowance_low() {
+        if allowance_low() {
             tracing::debug!("genesys allowance low: background work yields to live handoffs");
             continue;
         }
@@ -309,6 +313,9 @@ async fn run_workers(
             if let Ok(rows) = ledger.stats(since).await {
                 let deferred: u64 = rows.iter().filter(|r| r.outcome == Stage::Deferred).map(|r| r.count).sum();
                 metrics.deferred.set(i64::try_from(deferred).unwrap_or(i64::MAX));
+            }
+            if let Ok(rows) = ledger.stats(chrono::Utc::now() - chrono::Duration::days(1)).await {
+                metrics.set_stages(&rows);
             }
         }
     }
@@ -411,10 +418,195 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
     use chrono::{DateTime, TimeZone, Utc};
-    use handoff_domain::ports::Begin;
-    use handoff_domain::{ConversationId, HandoffKey, HandoffRecord, HandoffRequest};
+    use handoff_domain::ports::{
+        AnalyticsPort, Begin, Clock, ConversationSnapshot, HandoffEvent, ParticipantView, PortError, QueuePort,
+        Receipt, TransferPort,
+    };
+    use handoff_domain::{
+        AgentCounts, AttributeSet, CapacitySnapshot, Confirmation, ConversationId, HandoffKey, HandoffMode,
+        HandoffOutcome, HandoffRecord, HandoffRequest, ParticipantId, QueueFigures, QueueId, RoutingPolicy,
+        ServiceSettings, StoredAnswer, Unconfirmed,
+    };
+
+    use super::redact_url;
+    use super::*;
+
+    const QUEUE: &str = "00000000-0000-4000-8000-000000000001";
+    const CONVERSATION: &str = "a1b2c3d4-e5f6-7890-abcd-ef1234567890";
+
+    /// The domain clock on tokio's (paused) clock.
+    struct TokioClock {
+        base: DateTime<Utc>,
+        start: tokio::time::Instant,
+    }
+
+    impl Clock for TokioClock {
+        fn now(&self) -> DateTime<Utc> {
+            self.base + chrono::Duration::from_std(self.start.elapsed()).unwrap_or_default()
+        }
+    }
+
+    /// A conversation held by the flow until `flow_transfers_after` (from the start), then sitting
+    /// in the queue; counts its lookups and fails the test on any transfer.
+    struct Conversation {
+        start: tokio::time::Instant,
+        flow_transfers_after: Option<Duration>,
+        lookups: AtomicUsize,
+        lookup_times: Mutex<Vec<u64>>,
+        transferred: AtomicBool,
+    }
+
+    fn participant(id: &str, is_customer: bool, active: bool, queue: Option<QueueId>) -> ParticipantView {
+        ParticipantView { id: ParticipantId::parse(id).unwrap(), is_customer, is_agent: false, active, queue }
+    }
+
+    #[async_trait]
+    impl TransferPort for Conversation {
+        async fn locate(&self, conversation: ConversationId) -> Result<ConversationSnapshot, PortError> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            self.lookup_times.lock().unwrap().push(self.start.elapsed().as_secs());
+            let moved = self.flow_transfers_after.is_some_and(|after| self.start.elapsed() >= after);
+            let queue = QueueId::parse(QUEUE).unwrap();
+            let mut participants = vec![
+                participant("c0000000-0000-4000-8000-000000000001", true, true, None),
+                participant("b0000000-0000-4000-8000-000000000001", false, !moved, None),
+            ];
+            if moved {
+                participants.push(participant("a0000000-0000-4000-8000-000000000001", false, true, Some(queue)));
+            }
+            Ok(ConversationSnapshot {
+                id: conversation,
+                participants,
+                transferred_to: Vec::new(),
+                external_tag: None,
+                correlation_id: None,
+            })
+        }
+        async fn write_context(
+            &self,
+            _: ConversationId,
+            _: ParticipantId,
+            _: &AttributeSet,
+        ) -> Result<Receipt, PortError> {
+            Ok(Receipt::default())
+        }
+        async fn transfer(&self, _: ConversationId, _: ParticipantId, _: QueueId) -> Result<Receipt, PortError> {
+            self.transferred.store(true, Ordering::SeqCst);
+            Ok(Receipt::default())
+        }
+    }
+
+    struct Idle;
+
+    #[async_trait]
+    impl QueuePort for Idle {
+        async fn capacity(&self, queue: QueueId, _: bool) -> Result<CapacitySnapshot, PortError> {
+            Ok(CapacitySnapshot {
+                queue,
+                figures: QueueFigures {
+                    agents: Some(AgentCounts { idle: 3, interacting: 0, communicating: 0, other: 0 }),
+                    interacting: Some(0),
+                    alerting: Some(0),
+                    waiting: Some(0),
+                },
+                message_capacity: Some(4),
+                estimated_wait: None,
+            })
+        }
+    }
+
+    struct NoTags;
+
+    #[async_trait]
+    impl AnalyticsPort for NoTags {
+        async fn record(&self, _: &HandoffEvent) -> Result<Receipt, PortError> {
+            Ok(Receipt::default())
+        }
+    }
+
+    /// Advises a transfer, runs the real worker loop for 200 s of paused time, and returns the
+    /// conversation's lookups (times in seconds from the advice) and the stored confirmation.
+    async fn advise_and_confirm(flow_transfers_after: Option<Duration>) -> (Vec<u64>, Option<Confirmation>, bool) {
+        let start = tokio::time::Instant::now();
+        let conversation = Arc::new(Conversation {
+            start,
+            flow_transfers_after,
+            lookups: AtomicUsize::new(0),
+            lookup_times: Mutex::new(Vec::new()),
+            transferred: AtomicBool::new(false),
+        });
+        let ledger: Arc<dyn LedgerPort> = Arc::new(InMemoryLedger::new());
+        let clock = Arc::new(TokioClock { base: Utc::now(), start });
+        let service = Arc::new(HandoffService::new(
+            Arc::new(Idle),
+            conversation.clone(),
+            Arc::new(NoTags),
+            ledger.clone(),
+            clock,
+            ServiceSettings::new(RoutingPolicy::new(QueueId::parse(QUEUE).unwrap(), Default::default(), None)),
+        ));
+        let request = HandoffRequest::from_json(&serde_json::json!({
+            "conversationId": CONVERSATION, "guestInfo": { "id": "guest-1" }, "handoffReason": "billing"
+        }))
+        .unwrap();
+        let advice = service.advise(request, None).await.expect("advised");
+        assert!(matches!(advice, HandoffOutcome::Advised(_)), "{advice:?}");
+        conversation.lookups.store(0, Ordering::SeqCst);
+        conversation.lookup_times.lock().unwrap().clear();
+
+        let (stop, stopped) = watch::channel(false);
+        let workers = tokio::spawn(run_workers(
+            service,
+            Arc::new(|| false),
+            ledger.clone(),
+            Arc::new(Metrics::new()),
+            Duration::from_secs(30 * 86_400),
+            stopped,
+        ));
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        stop.send(true).unwrap();
+        workers.await.unwrap();
+
+        let records = ledger.find_by_conversation(ConversationId::parse(CONVERSATION).unwrap()).await.unwrap();
+        let confirmation = match &records[0].answer {
+            Some(StoredAnswer::Advised { confirmation, .. }) => *confirmation,
+            other => panic!("expected an advice, got {other:?}"),
+        };
+        let times = conversation.lookup_times.lock().unwrap().clone();
+        assert_eq!(times.len(), conversation.lookups.load(Ordering::SeqCst));
+        (times, confirmation, conversation.transferred.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_worker_confirms_an_advice_once_the_flow_transferred_reading_on_schedule() {
+        // Act: the flow's Transfer to ACD lands 20 s after the advice.
+        let (reads, confirmation, transferred) = advise_and_confirm(Some(Duration::from_secs(20))).await;
+
+        // Assert: reads at 5 and 15 s (with the flow), 35 s (in the queue); the worker tick (0.5 s)
+        // may add under a second to each.
+        assert_eq!(reads, [5, 15, 35]);
+        let Some(Confirmation::Confirmed { queue, after }) = confirmation else {
+            panic!("expected confirmed, got {confirmation:?}")
+        };
+        assert_eq!(queue, QueueId::parse(QUEUE).unwrap());
+        assert_eq!(after.as_secs(), 35);
+        assert!(!transferred, "a confirmation never transfers");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_worker_gives_up_on_an_advice_the_flow_never_carried_out_after_five_reads() {
+        // Act
+        let (reads, confirmation, transferred) = advise_and_confirm(None).await;
+
+        // Assert
+        assert_eq!(reads, [5, 15, 35, 75, 120]);
+        assert_eq!(confirmation, Some(Confirmation::Unconfirmed { why: Unconfirmed::StillWithFlow }));
+        assert!(!transferred, "a confirmation never transfers");
+    }
 
     const DAY: i64 = 86_400;
     const LEASE: Duration = Duration::from_secs(30);
@@ -436,7 +628,8 @@ mod tests {
         .expect("valid request");
         let at = now() - chrono::Duration::seconds(age_days * DAY);
         let key = HandoffKey::new(conversation, None);
-        let Ok(Begin::Fresh(mut record)) = ledger.begin(&key, &request, at, LEASE, LEASE).await else {
+        let Ok(Begin::Fresh(mut record)) = ledger.begin(&key, &request, at, LEASE, LEASE, HandoffMode::Transfer).await
+        else {
             panic!("expected a fresh record");
         };
         if finish {

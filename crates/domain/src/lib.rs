@@ -15,7 +15,10 @@
 //! - `admission`: capacity snapshots, the capacity model (free slots or idle agents) and the
 //!   admission rule (CONTRACT §5.4).
 //! - `attributes`: the participant attribute set written to Genesys (CONTRACT §5.5) and its limits.
-//! - [`lifecycle`]: the handoff record and its state machine (received → transferred, deferred, failed).
+//! - [`lifecycle`]: the handoff record and its state machine (received → transferred, deferred,
+//!   advised, failed), the delivery mode and the confirmation of an advice.
+//! - `outcome`: what came of a handoff (`Outcome`: transferred, confirmed, failed by cause, …) and
+//!   the counts and time-to-queue percentiles of `/handoffs/stats`.
 //! - [`ports`]: the traits adapters implement (`QueuePort`, `TransferPort`, `AnalyticsPort`,
 //!   `LedgerPort`, `Clock`) and the error contract they share.
 //! - `memory`: `InMemoryLedger`, the reference ledger implementation (tests, demo, single runs).
@@ -30,6 +33,7 @@ mod figures;
 pub mod ids;
 pub mod lifecycle;
 mod memory;
+mod outcome;
 pub mod ports;
 mod request;
 mod routing;
@@ -41,14 +45,19 @@ pub use admission::{Admission, AdmissionPolicy, CapacityModel, CapacitySnapshot}
 pub use attributes::{AttributeLimitError, AttributeSet, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUE_CHARS, RESERVED_KEYS};
 pub use figures::{AgentCounts, FreeSlots, QueueFigures};
 pub use ids::{ConversationId, HandoffId, InvalidId, ParticipantId, QueueId};
-pub use lifecycle::{later, AdviceDecision, HandoffKey, HandoffRecord, Stage, StoredAnswer};
+pub use lifecycle::{
+    later, AdviceDecision, Confirmation, HandoffKey, HandoffMode, HandoffRecord, Stage, StoredAnswer, Unconfirmed,
+};
 pub use memory::{decide_begin, BeginDecision, InMemoryLedger};
+pub use outcome::{FailureCause, Outcome, OutcomeFacts, OutcomeRow, OutcomeStats, Percentiles};
 pub use request::{
     FieldError, GuestId, GuestInfo, HandoffContext, HandoffReason, HandoffRequest, IdempotencyKey, ValidationErrors,
     MAX_CONTEXT_KEYS,
 };
 pub use routing::{RoutingPolicy, RoutingPolicyError};
-pub use service::{Advice, HandoffError, HandoffOutcome, HandoffService, ServiceSettings, TickReport};
+pub use service::{
+    confirmation_reads, Advice, HandoffError, HandoffOutcome, HandoffService, ServiceSettings, TickReport,
+};
 
 /// The domain's result type.
 pub type Result<T, E = HandoffError> = std::result::Result<T, E>;

@@ -8,6 +8,9 @@
 //!      ▲                   │
 //!      └── read back: ─────┘          any non-terminal ──► Failed (terminal)
 //!          not applied                   any non-terminal ──► Abandoned (terminal)
+//!
+//!   Received ──► Advised (terminal: advisory mode, nothing transferred; only its
+//!                         confirmation is filled in later)
 //! ```
 //!
 //! `Abandoned` is where the background worker ends a handoff nobody is waiting for any more: the
@@ -71,6 +74,10 @@ pub enum Stage {
     TransferPending,
     /// Genesys accepted the transfer. Terminal.
     Transferred,
+    /// Advisory mode: the flow was told what to do and transfers itself; the service never
+    /// transfers it. Terminal; the confirmation of an advice to transfer is filled in later
+    /// (see [`StoredAnswer::Advised`]).
+    Advised,
     /// Given up for good (not found, not transferable, rejected). Terminal.
     Failed,
     /// Finished by the worker without a transfer because nobody waits for it any more: the
@@ -80,19 +87,20 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in lifecycle order.
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Received,
         Stage::Deferred,
         Stage::ContextWritten,
         Stage::TransferPending,
         Stage::Transferred,
+        Stage::Advised,
         Stage::Failed,
         Stage::Abandoned,
     ];
 
     /// Whether the record is finished.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Stage::Transferred | Stage::Failed | Stage::Abandoned)
+        matches!(self, Stage::Transferred | Stage::Advised | Stage::Failed | Stage::Abandoned)
     }
 
     /// Whether `self → next` is an allowed transition.
@@ -100,12 +108,13 @@ impl Stage {
         use Stage::*;
         match self {
             // `Transferred` without `TransferPending`: found already in the queue, nothing called.
-            Received | Deferred => {
-                matches!(next, Deferred | ContextWritten | TransferPending | Transferred | Failed | Abandoned)
+            Received => {
+                matches!(next, Deferred | ContextWritten | TransferPending | Transferred | Advised | Failed | Abandoned)
             }
+            Deferred => matches!(next, Deferred | ContextWritten | TransferPending | Transferred | Failed | Abandoned),
             ContextWritten => matches!(next, TransferPending | Transferred | Failed | Abandoned),
             TransferPending => matches!(next, Transferred | ContextWritten | Failed | Abandoned),
-            Transferred | Failed | Abandoned => false,
+            Transferred | Advised | Failed | Abandoned => false,
         }
     }
 
@@ -117,6 +126,7 @@ impl Stage {
             Stage::ContextWritten => "context_written",
             Stage::TransferPending => "transfer_pending",
             Stage::Transferred => "transferred",
+            Stage::Advised => "advised",
             Stage::Failed => "failed",
             Stage::Abandoned => "abandoned",
         }
@@ -158,19 +168,22 @@ pub enum StoredAnswer {
         /// A short human explanation.
         message: String,
     },
-    /// Not an answer yet: an advisory delivery (`?mode=advise`) works on the record. Written
-    /// before any upstream call, so that crash recovery never transfers a `Received` record marked
-    /// so (it finishes it as failed instead); replaced by `Advised` or `Failed`.
+    /// Not an answer yet: the mark of an advisory handoff (`?mode=advise`). `LedgerPort::begin`
+    /// writes it with the record it creates (or resumes) for an advisory delivery, so no crash
+    /// before the advice lets crash recovery transfer the record (it finishes it as failed
+    /// instead); replaced by `Advised` or `Failed`.
     Advising,
     /// 200 advise: the advice given to a flow that transfers itself. Nothing was transferred. The
-    /// record is finished in [`Stage::Failed`], the one terminal stage that does not claim a
-    /// transfer; [`decide_begin`](crate::decide_begin) replays it like a transfer (a `Defer`
-    /// advice only for its `retry_after`).
+    /// record is finished in [`Stage::Advised`]; [`decide_begin`](crate::decide_begin) replays it
+    /// like a transfer (a `Defer` advice only for its `retry_after`).
     Advised {
         /// The queue to transfer to (`Transfer`), or the chosen queue that had no capacity (`Defer`).
         queue: QueueId,
         /// What the flow was told to do.
         decision: AdviceDecision,
+        /// For an advice to transfer: whether the conversation then reached a queue. `None` while
+        /// the confirmation reads run (and for an advice to defer, which is not confirmed).
+        confirmation: Option<Confirmation>,
     },
 }
 
@@ -178,6 +191,71 @@ impl StoredAnswer {
     /// Whether an advisory delivery is working on (or left) the record: see [`StoredAnswer::Advising`].
     pub fn is_advising(&self) -> bool {
         matches!(self, StoredAnswer::Advising)
+    }
+}
+
+/// How a delivery wants its handoff done: the service transfers (`POST /webhooks/bot-handoff`),
+/// or it only advises and the flow transfers (`?mode=advise`). [`crate::ports::LedgerPort::begin`]
+/// takes it, so the record carries the mode from its first write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HandoffMode {
+    /// The service transfers the conversation.
+    #[default]
+    Transfer,
+    /// The service advises; the flow runs Transfer to ACD itself.
+    Advise,
+}
+
+/// What the confirmation reads after an advice to transfer found (see
+/// [`crate::HandoffService::run_due`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    /// The conversation reached a queue after the advice.
+    Confirmed {
+        /// The queue it actually reached (normally the advised one).
+        queue: QueueId,
+        /// From the advice to the read that first saw it in the queue (an upper bound, within
+        /// one step of the read schedule).
+        after: Duration,
+    },
+    /// It did not reach a queue within `HANDOFF_CONFIRM_SECS`, or could not.
+    Unconfirmed {
+        /// What the last read found.
+        why: Unconfirmed,
+    },
+}
+
+/// Why an advice to transfer was not confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Unconfirmed {
+    /// The flow still held the conversation at the last read.
+    StillWithFlow,
+    /// The conversation ended (or Genesys no longer knows it) before reaching a queue.
+    Ended,
+    /// Someone else holds it (an agent without a queue, another participant).
+    Elsewhere,
+    /// The last read failed (Genesys unavailable or refusing).
+    Unknown,
+}
+
+impl Unconfirmed {
+    /// Every reason.
+    pub const ALL: [Unconfirmed; 4] =
+        [Unconfirmed::StillWithFlow, Unconfirmed::Ended, Unconfirmed::Elsewhere, Unconfirmed::Unknown];
+
+    /// Stable snake_case name (ledger, API).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unconfirmed::StillWithFlow => "still_with_flow",
+            Unconfirmed::Ended => "ended",
+            Unconfirmed::Elsewhere => "elsewhere",
+            Unconfirmed::Unknown => "unknown",
+        }
+    }
+
+    /// Reads [`as_str`](Self::as_str) back.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|u| u.as_str() == raw)
     }
 }
 
@@ -266,6 +344,37 @@ pub struct HandoffRecord {
 pub const MAX_CORRELATION_IDS: usize = 16;
 
 impl HandoffRecord {
+    /// A new record in `Received` for a delivery in `mode`: an advisory one carries the
+    /// [`StoredAnswer::Advising`] mark from its first write.
+    pub fn begun(
+        id: HandoffId,
+        key: HandoffKey,
+        request: HandoffRequest,
+        now: DateTime<Utc>,
+        mode: HandoffMode,
+    ) -> Self {
+        let mut record = Self::received(id, key, request, now);
+        if mode == HandoffMode::Advise {
+            record.answer = Some(StoredAnswer::Advising);
+        }
+        record
+    }
+
+    /// Marks a resumed `Received` record for an advisory delivery (`begin` in
+    /// [`HandoffMode::Advise`]), unless it already has an answer. Returns whether it changed.
+    pub fn mark_mode(&mut self, mode: HandoffMode) -> bool {
+        if mode == HandoffMode::Advise && self.stage == Stage::Received && self.answer.is_none() {
+            self.answer = Some(StoredAnswer::Advising);
+            return true;
+        }
+        false
+    }
+
+    /// When the advice was given (the record entered [`Stage::Advised`]).
+    pub fn advised_at(&self) -> Option<DateTime<Utc>> {
+        self.history.iter().find(|h| h.stage == Stage::Advised).map(|h| h.at)
+    }
+
     /// A new record in `Received`.
     pub fn received(id: HandoffId, key: HandoffKey, request: HandoffRequest, now: DateTime<Utc>) -> Self {
         Self {
@@ -465,9 +574,9 @@ mod tests {
     }
 
     #[test]
-    fn only_transferred_failed_and_abandoned_are_terminal_and_they_never_move() {
+    fn only_transferred_advised_failed_and_abandoned_are_terminal_and_they_never_move() {
         for stage in Stage::ALL {
-            let terminal = matches!(stage, Stage::Transferred | Stage::Failed | Stage::Abandoned);
+            let terminal = matches!(stage, Stage::Transferred | Stage::Advised | Stage::Failed | Stage::Abandoned);
             assert_eq!(stage.is_terminal(), terminal, "{stage}");
             if terminal {
                 assert!(Stage::ALL.iter().all(|next| !stage.can_go(*next)), "{stage} moves");

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::ids::{ConversationId, HandoffId};
-use crate::lifecycle::{AdviceDecision, HandoffKey, HandoffRecord, Stage, StoredAnswer};
+use crate::lifecycle::{AdviceDecision, HandoffKey, HandoffMode, HandoffRecord, Stage, StoredAnswer};
+use crate::outcome::OutcomeFacts;
 use crate::ports::{Begin, HandoffEvent, LedgerError, LedgerPort, OutboxEntry, StatRow};
 use crate::request::{GuestId, HandoffRequest};
 
@@ -80,15 +81,13 @@ pub fn decide_begin(
         Stage::Deferred => BeginDecision::Replay,
         // A finished advice is replayed like a transfer; a deferral advice only until the caller
         // may ask again, so that asking again re-checks capacity.
-        Stage::Failed => match &record.answer {
-            Some(StoredAnswer::Advised { decision: AdviceDecision::Transfer, .. }) => {
-                replay_within(record, now, reuse_after)
-            }
+        Stage::Advised => match &record.answer {
             Some(StoredAnswer::Advised { decision: AdviceDecision::Defer { retry_after }, .. }) => {
                 replay_within(record, now, *retry_after)
             }
-            _ => BeginDecision::Fresh,
+            _ => replay_within(record, now, reuse_after),
         },
+        Stage::Failed => BeginDecision::Fresh,
         // Nobody waited for it any more; a new delivery starts afresh (and finds out why).
         Stage::Abandoned => BeginDecision::Fresh,
         Stage::Transferred => replay_within(record, now, reuse_after),
@@ -122,6 +121,7 @@ impl LedgerPort for InMemoryLedger {
         now: DateTime<Utc>,
         lease: Duration,
         reuse_after: Duration,
+        mode: HandoffMode,
     ) -> Result<Begin, LedgerError> {
         let mut state = self.lock()?;
         let key_text = key.to_string();
@@ -133,13 +133,14 @@ impl LedgerPort for InMemoryLedger {
                     BeginDecision::Resume => {
                         slot.lease_until = Some(lease_end(now, lease));
                         slot.record.attempts += 1;
+                        slot.record.mark_mode(mode);
                         return Ok(Begin::Resume(slot.record.clone()));
                     }
                     BeginDecision::Fresh => {}
                 }
             }
         }
-        let record = HandoffRecord::received(HandoffId::random(), key.clone(), request.clone(), now);
+        let record = HandoffRecord::begun(HandoffId::random(), key.clone(), request.clone(), now, mode);
         state.latest.insert(key_text, record.id);
         state.records.insert(record.id, Slot { record: record.clone(), lease_until: Some(lease_end(now, lease)) });
         Ok(Begin::Fresh(record))
@@ -203,7 +204,8 @@ impl LedgerPort for InMemoryLedger {
             .records
             .values()
             .filter(|s| match s.record.stage {
-                Stage::Deferred => {
+                // A deferral due for a capacity check, an advice due for a confirmation read.
+                Stage::Deferred | Stage::Advised => {
                     s.record.next_check_at.is_some_and(|t| t <= now) && s.lease_until.is_none_or(|l| l <= now)
                 }
                 // A lease that lapsed (a crashed holder), or a record released after a retryable
@@ -283,6 +285,16 @@ impl LedgerPort for InMemoryLedger {
         Ok(rows)
     }
 
+    async fn outcomes(&self, since: DateTime<Utc>) -> Result<Vec<OutcomeFacts>, LedgerError> {
+        let state = self.lock()?;
+        Ok(state
+            .records
+            .values()
+            .filter(|s| s.record.created_at >= since)
+            .map(|s| OutcomeFacts::of(&s.record))
+            .collect())
+    }
+
     async fn erase_guest(&self, guest: &GuestId) -> Result<u64, LedgerError> {
         let mut state = self.lock()?;
         let mut erased = 0;
@@ -345,7 +357,8 @@ mod tests {
     }
 
     fn fresh(ledger: &InMemoryLedger, at: DateTime<Utc>) -> HandoffRecord {
-        match block_on(ledger.begin(&key(), &request(), at, LEASE, REUSE)).expect("ledger works") {
+        match block_on(ledger.begin(&key(), &request(), at, LEASE, REUSE, HandoffMode::Transfer)).expect("ledger works")
+        {
             Begin::Fresh(record) => record,
             other => panic!("expected a fresh record, got {other:?}"),
         }
@@ -390,7 +403,7 @@ mod tests {
     fn a_finished_advice_is_replayed_like_a_transfer_and_a_deferral_advice_only_for_its_retry_after() {
         // Arrange
         let mut record = HandoffRecord::received(HandoffId::random(), key(), request(), t(0));
-        record.stage = Stage::Failed;
+        record.stage = Stage::Advised;
         let defer = AdviceDecision::Defer { retry_after: Duration::from_secs(15) };
         let cases = [
             (AdviceDecision::Transfer, t(599), BeginDecision::Replay),
@@ -399,7 +412,7 @@ mod tests {
             (defer, t(15), BeginDecision::Fresh),
         ];
         for (decision, now, expected) in cases {
-            record.answer = Some(StoredAnswer::Advised { queue: queue(), decision });
+            record.answer = Some(StoredAnswer::Advised { queue: queue(), decision, confirmation: None });
 
             // Act
             let decision_made = decide_begin(&record, None, now, REUSE);
@@ -416,7 +429,8 @@ mod tests {
         let first = fresh(&ledger, t(0));
 
         // Act
-        let second = block_on(ledger.begin(&key(), &request(), t(1), LEASE, REUSE)).expect("ledger works");
+        let second = block_on(ledger.begin(&key(), &request(), t(1), LEASE, REUSE, HandoffMode::Transfer))
+            .expect("ledger works");
 
         // Assert
         assert_eq!(second, Begin::Busy { handoff_id: first.id });
@@ -430,7 +444,8 @@ mod tests {
         let other_key = HandoffKey::new(request().conversation_id(), Some(IdempotencyKey::parse("k2").expect("valid")));
 
         // Act
-        let second = block_on(ledger.begin(&other_key, &request(), t(1), LEASE, REUSE)).expect("ledger works");
+        let second = block_on(ledger.begin(&other_key, &request(), t(1), LEASE, REUSE, HandoffMode::Transfer))
+            .expect("ledger works");
 
         // Assert
         assert!(matches!(second, Begin::Fresh(r) if r.id != first.id));
@@ -444,7 +459,8 @@ mod tests {
         block_on(ledger.save(&record, None, &[])).expect("saved");
 
         // Act
-        let again = block_on(ledger.begin(&key(), &request(), t(1), LEASE, REUSE)).expect("ledger works");
+        let again = block_on(ledger.begin(&key(), &request(), t(1), LEASE, REUSE, HandoffMode::Transfer))
+            .expect("ledger works");
 
         // Assert
         assert!(matches!(again, Begin::Resume(r) if r.id == record.id && r.attempts == 2));
@@ -460,8 +476,10 @@ mod tests {
         block_on(ledger.save(&record, None, &[])).expect("saved");
 
         // Act
-        let soon = block_on(ledger.begin(&key(), &request(), t(2), LEASE, REUSE)).expect("ledger works");
-        let later = block_on(ledger.begin(&key(), &request(), t(601), LEASE, REUSE)).expect("ledger works");
+        let soon = block_on(ledger.begin(&key(), &request(), t(2), LEASE, REUSE, HandoffMode::Transfer))
+            .expect("ledger works");
+        let later = block_on(ledger.begin(&key(), &request(), t(601), LEASE, REUSE, HandoffMode::Transfer))
+            .expect("ledger works");
 
         // Assert
         assert!(matches!(soon, Begin::Replay(r) if r.id == record.id));
@@ -481,7 +499,8 @@ mod tests {
         block_on(ledger.save(&deferred, None, &[])).expect("saved");
         let crashed_key =
             HandoffKey::new(request().conversation_id(), Some(IdempotencyKey::parse("crash").expect("ok")));
-        let Begin::Fresh(crashed) = block_on(ledger.begin(&crashed_key, &request(), t(0), LEASE, REUSE)).expect("ok")
+        let Begin::Fresh(crashed) =
+            block_on(ledger.begin(&crashed_key, &request(), t(0), LEASE, REUSE, HandoffMode::Transfer)).expect("ok")
         else {
             panic!("expected a fresh record");
         };

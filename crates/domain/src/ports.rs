@@ -16,7 +16,8 @@ use chrono::{DateTime, Utc};
 use crate::admission::CapacitySnapshot;
 use crate::attributes::AttributeSet;
 use crate::ids::{ConversationId, HandoffId, ParticipantId, QueueId};
-use crate::lifecycle::{HandoffKey, HandoffRecord, Stage};
+use crate::lifecycle::{HandoffKey, HandoffMode, HandoffRecord, Stage};
+use crate::outcome::OutcomeFacts;
 use crate::request::{GuestId, HandoffReason, HandoffRequest};
 
 /// Why an upstream call failed, classified by what the caller may do next.
@@ -173,6 +174,19 @@ impl ConversationSnapshot {
     /// recorded transfer to it).
     pub fn is_in_queue(&self, queue: QueueId) -> bool {
         self.queues().any(|q| q == queue)
+    }
+
+    /// The queue the conversation reached, for confirming an advice: the queue of an active queue
+    /// participant, else of a recorded transfer, else (once an agent has it) of a queue
+    /// participant that already handed it on.
+    pub fn reached_queue(&self) -> Option<QueueId> {
+        if let Some(queue) = self.queues().next() {
+            return Some(queue);
+        }
+        if self.has_agent() {
+            return self.participants.iter().filter(|p| !p.is_customer).find_map(|p| p.queue);
+        }
+        None
     }
 
     /// Every queue the conversation sits in: those of active queue participants, then those of
@@ -339,6 +353,10 @@ pub trait LedgerPort: Send + Sync {
     /// new record start; a recent transferred, deferred or advised record is replayed (an advice
     /// to defer only for its `retry_after`). See [`crate::decide_begin`].
     ///
+    /// `mode` is the delivery's: a record created (or a `Received` one resumed) for
+    /// [`HandoffMode::Advise`] carries the [`crate::StoredAnswer::Advising`] mark in the same
+    /// write, so crash recovery never transfers it, whenever the caller stops.
+    ///
     /// # Errors
     /// [`LedgerError`] when the store cannot be used.
     async fn begin(
@@ -348,6 +366,7 @@ pub trait LedgerPort: Send + Sync {
         now: DateTime<Utc>,
         lease: Duration,
         reuse_after: Duration,
+        mode: HandoffMode,
     ) -> Result<Begin, LedgerError>;
 
     /// Stores `record` as it is now, in one transaction with `events` added to the outbox, and
@@ -397,10 +416,11 @@ pub trait LedgerPort: Send + Sync {
     async fn find_by_conversation(&self, conversation: ConversationId) -> Result<Vec<HandoffRecord>, LedgerError>;
 
     /// Claims up to `limit` records that need background work: deferred ones due for a check,
-    /// unfinished ones whose lease expired while held (a crashed instance, or, on PostgreSQL, a
-    /// holder whose heartbeat went stale), and unfinished ones released after a retryable error
-    /// (no lease) whose `next_check_at` has come (a 503 whose caller never came back). Leases them
-    /// for `lease`.
+    /// advised ones due for a confirmation read (`next_check_at` set and passed), unfinished
+    /// ones whose lease expired while held (a crashed instance, or, on PostgreSQL, a holder whose
+    /// heartbeat went stale), and unfinished ones released after a retryable error (no lease)
+    /// whose `next_check_at` has come (a 503 whose caller never came back). Leases them for
+    /// `lease`.
     ///
     /// # Errors
     /// [`LedgerError`] when the store cannot be used.
@@ -444,6 +464,13 @@ pub trait LedgerPort: Send + Sync {
     /// # Errors
     /// [`LedgerError`] when the store cannot be used.
     async fn stats(&self, since: DateTime<Utc>) -> Result<Vec<StatRow>, LedgerError>;
+
+    /// The [`OutcomeFacts`] of every record created since `since` (for `/handoffs/stats`), in no
+    /// particular order.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the store cannot be used.
+    async fn outcomes(&self, since: DateTime<Utc>) -> Result<Vec<OutcomeFacts>, LedgerError>;
 
     /// Removes the personal data of `guest` from every record of that guest: the guest's name and
     /// e-mail and the bot's context go ([`HandoffRequest::without_personal_data`]); the guest's
@@ -506,7 +533,7 @@ pub struct OutcomeReport {
     pub queue_id: Option<QueueId>,
     /// `transferred`, `deferred`, `replayed`, `in_progress`, `not_found`, `not_transferable`,
     /// `rejected`, `unavailable`, `invalid`, and for advisory mode `advised_transfer`,
-    /// `advised_defer`, `advice_interrupted`.
+    /// `advised_defer`, `advice_interrupted`, and (background) `confirmed`, `unconfirmed`.
     pub outcome: &'static str,
     /// Whether a background worker (not a webhook delivery) produced it.
     pub background: bool,

@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 use crate::admission::{Admission, AdmissionPolicy};
 use crate::attributes::AttributeSet;
 use crate::ids::{ConversationId, HandoffId, QueueId};
-use crate::lifecycle::{AdviceDecision, HandoffKey, HandoffRecord, Stage, StoredAnswer};
+use crate::lifecycle::{
+    AdviceDecision, Confirmation, HandoffKey, HandoffMode, HandoffRecord, Stage, StoredAnswer, Unconfirmed,
+};
 use crate::ports::{
     AnalyticsPort, Begin, Clock, ConversationSnapshot, HandoffEvent, LedgerError, LedgerPort, NoopObserver,
     OutcomeObserver, OutcomeReport, PortError, QueuePort, TransferPort,
@@ -184,6 +186,12 @@ pub struct ServiceSettings {
     /// (`bot-handoff:{reason}`). Genesys keeps one tag per conversation, so the write replaces
     /// any tag already there; it is skipped when the lookup shows a tag someone else set.
     pub external_tag: bool,
+    /// The first confirmation read after an advice to transfer (5 s); each later one waits twice
+    /// as long as the one before.
+    pub confirm_first: Duration,
+    /// `HANDOFF_CONFIRM_SECS`: how long after an advice to transfer the reads look for the
+    /// conversation in a queue (120 s); the last read is at exactly this time.
+    pub confirm_for: Duration,
 }
 
 impl ServiceSettings {
@@ -202,8 +210,26 @@ impl ServiceSettings {
             outbox_concurrency: 16,
             resume_after: Duration::from_secs(120),
             external_tag: true,
+            confirm_first: Duration::from_secs(5),
+            confirm_for: Duration::from_secs(120),
         }
     }
+}
+
+/// When the confirmation reads of an advice to transfer happen, as offsets from the advice: the
+/// first after `first`, then doubling the wait each time (5, 15, 35, 75 s, …), and the last at
+/// exactly `window`. With the defaults (5 s, 120 s): 5, 15, 35, 75 and 120 s.
+pub fn confirmation_reads(first: Duration, window: Duration) -> Vec<Duration> {
+    let first = first.max(Duration::from_millis(1));
+    let mut reads = Vec::new();
+    let (mut at, mut step) = (first, first);
+    while at < window {
+        reads.push(at);
+        step = step.saturating_mul(2);
+        at = at.saturating_add(step);
+    }
+    reads.push(window);
+    reads
 }
 
 /// What one background tick did.
@@ -286,7 +312,7 @@ impl HandoffService {
         idempotency_key: Option<IdempotencyKey>,
     ) -> Result<HandoffOutcome, HandoffError> {
         let started = self.clock.now();
-        match self.start(&request, idempotency_key, started).await? {
+        match self.start(&request, idempotency_key, started, HandoffMode::Transfer).await? {
             Started::Answered(outcome) => Ok(outcome),
             Started::Work(record) => self.drive(*record, started, false).await,
         }
@@ -310,7 +336,7 @@ impl HandoffService {
         idempotency_key: Option<IdempotencyKey>,
     ) -> Result<HandoffOutcome, HandoffError> {
         let started = self.clock.now();
-        let mut record = match self.start(&request, idempotency_key, started).await? {
+        let mut record = match self.start(&request, idempotency_key, started, HandoffMode::Advise).await? {
             Started::Answered(outcome) => return Ok(outcome),
             Started::Work(record) => *record,
         };
@@ -333,11 +359,12 @@ impl HandoffService {
         request: &HandoffRequest,
         idempotency_key: Option<IdempotencyKey>,
         started: DateTime<Utc>,
+        mode: HandoffMode,
     ) -> Step<Started> {
         self.settings.routing.choose(request)?;
         let key = HandoffKey::new(request.conversation_id(), idempotency_key);
         let s = &self.settings;
-        let begin = match self.ledger.begin(&key, request, started, s.lease, s.reuse_after).await {
+        let begin = match self.ledger.begin(&key, request, started, s.lease, s.reuse_after, mode).await {
             Ok(b) => b,
             Err(e) => {
                 let err = self.ledger_unavailable(None, &e);
@@ -360,11 +387,12 @@ impl HandoffService {
         }
     }
 
-    /// One tick of the background worker: re-checks due deferred handoffs, resumes work a
-    /// crashed instance left, and finishes handoffs released after a 503 whose caller did not
-    /// come back within [`ServiceSettings::resume_after`], at most `limit` records. In the
-    /// background, a conversation that can no longer be handed off (ended, the guest left, the bot
-    /// no longer holds it) ends the handoff as [`Stage::Abandoned`], without a transfer.
+    /// One tick of the background worker: re-checks due deferred handoffs, makes the due
+    /// confirmation reads of advices to transfer, resumes work a crashed instance left, and
+    /// finishes handoffs released after a 503 whose caller did not come back within
+    /// [`ServiceSettings::resume_after`], at most `limit` records. In the background, a
+    /// conversation that can no longer be handed off (ended, the guest left, the bot no longer
+    /// holds it) ends the handoff as [`Stage::Abandoned`], without a transfer.
     ///
     /// The claimed records are driven concurrently (at most
     /// [`ServiceSettings::outbox_concurrency`] at once), so a restart that finds many handoffs a
@@ -383,6 +411,10 @@ impl HandoffService {
             if record.stage == Stage::Received && record.answer.as_ref().is_some_and(StoredAnswer::is_advising) {
                 self.abandon_advice(record, now).await;
                 return true;
+            }
+            // An advice to transfer due for a confirmation read: never transferred, only read.
+            if record.stage == Stage::Advised {
+                return self.confirm(record, now).await;
             }
             match self.drive(record, now, true).await {
                 Ok(HandoffOutcome::Transferred { .. } | HandoffOutcome::Advised(_))
@@ -627,16 +659,10 @@ impl HandoffService {
     /// finish. Errors stop or fail the record exactly as in transfer mode.
     async fn advise_record(&self, record: &mut HandoffRecord) -> Step<HandoffOutcome> {
         let primary = self.choose_queue(record).await?;
-        // Marked durably before any upstream call: from here on, crash recovery finishes the record
-        // instead of transferring it. (Left open: `begin` succeeding and this save failing leaves an
-        // unmarked leased record that the worker may later resume in transfer mode; closing that
-        // needs `LedgerPort::begin` to take the mode, so the mark is written with the record.)
+        // `begin` (in advise mode) stored the record with the `Advising` mark: whenever this stops
+        // or crashes from here on, crash recovery finishes the record instead of transferring it.
         record.queue = Some(primary);
-        record.answer = Some(StoredAnswer::Advising);
         self.note(record, "advisory mode: the flow transfers, the service does not");
-        if let Err(e) = self.ledger.save(record, self.hold(), &[]).await {
-            return Err(self.ledger_unavailable(Some(record.id), &e));
-        }
 
         let snapshot = match self.transfer.locate(record.request.conversation_id()).await {
             Ok(s) => s,
@@ -667,8 +693,13 @@ impl HandoffService {
             AdviceDecision::Transfer => format!("advised: transfer to queue {queue}; context written, not transferred"),
             AdviceDecision::Defer { .. } => format!("advised: defer, queue {queue} has no capacity; context written"),
         };
-        self.move_to(record, Stage::Failed, &note)?;
-        record.answer = Some(StoredAnswer::Advised { queue, decision });
+        self.move_to(record, Stage::Advised, &note)?;
+        record.answer = Some(StoredAnswer::Advised { queue, decision, confirmation: None });
+        // An advice to transfer is confirmed by background reads of the conversation.
+        record.next_check_at = match decision {
+            AdviceDecision::Transfer => Some(crate::lifecycle::later(self.clock.now(), self.settings.confirm_first)),
+            AdviceDecision::Defer { .. } => None,
+        };
         // The advice is true whatever the ledger says now. If this save fails the record stays
         // marked `Advising`, and crash recovery finishes it without a transfer.
         let _ = self.ledger.save(record, None, &[]).await;
@@ -679,6 +710,80 @@ impl HandoffService {
             decision,
             replayed: false,
         }))
+    }
+
+    /// One confirmation read of an advice to transfer (a claimed `Advised` record): looks the
+    /// conversation up, never changes it. Records `Confirmed` once it is in a queue, `Unconfirmed`
+    /// once it ended or someone else has it, or at the last read of the schedule
+    /// ([`confirmation_reads`]); otherwise schedules the next read. Returns whether it finished.
+    async fn confirm(&self, mut record: HandoffRecord, started: DateTime<Utc>) -> bool {
+        let Some(StoredAnswer::Advised { queue: advised, decision: AdviceDecision::Transfer, confirmation: None }) =
+            record.answer.clone()
+        else {
+            // Nothing to confirm (a defer advice, or already confirmed): stop reading.
+            record.next_check_at = None;
+            let _ = self.ledger.save(&record, None, &[]).await;
+            return true;
+        };
+        let now = self.clock.now();
+        let advised_at = record.advised_at().unwrap_or(record.updated_at);
+        let elapsed = (now - advised_at).to_std().unwrap_or_default();
+        let found = match self.transfer.locate(record.request.conversation_id()).await {
+            Ok(snapshot) => {
+                record.add_correlation_id(snapshot.correlation_id.as_deref());
+                if let Some(queue) = snapshot.reached_queue() {
+                    Ok(Confirmation::Confirmed { queue, after: elapsed })
+                } else if snapshot.has_ended() {
+                    Ok(Confirmation::Unconfirmed { why: Unconfirmed::Ended })
+                } else if snapshot.has_agent() || snapshot.holders().next().is_none() {
+                    Ok(Confirmation::Unconfirmed { why: Unconfirmed::Elsewhere })
+                } else {
+                    Err(Unconfirmed::StillWithFlow)
+                }
+            }
+            Err(PortError::NotFound { .. }) => Ok(Confirmation::Unconfirmed { why: Unconfirmed::Ended }),
+            Err(e) => {
+                record.add_correlation_id(e.correlation_id());
+                Err(Unconfirmed::Unknown)
+            }
+        };
+        let next = confirmation_reads(self.settings.confirm_first, self.settings.confirm_for)
+            .into_iter()
+            .find(|offset| *offset > elapsed)
+            .map(|offset| crate::lifecycle::later(advised_at, offset));
+        let confirmation = match (found, next) {
+            (Ok(confirmation), _) => confirmation,
+            (Err(why), None) => Confirmation::Unconfirmed { why },
+            (Err(_), Some(next)) => {
+                // Not yet: the next read is due later. Released, so any instance may take it.
+                record.next_check_at = Some(next);
+                // A failed save leaves it claimed until the lease lapses; it is read again then.
+                let _ = self.ledger.save(&record, None, &[]).await;
+                return false;
+            }
+        };
+        let note = match confirmation {
+            Confirmation::Confirmed { queue, after } => {
+                let other = if queue == advised { String::new() } else { format!(" (advised {advised})") };
+                format!("confirmed: in queue {queue}{other} {} s after the advice", after.as_secs())
+            }
+            Confirmation::Unconfirmed { why } => format!("unconfirmed: {}", why.as_str()),
+        };
+        self.note(&mut record, &note);
+        record.updated_at = now;
+        record.next_check_at = None;
+        record.answer = Some(StoredAnswer::Advised {
+            queue: advised,
+            decision: AdviceDecision::Transfer,
+            confirmation: Some(confirmation),
+        });
+        let _ = self.ledger.save(&record, None, &[]).await;
+        let outcome = match confirmation {
+            Confirmation::Confirmed { .. } => "confirmed",
+            Confirmation::Unconfirmed { .. } => "unconfirmed",
+        };
+        self.report(&record, started, true, Ok(outcome));
+        true
     }
 
     /// Crash recovery of an advisory record: finish it as failed (a later delivery starts anew);
@@ -1095,7 +1200,7 @@ fn replay(record: &HandoffRecord) -> Step<HandoffOutcome> {
             retry_after: *retry_after,
             replayed: true,
         }),
-        Some(StoredAnswer::Advised { queue, decision }) => Ok(HandoffOutcome::Advised(Advice {
+        Some(StoredAnswer::Advised { queue, decision, .. }) => Ok(HandoffOutcome::Advised(Advice {
             handoff_id: record.id,
             conversation_id,
             queue_id: *queue,
@@ -2072,8 +2177,9 @@ mod tests {
             now: DateTime<Utc>,
             lease: Duration,
             reuse_after: Duration,
+            mode: HandoffMode,
         ) -> Result<crate::ports::Begin, LedgerError> {
-            self.inner.begin(key, request, now, lease, reuse_after).await
+            self.inner.begin(key, request, now, lease, reuse_after, mode).await
         }
         async fn save(
             &self,
@@ -2125,6 +2231,9 @@ mod tests {
         }
         async fn stats(&self, since: DateTime<Utc>) -> Result<Vec<crate::ports::StatRow>, LedgerError> {
             self.inner.stats(since).await
+        }
+        async fn outcomes(&self, since: DateTime<Utc>) -> Result<Vec<crate::OutcomeFacts>, LedgerError> {
+            self.inner.outcomes(since).await
         }
         async fn erase_guest(&self, guest: &crate::GuestId) -> Result<u64, LedgerError> {
             self.inner.erase_guest(guest).await
@@ -2421,8 +2530,15 @@ mod tests {
         let harness = Harness::new();
         let key = HandoffKey::new(conversation_id(), None);
         let s = &harness.settings;
-        let held = block_on(harness.ledger.begin(&key, &request(), harness.now(), s.lease, s.reuse_after))
-            .expect("ledger works");
+        let held = block_on(harness.ledger.begin(
+            &key,
+            &request(),
+            harness.now(),
+            s.lease,
+            s.reuse_after,
+            HandoffMode::Transfer,
+        ))
+        .expect("ledger works");
         let Begin::Fresh(held) = held else { panic!("expected a fresh record") };
 
         // Act
@@ -2440,7 +2556,7 @@ mod tests {
         // Arrange
         let harness = Harness::new();
         let mut ledger = MockLedgerPort::new();
-        ledger.expect_begin().times(1).returning(|_, _, _, _, _| Err(LedgerError::Unavailable("down".to_owned())));
+        ledger.expect_begin().times(1).returning(|_, _, _, _, _, _| Err(LedgerError::Unavailable("down".to_owned())));
         let ports = Ports::silent();
         let service = HandoffService::new(
             Arc::new(ports.queue),
@@ -2551,7 +2667,14 @@ mod tests {
         let harness = Harness::new();
         let key = HandoffKey::new(conversation_id(), None);
         let s = &harness.settings;
-        let begun = block_on(harness.ledger.begin(&key, &request(), harness.now(), s.lease, s.reuse_after));
+        let begun = block_on(harness.ledger.begin(
+            &key,
+            &request(),
+            harness.now(),
+            s.lease,
+            s.reuse_after,
+            HandoffMode::Transfer,
+        ));
         let Ok(Begin::Fresh(crashed)) = begun else { panic!("expected a fresh record") };
         harness.advance(harness.settings.lease + Duration::from_secs(1));
 
@@ -2830,7 +2953,14 @@ mod tests {
         let s = &harness.settings;
         for n in 0..3 {
             let key = HandoffKey::new(conversation_id(), Some(IdempotencyKey::parse(&format!("k{n}")).expect("valid")));
-            let begun = block_on(harness.ledger.begin(&key, &request(), harness.now(), s.lease, s.reuse_after));
+            let begun = block_on(harness.ledger.begin(
+                &key,
+                &request(),
+                harness.now(),
+                s.lease,
+                s.reuse_after,
+                HandoffMode::Transfer,
+            ));
             assert!(matches!(begun, Ok(Begin::Fresh(_))));
         }
         harness.advance(harness.settings.lease);
@@ -3104,7 +3234,15 @@ mod tests {
         // ... in progress (another delivery holds key "b"), then transferred once that lease lapses
         let s = &harness.settings;
         let key_b = HandoffKey::new(conversation_id(), Some(IdempotencyKey::parse("b").expect("valid")));
-        block_on(harness.ledger.begin(&key_b, &request(), harness.now(), s.lease, s.reuse_after)).expect("ok");
+        block_on(harness.ledger.begin(
+            &key_b,
+            &request(),
+            harness.now(),
+            s.lease,
+            s.reuse_after,
+            HandoffMode::Transfer,
+        ))
+        .expect("ok");
         deliver(Ports::silent(), Some("b")).expect_err("in progress");
         harness.advance(harness.settings.lease);
         deliver(Ports::happy(DEFAULT_QUEUE), Some("b")).expect("transferred");
@@ -3587,11 +3725,15 @@ mod tests {
         assert_eq!(written[0].len(), 8);
         // Assert: a finished record that does not claim a transfer, and no analytics event
         assert_eq!(record.id, advice.handoff_id);
-        assert_eq!(record.stage, Stage::Failed);
+        assert_eq!(record.stage, Stage::Advised);
         assert!(record.stage.is_terminal());
         assert_eq!(
             record.answer,
-            Some(StoredAnswer::Advised { queue: qid(DEFAULT_QUEUE), decision: AdviceDecision::Transfer })
+            Some(StoredAnswer::Advised {
+                queue: qid(DEFAULT_QUEUE),
+                decision: AdviceDecision::Transfer,
+                confirmation: None
+            })
         );
         assert_eq!((record.holder, record.customer), (None, Some(pid(CUSTOMER))));
         assert!(!record.history.iter().any(|h| h.stage == Stage::Transferred || h.stage == Stage::TransferPending));
@@ -3616,7 +3758,8 @@ mod tests {
         assert_eq!(advice.queue_id, qid(DEFAULT_QUEUE));
         assert_eq!(written.lock().expect("not poisoned").len(), 1, "the context is written on defer too");
         assert_eq!(report, TickReport::default(), "the worker took an advisory handoff");
-        assert_eq!(harness.record().stage, Stage::Failed);
+        assert_eq!(harness.record().stage, Stage::Advised);
+        assert_eq!(harness.record().next_check_at, None, "an advice to defer is not confirmed");
     }
 
     #[test]
@@ -3782,7 +3925,14 @@ mod tests {
         let harness = Harness::new();
         let key = HandoffKey::new(conversation_id(), None);
         let s = &harness.settings;
-        let begun = block_on(harness.ledger.begin(&key, &request(), harness.now(), s.lease, s.reuse_after));
+        let begun = block_on(harness.ledger.begin(
+            &key,
+            &request(),
+            harness.now(),
+            s.lease,
+            s.reuse_after,
+            HandoffMode::Transfer,
+        ));
         let Ok(Begin::Fresh(mut crashed)) = begun else { panic!("expected a fresh record") };
         crashed.answer = Some(StoredAnswer::Advising);
         let lease_end = harness.now() + chrono_duration(s.lease);
@@ -3902,7 +4052,12 @@ mod tests {
         let world = world.lock().expect("not poisoned");
         let calls = &world.calls;
         prop_assert_eq!(transfers(calls).count(), 0, "an advice transferred: {:?}", calls);
-        prop_assert_eq!(calls.len(), after_second, "the worker touched an advisory handoff: {:?}", calls);
+        // The worker only reads the conversation (confirming an advice to transfer), never changes it.
+        prop_assert!(
+            calls[after_second..].iter().all(|c| matches!(c, Call::Locate)),
+            "the worker touched an advisory handoff: {:?}",
+            calls
+        );
         for call in calls {
             if let Call::Write { customer } = call {
                 prop_assert_eq!(*customer, pid(CUSTOMER), "context written on a non-customer");
@@ -3932,5 +4087,159 @@ mod tests {
         fn no_advice_ever_transfers_or_is_given_without_capacity(sc in scenario()) {
             check_advice(&sc)?;
         }
+    }
+
+    // ---- confirmation of an advice --------------------------------------------------------
+
+    #[test]
+    fn confirmation_reads_start_after_the_first_wait_double_it_and_end_at_the_window() {
+        let secs = |s: &[u64]| s.iter().map(|s| Duration::from_secs(*s)).collect::<Vec<_>>();
+        assert_eq!(confirmation_reads(Duration::from_secs(5), Duration::from_secs(120)), secs(&[5, 15, 35, 75, 120]));
+        assert_eq!(confirmation_reads(Duration::from_secs(5), Duration::from_secs(35)), secs(&[5, 15, 35]));
+        assert_eq!(confirmation_reads(Duration::from_secs(5), Duration::from_secs(5)), secs(&[5]));
+        assert_eq!(confirmation_reads(Duration::from_secs(5), Duration::from_secs(3)), secs(&[3]));
+    }
+
+    /// Advises a transfer, then runs the worker once a second for 200 s with the conversation
+    /// looked up through `script` (by read number, from 0); never a write, capacity read or
+    /// transfer. Returns the read times (seconds after the advice) and the record.
+    fn confirm_with(
+        script: impl Fn(usize) -> Result<ConversationSnapshot, PortError> + Send + Sync + 'static,
+    ) -> (Vec<i64>, HandoffRecord) {
+        let harness = Harness::new();
+        harness.advise(advisory_ports(1).0, request()).expect("advised");
+        let advised_at = harness.now();
+        let reads = Arc::new(Mutex::new(Vec::new()));
+        let mut ports = Ports::default();
+        let (log, now) = (Arc::clone(&reads), Arc::clone(&harness.now));
+        ports.transfer.expect_locate().returning(move |_| {
+            let mut log = log.lock().expect("not poisoned");
+            log.push((*now.lock().expect("not poisoned") - advised_at).num_seconds());
+            script(log.len() - 1)
+        });
+        ports.no_capacity_call().no_write().no_transfer().no_analytics();
+        let service = harness.service(ports);
+        for _ in 0..200 {
+            harness.advance(Duration::from_secs(1));
+            block_on(service.run_due(10)).expect("the in-memory ledger works");
+        }
+        let reads = reads.lock().expect("not poisoned").clone();
+        (reads, harness.record())
+    }
+
+    fn confirmation(record: &HandoffRecord) -> Option<Confirmation> {
+        match &record.answer {
+            Some(StoredAnswer::Advised { confirmation, .. }) => *confirmation,
+            other => panic!("expected an advice, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_advice_the_flow_never_carries_out_is_read_five_times_then_unconfirmed() {
+        // Act
+        let (reads, record) = confirm_with(|_| Ok(live()));
+
+        // Assert
+        assert_eq!(reads, [5, 15, 35, 75, 120]);
+        assert_eq!(confirmation(&record), Some(Confirmation::Unconfirmed { why: Unconfirmed::StillWithFlow }));
+        assert_eq!((record.stage, record.next_check_at), (Stage::Advised, None));
+        assert_eq!(crate::Outcome::of(&record), crate::Outcome::Unconfirmed);
+    }
+
+    #[test]
+    fn an_advice_the_flow_carries_out_is_confirmed_at_the_first_read_that_sees_the_queue() {
+        // Act: the flow transfers between the second and the third read.
+        let (reads, record) = confirm_with(|n| Ok(if n < 2 { live() } else { in_queue(DEFAULT_QUEUE) }));
+
+        // Assert
+        assert_eq!(reads, [5, 15, 35]);
+        let confirmed = Confirmation::Confirmed { queue: qid(DEFAULT_QUEUE), after: Duration::from_secs(35) };
+        assert_eq!(confirmation(&record), Some(confirmed));
+        assert_eq!(record.next_check_at, None);
+        assert_eq!(crate::Outcome::of(&record), crate::Outcome::Confirmed);
+        assert!(record.history.iter().any(|h| h.note.contains("confirmed: in queue")), "{:?}", record.history);
+    }
+
+    #[test]
+    fn an_advice_whose_conversation_ends_or_is_taken_elsewhere_is_unconfirmed_at_once() {
+        let agent = snapshot(
+            vec![
+                participant(CUSTOMER, true, true, None),
+                ParticipantView { id: pid(STRANGER), is_customer: false, is_agent: true, active: true, queue: None },
+            ],
+            vec![],
+        );
+        for (found, why) in [
+            (Ok(ended()), Unconfirmed::Ended),
+            (Err(PortError::NotFound { what: "conversation".to_owned(), correlation_id: None }), Unconfirmed::Ended),
+            (Ok(agent), Unconfirmed::Elsewhere),
+        ] {
+            // Act
+            let (reads, record) = confirm_with(move |_| found.clone());
+
+            // Assert
+            assert_eq!(reads, [5], "{why:?}");
+            assert_eq!(confirmation(&record), Some(Confirmation::Unconfirmed { why }));
+        }
+    }
+
+    #[test]
+    fn failed_confirmation_reads_keep_to_the_schedule_and_end_unknown() {
+        // Act
+        let (reads, record) = confirm_with(|_| Err(transient()));
+
+        // Assert
+        assert_eq!(reads, [5, 15, 35, 75, 120]);
+        assert_eq!(confirmation(&record), Some(Confirmation::Unconfirmed { why: Unconfirmed::Unknown }));
+    }
+
+    #[test]
+    fn a_conversation_that_reached_an_agent_through_a_queue_is_confirmed_with_that_queue() {
+        // Arrange: the queue participant already handed the guest to an agent.
+        let through = snapshot(
+            vec![
+                participant(CUSTOMER, true, true, None),
+                participant(BOT, false, false, None),
+                participant(ACD, false, false, Some(qid(FALLBACK_QUEUE))),
+                ParticipantView { id: pid(STRANGER), is_customer: false, is_agent: true, active: true, queue: None },
+            ],
+            vec![],
+        );
+
+        // Act
+        let (reads, record) = confirm_with(move |_| Ok(through.clone()));
+
+        // Assert: confirmed with the queue actually reached, not the one advised.
+        assert_eq!(reads, [5]);
+        let confirmed = Confirmation::Confirmed { queue: qid(FALLBACK_QUEUE), after: Duration::from_secs(5) };
+        assert_eq!(confirmation(&record), Some(confirmed));
+    }
+
+    #[test]
+    fn a_begin_in_advise_mode_marks_the_record_so_a_crash_right_after_it_never_transfers() {
+        // Arrange: an advisory delivery's `begin`, then its instance dies before anything else.
+        let harness = Harness::new();
+        let key = HandoffKey::new(conversation_id(), None);
+        let s = &harness.settings;
+        let begun = block_on(harness.ledger.begin(
+            &key,
+            &request(),
+            harness.now(),
+            s.lease,
+            s.reuse_after,
+            HandoffMode::Advise,
+        ));
+        let Ok(Begin::Fresh(crashed)) = begun else { panic!("expected a fresh record") };
+        harness.advance(s.lease + Duration::from_secs(1));
+
+        // Act: the worker finds it (ports that fail the test on any call).
+        let report = harness.tick(Ports::silent());
+
+        // Assert
+        assert_eq!(crashed.answer, Some(StoredAnswer::Advising));
+        assert_eq!(report, TickReport { claimed: 1, done: 1, later: 0 });
+        let record = harness.record();
+        assert_eq!(record.stage, Stage::Failed);
+        assert_eq!(crate::Outcome::of(&record), crate::Outcome::Failed(crate::FailureCause::Interrupted));
     }
 }

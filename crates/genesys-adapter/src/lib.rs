@@ -75,7 +75,7 @@ pub use config::{
     DEFAULT_TOTAL_BUDGET, DEFAULT_UTILIZATION_REFRESH,
 };
 pub use error::{GenesysError, Result};
-pub use ports::{Permission, PermissionStatus};
+pub use ports::{Permission, PermissionStatus, ReplaceAnswer};
 pub use regions::Region;
 pub use retry::RateLimitSnapshot;
 pub use stats::{ClientStats, Endpoint, RequestCount, StatusClass};

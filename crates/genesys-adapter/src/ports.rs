@@ -289,6 +289,54 @@ impl QueuePort for GenesysClient {
     }
 }
 
+/// What Genesys answered to one replace (`handoff check --transfer-probe`): its status, its error
+/// code and its correlation id, exactly as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaceAnswer {
+    /// The HTTP status (202 when accepted).
+    pub status: u16,
+    /// The `ErrorBody.code`, for an error.
+    pub code: Option<String>,
+    /// `inin-correlation-id` (or the body's `contextId`).
+    pub correlation_id: Option<String>,
+}
+
+impl GenesysClient {
+    /// The transfer mode's replace (`POST …/messages/{id}/participants/{holder}/replace`
+    /// `{"queueId","transferType":"Unattended"}`), answered as Genesys answered it instead of as a
+    /// [`PortError`]: for the probe, which reports the status, code and correlation id. Retried only
+    /// when it surely did not happen, like the transfer.
+    ///
+    /// # Errors
+    /// [`PortError`] when no answer arrived (connection, timeout, rate limit past the budget).
+    #[instrument(skip_all, fields(conversation_id = %conversation, participant_id = %holder, queue_id = %queue))]
+    pub async fn replace_once(
+        &self,
+        conversation: ConversationId,
+        holder: ParticipantId,
+        queue: QueueId,
+    ) -> Result<ReplaceAnswer, PortError> {
+        let call = Call {
+            endpoint: Endpoint::Replace,
+            method: Method::POST,
+            url: self.api_url(&[
+                "conversations",
+                "messages",
+                &conversation.to_string(),
+                "participants",
+                &holder.to_string(),
+                "replace",
+            ]),
+            body: json(&TransferBody { queue_id: queue.to_string(), transfer_type: "Unattended" }),
+            retry: Retry::Never,
+        };
+        let reply = self.execute(&call).await?;
+        let (code, correlation_id) = reply.error_code();
+        let code = if reply.status.is_success() { None } else { code };
+        Ok(ReplaceAnswer { status: reply.status.as_u16(), code, correlation_id })
+    }
+}
+
 #[async_trait]
 impl TransferPort for GenesysClient {
     #[instrument(skip_all, fields(conversation_id = %conversation))]

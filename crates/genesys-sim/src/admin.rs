@@ -27,6 +27,8 @@ pub(crate) fn routes() -> Router<Sim> {
         .route("/conversations/{id}", get(get_conversation))
         .route("/conversations/{id}/unknown", post(mark_unknown))
         .route("/conversations/{id}/tags", get(get_tags))
+        .route("/conversations/{id}/flow-transfer", post(flow_transfer))
+        .route("/flow-replace", put(set_flow_replace))
         .route("/tokens/revoke", post(revoke_tokens))
         .route("/latency", put(set_latency))
         .route("/utilization", put(set_utilization))
@@ -395,4 +397,28 @@ mod tests {
         assert_eq!(queue.status(), 400);
         assert_eq!(mismatch.status(), 400);
     }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FlowTransferBody {
+    queue_id: Uuid,
+}
+
+async fn flow_transfer(State(sim): State<Sim>, Path(id): Path<String>, body: Bytes) -> AdminResult<StatusCode> {
+    let id = parse_id(&id)?;
+    let body: FlowTransferBody = parse(&body)?;
+    sim.flow_transfer(id, body.queue_id).map_err(|e| AdminError(StatusCode::CONFLICT, e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct FlowReplaceBody {
+    refuse: Option<String>,
+}
+
+async fn set_flow_replace(State(sim): State<Sim>, body: Bytes) -> AdminResult<StatusCode> {
+    let body: FlowReplaceBody = parse(&body)?;
+    sim.refuse_flow_replace(body.refuse);
+    Ok(StatusCode::NO_CONTENT)
 }

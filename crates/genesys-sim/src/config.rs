@@ -147,7 +147,20 @@ pub struct SimConfig {
     /// set, and a burst is not refused for slots it filled itself. [`QueueSpec::received`]
     /// counts the transfers either way.
     pub transfers_wait: bool,
+    /// When set, a replace of a flow participant (`purpose: "workflow"`, a conversation still in
+    /// its Architect flow) is refused with 400 and this error code, e.g.
+    /// [`FLOW_REPLACE_REFUSED`]: the simulator playing an org where Genesys does not accept
+    /// transfer mode's replace. Agent and ACD participants are still replaced. Default `None`
+    /// (accepted). Changeable at run time ([`crate::Sim::refuse_flow_replace`], admin API).
+    pub refuse_flow_replace: Option<String>,
 }
+
+/// The code the simulator refuses a flow participant's replace with by default: the replace
+/// operation's documented 400 `conversations.error.transfer.not.connected` ("You can only transfer
+/// conversations that are in the connected state", swagger `x-inin-error-codes`). Whether Genesys
+/// refuses a running flow's participant at all, and with which code, is not documented: the knob
+/// takes any code, and tests play `bad.request` too.
+pub const FLOW_REPLACE_REFUSED: &str = "conversations.error.transfer.not.connected";
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -164,6 +177,7 @@ impl Default for SimConfig {
             message_capacity: Some(4),
             user_metrics_under_media_filter: true,
             transfers_wait: false,
+            refuse_flow_replace: None,
         }
     }
 }

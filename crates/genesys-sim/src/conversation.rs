@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::QueueSpec;
 
 pub(crate) const CUSTOMER: &str = "customer";
-const WORKFLOW: &str = "workflow";
+pub(crate) const WORKFLOW: &str = "workflow";
 const AGENT: &str = "agent";
 pub(crate) const ACD: &str = "acd";
 pub(crate) const CONNECTED: &str = "connected";
@@ -207,9 +207,10 @@ impl Conversation {
         self.participants.iter_mut().find(|p| p.id == id)
     }
 
-    /// Blind transfer: `holder` leaves, an ACD participant in `queue` joins, the transfer is recorded.
-    /// The caller has checked that `holder` is an active non-customer participant.
-    pub(crate) fn transfer(&mut self, holder: Uuid, queue: &QueueSpec, transfer_type: &str) {
+    /// Blind transfer: `holder` leaves, an ACD participant in `queue` joins, and (for an API
+    /// replace, `recorded`) the transfer is listed in `recentTransfers`. The caller has checked
+    /// that `holder` is an active non-customer participant.
+    pub(crate) fn transfer(&mut self, holder: Uuid, queue: &QueueSpec, transfer_type: &str, recorded: bool) {
         let now = timestamp();
         if let Some(participant) = self.participant_mut(holder) {
             participant.disconnect(&now, "transfer");
@@ -217,6 +218,9 @@ impl Conversation {
         let mut acd = Participant::connected(ACD, &queue.name, &now);
         acd.queue = Some(EntityRef { id: queue.id });
         self.participants.push(acd);
+        if !recorded {
+            return;
+        }
         self.recent_transfers.push(TransferRecord {
             id: Uuid::new_v4(),
             state: "Complete",

@@ -60,6 +60,8 @@
 //! | `PUT /__admin/latency` `{"ms": N}` | per-call latency (204) |
 //! | `PUT /__admin/utilization` `{"messageCapacity": N or null}` | the org's message capacity (204) |
 //! | `PUT /__admin/observations` `{"userMetricsUnderMediaFilter": bool}` | the observation-shape knob (204) |
+//! | `PUT /__admin/flow-replace` `{"refuse": "code"}` or `{"refuse": null}` | a replace of a flow participant answers 400 with that code, or is accepted again (204) |
+//! | `POST /__admin/conversations/{id}/flow-transfer` `{"queueId"}` | the flow runs its own Transfer to ACD: the flow participant leaves, a queue participant joins, no `recentTransfers` entry (204) |
 //!
 //! # Layout
 //! - `config`: [`SimConfig`], [`QueueSpec`] and the well-known queue ids ([`SUPPORT_QUEUE`], …).
@@ -90,7 +92,8 @@ mod state;
 pub use api::MAX_EXTERNAL_TAG_CHARS;
 pub use calls::{Call, Endpoint};
 pub use config::{
-    QueueSpec, SimConfig, BILLING_QUEUE, DEFAULT_MAX_LOGGED_CALLS, EMPTY_QUEUE, OVERFLOW_QUEUE, SUPPORT_QUEUE,
+    QueueSpec, SimConfig, BILLING_QUEUE, DEFAULT_MAX_LOGGED_CALLS, EMPTY_QUEUE, FLOW_REPLACE_REFUSED, OVERFLOW_QUEUE,
+    SUPPORT_QUEUE,
 };
 pub use conversation::{ConversationIds, ConversationKind, ConversationSpec};
 pub use faults::{Fault, FaultKind};

@@ -48,6 +48,7 @@ pub(crate) struct State {
     next_seq: u64,
     message_capacity: Option<u32>,
     user_metrics_under_media_filter: bool,
+    refuse_flow_replace: Option<String>,
 }
 
 impl fmt::Debug for Sim {
@@ -83,6 +84,7 @@ impl Sim {
             next_seq: 1,
             message_capacity: config.message_capacity,
             user_metrics_under_media_filter: config.user_metrics_under_media_filter,
+            refuse_flow_replace: config.refuse_flow_replace.clone(),
         };
         Self {
             inner: Arc::new(Inner {
@@ -307,6 +309,35 @@ impl Sim {
         });
     }
 
+    /// Makes a replace of a flow participant answer 400 with `code` (`None`: accepted again); see
+    /// [`SimConfig::refuse_flow_replace`](crate::SimConfig::refuse_flow_replace).
+    pub fn refuse_flow_replace(&self, code: Option<String>) {
+        self.state().refuse_flow_replace = code;
+    }
+
+    /// The flow's own Transfer to ACD (what an Architect flow does after an advice): the connected
+    /// flow participant of `conversation_id` leaves and a queue participant for `queue_id` joins.
+    /// Not an API transfer, so nothing is added to `recentTransfers`. Fails with a message when
+    /// the conversation, its flow participant or the queue is missing.
+    pub fn flow_transfer(&self, conversation_id: Uuid, queue_id: Uuid) -> std::result::Result<(), String> {
+        let mut guard = self.state();
+        let State { conversations, queues, .. } = &mut *guard;
+        let conversation = conversations.get_mut(&conversation_id).ok_or("no such conversation")?;
+        let flow = conversation
+            .participants
+            .iter()
+            .find(|p| p.purpose == crate::conversation::WORKFLOW && p.is_active())
+            .map(|p| p.id)
+            .ok_or("no connected flow participant")?;
+        let queue = queues.get_mut(&queue_id).ok_or("no such queue")?;
+        queue.received = queue.received.saturating_add(1);
+        if self.inner.config.transfers_wait {
+            queue.waiting = queue.waiting.saturating_add(1);
+        }
+        conversation.transfer(flow, queue, "Unattended", false);
+        Ok(())
+    }
+
     /// `GET` a conversation for the API, auto-creating a bot conversation when configured.
     pub(crate) fn lookup_conversation(&self, id: Uuid) -> Result<Conversation> {
         let mut state = self.state();
@@ -348,10 +379,17 @@ impl Sim {
         transfer_type: &str,
     ) -> Result<()> {
         let mut guard = self.state();
-        let State { conversations, queues, .. } = &mut *guard;
+        let State { conversations, queues, refuse_flow_replace, .. } = &mut *guard;
         let conversation =
             conversations.get_mut(&conversation_id).ok_or_else(|| SimError::not_found("conversation"))?;
         let holder = conversation.participant_mut(participant_id).ok_or_else(|| SimError::not_found("participant"))?;
+        if let Some(code) = refuse_flow_replace.as_ref().filter(|_| holder.purpose == crate::conversation::WORKFLOW) {
+            return Err(SimError::new(
+                StatusCode::BAD_REQUEST,
+                code.clone(),
+                "You can only transfer conversations that are in the connected state.",
+            ));
+        }
         if holder.purpose == CUSTOMER {
             return Err(SimError::new(
                 StatusCode::FORBIDDEN,
@@ -378,7 +416,7 @@ impl Sim {
         if self.inner.config.transfers_wait {
             queue.waiting = queue.waiting.saturating_add(1);
         }
-        conversation.transfer(participant_id, queue, transfer_type);
+        conversation.transfer(participant_id, queue, transfer_type, true);
         // The conversation leaves the queue it waited in, if it was already in one.
         if let Some(previous) = previous_queue.and_then(|id| queues.get_mut(&id)) {
             if self.inner.config.transfers_wait {

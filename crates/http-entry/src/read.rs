@@ -13,7 +13,10 @@ use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
 use handoff_domain::lifecycle::HistoryEntry;
 use handoff_domain::ports::StatRow;
-use handoff_domain::{AdviceDecision, ConversationId, HandoffId, HandoffRecord, QueueId, StoredAnswer};
+use handoff_domain::{
+    AdviceDecision, Confirmation, ConversationId, HandoffId, HandoffRecord, Outcome, OutcomeRow, OutcomeStats,
+    Percentiles, QueueId, StoredAnswer,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -113,16 +116,18 @@ pub(crate) struct StatsQuery {
 }
 
 /// `GET /handoffs/stats?since=RFC3339`: counts of handoffs created since then, by reason × queue ×
-/// outcome (the stage they are in).
+/// outcome, with time-to-queue p50 and p95; and the counts by stage.
 #[utoipa::path(
     get,
     path = "/handoffs/stats",
     tag = "read",
     operation_id = "handoffStats",
-    summary = "Counts of handoffs by reason, queue and stage",
+    summary = "Counts of handoffs by reason, queue and outcome, with time to queue",
     params(StatsQuery),
     responses(
-        (status = 200, body = StatsView, description = "Counts of the handoffs created since `since`."),
+        (status = 200, body = StatsView, description = "Counts of the handoffs created since `since`: by reason × \
+queue × outcome (`rows`, with time to queue), by outcome (`totals`), time to queue over all (`timeToQueue`), and \
+by reason × queue × stage (`stages`)."),
         (status = 400, body = InvalidPayloadBody, description = "`since` is not an RFC 3339 timestamp."),
         (status = 401, body = ErrorBody, description = "Missing or wrong admin token (or, while HANDOFF_ADMIN_TOKEN \
 is unset, webhook credentials).", example = json!({"error": "unauthorized"})),
@@ -143,8 +148,24 @@ pub(crate) async fn stats(
             .map(|t| t.with_timezone(&Utc))
             .map_err(|_| ApiError::invalid_parameter("since", "must be an RFC 3339 timestamp"))?,
     };
-    let rows = state.service().ledger().stats(since).await?;
-    Ok(Json(StatsView { since: timestamp(since), rows: rows.iter().map(StatRowView::from).collect() }))
+    let ledger = state.service().ledger();
+    let (facts, stages) = tokio::join!(ledger.outcomes(since), ledger.stats(since));
+    let stats = OutcomeStats::from_facts(&facts?);
+    Ok(Json(StatsView {
+        since: timestamp(since),
+        rows: stats.rows.iter().map(OutcomeRowView::from).collect(),
+        totals: stats
+            .totals
+            .iter()
+            .map(|(outcome, count)| OutcomeTotalView {
+                outcome: outcome.as_str(),
+                cause: outcome.cause().map(|c| c.as_str()),
+                count: *count,
+            })
+            .collect(),
+        time_to_queue: stats.time_to_queue.map(TimeToQueueView::from),
+        stages: stages?.iter().map(StatRowView::from).collect(),
+    }))
 }
 
 fn timestamp(at: DateTime<Utc>) -> String {
@@ -168,12 +189,19 @@ pub(crate) struct HandoffView {
     idempotency_key: Option<String>,
     /// `guestInfo.id`.
     guest_id: String,
-    /// `received`, `deferred`, `context_written`, `transfer_pending`, `transferred`, `failed` or
-    /// `abandoned`. An advisory handoff ends in `failed` with an `answer` of status `advise`.
-    /// `abandoned`: the background worker finished it without a transfer because nobody waited for
-    /// it any more (the conversation ended, the guest left, or the bot no longer held it).
+    /// `received`, `deferred`, `context_written`, `transfer_pending`, `transferred`, `advised`
+    /// (advisory mode: the flow transfers, nothing was transferred by the service), `failed` or
+    /// `abandoned` (the background worker finished it without a transfer because nobody waited
+    /// for it any more: the conversation ended, the guest left, or the bot no longer held it).
     #[schema(example = "transferred")]
     stage: &'static str,
+    /// What came of it: `in_progress`, `transferred`, `transferred_after_deferral`,
+    /// `advised_defer`, `confirmed`, `unconfirmed`, `failed` (see `cause`) or `abandoned`.
+    #[schema(example = "confirmed")]
+    outcome: &'static str,
+    /// For `outcome: failed`: `not_found`, `not_transferable`, `rejected`, `invalid` or `interrupted`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<&'static str>,
     /// `handoffReason`.
     reason: String,
     /// The queue chosen.
@@ -212,6 +240,8 @@ impl From<&HandoffRecord> for HandoffView {
             idempotency_key: record.key.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
             guest_id: record.request.guest().id().to_owned(),
             stage: record.stage.as_str(),
+            outcome: Outcome::of(record).as_str(),
+            cause: Outcome::of(record).cause().map(|c| c.as_str()),
             reason: record.reason().as_str().to_owned(),
             queue_id: record.queue,
             attempts: record.attempts,
@@ -271,7 +301,47 @@ pub(crate) enum AnswerView {
         /// `defer` only.
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_after_seconds: Option<u64>,
+        /// `transfer` only, once the confirmation reads settled it: whether the conversation
+        /// then reached a queue.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        confirmation: Option<ConfirmationView>,
     },
+}
+
+/// Whether the conversation reached a queue after an advice to transfer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub(crate) enum ConfirmationView {
+    /// It did.
+    #[serde(rename_all = "camelCase")]
+    Confirmed {
+        /// The queue it reached.
+        #[schema(value_type = String, format = Uuid)]
+        queue_id: QueueId,
+        /// From the advice to the read that saw it in the queue.
+        seconds_to_queue: f64,
+    },
+    /// It did not, within `HANDOFF_CONFIRM_SECS`.
+    Unconfirmed {
+        /// `still_with_flow`, `ended`, `elsewhere` or `unknown` (the reads failed).
+        why: &'static str,
+    },
+}
+
+impl From<&Confirmation> for ConfirmationView {
+    fn from(c: &Confirmation) -> Self {
+        match c {
+            Confirmation::Confirmed { queue, after } => {
+                ConfirmationView::Confirmed { queue_id: *queue, seconds_to_queue: seconds(*after) }
+            }
+            Confirmation::Unconfirmed { why } => ConfirmationView::Unconfirmed { why: why.as_str() },
+        }
+    }
+}
+
+/// Seconds with millisecond precision.
+fn seconds(d: Duration) -> f64 {
+    (d.as_millis() as f64) / 1000.0
 }
 
 impl From<&StoredAnswer> for AnswerView {
@@ -285,13 +355,14 @@ impl From<&StoredAnswer> for AnswerView {
                 AnswerView::Failed { http_status: *status, code: code.clone(), message: message.clone() }
             }
             StoredAnswer::Advising => AnswerView::Advising,
-            StoredAnswer::Advised { queue, decision } => AnswerView::Advise {
+            StoredAnswer::Advised { queue, decision, confirmation } => AnswerView::Advise {
                 decision: decision.as_str(),
                 queue_id: *queue,
                 retry_after_seconds: match decision {
                     AdviceDecision::Transfer => None,
                     AdviceDecision::Defer { retry_after } => Some(whole_seconds(*retry_after)),
                 },
+                confirmation: confirmation.as_ref().map(ConfirmationView::from),
             },
         }
     }
@@ -324,15 +395,92 @@ pub(crate) struct HandoffList {
 
 /// `GET /handoffs/stats`.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct StatsView {
     /// The start of the window, RFC 3339.
     #[schema(format = DateTime)]
     since: String,
-    /// One row per reason × queue × stage.
-    rows: Vec<StatRowView>,
+    /// One row per reason × queue × outcome (× cause, for failures), sorted by reason, queue,
+    /// then outcome.
+    rows: Vec<OutcomeRowView>,
+    /// Handoffs per outcome across reasons and queues.
+    totals: Vec<OutcomeTotalView>,
+    /// Time to queue of every handoff that reached one (`transferred`,
+    /// `transferred_after_deferral`, `confirmed`); absent when none did.
+    time_to_queue: Option<TimeToQueueView>,
+    /// One row per reason × queue × stage (the ledger's view: `advised`, `deferred`, …).
+    stages: Vec<StatRowView>,
 }
 
-/// One row of `/handoffs/stats`.
+/// One row of `/handoffs/stats` `rows`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct OutcomeRowView {
+    /// The handoff reason.
+    reason: String,
+    /// The queue chosen or advised, if one was.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    queue_id: Option<QueueId>,
+    /// `in_progress`, `transferred`, `transferred_after_deferral`, `advised_defer`, `confirmed`,
+    /// `unconfirmed`, `failed` or `abandoned`.
+    #[schema(example = "confirmed")]
+    outcome: &'static str,
+    /// For `failed`: `not_found`, `not_transferable`, `rejected`, `invalid` or `interrupted`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<&'static str>,
+    /// How many.
+    count: u64,
+    /// For outcomes that reached a queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time_to_queue: Option<TimeToQueueView>,
+}
+
+impl From<&OutcomeRow> for OutcomeRowView {
+    fn from(row: &OutcomeRow) -> Self {
+        Self {
+            reason: row.reason.clone(),
+            queue_id: row.queue_id,
+            outcome: row.outcome.as_str(),
+            cause: row.outcome.cause().map(|c| c.as_str()),
+            count: row.count,
+            time_to_queue: row.time_to_queue.map(TimeToQueueView::from),
+        }
+    }
+}
+
+/// One entry of `/handoffs/stats` `totals`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OutcomeTotalView {
+    /// The outcome (as in `rows`).
+    outcome: &'static str,
+    /// For `failed`: the cause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<&'static str>,
+    /// How many.
+    count: u64,
+}
+
+/// Time to queue: transfer mode from the webhook to the transfer, advisory mode from the advice
+/// to the confirmation read that saw the conversation in a queue (an upper bound within one read
+/// step: 5, 15, 35, 75, … s after the advice).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TimeToQueueView {
+    /// How many handoffs the percentiles cover.
+    count: u64,
+    /// Median, in seconds (millisecond precision).
+    p50_seconds: f64,
+    /// 95th percentile (nearest rank), in seconds.
+    p95_seconds: f64,
+}
+
+impl From<Percentiles> for TimeToQueueView {
+    fn from(p: Percentiles) -> Self {
+        Self { count: p.count, p50_seconds: seconds(p.p50), p95_seconds: seconds(p.p95) }
+    }
+}
+
+/// One row of `/handoffs/stats` `stages`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct StatRowView {
@@ -342,14 +490,14 @@ pub(crate) struct StatRowView {
     #[schema(value_type = Option<String>, format = Uuid)]
     queue_id: Option<QueueId>,
     /// The stage the handoffs are in (see `HandoffView.stage`).
-    outcome: &'static str,
+    stage: &'static str,
     /// How many.
     count: u64,
 }
 
 impl From<&StatRow> for StatRowView {
     fn from(row: &StatRow) -> Self {
-        Self { reason: row.reason.clone(), queue_id: row.queue_id, outcome: row.outcome.as_str(), count: row.count }
+        Self { reason: row.reason.clone(), queue_id: row.queue_id, stage: row.outcome.as_str(), count: row.count }
     }
 }
 

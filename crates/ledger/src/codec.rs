@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use handoff_domain::lifecycle::HistoryEntry;
 use handoff_domain::ports::{HandoffEvent, LedgerError, OutboxEntry, StatRow};
 use handoff_domain::{
-    AdviceDecision, ConversationId, HandoffId, HandoffKey, HandoffReason, HandoffRecord, HandoffRequest,
-    IdempotencyKey, ParticipantId, QueueId, Stage, StoredAnswer,
+    AdviceDecision, Confirmation, ConversationId, HandoffId, HandoffKey, HandoffReason, HandoffRecord, HandoffRequest,
+    IdempotencyKey, OutcomeFacts, ParticipantId, QueueId, Stage, StoredAnswer, Unconfirmed,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -179,7 +179,43 @@ enum AnswerJson {
         /// Present exactly for `defer`.
         #[serde(rename = "retryAfter", default, skip_serializing_if = "Option::is_none")]
         retry_after: Option<Duration>,
+        /// An advice to transfer, once confirmed or not (absent in records written before 0002).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confirmation: Option<ConfirmationJson>,
     },
+}
+
+/// `Confirmation` as stored.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case", deny_unknown_fields)]
+enum ConfirmationJson {
+    Confirmed {
+        queue: QueueId,
+        /// serde's exact `{secs, nanos}`.
+        after: Duration,
+    },
+    Unconfirmed {
+        why: String,
+    },
+}
+
+impl ConfirmationJson {
+    fn of(confirmation: &Confirmation) -> Self {
+        match confirmation {
+            Confirmation::Confirmed { queue, after } => ConfirmationJson::Confirmed { queue: *queue, after: *after },
+            Confirmation::Unconfirmed { why } => ConfirmationJson::Unconfirmed { why: why.as_str().to_owned() },
+        }
+    }
+
+    fn into_domain(self) -> Result<Confirmation, serde_json::Error> {
+        Ok(match self {
+            ConfirmationJson::Confirmed { queue, after } => Confirmation::Confirmed { queue, after },
+            ConfirmationJson::Unconfirmed { why } => Confirmation::Unconfirmed {
+                why: Unconfirmed::parse(&why)
+                    .ok_or_else(|| serde::de::Error::custom(format_args!("unknown confirmation `{why}`")))?,
+            },
+        })
+    }
 }
 
 /// `AdviceDecision` as stored, without its data.
@@ -200,14 +236,23 @@ fn answer_to_json(answer: &StoredAnswer) -> Value {
             AnswerJson::Failed { status: *status, code: code.clone(), message: message.clone() }
         }
         StoredAnswer::Advising => AnswerJson::Advising,
-        StoredAnswer::Advised { queue, decision } => match decision {
-            AdviceDecision::Transfer => {
-                AnswerJson::Advised { queue: *queue, decision: DecisionJson::Transfer, retry_after: None }
+        StoredAnswer::Advised { queue, decision, confirmation } => {
+            let confirmation = confirmation.as_ref().map(ConfirmationJson::of);
+            match decision {
+                AdviceDecision::Transfer => AnswerJson::Advised {
+                    queue: *queue,
+                    decision: DecisionJson::Transfer,
+                    retry_after: None,
+                    confirmation,
+                },
+                AdviceDecision::Defer { retry_after } => AnswerJson::Advised {
+                    queue: *queue,
+                    decision: DecisionJson::Defer,
+                    retry_after: Some(*retry_after),
+                    confirmation,
+                },
             }
-            AdviceDecision::Defer { retry_after } => {
-                AnswerJson::Advised { queue: *queue, decision: DecisionJson::Defer, retry_after: Some(*retry_after) }
-            }
-        },
+        }
     };
     // Serializing a plain enum of ids, numbers and strings cannot fail.
     serde_json::to_value(dto).unwrap_or(Value::Null)
@@ -219,11 +264,13 @@ fn answer_from_json(value: &Value) -> Result<StoredAnswer, serde_json::Error> {
         AnswerJson::Deferred { queue, retry_after } => StoredAnswer::Deferred { queue, retry_after },
         AnswerJson::Failed { status, code, message } => StoredAnswer::Failed { status, code, message },
         AnswerJson::Advising => StoredAnswer::Advising,
-        AnswerJson::Advised { queue, decision: DecisionJson::Transfer, retry_after: None } => {
-            StoredAnswer::Advised { queue, decision: AdviceDecision::Transfer }
+        AnswerJson::Advised { queue, decision: DecisionJson::Transfer, retry_after: None, confirmation } => {
+            let confirmation = confirmation.map(ConfirmationJson::into_domain).transpose()?;
+            StoredAnswer::Advised { queue, decision: AdviceDecision::Transfer, confirmation }
         }
-        AnswerJson::Advised { queue, decision: DecisionJson::Defer, retry_after: Some(retry_after) } => {
-            StoredAnswer::Advised { queue, decision: AdviceDecision::Defer { retry_after } }
+        AnswerJson::Advised { queue, decision: DecisionJson::Defer, retry_after: Some(retry_after), confirmation } => {
+            let confirmation = confirmation.map(ConfirmationJson::into_domain).transpose()?;
+            StoredAnswer::Advised { queue, decision: AdviceDecision::Defer { retry_after }, confirmation }
         }
         AnswerJson::Advised { .. } => {
             return Err(serde::de::Error::custom("an advice has `retryAfter` exactly when it defers"))
@@ -311,6 +358,37 @@ pub(crate) fn stat_row(
     Ok(StatRow { reason, queue_id: queue_id.map(QueueId::from_uuid), outcome, count })
 }
 
+/// The answer column of `record` (for `begin`'s resume, which may mark it advisory).
+pub(crate) fn answer_column(record: &HandoffRecord) -> Option<Value> {
+    record.answer.as_ref().map(answer_to_json)
+}
+
+/// An `outcomes` row from its columns, re-validated like a record's.
+///
+/// # Errors
+/// [`LedgerError::Corrupt`] when the stage or the answer does not decode.
+pub(crate) fn outcome_facts(
+    reason: String,
+    queue_id: Option<Uuid>,
+    stage: &str,
+    answer: Option<Value>,
+    deferred: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+) -> Result<OutcomeFacts, LedgerError> {
+    let stage = Stage::parse(stage).ok_or_else(|| corrupt("outcomes", format_args!("unknown stage `{stage}`")))?;
+    let answer = answer.map(|v| answer_from_json(&v)).transpose().map_err(|e| corrupt("outcomes answer", e))?;
+    Ok(OutcomeFacts {
+        reason,
+        queue_id: queue_id.map(QueueId::from_uuid),
+        stage,
+        answer,
+        deferred,
+        created_at,
+        updated_at,
+    })
+}
+
 /// An outbox row's values as an entry: the event re-validated, the attempts in range.
 ///
 /// # Errors
@@ -345,10 +423,21 @@ mod tests {
             StoredAnswer::Deferred { queue: queue(), retry_after: Duration::new(300, 17) },
             StoredAnswer::Failed { status: 422, code: "conversation_not_transferable".into(), message: "ended".into() },
             StoredAnswer::Advising,
-            StoredAnswer::Advised { queue: queue(), decision: AdviceDecision::Transfer },
+            StoredAnswer::Advised { queue: queue(), decision: AdviceDecision::Transfer, confirmation: None },
+            StoredAnswer::Advised {
+                queue: queue(),
+                decision: AdviceDecision::Transfer,
+                confirmation: Some(Confirmation::Confirmed { queue: queue(), after: Duration::new(35, 2) }),
+            },
+            StoredAnswer::Advised {
+                queue: queue(),
+                decision: AdviceDecision::Transfer,
+                confirmation: Some(Confirmation::Unconfirmed { why: Unconfirmed::StillWithFlow }),
+            },
             StoredAnswer::Advised {
                 queue: queue(),
                 decision: AdviceDecision::Defer { retry_after: Duration::new(15, 3) },
+                confirmation: None,
             },
         ];
         for answer in answers {
@@ -374,6 +463,20 @@ mod tests {
         });
         assert!(answer_from_json(&deferred_without).is_err());
         assert!(answer_from_json(&transfer_with).is_err());
+    }
+
+    #[test]
+    fn an_advice_stored_before_confirmations_reads_back_unconfirmed_yet_and_an_unknown_reason_is_an_error() {
+        let q = queue().to_string();
+        let old = serde_json::json!({"kind": "advised", "queue": q, "decision": "transfer"});
+        assert_eq!(
+            answer_from_json(&old).unwrap(),
+            StoredAnswer::Advised { queue: queue(), decision: AdviceDecision::Transfer, confirmation: None }
+        );
+        let odd = serde_json::json!({
+            "kind": "advised", "queue": q, "decision": "transfer", "confirmation": {"result": "unconfirmed", "why": "lost"}
+        });
+        assert!(answer_from_json(&odd).is_err());
     }
 
     #[test]

@@ -36,7 +36,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, LedgerPort, OutboxEntry, StatRow};
-use handoff_domain::{ConversationId, GuestId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
+use handoff_domain::{
+    ConversationId, GuestId, HandoffId, HandoffKey, HandoffMode, HandoffRecord, HandoffRequest, OutcomeFacts,
+};
 
 pub use error::LedgerSetupError;
 
@@ -165,8 +167,9 @@ impl LedgerPort for SqlLedger {
         now: DateTime<Utc>,
         lease: Duration,
         reuse_after: Duration,
+        mode: HandoffMode,
     ) -> Result<Begin, LedgerError> {
-        dispatch!(self.begin(key, request, now, lease, reuse_after))
+        dispatch!(self.begin(key, request, now, lease, reuse_after, mode))
     }
 
     async fn save(
@@ -246,6 +249,10 @@ impl LedgerPort for SqlLedger {
         let mut stats = dispatch!(self.stats(since))?;
         stats.sort();
         Ok(stats)
+    }
+
+    async fn outcomes(&self, since: DateTime<Utc>) -> Result<Vec<OutcomeFacts>, LedgerError> {
+        dispatch!(self.outcomes(since))
     }
 
     async fn erase_guest(&self, guest: &GuestId) -> Result<u64, LedgerError> {

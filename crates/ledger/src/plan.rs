@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use handoff_domain::ports::Begin;
-use handoff_domain::{decide_begin, BeginDecision, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
+use handoff_domain::{decide_begin, BeginDecision, HandoffId, HandoffKey, HandoffMode, HandoffRecord, HandoffRequest};
 
 use crate::codec::{lease_end, micros};
 
@@ -18,7 +18,8 @@ pub(crate) enum BeginPlan {
     /// Nothing to write: return this.
     Done(Begin),
     /// Lease the existing record until `lease_until` and count one more attempt; `record` already
-    /// shows that attempt.
+    /// shows that attempt (and the advisory mark, when an advisory delivery resumes a `Received`
+    /// record): write its `attempts` and `answer`.
     Resume { record: HandoffRecord, lease_until: DateTime<Utc> },
     /// Insert `record` leased until `lease_until` and point the key at it.
     Create { record: HandoffRecord, lease_until: DateTime<Utc> },
@@ -32,6 +33,7 @@ pub(crate) fn plan_begin(
     now: DateTime<Utc>,
     lease: Duration,
     reuse_after: Duration,
+    mode: HandoffMode,
 ) -> BeginPlan {
     let now = micros(now);
     let lease_until = lease_end(now, lease);
@@ -41,11 +43,12 @@ pub(crate) fn plan_begin(
             BeginDecision::Replay => return BeginPlan::Done(Begin::Replay(record)),
             BeginDecision::Resume => {
                 record.attempts = record.attempts.saturating_add(1);
+                record.mark_mode(mode);
                 return BeginPlan::Resume { record, lease_until };
             }
             BeginDecision::Fresh => {}
         }
     }
-    let record = HandoffRecord::received(HandoffId::random(), key.clone(), request.clone(), now);
+    let record = HandoffRecord::begun(HandoffId::random(), key.clone(), request.clone(), now, mode);
     BeginPlan::Create { record, lease_until }
 }

@@ -18,13 +18,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, OutboxEntry, StatRow};
-use handoff_domain::{ConversationId, GuestId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
+use handoff_domain::{
+    ConversationId, GuestId, HandoffId, HandoffKey, HandoffMode, HandoffRecord, HandoffRequest, OutcomeFacts,
+};
 use serde_json::Value;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
-use crate::codec::{corrupt, event_to_json, lease_end, micros, outbox_entry, sql_limit, stat_row, RecordColumns};
+use crate::codec::{
+    answer_column, corrupt, event_to_json, lease_end, micros, outbox_entry, outcome_facts, sql_limit, stat_row,
+    RecordColumns,
+};
 use crate::error::{ledger_error, LedgerSetupError};
 use crate::plan::{plan_begin, BeginPlan};
 use crate::{sql, LedgerOptions};
@@ -170,10 +175,12 @@ impl PostgresBackend {
         now: DateTime<Utc>,
         lease: Duration,
         reuse_after: Duration,
+        mode: HandoffMode,
     ) -> Result<Begin, LedgerError> {
         const OP: &str = "begin";
         // The common case, a key never seen: one statement, no explicit transaction.
-        if let BeginPlan::Create { record, lease_until } = plan_begin(None, key, request, now, lease, reuse_after) {
+        if let BeginPlan::Create { record, lease_until } = plan_begin(None, key, request, now, lease, reuse_after, mode)
+        {
             let columns = RecordColumns::from_record(&record);
             let inserted = bind_upsert(sqlx::query(sql::PG_BEGIN_NEW_KEY), columns, Some(lease_until))
                 .bind(key.to_string())
@@ -208,13 +215,14 @@ impl PostgresBackend {
             }
             None => None,
         };
-        let begin = match plan_begin(latest, key, request, now, lease, reuse_after) {
+        let begin = match plan_begin(latest, key, request, now, lease, reuse_after, mode) {
             BeginPlan::Done(begin) => begin,
             BeginPlan::Resume { record, lease_until } => {
                 sqlx::query(sql::RESUME_RECORD)
                     .bind(*record.id.as_uuid())
                     .bind(lease_until)
                     .bind(i64::from(record.attempts))
+                    .bind(answer_column(&record))
                     .execute(&mut *tx)
                     .await
                     .map_err(ledger_error(OP))?;
@@ -385,6 +393,27 @@ impl PostgresBackend {
                     r.try_get("queue_id").map_err(ledger_error(OP))?,
                     &stage,
                     r.try_get("n").map_err(ledger_error(OP))?,
+                )
+            })
+            .collect()
+    }
+
+    pub(crate) async fn outcomes(&self, since: DateTime<Utc>) -> Result<Vec<OutcomeFacts>, LedgerError> {
+        const OP: &str = "outcomes";
+        let rows =
+            sqlx::query(sql::OUTCOMES).bind(micros(since)).fetch_all(&self.pool).await.map_err(ledger_error(OP))?;
+        rows.iter()
+            .map(|r| {
+                let stage: String = r.try_get("stage").map_err(ledger_error(OP))?;
+                let defer_until: Option<DateTime<Utc>> = r.try_get("defer_until").map_err(ledger_error(OP))?;
+                outcome_facts(
+                    r.try_get("reason").map_err(ledger_error(OP))?,
+                    r.try_get("queue_id").map_err(ledger_error(OP))?,
+                    &stage,
+                    r.try_get("answer").map_err(ledger_error(OP))?,
+                    defer_until.is_some(),
+                    r.try_get("created_at").map_err(ledger_error(OP))?,
+                    r.try_get("updated_at").map_err(ledger_error(OP))?,
                 )
             })
             .collect()

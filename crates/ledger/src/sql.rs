@@ -112,8 +112,9 @@ pub(crate) const PG_END_OWN_LEASES: &str =
 /// ... and deregisters it.
 pub(crate) const PG_DEREGISTER_INSTANCE: &str = "DELETE FROM ledger_instances WHERE id = $1";
 
-/// `begin` resumed a record: a new lease ($2) and its attempts count ($3, one more than before).
-pub(crate) const RESUME_RECORD: &str = "UPDATE handoffs SET lease_until = $2, attempts = $3 WHERE id = $1";
+/// `begin` resumed a record: a new lease ($2), its attempts count ($3, one more than before) and
+/// its answer ($4: the advisory mark when an advisory delivery resumed it).
+pub(crate) const RESUME_RECORD: &str = "UPDATE handoffs SET lease_until = $2, attempts = $3, answer = $4 WHERE id = $1";
 
 /// Every record of a conversation, newest first.
 pub(crate) const SELECT_BY_CONVERSATION: &str = concat!(
@@ -122,12 +123,23 @@ pub(crate) const SELECT_BY_CONVERSATION: &str = concat!(
     " FROM handoffs WHERE conversation_id = $1 ORDER BY created_at DESC, id DESC"
 );
 
-/// SQLite: claims due deferrals, crashed work, and work released after a retryable error whose
-/// `next_check_at` (the caller's time to come back) has passed ($1 now, $2 new lease end, $3 limit).
+/// The stages whose records are due at `next_check_at`: a deferral's capacity check, an advice's
+/// confirmation read.
+macro_rules! scheduled {
+    () => {
+        "('deferred', 'advised')"
+    };
+}
+
+/// SQLite: claims due deferrals, due confirmation reads, crashed work, and work released after a
+/// retryable error whose `next_check_at` (the caller's time to come back) has passed ($1 now, $2
+/// new lease end, $3 limit).
 pub(crate) const SQLITE_CLAIM_DUE: &str = concat!(
     "UPDATE handoffs SET lease_until = $2, attempts = attempts + 1 WHERE id IN (\
        SELECT id FROM handoffs \
-       WHERE (stage = 'deferred' AND next_check_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)) \
+       WHERE (stage IN ",
+    scheduled!(),
+    " AND next_check_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)) \
           OR (stage IN ",
     unfinished!(),
     " AND (lease_until <= $1 OR (lease_until IS NULL AND next_check_at <= $1))) \
@@ -143,7 +155,9 @@ pub(crate) const SQLITE_CLAIM_DUE: &str = concat!(
 pub(crate) const PG_CLAIM_DUE: &str = concat!(
     "WITH deferred AS (\
        SELECT id, next_check_at AS due FROM handoffs \
-       WHERE stage = 'deferred' AND next_check_at <= $1 \
+       WHERE stage IN ",
+    scheduled!(),
+    " AND next_check_at <= $1 \
          AND (lease_until IS NULL OR lease_until <= $1 OR handoff_lease_orphaned(lease_owner)) \
        ORDER BY next_check_at, id LIMIT $3 FOR UPDATE SKIP LOCKED), \
      crashed AS (\
@@ -197,6 +211,10 @@ pub(crate) const STATS: &str = "SELECT reason, queue_id, stage, COUNT(*) AS n FR
 /// Ends every lease still running at $1 (sets it to $1, so it has lapsed): at the start of the
 /// sole owner of a SQLite ledger, and at a clean close.
 pub(crate) const END_LEASES: &str = "UPDATE handoffs SET lease_until = $1 WHERE lease_until > $1";
+
+/// What the outcome of each record created since $1 depends on (`OutcomeFacts`).
+pub(crate) const OUTCOMES: &str = "SELECT reason, queue_id, stage, answer, defer_until, created_at, updated_at \
+     FROM handoffs WHERE created_at >= $1";
 
 /// SQLite: `request` without personal data (guest name and e-mail removed, context emptied).
 macro_rules! sqlite_without_personal_data {

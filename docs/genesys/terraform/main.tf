@@ -57,6 +57,16 @@ variable "division_id" {
   default     = null
 }
 
+variable "handoff_mode" {
+  description = "advise (default: the flow runs Transfer to ACD with the returned queueId) or transfer (opt-in, only after `handoff check --transfer-probe` passed in this org)."
+  type        = string
+  default     = "advise"
+  validation {
+    condition     = contains(["advise", "transfer"], var.handoff_mode)
+    error_message = "handoff_mode must be advise or transfer."
+  }
+}
+
 variable "name_prefix" {
   description = "Prefix of the names of the created objects."
   type        = string
@@ -145,7 +155,7 @@ resource "genesyscloud_integration" "handoff" {
   intended_state   = "ENABLED"
   config {
     name       = var.name_prefix
-    notes      = "Calls POST /webhooks/bot-handoff of the handoff service."
+    notes      = "Calls POST /webhooks/bot-handoff of the handoff service (advise mode unless handoff_mode = transfer)."
     properties = jsonencode({})
     advanced   = jsonencode({})
     credentials = {
@@ -169,7 +179,8 @@ resource "genesyscloud_integration_action" "bot_handoff" {
   contract_output = jsonencode(local.action.contract.output.successSchema)
 
   config_request {
-    request_url_template = "${trimsuffix(var.service_url, "/")}/webhooks/bot-handoff"
+    # Advise mode by default (the kit's main path); transfer mode drops the query.
+    request_url_template = "${trimsuffix(var.service_url, "/")}/webhooks/bot-handoff${var.handoff_mode == "advise" ? "?mode=advise" : ""}"
     request_type         = local.action.config.request.requestType
     headers              = local.action.config.request.headers
     # Read from JSON, so its `${...}` Velocity references are not Terraform interpolations and

@@ -348,6 +348,61 @@ async fn replace_to_an_unknown_queue_is_a_bad_request_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn with_the_flow_replace_knob_a_flow_participant_is_refused_with_the_code_and_nothing_changes() {
+    // Arrange: the knob set at start, then changed through the admin API
+    let t =
+        start(SimConfig { refuse_flow_replace: Some(crate::FLOW_REPLACE_REFUSED.to_owned()), ..SimConfig::default() })
+            .await;
+    let ids = bot(&t);
+
+    // Act
+    let refused = t.replace(&ids, holder(&ids), SUPPORT_QUEUE).await;
+    let status = refused.status();
+    let code = error_code(refused).await;
+    let admin = Client::new();
+    let switched = admin
+        .put(format!("{}/__admin/flow-replace", t.handle.base_url()))
+        .json(&json!({ "refuse": "bad.request" }))
+        .send()
+        .await
+        .expect("answered");
+    let other = t.replace(&ids, holder(&ids), SUPPORT_QUEUE).await;
+    let other_code = error_code(other).await;
+    t.sim().refuse_flow_replace(None);
+    let accepted = t.replace(&ids, holder(&ids), SUPPORT_QUEUE).await;
+
+    // Assert
+    assert_eq!((status.as_u16(), code.as_str()), (400, "conversations.error.transfer.not.connected"));
+    assert_eq!(switched.status(), 204);
+    assert_eq!(other_code, "bad.request");
+    assert_eq!(accepted.status(), 202, "accepted once the knob is off");
+    assert_eq!(t.sim().count(Endpoint::Replace), 3);
+}
+
+#[tokio::test]
+async fn the_flows_own_transfer_puts_the_conversation_in_the_queue_without_a_recent_transfer() {
+    // Arrange
+    let t = start(SimConfig::default()).await;
+    let ids = bot(&t);
+    let admin = Client::new();
+    let url = format!("{}/__admin/conversations/{}/flow-transfer", t.handle.base_url(), ids.conversation_id);
+
+    // Act
+    let moved = admin.post(&url).json(&json!({ "queueId": SUPPORT_QUEUE })).send().await.expect("answered");
+    let again = admin.post(&url).json(&json!({ "queueId": SUPPORT_QUEUE })).send().await.expect("answered");
+
+    // Assert
+    assert_eq!(moved.status(), 204);
+    assert_eq!(again.status(), 409, "the flow participant already left");
+    let conversation = t.sim().conversation(ids.conversation_id).expect("exists");
+    let acd = participant(&conversation, "acd").expect("a queue participant joined");
+    assert_eq!(acd["queue"]["id"], SUPPORT_QUEUE.to_string());
+    assert_eq!(participant(&conversation, "workflow").expect("flow")["state"], "disconnected");
+    assert_eq!(conversation["recentTransfers"], json!([]));
+    assert_eq!(t.sim().count(Endpoint::Replace), 0, "not an API call");
+}
+
+#[tokio::test]
 async fn replacing_an_ended_holder_is_not_connected() {
     // Arrange
     let t = start(SimConfig::default()).await;

@@ -100,7 +100,13 @@ async fn stats_count_the_last_24_hours_by_reason_queue_and_outcome_by_default() 
         answer.json(),
         json!({
             "since": "2025-06-01T10:00:00.000Z",
-            "rows": [{ "reason": "complex_billing_dispute", "queueId": QUEUE, "outcome": "transferred", "count": 1 }],
+            "rows": [{
+                "reason": "complex_billing_dispute", "queueId": QUEUE, "outcome": "transferred", "count": 1,
+                "timeToQueue": { "count": 1, "p50Seconds": 0.0, "p95Seconds": 0.0 },
+            }],
+            "totals": [{ "outcome": "transferred", "count": 1 }],
+            "timeToQueue": { "count": 1, "p50Seconds": 0.0, "p95Seconds": 0.0 },
+            "stages": [{ "reason": "complex_billing_dispute", "queueId": QUEUE, "stage": "transferred", "count": 1 }],
         })
     );
 }
@@ -115,7 +121,10 @@ async fn stats_since_a_later_time_leave_the_handoff_out() {
 
     // Assert
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
-    assert_eq!(answer.json(), json!({ "since": "2025-06-02T11:00:00.000Z", "rows": [] }));
+    assert_eq!(
+        answer.json(),
+        json!({ "since": "2025-06-02T11:00:00.000Z", "rows": [], "totals": [], "timeToQueue": null, "stages": [] })
+    );
 }
 
 #[tokio::test]

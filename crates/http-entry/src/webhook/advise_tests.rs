@@ -227,7 +227,11 @@ async fn an_advice_for_a_handoff_being_processed_right_now_is_answered_409() {
     let request = HandoffRequest::from_json(&payload()).expect("valid payload");
     let key = HandoffKey::new(conversation(), None);
     let lease = (Duration::from_secs(30), Duration::from_secs(600));
-    world.ledger.begin(&key, &request, now(), lease.0, lease.1).await.expect("in-memory ledger");
+    world
+        .ledger
+        .begin(&key, &request, now(), lease.0, lease.1, handoff_domain::HandoffMode::Transfer)
+        .await
+        .expect("in-memory ledger");
     let app = world.app();
 
     // Act
@@ -256,6 +260,8 @@ async fn an_advised_handoff_shows_its_advice_on_the_read_side() {
     // Assert
     assert_eq!(record.status, StatusCode::OK, "{}", record.text());
     let record = record.json();
-    assert_eq!(record["stage"], "failed", "an advice never claims a transfer");
+    assert_eq!(record["stage"], "advised", "an advice never claims a transfer");
+    assert_eq!(record["outcome"], "in_progress", "confirmation reads still to come");
     assert_eq!(record["answer"], json!({ "status": "advise", "decision": "transfer", "queueId": QUEUE }));
+    assert!(record["nextCheckAt"].is_string(), "the first confirmation read is scheduled: {record}");
 }

@@ -422,6 +422,7 @@ async fn a_handoff_being_processed_right_now_is_answered_409_with_retry_after() 
             now(),
             Duration::from_secs(30),
             Duration::from_secs(600),
+            handoff_domain::HandoffMode::Transfer,
         )
         .await
         .expect("in-memory ledger");
@@ -450,6 +451,7 @@ async fn a_different_idempotency_key_starts_a_separate_handoff() {
             now(),
             Duration::from_secs(30),
             Duration::from_secs(600),
+            handoff_domain::HandoffMode::Transfer,
         )
         .await
         .expect("in-memory ledger");

@@ -30,7 +30,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, OutboxEntry, StatRow};
-use handoff_domain::{ConversationId, GuestId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
+use handoff_domain::{
+    ConversationId, GuestId, HandoffId, HandoffKey, HandoffMode, HandoffRecord, HandoffRequest, OutcomeFacts,
+};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use rusqlite_migration::{Migrations, M};
@@ -38,8 +40,8 @@ use serde_json::Value;
 
 use self::thread::{ConnectionThread, Role};
 use crate::codec::{
-    corrupt, event_to_json, lease_end, micros, outbox_entry, sql_limit, stat_row, time_from_micros, uuid_from_text,
-    RecordColumns,
+    answer_column, corrupt, event_to_json, lease_end, micros, outbox_entry, outcome_facts, sql_limit, stat_row,
+    time_from_micros, uuid_from_text, RecordColumns,
 };
 use crate::error::LedgerSetupError;
 use crate::plan::{plan_begin, BeginPlan};
@@ -49,8 +51,8 @@ use crate::{sql, LedgerOptions};
 static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
     Migrations::new(vec![
         M::up(include_str!("../../migrations/sqlite/0001_ledger.sql")),
-        // 0002 (advice confirmation) and 0003 (below) are independent; 0003's SQL file only
-        // documents what its hook does.
+        M::up(include_str!("../../migrations/sqlite/0002_advised.sql")),
+        // 0003's SQL file only documents what its hook does.
         M::up_with_hook(include_str!("../../migrations/sqlite/0003_abandoned_stage.sql"), allow_new_stages),
         M::up(include_str!("../../migrations/sqlite/0004_guest_privacy.sql")),
     ])
@@ -200,10 +202,11 @@ impl SqliteBackend {
         now: DateTime<Utc>,
         lease: Duration,
         reuse_after: Duration,
+        mode: HandoffMode,
     ) -> Result<Begin, LedgerError> {
         let key = key.clone();
         let request = request.clone();
-        self.writer.call(move |conn| begin(conn, &key, &request, now, lease, reuse_after)).await
+        self.writer.call(move |conn| begin(conn, &key, &request, now, lease, reuse_after, mode)).await
     }
 
     pub(crate) async fn save(
@@ -325,6 +328,45 @@ impl SqliteBackend {
         .await
     }
 
+    pub(crate) async fn outcomes(&self, since: DateTime<Utc>) -> Result<Vec<OutcomeFacts>, LedgerError> {
+        let since = micros(since).timestamp_micros();
+        self.read(move |conn| {
+            const OP: &str = "outcomes";
+            let mut statement = conn.prepare_cached(sqlite_sql!(OUTCOMES)).map_err(ledger_error(OP))?;
+            let rows = statement
+                .query_map([since], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, i64>(6)?,
+                    ))
+                })
+                .map_err(ledger_error(OP))?;
+            rows.map(|row| {
+                let (reason, queue, stage, answer, defer_until, created, updated) = row.map_err(ledger_error(OP))?;
+                let queue = queue.map(|q| uuid_from_text(&q, "outcomes queue_id")).transpose()?;
+                let answer = answer
+                    .map(|raw| serde_json::from_str::<Value>(&raw).map_err(|e| corrupt("outcomes answer", e)))
+                    .transpose()?;
+                outcome_facts(
+                    reason,
+                    queue,
+                    &stage,
+                    answer,
+                    defer_until.is_some(),
+                    time_from_micros(created, "outcomes created_at")?,
+                    time_from_micros(updated, "outcomes updated_at")?,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+    }
+
     /// Both threads answer: `/readyz` turns red when the writer cannot commit (its batch fails),
     /// not only when the file cannot be read.
     /// Erases on the writer, then removes what is left of the data in the WAL
@@ -438,6 +480,7 @@ fn begin(
     now: DateTime<Utc>,
     lease: Duration,
     reuse_after: Duration,
+    mode: HandoffMode,
 ) -> Result<Begin, LedgerError> {
     const OP: &str = "begin";
     let key_text = key.to_string();
@@ -449,7 +492,7 @@ fn begin(
         Some(id) => select_record(conn, &id).map_err(ledger_error(OP))?.transpose()?,
         None => None,
     };
-    Ok(match plan_begin(latest, key, request, now, lease, reuse_after) {
+    Ok(match plan_begin(latest, key, request, now, lease, reuse_after, mode) {
         BeginPlan::Done(begin) => begin,
         BeginPlan::Resume { record, lease_until } => {
             conn.prepare_cached(sqlite_sql!(RESUME_RECORD))
@@ -457,7 +500,8 @@ fn begin(
                     s.execute(params![
                         record.id.to_string(),
                         lease_until.timestamp_micros(),
-                        i64::from(record.attempts)
+                        i64::from(record.attempts),
+                        answer_column(&record).map(|a| a.to_string())
                     ])
                 })
                 .map_err(ledger_error(OP))?;

@@ -8,7 +8,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures::future::join_all;
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, LedgerPort};
 use handoff_domain::{
-    ConversationId, GuestId, HandoffKey, HandoffRecord, HandoffRequest, QueueId, Stage, StoredAnswer,
+    AdviceDecision, ConversationId, GuestId, HandoffKey, HandoffMode, HandoffRecord, HandoffRequest, QueueId, Stage,
+    StoredAnswer,
 };
 use handoff_ledger::{LedgerSetupError, SqlLedger};
 use serde_json::json;
@@ -46,7 +47,7 @@ fn migration_files(dialect: &str) -> i64 {
 
 async fn fresh(ledger: &dyn LedgerPort, now: DateTime<Utc>) -> (HandoffKey, HandoffRecord) {
     let (key, request) = new_key();
-    match ledger.begin(&key, &request, now, LEASE, REUSE_AFTER).await.unwrap() {
+    match ledger.begin(&key, &request, now, LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap() {
         Begin::Fresh(record) => (key, record),
         other => panic!("expected a fresh record, got {other:?}"),
     }
@@ -67,7 +68,7 @@ async fn a_row_that_no_longer_validates_is_reported_corrupt(ledger: &SqlLedger, 
     exec(&format!("UPDATE handoffs SET history = '[{{\"at\": \"yesterday\"}}]' WHERE id = '{}'", bad_history.id)).await;
     // Act
     let get = ledger.get(bad_request.id).await;
-    let begin = ledger.begin(&key, &bad_request.request, t(100), LEASE, REUSE_AFTER).await;
+    let begin = ledger.begin(&key, &bad_request.request, t(100), LEASE, REUSE_AFTER, HandoffMode::Transfer).await;
     let history = ledger.find_by_conversation(bad_history.key.conversation_id).await;
     // Assert
     let Err(LedgerError::Corrupt(message)) = get else { panic!("expected Corrupt, got {get:?}") };
@@ -89,7 +90,9 @@ async fn a_transfer_with_personal_data(ledger: &SqlLedger) -> [&'static str; 4] 
     }))
     .unwrap();
     let key = HandoffKey::new(conversation, None);
-    let Begin::Fresh(mut record) = ledger.begin(&key, &request, t(0), LEASE, REUSE_AFTER).await.unwrap() else {
+    let Begin::Fresh(mut record) =
+        ledger.begin(&key, &request, t(0), LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap()
+    else {
         panic!("expected a fresh record");
     };
     record.queue = Some(queue());
@@ -138,7 +141,7 @@ async fn a_save_whose_outbox_insert_fails_writes_nothing(ledger: &SqlLedger, ref
     assert!(matches!(saved, Err(LedgerError::Unavailable(_))), "{saved:?}");
     assert_eq!(ledger.get(before.id).await.unwrap(), Some(before.clone()));
     assert_eq!(ledger.outbox_backlog().await.unwrap(), 0);
-    let again = ledger.begin(&key, &before.request, t(2), LEASE, REUSE_AFTER).await.unwrap();
+    let again = ledger.begin(&key, &before.request, t(2), LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap();
     assert_eq!(again, Begin::Busy { handoff_id: before.id }, "the lease was not released");
 }
 
@@ -158,7 +161,9 @@ async fn two_instances_on_one_database_begin_a_key_once(first: &SqlLedger, secon
     let keys: Vec<(HandoffKey, HandoffRequest)> = (0..50).map(|_| new_key()).collect();
     // Act: every key reaches both instances at once
     let begins = keys.iter().flat_map(|(key, request)| {
-        [first, second].map(|ledger| async move { (key, ledger.begin(key, request, t(0), LEASE, REUSE_AFTER).await) })
+        [first, second].map(|ledger| async move {
+            (key, ledger.begin(key, request, t(0), LEASE, REUSE_AFTER, HandoffMode::Transfer).await)
+        })
     });
     let results = join_all(begins).await;
     // Assert: per key, one instance starts it and the other is told it is busy
@@ -174,10 +179,58 @@ async fn two_instances_on_one_database_begin_a_key_once(first: &SqlLedger, secon
     }
 }
 
+/// An advisory record as the ledger stored it before migration 0002: `failed`, with an `advised`
+/// answer (arranged by saving an `advised` record, then moving it back with `exec`).
+async fn an_old_advisory_record(ledger: &SqlLedger, exec: impl AsyncFn(&str)) -> HandoffRecord {
+    let (_, mut record) = fresh(ledger, t(0)).await;
+    record.queue = Some(queue());
+    record.advance(Stage::Advised, t(1), "advised: transfer").unwrap();
+    record.answer =
+        Some(StoredAnswer::Advised { queue: queue(), decision: AdviceDecision::Transfer, confirmation: None });
+    ledger.save(&record, None, &[]).await.unwrap();
+    exec(&format!("UPDATE handoffs SET stage = 'failed' WHERE id = '{}'", record.id)).await;
+    record
+}
+
 // ---- SQLite ------------------------------------------------------------------------------------
 
 mod sqlite {
     use super::*;
+
+    #[tokio::test]
+    async fn migration_0002_moves_old_advisory_records_from_failed_to_advised_and_keeps_the_keys() {
+        // Arrange: a file at schema 1 holding an advisory record stored as `failed`
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let ledger = SqlLedger::connect(&url).await.unwrap();
+        let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let old = super::an_old_advisory_record(&ledger, async |sql: &str| {
+            sqlx::raw_sql(sql).execute(&raw).await.unwrap();
+        })
+        .await;
+        let (other_key, other) = fresh(&ledger, t(0)).await;
+        ledger.close().await;
+        sqlx::raw_sql("PRAGMA user_version = 1").execute(&raw).await.unwrap();
+        raw.close().await;
+
+        // Act
+        let migrated = SqlLedger::connect(&url).await.unwrap();
+
+        // Assert
+        let back = migrated.get(old.id).await.unwrap().expect("kept");
+        assert_eq!(back.stage, Stage::Advised);
+        assert_eq!(back.answer, old.answer);
+        assert_eq!(migrated.get(other.id).await.unwrap().map(|r| r.stage), Some(Stage::Received));
+        // The key still points at its record (the keys table was rebuilt with the records).
+        let again = migrated.begin(&other_key, &other.request, t(1), LEASE, REUSE_AFTER, HandoffMode::Transfer).await;
+        assert!(matches!(again, Ok(Begin::Busy { handoff_id }) if handoff_id == other.id), "{again:?}");
+        let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let problems: Vec<(String,)> =
+            sqlx::query_as("PRAGMA foreign_key_check").fetch_all(&raw).await.unwrap_or_default();
+        assert!(problems.is_empty(), "{problems:?}");
+        raw.close().await;
+        migrated.close().await;
+    }
 
     #[tokio::test]
     async fn connect_creates_the_file_and_applies_the_migrations_on_a_fresh_path() {
@@ -304,7 +357,12 @@ mod sqlite {
                 records.push(fresh(&db.ledger, t(0)).await);
             }
             let (stale_key, stale) = records[0].clone();
-            let resumed = match db.ledger.begin(&stale_key, &stale.request, t(100), LEASE, REUSE_AFTER).await.unwrap() {
+            let resumed = match db
+                .ledger
+                .begin(&stale_key, &stale.request, t(100), LEASE, REUSE_AFTER, HandoffMode::Transfer)
+                .await
+                .unwrap()
+            {
                 Begin::Resume(record) => record,
                 other => panic!("expected a resume, got {other:?}"),
             };
@@ -350,7 +408,7 @@ mod sqlite {
         raw.close().await;
         // Act
         let ledger = SqlLedger::connect(&url).await.unwrap();
-        // Assert: it works, and counts the migration as applied
+        // Assert: it works, counts the sqlx migration as applied and applies only the later ones
         let (_, record) = fresh(&ledger, t(0)).await;
         assert_eq!(ledger.get(record.id).await.unwrap(), Some(record));
         ledger.close().await;
@@ -404,7 +462,11 @@ mod sqlite {
                 // Act: queued, not awaited; then read and begin again at once
                 db.ledger.save_detached(&record, std::slice::from_ref(&event)).await;
                 let read = db.ledger.get(record.id).await.unwrap().unwrap();
-                let again = db.ledger.begin(&key, &record.request, t(n + 1), LEASE, REUSE_AFTER).await.unwrap();
+                let again = db
+                    .ledger
+                    .begin(&key, &record.request, t(n + 1), LEASE, REUSE_AFTER, HandoffMode::Transfer)
+                    .await
+                    .unwrap();
                 // Assert
                 assert_eq!(read.stage, Stage::Transferred);
                 assert!(matches!(again, Begin::Replay(ref r) if r.id == record.id), "{again:?}");
@@ -464,7 +526,9 @@ mod sqlite {
         };
         for n in 0..5 {
             let (key, request) = personal("guest-erase-me", NAME);
-            let Begin::Fresh(mut record) = ledger.begin(&key, &request, t(n), LEASE, REUSE_AFTER).await.unwrap() else {
+            let Begin::Fresh(mut record) =
+                ledger.begin(&key, &request, t(n), LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap()
+            else {
                 panic!("expected a fresh record");
             };
             record.queue = Some(QueueId::parse("00000000-0000-4000-8000-000000000001").unwrap());
@@ -474,7 +538,7 @@ mod sqlite {
             ledger.save(&record, None, &[]).await.unwrap();
         }
         let (key, request) = personal("guest-kept", KEPT_NAME);
-        ledger.begin(&key, &request, t(10), LEASE, REUSE_AFTER).await.unwrap();
+        ledger.begin(&key, &request, t(10), LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap();
         assert!(!files_holding(db.dir.path(), NAME).is_empty(), "the name must be on disk before the erasure");
 
         // Act
@@ -495,7 +559,7 @@ mod sqlite {
         db.ledger.close().await;
         // Act
         let (key, request) = new_key();
-        let write = db.ledger.begin(&key, &request, t(0), LEASE, REUSE_AFTER).await;
+        let write = db.ledger.begin(&key, &request, t(0), LEASE, REUSE_AFTER, HandoffMode::Transfer).await;
         let read = db.ledger.ping().await;
         // Assert
         assert!(matches!(write, Err(LedgerError::Unavailable(_))), "{write:?}");
@@ -557,7 +621,8 @@ mod sqlite {
         // Act
         let second = SqlLedger::connect_with(&url, &test_options()).await.unwrap();
         let released = second.released_at_start();
-        let begun = second.begin(&key_a, &held.request, Utc::now(), LEASE, REUSE_AFTER).await.unwrap();
+        let begun =
+            second.begin(&key_a, &held.request, Utc::now(), LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap();
         let claimed = second.claim_due(Utc::now(), 10, LEASE).await.unwrap();
         let leased_while_open = held_leases().await;
         second.close().await;
@@ -577,6 +642,33 @@ mod sqlite {
 
 mod postgres {
     use super::*;
+
+    #[tokio::test]
+    async fn migration_0002_moves_old_advisory_records_from_failed_to_advised() {
+        on_postgres(async |db| {
+            // Arrange: an advisory record stored as `failed`, and 0002 not applied yet
+            let raw = db.raw().await;
+            let old = super::an_old_advisory_record(&db.ledger, async |sql: &str| {
+                sqlx::raw_sql(sql).execute(&raw).await.unwrap();
+            })
+            .await;
+            sqlx::raw_sql("DELETE FROM _sqlx_migrations WHERE version = 2").execute(&raw).await.unwrap();
+
+            // Act
+            let migrated = SqlLedger::connect_with(&db.url, &test_options()).await.unwrap();
+
+            // Assert
+            let back = migrated.get(old.id).await.unwrap().expect("kept");
+            assert_eq!((back.stage, back.answer), (Stage::Advised, old.answer.clone()));
+            let refused = sqlx::raw_sql(&format!("UPDATE handoffs SET stage = 'lost' WHERE id = '{}'", old.id))
+                .execute(&raw)
+                .await;
+            assert!(refused.is_err(), "the stage constraint is back in place");
+            migrated.close().await;
+            raw.close().await;
+        })
+        .await;
+    }
 
     #[tokio::test]
     async fn the_outbox_holds_no_personal_data() {
@@ -616,21 +708,30 @@ mod postgres {
             let now = Utc::now();
             let hour = Duration::from_secs(3600);
             let (key, request) = new_key();
-            let Begin::Fresh(held) = dying.begin(&key, &request, now, hour, REUSE_AFTER).await.unwrap() else {
+            let Begin::Fresh(held) =
+                dying.begin(&key, &request, now, hour, REUSE_AFTER, HandoffMode::Transfer).await.unwrap()
+            else {
                 panic!("fresh")
             };
             let (key_b, request_b) = new_key();
-            let Begin::Fresh(other) = dying.begin(&key_b, &request_b, now, hour, REUSE_AFTER).await.unwrap() else {
+            let Begin::Fresh(other) =
+                dying.begin(&key_b, &request_b, now, hour, REUSE_AFTER, HandoffMode::Transfer).await.unwrap()
+            else {
                 panic!("fresh")
             };
-            let busy_while_alive = db.ledger.begin(&key, &request, Utc::now(), LEASE, REUSE_AFTER).await.unwrap();
+            let busy_while_alive =
+                db.ledger.begin(&key, &request, Utc::now(), LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap();
             let claimed_while_alive = db.ledger.claim_due(Utc::now(), 10, LEASE).await.unwrap();
             drop(dying);
 
             // Act: poll (bounded) until its three beats have lapsed.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             let begun = loop {
-                let begun = db.ledger.begin(&key, &request, Utc::now(), LEASE, REUSE_AFTER).await.unwrap();
+                let begun = db
+                    .ledger
+                    .begin(&key, &request, Utc::now(), LEASE, REUSE_AFTER, HandoffMode::Transfer)
+                    .await
+                    .unwrap();
                 if !matches!(begun, Begin::Busy { .. }) || tokio::time::Instant::now() >= deadline {
                     break begun;
                 }
@@ -654,7 +755,9 @@ mod postgres {
             let second = SqlLedger::connect_with(&db.url, &test_options()).await.unwrap();
             let (key, request) = new_key();
             let hour = Duration::from_secs(3600);
-            let Begin::Fresh(held) = second.begin(&key, &request, Utc::now(), hour, REUSE_AFTER).await.unwrap() else {
+            let Begin::Fresh(held) =
+                second.begin(&key, &request, Utc::now(), hour, REUSE_AFTER, HandoffMode::Transfer).await.unwrap()
+            else {
                 panic!("fresh")
             };
             let raw = db.raw().await;
@@ -666,7 +769,8 @@ mod postgres {
 
             // Act
             second.close().await;
-            let begun = db.ledger.begin(&key, &request, Utc::now(), LEASE, REUSE_AFTER).await.unwrap();
+            let begun =
+                db.ledger.begin(&key, &request, Utc::now(), LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap();
 
             // Assert
             assert_eq!(registered, 2, "both instances are registered");

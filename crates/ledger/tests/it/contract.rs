@@ -10,8 +10,9 @@ use futures::future::join_all;
 use handoff_domain::lifecycle::HistoryEntry;
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, LedgerPort, StatRow};
 use handoff_domain::{
-    AdviceDecision, ConversationId, GuestId, HandoffId, HandoffKey, HandoffReason, HandoffRecord, HandoffRequest,
-    IdempotencyKey, ParticipantId, QueueId, Stage, StoredAnswer,
+    AdviceDecision, Confirmation, ConversationId, FailureCause, GuestId, HandoffId, HandoffKey, HandoffMode,
+    HandoffReason, HandoffRecord, HandoffRequest, IdempotencyKey, Outcome, ParticipantId, QueueId, Stage, StoredAnswer,
+    Unconfirmed,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -73,6 +74,12 @@ contract_suite!(
     get_of_an_unknown_id_is_none_and_ping_answers,
     claim_due_takes_a_released_record_once_its_caller_had_time_to_come_back,
     an_abandoned_record_is_terminal_counted_and_lets_a_new_record_start,
+    begin_in_advise_mode_writes_the_advisory_mark_with_the_new_record,
+    begin_in_advise_mode_marks_a_resumed_received_record_but_no_other,
+    a_crash_right_after_an_advisory_begin_leaves_a_claimable_record_that_keeps_its_mark,
+    begin_of_an_advised_record_replays_it_a_defer_advice_only_for_its_retry_after,
+    claim_due_takes_advised_records_due_for_a_confirmation_read,
+    outcomes_report_the_facts_of_records_created_since_a_time,
     erase_guest_removes_the_guests_name_email_and_context_from_every_record_of_theirs_only,
     a_save_after_an_erasure_does_not_bring_the_personal_data_back,
     purge_removes_personal_data_from_finished_records_older_than_the_cutoff_and_keeps_the_stats,
@@ -115,7 +122,10 @@ async fn begin_at(
     now: DateTime<Utc>,
     lease: Duration,
 ) -> Begin {
-    ledger.begin(key, &request(key.conversation_id, reason), now, lease, REUSE_AFTER).await.unwrap()
+    ledger
+        .begin(key, &request(key.conversation_id, reason), now, lease, REUSE_AFTER, HandoffMode::Transfer)
+        .await
+        .unwrap()
 }
 
 /// A new record for a new conversation, created at `now` and leased for `lease`.
@@ -550,10 +560,21 @@ pub(crate) async fn a_record_round_trips_every_field(ledger: &dyn LedgerPort) {
         StoredAnswer::Deferred { queue: queue(7), retry_after: Duration::new(300, 5) },
         StoredAnswer::Failed { status: 502, code: "upstream_rejected".into(), message: "queue \"x\" unknown".into() },
         StoredAnswer::Advising,
-        StoredAnswer::Advised { queue: queue(7), decision: AdviceDecision::Transfer },
+        StoredAnswer::Advised { queue: queue(7), decision: AdviceDecision::Transfer, confirmation: None },
+        StoredAnswer::Advised {
+            queue: queue(7),
+            decision: AdviceDecision::Transfer,
+            confirmation: Some(Confirmation::Confirmed { queue: queue(8), after: Duration::new(35, 9) }),
+        },
+        StoredAnswer::Advised {
+            queue: queue(7),
+            decision: AdviceDecision::Transfer,
+            confirmation: Some(Confirmation::Unconfirmed { why: Unconfirmed::Ended }),
+        },
         StoredAnswer::Advised {
             queue: queue(7),
             decision: AdviceDecision::Defer { retry_after: Duration::new(30, 7) },
+            confirmation: None,
         },
     ];
     for (n, answer) in answers.into_iter().enumerate() {
@@ -570,7 +591,9 @@ pub(crate) async fn a_record_round_trips_every_field(ledger: &dyn LedgerPort) {
         }))
         .unwrap();
         let key = HandoffKey::new(conversation, Some(IdempotencyKey::parse(&format!("retry#{n}")).unwrap()));
-        let Begin::Fresh(mut record) = ledger.begin(&key, &request, at(0), LEASE, REUSE_AFTER).await.unwrap() else {
+        let Begin::Fresh(mut record) =
+            ledger.begin(&key, &request, at(0), LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap()
+        else {
             panic!("expected a fresh record")
         };
         record.queue = Some(queue(7));
@@ -603,7 +626,8 @@ pub(crate) async fn fifty_concurrent_begins_of_one_key_yield_exactly_one_fresh(l
     let key = key(conversation());
     let request = request(key.conversation_id, "billing");
     // Act
-    let results = join_all((0..50).map(|_| ledger.begin(&key, &request, t(0), LEASE, REUSE_AFTER))).await;
+    let results =
+        join_all((0..50).map(|_| ledger.begin(&key, &request, t(0), LEASE, REUSE_AFTER, HandoffMode::Transfer))).await;
     // Assert
     let results: Vec<Begin> = results.into_iter().map(Result::unwrap).collect();
     let fresh: Vec<&HandoffRecord> =
@@ -621,7 +645,9 @@ pub(crate) async fn fifty_concurrent_begins_of_an_expired_lease_yield_exactly_on
     let record = fresh_for(ledger, &key, "billing", t(0), LEASE).await;
     let request = record.request.clone();
     // Act
-    let results = join_all((0..50).map(|_| ledger.begin(&key, &request, t(100), LEASE, REUSE_AFTER))).await;
+    let results =
+        join_all((0..50).map(|_| ledger.begin(&key, &request, t(100), LEASE, REUSE_AFTER, HandoffMode::Transfer)))
+            .await;
     // Assert
     let results: Vec<Begin> = results.into_iter().map(Result::unwrap).collect();
     let resumed = results.iter().filter(|b| matches!(b, Begin::Resume(r) if r.id == record.id)).count();
@@ -637,7 +663,9 @@ pub(crate) async fn fifty_concurrent_begins_after_a_failure_yield_exactly_one_fr
     fail(&mut failed, t(1));
     ledger.save(&failed, None, &[]).await.unwrap();
     // Act
-    let results = join_all((0..50).map(|_| ledger.begin(&key, &failed.request, t(2), LEASE, REUSE_AFTER))).await;
+    let results =
+        join_all((0..50).map(|_| ledger.begin(&key, &failed.request, t(2), LEASE, REUSE_AFTER, HandoffMode::Transfer)))
+            .await;
     // Assert
     let results: Vec<Begin> = results.into_iter().map(Result::unwrap).collect();
     let fresh: Vec<HandoffId> =
@@ -674,7 +702,10 @@ pub(crate) async fn claim_due_takes_a_released_record_once_its_caller_had_time_t
     assert_eq!(ids(&due), vec![released.id]);
     assert_eq!(due[0].attempts, 2, "a claim counts an attempt");
     assert!(again.is_empty(), "the claim leased it: {again:?}");
-    let begun = ledger.begin(&released.key, &released.request, t(122), LEASE, REUSE_AFTER).await.unwrap();
+    let begun = ledger
+        .begin(&released.key, &released.request, t(122), LEASE, REUSE_AFTER, HandoffMode::Transfer)
+        .await
+        .unwrap();
     assert_eq!(begun, Begin::Busy { handoff_id: released.id }, "the worker holds it now");
 }
 
@@ -693,7 +724,8 @@ pub(crate) async fn an_abandoned_record_is_terminal_counted_and_lets_a_new_recor
     let back = ledger.get(record.id).await.unwrap();
     let claimed = ledger.claim_due(t(10_000), 10, LEASE).await.unwrap();
     let stats = ledger.stats(t(0)).await.unwrap();
-    let begun = ledger.begin(&record.key, &record.request, t(2), LEASE, REUSE_AFTER).await.unwrap();
+    let begun =
+        ledger.begin(&record.key, &record.request, t(2), LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap();
     // Assert
     assert_eq!(back.as_ref().map(|r| r.stage), Some(Stage::Abandoned));
     assert_eq!(back, Some(record.clone()));
@@ -703,6 +735,155 @@ pub(crate) async fn an_abandoned_record_is_terminal_counted_and_lets_a_new_recor
         vec![StatRow { reason: "billing".into(), queue_id: Some(queue(1)), outcome: Stage::Abandoned, count: 1 }]
     );
     assert!(matches!(begun, Begin::Fresh(ref r) if r.id != record.id), "{begun:?}");
+}
+
+/// An advice given at `at`: `Advised` with the answer for `decision`, confirmation reads from
+/// `next_check` (`None`: none).
+fn advise(record: &mut HandoffRecord, at: DateTime<Utc>, decision: AdviceDecision, next_check: Option<DateTime<Utc>>) {
+    record.queue = Some(queue(1));
+    record.advance(Stage::Advised, at, "advised").unwrap();
+    record.answer = Some(StoredAnswer::Advised { queue: queue(1), decision, confirmation: None });
+    record.next_check_at = next_check;
+}
+
+async fn advisory_begin(ledger: &dyn LedgerPort, key: &HandoffKey, now: DateTime<Utc>) -> Begin {
+    ledger.begin(key, &request(key.conversation_id, "r"), now, LEASE, REUSE_AFTER, HandoffMode::Advise).await.unwrap()
+}
+
+pub(crate) async fn begin_in_advise_mode_writes_the_advisory_mark_with_the_new_record(ledger: &dyn LedgerPort) {
+    // Act
+    let key = key(conversation());
+    let Begin::Fresh(record) = advisory_begin(ledger, &key, t(0)).await else { panic!("expected a fresh record") };
+
+    // Assert: marked in the same write, before the caller saves anything
+    assert_eq!(record.answer, Some(StoredAnswer::Advising));
+    assert_eq!(ledger.get(record.id).await.unwrap().and_then(|r| r.answer), Some(StoredAnswer::Advising));
+    let plain = fresh(ledger, "r", t(0), LEASE).await;
+    assert_eq!(plain.answer, None, "a transfer-mode begin carries no mark");
+}
+
+pub(crate) async fn begin_in_advise_mode_marks_a_resumed_received_record_but_no_other(ledger: &dyn LedgerPort) {
+    // Arrange: a transfer-mode record that stopped in `Received`, and one that stopped later
+    let received = fresh(ledger, "r", t(0), LEASE).await;
+    ledger.save(&received, None, &[]).await.unwrap();
+    let mut written = fresh(ledger, "r", t(0), LEASE).await;
+    written.advance(Stage::ContextWritten, t(1), "context written").unwrap();
+    ledger.save(&written, None, &[]).await.unwrap();
+
+    // Act
+    let resumed = advisory_begin(ledger, &received.key, t(2)).await;
+    let later = advisory_begin(ledger, &written.key, t(2)).await;
+
+    // Assert
+    let Begin::Resume(resumed) = resumed else { panic!("expected a resume, got {resumed:?}") };
+    assert_eq!(resumed.answer, Some(StoredAnswer::Advising));
+    assert_eq!(ledger.get(received.id).await.unwrap(), Some(resumed));
+    let Begin::Resume(later) = later else { panic!("expected a resume, got {later:?}") };
+    assert_eq!(later.answer, None, "a record past `Received` may have transferred: transfer mode finishes it");
+    assert_eq!(ledger.get(written.id).await.unwrap().and_then(|r| r.answer), None);
+}
+
+pub(crate) async fn a_crash_right_after_an_advisory_begin_leaves_a_claimable_record_that_keeps_its_mark(
+    ledger: &dyn LedgerPort,
+) {
+    // Arrange: an advisory begin, and nothing after it (the instance died)
+    let key = key(conversation());
+    let Begin::Fresh(record) = advisory_begin(ledger, &key, t(0)).await else { panic!("expected a fresh record") };
+
+    // Act
+    let claimed = ledger.claim_due(t(31), 10, LEASE).await.unwrap();
+
+    // Assert: the worker gets it with the mark, so it finishes it instead of transferring it
+    assert_eq!(ids(&claimed), vec![record.id]);
+    assert_eq!((claimed[0].stage, claimed[0].answer.clone()), (Stage::Received, Some(StoredAnswer::Advising)));
+}
+
+pub(crate) async fn begin_of_an_advised_record_replays_it_a_defer_advice_only_for_its_retry_after(
+    ledger: &dyn LedgerPort,
+) {
+    // Arrange
+    let mut transfer = fresh(ledger, "r", t(0), LEASE).await;
+    advise(&mut transfer, t(1), AdviceDecision::Transfer, Some(t(6)));
+    ledger.save(&transfer, None, &[]).await.unwrap();
+    let mut wait = fresh(ledger, "r", t(0), LEASE).await;
+    advise(&mut wait, t(1), AdviceDecision::Defer { retry_after: Duration::from_secs(15) }, None);
+    ledger.save(&wait, None, &[]).await.unwrap();
+
+    // Act + Assert
+    assert!(matches!(advisory_begin(ledger, &transfer.key, t(100)).await, Begin::Replay(r) if r.id == transfer.id));
+    assert!(matches!(advisory_begin(ledger, &wait.key, t(15)).await, Begin::Replay(r) if r.id == wait.id));
+    assert!(matches!(advisory_begin(ledger, &wait.key, t(16)).await, Begin::Fresh(r) if r.id != wait.id));
+    assert!(matches!(advisory_begin(ledger, &transfer.key, t(601)).await, Begin::Fresh(r) if r.id != transfer.id));
+}
+
+pub(crate) async fn claim_due_takes_advised_records_due_for_a_confirmation_read(ledger: &dyn LedgerPort) {
+    // Arrange (now = t(100))
+    let mut due = fresh(ledger, "a", t(0), LEASE).await;
+    advise(&mut due, t(1), AdviceDecision::Transfer, Some(t(6)));
+    ledger.save(&due, None, &[]).await.unwrap();
+    let mut later = fresh(ledger, "b", t(0), LEASE).await;
+    advise(&mut later, t(1), AdviceDecision::Transfer, Some(t(500)));
+    ledger.save(&later, None, &[]).await.unwrap();
+    let mut settled = fresh(ledger, "c", t(0), LEASE).await;
+    advise(&mut settled, t(1), AdviceDecision::Defer { retry_after: Duration::from_secs(15) }, None);
+    ledger.save(&settled, None, &[]).await.unwrap();
+
+    // Act
+    let first = ledger.claim_due(t(100), 10, LEASE).await.unwrap();
+    let while_leased = ledger.claim_due(t(101), 10, LEASE).await.unwrap();
+
+    // Assert
+    assert_eq!(ids(&first), vec![due.id]);
+    assert_eq!(first[0].stage, Stage::Advised);
+    assert_eq!(first[0].attempts, due.attempts + 1);
+    assert!(while_leased.is_empty(), "a claimed confirmation is leased: {while_leased:?}");
+}
+
+pub(crate) async fn outcomes_report_the_facts_of_records_created_since_a_time(ledger: &dyn LedgerPort) {
+    // Arrange
+    let old = fresh(ledger, "old", t(0), LEASE).await;
+    ledger.save(&old, None, &[]).await.unwrap();
+    let mut transferred = fresh(ledger, "billing", t(10), LEASE).await;
+    transfer(&mut transferred, t(14), queue(1));
+    ledger.save(&transferred, None, &[]).await.unwrap();
+    let mut after_deferral = fresh(ledger, "billing", t(10), LEASE).await;
+    defer(&mut after_deferral, t(11), t(20), queue(1));
+    transfer(&mut after_deferral, t(40), queue(1));
+    ledger.save(&after_deferral, None, &[]).await.unwrap();
+    let mut confirmed = fresh(ledger, "billing", t(10), LEASE).await;
+    advise(&mut confirmed, t(11), AdviceDecision::Transfer, None);
+    confirmed.answer = Some(StoredAnswer::Advised {
+        queue: queue(1),
+        decision: AdviceDecision::Transfer,
+        confirmation: Some(Confirmation::Confirmed { queue: queue(1), after: Duration::from_secs(15) }),
+    });
+    ledger.save(&confirmed, None, &[]).await.unwrap();
+    let mut failed = fresh(ledger, "billing", t(10), LEASE).await;
+    failed.queue = Some(queue(1));
+    fail(&mut failed, t(11));
+    ledger.save(&failed, None, &[]).await.unwrap();
+
+    // Act
+    let mut facts = ledger.outcomes(t(5)).await.unwrap();
+    facts.sort_by_key(|f| f.outcome());
+
+    // Assert
+    let outcomes: Vec<Outcome> = facts.iter().map(|f| f.outcome()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Transferred,
+            Outcome::TransferredAfterDeferral,
+            Outcome::Confirmed,
+            Outcome::Failed(FailureCause::NotTransferable)
+        ]
+    );
+    let times: Vec<Option<Duration>> = facts.iter().map(|f| f.time_to_queue()).collect();
+    assert_eq!(
+        times,
+        [Some(Duration::from_secs(4)), Some(Duration::from_secs(30)), Some(Duration::from_secs(15)), None]
+    );
+    assert!(facts.iter().all(|f| f.reason == "billing" && f.queue_id == Some(queue(1))), "{facts:?}");
 }
 
 // ---- personal data: erasure and retention ---------------------------------------------------
@@ -725,7 +906,7 @@ fn personal_request(conversation: ConversationId, guest: &str, reason: &str) -> 
 async fn personal(ledger: &dyn LedgerPort, guest: &str, reason: &str, now: DateTime<Utc>) -> HandoffRecord {
     let conversation = conversation();
     let request = personal_request(conversation, guest, reason);
-    match ledger.begin(&key(conversation), &request, now, LEASE, REUSE_AFTER).await.unwrap() {
+    match ledger.begin(&key(conversation), &request, now, LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap() {
         Begin::Fresh(record) => record,
         other => panic!("expected a fresh record, got {other:?}"),
     }
@@ -828,7 +1009,10 @@ pub(crate) async fn purge_removes_personal_data_from_finished_records_older_than
         assert_intact(ledger, id).await;
     }
     assert_eq!(ledger.stats(t(0)).await.unwrap(), stats_before, "the stats need nothing that was purged");
-    let replay = ledger.begin(&old_transferred.key, &old_transferred.request, t(20), LEASE, REUSE_AFTER).await.unwrap();
+    let replay = ledger
+        .begin(&old_transferred.key, &old_transferred.request, t(20), LEASE, REUSE_AFTER, HandoffMode::Transfer)
+        .await
+        .unwrap();
     assert!(matches!(replay, Begin::Replay(ref r) if r.id == old_transferred.id), "{replay:?}");
 }
 
