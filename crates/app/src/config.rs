@@ -39,6 +39,13 @@ pub struct GenesysSettings {
     pub budget: Duration,
     /// `GENESYS_MAX_CONCURRENCY`: cap on concurrent upstream calls.
     pub max_concurrency: usize,
+    /// `GENESYS_BACKGROUND_RESERVE_PERCENT`: share of the rate-limit allowance background work
+    /// leaves to live handoffs.
+    pub reserve_percent: u8,
+    /// `GENESYS_NOTIFICATIONS`: whether queue figures are pushed over a Notifications channel.
+    pub notifications: bool,
+    /// `GENESYS_FIGURES_MAX_AGE_SECS`: pushed figures older than this are not used (polling is).
+    pub figures_max_age: Duration,
 }
 
 /// Everything `serve` needs.
@@ -182,6 +189,17 @@ impl Settings {
             r.errors.push("GENESYS_BUDGET_MS must be at least GENESYS_TIMEOUT_MS".to_owned());
         }
         let max_concurrency = r.bounded("GENESYS_MAX_CONCURRENCY", 128, COUNT, "a number") as usize;
+        let reserve_percent =
+            u8::try_from(r.bounded("GENESYS_BACKGROUND_RESERVE_PERCENT", 20, (0, 90), "a percentage")).unwrap_or(90);
+        let notifications = match r.raw("GENESYS_NOTIFICATIONS").as_deref().unwrap_or("on") {
+            "on" | "true" | "1" => true,
+            "off" | "false" | "0" => false,
+            other => {
+                r.errors.push(format!("GENESYS_NOTIFICATIONS={other:?} is not valid: expected on or off"));
+                true
+            }
+        };
+        let figures_max_age = Duration::from_secs(r.bounded("GENESYS_FIGURES_MAX_AGE_SECS", 10, (1, 3_600), "seconds"));
         let outbox_concurrency = r.bounded("HANDOFF_OUTBOX_CONCURRENCY", 16, COUNT, "a number") as usize;
         if outbox_concurrency >= max_concurrency {
             r.errors.push(format!(
@@ -278,6 +296,9 @@ impl Settings {
                         attempt_timeout,
                         budget,
                         max_concurrency,
+                        reserve_percent,
+                        notifications,
+                        figures_max_age,
                     },
                     service,
                     webhook_auth,

@@ -172,6 +172,7 @@ fn genesys_config(settings: &Settings) -> anyhow::Result<GenesysConfig> {
     config.attempt_timeout = g.attempt_timeout;
     config.total_budget = g.budget;
     config.max_concurrency = g.max_concurrency;
+    config.reserve_percent = g.reserve_percent;
     config.validate()?;
     Ok(config)
 }
@@ -201,8 +202,10 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-/// Background work: deferred handoffs and crash recovery, then the analytics outbox. Yields to
-/// live handoffs when the Genesys rate-limit allowance runs low.
+/// Background work: deferred handoffs and crash recovery, then the analytics outbox. Its Genesys
+/// calls run [`in_background`](handoff_genesys::in_background): paced over the rate-limit window
+/// and never into the reserve kept for live handoffs; a tick is skipped while only the reserve is
+/// left.
 async fn run_workers(
     service: Arc<HandoffService>,
     genesys: Arc<GenesysClient>,
@@ -225,7 +228,7 @@ async fn run_workers(
             tracing::debug!("genesys allowance low: background work yields to live handoffs");
             continue;
         }
-        match service.run_due(WORKER_BATCH).await {
+        match handoff_genesys::in_background(service.run_due(WORKER_BATCH)).await {
             Ok(report) if report.claimed > 0 => {
                 tracing::debug!(claimed = report.claimed, done = report.done, later = report.later, "deferral tick")
             }
@@ -237,7 +240,7 @@ async fn run_workers(
         let batch = service.outbox_batch();
         let outbox_until = tokio::time::Instant::now() + OUTBOX_TIME_PER_TICK;
         for _ in 0..OUTBOX_BATCHES_PER_TICK {
-            match service.deliver_analytics(batch).await {
+            match handoff_genesys::in_background(service.deliver_analytics(batch)).await {
                 Ok(report) => {
                     if report.later > 0 {
                         tracing::warn!(failed = report.later, "analytics deliveries failed; retrying with backoff");
@@ -288,6 +291,7 @@ fn genesys_metrics(genesys: Arc<GenesysClient>) -> crate::observer::MetricsSourc
     Arc::new(move |out: &mut String| {
         use std::fmt::Write as _;
         let stats = genesys.stats();
+        let budget = genesys.budget();
         let _ = writeln!(out, "# HELP handoff_upstream_requests Genesys call attempts by endpoint and status class.");
         let _ = writeln!(out, "# TYPE handoff_upstream_requests counter");
         for r in stats.requests.iter().filter(|r| r.count > 0) {
@@ -304,10 +308,42 @@ fn genesys_metrics(genesys: Arc<GenesysClient>) -> crate::observer::MetricsSourc
             ("token_refreshes", "OAuth token requests sent.", stats.token_fetches),
             ("token_invalidations", "Tokens dropped after a 401.", stats.token_invalidations),
             ("capacity_cache_hits", "Capacity snapshots served from the shared cache.", stats.capacity_cache_hits),
+            (
+                "budget_refused_foreground",
+                "Handoff calls refused at once: the rate-limit window was spent.",
+                budget.refused_foreground,
+            ),
+            (
+                "budget_refused_background",
+                "Background calls held back for the reserve or pacing.",
+                budget.refused_background,
+            ),
         ] {
             let _ = writeln!(out, "# HELP handoff_{name} {help}");
             let _ = writeln!(out, "# TYPE handoff_{name} counter");
             let _ = writeln!(out, "handoff_{name}_total {value}");
+        }
+        // The gauges are absent until Genesys has sent its first `inin-ratelimit-*` headers.
+        if let Some(allowed) = budget.allowed {
+            let reset = budget.reset_in.map_or(0.0, |d| d.as_secs_f64());
+            for (name, help, value) in [
+                (
+                    "genesys_allowance",
+                    "Genesys calls allowed in the current rate-limit window (inin-ratelimit-allowed).",
+                    allowed as f64,
+                ),
+                ("genesys_allowance_used", "Genesys calls counted as used in the current window.", budget.used as f64),
+                (
+                    "genesys_allowance_reserve",
+                    "Calls of the window kept from background work for live handoffs.",
+                    budget.reserve as f64,
+                ),
+                ("genesys_allowance_reset_seconds", "Seconds until the rate-limit window resets.", reset),
+            ] {
+                let _ = writeln!(out, "# HELP handoff_{name} {help}");
+                let _ = writeln!(out, "# TYPE handoff_{name} gauge");
+                let _ = writeln!(out, "handoff_{name} {value}");
+            }
         }
     })
 }

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use url::Url;
 
+use crate::budget::{BudgetSnapshot, CallBudget};
 use crate::capacity::CapacityCache;
 use crate::config::GenesysConfig;
 use crate::error::{GenesysError, Result};
@@ -111,6 +112,7 @@ pub struct GenesysClient {
     tokens: TokenCache,
     limiter: Semaphore,
     rate_limit: RwLock<Option<RateLimitSnapshot>>,
+    budget: CallBudget,
     pub(crate) counters: Counters,
     pub(crate) capacity: CapacityCache,
 }
@@ -143,6 +145,7 @@ impl GenesysClient {
             tokens: TokenCache::new(config.client_id.clone(), config.client_secret.clone(), token_url),
             limiter: Semaphore::new(config.max_concurrency),
             rate_limit: RwLock::new(None),
+            budget: CallBudget::new(config.reserve_percent, config.handoff_calls),
             counters: Counters::default(),
             capacity: CapacityCache::new(config.capacity_ttl),
             http,
@@ -170,9 +173,15 @@ impl GenesysClient {
         *self.rate_limit.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether less than 10 % of the rate-limit window is left: background work should yield.
+    /// Whether background work must wait: the window's allowance is down to the reserve kept for
+    /// live handoffs (see [`crate::in_background`]).
     pub fn allowance_low(&self) -> bool {
-        self.rate_limit().is_some_and(|r| r.is_low(Instant::now()))
+        !self.budget.background_open(Instant::now())
+    }
+
+    /// The call budget of the current rate-limit window (for `/metrics`).
+    pub fn budget(&self) -> BudgetSnapshot {
+        self.budget.snapshot(Instant::now())
     }
 
     /// Makes sure a token can be obtained (cached, or fetched once now). For `/readyz` and
@@ -318,6 +327,12 @@ impl GenesysClient {
             _ => return Attempt::NotSent { detail: "too many concurrent genesys calls".to_owned() },
         };
 
+        // The budget is taken last, right before the request goes out, so a refused call costs
+        // nothing upstream and a counted call is one Genesys sees.
+        if let Err(wait) = self.budget.spend(call.endpoint, Instant::now()) {
+            tracing::debug!(operation = call.endpoint.as_str(), wait_secs = wait.as_secs(), "call budget spent");
+            return Attempt::Fatal(PortError::RateLimited { retry_after: Some(wait), correlation_id: None });
+        }
         let mut request = self
             .http
             .request(call.method.clone(), call.url.clone())
@@ -376,6 +391,7 @@ impl GenesysClient {
 
     fn observe_rate_limit(&self, headers: &HeaderMap) {
         if let Some(snapshot) = RateLimitSnapshot::from_headers(headers, Instant::now()) {
+            self.budget.observe(&snapshot);
             *self.rate_limit.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(snapshot);
         }
     }

@@ -35,6 +35,9 @@
 //! - `token`: the client-credentials token cache (single flight, early refresh, 401 invalidation).
 //! - `client`: [`GenesysClient`], the HTTP client, the retry policy and rate-limit awareness.
 //! - `retry`: backoff with jitter, `Retry-After`/`inin-ratelimit-*` parsing, error-body codes.
+//! - `budget`: the per-token call budget from `inin-ratelimit-*` (foreground first, a reserve and
+//!   pacing for background work, refusal with the reset when the window is spent), and
+//!   [`in_background`].
 //! - `capacity`: the per-queue, single-flight capacity snapshot cache.
 //! - `wire`: private Genesys DTOs and their translation to domain types.
 //! - `ports`: the port implementations, [`GenesysClient::get_queue`] and
@@ -48,6 +51,7 @@
 //! [`PortError`]: handoff_domain::ports::PortError
 //! [`PortError::Indeterminate`]: handoff_domain::ports::PortError::Indeterminate
 
+mod budget;
 mod capacity;
 mod client;
 mod config;
@@ -62,6 +66,10 @@ mod stats;
 mod token;
 mod wire;
 
+pub use budget::{
+    in_background, BudgetSnapshot, Priority, DEFAULT_HANDOFF_CALLS, DEFAULT_RESERVE_PERCENT, PROMISE_HORIZON,
+    RATE_WINDOW,
+};
 pub use client::GenesysClient;
 pub use config::{
     GenesysConfig, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CAPACITY_TTL, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_CONCURRENCY,
