@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use handoff_domain::ports::{LedgerPort, SystemClock};
 use handoff_domain::{HandoffService, InMemoryLedger, Stage};
-use handoff_genesys::{GenesysClient, GenesysConfig, Region};
+use handoff_genesys::{GenesysClient, GenesysConfig, NotificationSettings, Region};
 use handoff_http::{router, AppState, HttpSettings, LedgerProbe, ReadinessProbe, WebhookAuth};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -39,6 +39,8 @@ pub struct App {
     genesys: Arc<GenesysClient>,
     ledger: Arc<dyn LedgerPort>,
     metrics: Arc<Metrics>,
+    /// The Notifications channel to run (`GENESYS_NOTIFICATIONS=on`).
+    notifications: Option<NotificationSettings>,
 }
 
 impl std::fmt::Debug for App {
@@ -95,7 +97,11 @@ impl App {
             genesys_api = %genesys.config().api_base_url,
             "handoff ready"
         );
-        Ok(App { listener, port, router: router(state), service, genesys, ledger, metrics })
+        let notifications = settings.genesys.notifications.then(|| NotificationSettings {
+            queues: configured_queues(&settings),
+            max_age: settings.genesys.figures_max_age,
+        });
+        Ok(App { listener, port, router: router(state), service, genesys, ledger, metrics, notifications })
     }
 
     /// The bound port (useful with `PORT=0`).
@@ -123,6 +129,10 @@ impl App {
             self.metrics.clone(),
             workers_stopped,
         ));
+        let channel = self
+            .notifications
+            .clone()
+            .map(|settings| tokio::spawn(self.genesys.clone().run_notifications(settings, stop_workers.subscribe())));
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
             shutdown.await;
@@ -145,11 +155,25 @@ impl App {
         };
         let _ = stop_workers.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), workers).await;
+        if let Some(channel) = channel {
+            let _ = tokio::time::timeout(Duration::from_secs(5), channel).await;
+        }
         // Commits what the ledger still has queued (the last save of a transfer is not awaited)
         // before the process exits.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.ledger.close()).await;
         result
     }
+}
+
+/// Every queue a handoff can go to: the target, the routes and the fallback, without repeats.
+pub fn configured_queues(settings: &Settings) -> Vec<handoff_domain::QueueId> {
+    let routing = &settings.service.routing;
+    let mut queues = vec![routing.default_queue()];
+    queues.extend(routing.routes().values().copied());
+    queues.extend(routing.fallback());
+    let mut seen = std::collections::HashSet::new();
+    queues.retain(|q| seen.insert(*q));
+    queues
 }
 
 /// The Genesys client configuration `check` uses (the same as `serve`).
@@ -323,6 +347,31 @@ fn genesys_metrics(genesys: Arc<GenesysClient>) -> crate::observer::MetricsSourc
             let _ = writeln!(out, "# TYPE handoff_{name} counter");
             let _ = writeln!(out, "handoff_{name}_total {value}");
         }
+        let channel = genesys.channel_stats();
+        for (name, help, value) in [
+            (
+                "notification_figure_events",
+                "Queue observation events applied from the notification channel.",
+                channel.figure_events,
+            ),
+            ("notification_heartbeats", "Heartbeats and pongs of the notification channel.", channel.heartbeats),
+            ("notification_closing_notices", "v2.system.socket_closing notices.", channel.closing_notices),
+            (
+                "notification_unknown_events",
+                "Notification events of an unknown topic or shape (ignored).",
+                channel.unknown_events,
+            ),
+            ("notification_channels_created", "Notification channels created.", channel.channels_created),
+            ("notification_connects", "Notification sockets opened.", channel.connects),
+            ("capacity_pushed_answers", "Capacity answers served from pushed figures (no call).", channel.served),
+        ] {
+            let _ = writeln!(out, "# HELP handoff_{name} {help}");
+            let _ = writeln!(out, "# TYPE handoff_{name} counter");
+            let _ = writeln!(out, "handoff_{name}_total {value}");
+        }
+        let _ = writeln!(out, "# HELP handoff_notification_channel_live 1 while pushed queue figures can be used.");
+        let _ = writeln!(out, "# TYPE handoff_notification_channel_live gauge");
+        let _ = writeln!(out, "handoff_notification_channel_live {}", u8::from(channel.live));
         // The gauges are absent until Genesys has sent its first `inin-ratelimit-*` headers.
         if let Some(allowed) = budget.allowed {
             let reset = budget.reset_in.map_or(0.0, |d| d.as_secs_f64());

@@ -30,6 +30,7 @@ use crate::budget::{BudgetSnapshot, CallBudget};
 use crate::capacity::CapacityCache;
 use crate::config::GenesysConfig;
 use crate::error::{GenesysError, Result};
+use crate::notifications::{ChannelStats, FigureStore, NotificationSettings};
 use crate::retry::{self, RateLimitSnapshot};
 use crate::stats::{ClientStats, Counters, Endpoint, StatusClass};
 use crate::token::TokenCache;
@@ -115,6 +116,7 @@ pub struct GenesysClient {
     budget: CallBudget,
     pub(crate) counters: Counters,
     pub(crate) capacity: CapacityCache,
+    pub(crate) figures: FigureStore,
 }
 
 impl GenesysClient {
@@ -148,6 +150,7 @@ impl GenesysClient {
             budget: CallBudget::new(config.reserve_percent, config.handoff_calls),
             counters: Counters::default(),
             capacity: CapacityCache::new(config.capacity_ttl),
+            figures: FigureStore::default(),
             http,
             config,
         })
@@ -177,6 +180,21 @@ impl GenesysClient {
     /// live handoffs (see [`crate::in_background`]).
     pub fn allowance_low(&self) -> bool {
         !self.budget.background_open(Instant::now())
+    }
+
+    /// Runs the Notifications channel that pushes the figures of `settings.queues` until `stop`
+    /// turns true (see the `notifications` module). Spawn it once; without it, capacity is polled.
+    pub async fn run_notifications(
+        self: Arc<Self>,
+        settings: NotificationSettings,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        crate::notifications::run(self, settings, stop).await;
+    }
+
+    /// The channel's counters (for `/metrics`).
+    pub fn channel_stats(&self) -> ChannelStats {
+        self.figures.stats(Instant::now())
     }
 
     /// The call budget of the current rate-limit window (for `/metrics`).

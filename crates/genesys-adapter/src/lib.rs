@@ -39,6 +39,9 @@
 //!   pacing for background work, refusal with the reset when the window is spent), and
 //!   [`in_background`].
 //! - `capacity`: the per-queue, single-flight capacity snapshot cache.
+//! - `notifications`: push instead of poll: the Notifications channel (create, WebSocket,
+//!   subscriptions, heartbeats, `socket_closing`, expiry, reconnects) and the store of pushed
+//!   queue figures that answers `QueuePort::capacity` with no call while the channel is live.
 //! - `wire`: private Genesys DTOs and their translation to domain types.
 //! - `ports`: the port implementations, [`GenesysClient::get_queue`] and
 //!   [`GenesysClient::probe_permission`], and the mapping of Genesys answers to [`PortError`].
@@ -59,6 +62,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod notifications;
 mod ports;
 pub mod regions;
 mod retry;
@@ -76,6 +80,7 @@ pub use config::{
     DEFAULT_TOTAL_BUDGET,
 };
 pub use error::{GenesysError, Result};
+pub use notifications::{ChannelStats, NotificationSettings, DEFAULT_FIGURES_MAX_AGE, UNPUSHED_GROUP_TTL};
 pub use ports::{Permission, PermissionStatus};
 pub use regions::Region;
 pub use retry::RateLimitSnapshot;

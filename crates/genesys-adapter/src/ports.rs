@@ -171,7 +171,9 @@ impl GenesysClient {
                 retry: Retry::Idempotent,
             };
             let reply = success(self.execute(&call).await?, "queue")?;
-            wire::observations(queue, &reply.body).ok_or_else(|| invalid_answer(&reply))
+            let observed = wire::observations(queue, &reply.body).ok_or_else(|| invalid_answer(&reply))?;
+            self.figures.seed(queue, &reply.body, tokio::time::Instant::now());
+            Ok::<_, PortError>(observed)
         };
         let wait = async {
             if !with_estimated_wait {
@@ -212,6 +214,15 @@ impl QueuePort for GenesysClient {
     /// would double the cost; `handoff check` verifies the configured queues with `get_queue`.
     #[instrument(skip_all, fields(queue_id = %queue, with_estimated_wait))]
     async fn capacity(&self, queue: QueueId, with_estimated_wait: bool) -> Result<CapacitySnapshot, PortError> {
+        // Pushed figures answer with no call; the estimated wait is not pushed, so a check that
+        // needs it polls.
+        if !with_estimated_wait {
+            if let Some(body) = self.figures.answer(queue, tokio::time::Instant::now()) {
+                if let Some(snapshot) = crate::notifications::snapshot_from(queue, &body) {
+                    return Ok(snapshot);
+                }
+            }
+        }
         self.capacity
             .get(queue, with_estimated_wait, &self.counters, || self.fetch_capacity(queue, with_estimated_wait))
             .await

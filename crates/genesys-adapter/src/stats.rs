@@ -24,11 +24,15 @@ pub enum Endpoint {
     TagsPut,
     /// A permission probe (`handoff check`).
     PermissionProbe,
+    /// `POST /api/v2/notifications/channels`.
+    ChannelCreate,
+    /// `PUT /api/v2/notifications/channels/{id}/subscriptions`.
+    ChannelSubscribe,
 }
 
 impl Endpoint {
     /// Every endpoint, in a fixed order.
-    pub const ALL: [Endpoint; 9] = [
+    pub const ALL: [Endpoint; 11] = [
         Endpoint::Token,
         Endpoint::ConversationGet,
         Endpoint::AttributesPatch,
@@ -38,6 +42,8 @@ impl Endpoint {
         Endpoint::QueueGet,
         Endpoint::TagsPut,
         Endpoint::PermissionProbe,
+        Endpoint::ChannelCreate,
+        Endpoint::ChannelSubscribe,
     ];
 
     /// The label value (also the `operation` field of the tracing spans).
@@ -52,6 +58,8 @@ impl Endpoint {
             Endpoint::QueueGet => "get_queue",
             Endpoint::TagsPut => "put_tags",
             Endpoint::PermissionProbe => "permission_probe",
+            Endpoint::ChannelCreate => "create_channel",
+            Endpoint::ChannelSubscribe => "subscribe_channel",
         }
     }
 

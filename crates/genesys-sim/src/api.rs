@@ -33,6 +33,8 @@ const MEDIA_EWT: &str = "/api/v2/routing/queues/{queue_id}/mediatypes/{media_typ
 const QUEUE_EWT: &str = "/api/v2/routing/queues/{queue_id}/estimatedwaittime";
 const QUEUE: &str = "/api/v2/routing/queues/{queue_id}";
 const TAGS: &str = "/api/v2/conversations/{conversation_id}/tags";
+const CHANNELS: &str = "/api/v2/notifications/channels";
+const SUBSCRIPTIONS: &str = "/api/v2/notifications/channels/{channel_id}/subscriptions";
 
 /// The Genesys routes (login host and API host share one server), without the pipeline layer.
 pub(crate) fn routes() -> Router<Sim> {
@@ -46,6 +48,8 @@ pub(crate) fn routes() -> Router<Sim> {
         .route(QUEUE_EWT, get(queue_estimated_wait))
         .route(QUEUE, get(get_queue))
         .route(TAGS, put(put_tags))
+        .route(CHANNELS, post(crate::notifications::create_channel))
+        .route(SUBSCRIPTIONS, put(crate::notifications::subscribe))
         .fallback(|| async { SimError::not_found("no such endpoint") })
 }
 
@@ -60,6 +64,8 @@ pub(crate) fn endpoint_for(method: &Method, matched_path: Option<&str>) -> Endpo
         ("GET", Some(MEDIA_EWT | QUEUE_EWT)) => Endpoint::EstimatedWait,
         ("GET", Some(QUEUE)) => Endpoint::GetQueue,
         ("PUT", Some(TAGS)) => Endpoint::PutTags,
+        ("POST", Some(CHANNELS)) => Endpoint::CreateChannel,
+        ("PUT", Some(SUBSCRIPTIONS)) => Endpoint::Subscribe,
         _ => Endpoint::Other,
     }
 }
@@ -212,7 +218,7 @@ fn collect_queue_ids(filter: &Value, out: &mut Vec<Uuid>) {
 }
 
 /// The two result groups of one queue: conversation metrics per media type, user metrics per queue.
-fn observation_groups(queue: &QueueSpec, wanted: &dyn Fn(&str) -> bool) -> Vec<Value> {
+pub(crate) fn observation_groups(queue: &QueueSpec, wanted: &dyn Fn(&str) -> bool) -> Vec<Value> {
     let interacting = queue.on_queue_agents.saturating_sub(queue.idle_agents);
     let media_rows = [("oWaiting", None, queue.waiting), ("oInteracting", None, interacting)];
     let user_rows = [

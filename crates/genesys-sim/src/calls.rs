@@ -26,13 +26,17 @@ pub enum Endpoint {
     GetQueue,
     /// `PUT /api/v2/conversations/{conversationId}/tags`.
     PutTags,
+    /// `POST /api/v2/notifications/channels`.
+    CreateChannel,
+    /// `PUT /api/v2/notifications/channels/{channelId}/subscriptions`.
+    Subscribe,
     /// Anything else (answered 404 `not.found`).
     Other,
 }
 
 impl Endpoint {
     /// Every endpoint, in declaration order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 11] = [
         Self::Token,
         Self::GetConversation,
         Self::PatchAttributes,
@@ -41,6 +45,8 @@ impl Endpoint {
         Self::EstimatedWait,
         Self::GetQueue,
         Self::PutTags,
+        Self::CreateChannel,
+        Self::Subscribe,
         Self::Other,
     ];
 
@@ -51,7 +57,12 @@ impl Endpoint {
             Self::ObservationsQuery => Some("analytics:queueObservation:view"),
             Self::EstimatedWait | Self::GetQueue => Some("routing:queue:view"),
             Self::PutTags => Some("conversation:externalTag:edit"),
-            Self::Token | Self::GetConversation | Self::PatchAttributes | Self::Other => None,
+            Self::Token
+            | Self::GetConversation
+            | Self::PatchAttributes
+            | Self::CreateChannel
+            | Self::Subscribe
+            | Self::Other => None,
         }
     }
 
