@@ -151,7 +151,7 @@ async fn life(client: &GenesysClient, settings: &NotificationSettings, stop: &mu
 }
 
 /// When to replace a channel: at 90 % of its remaining life, at least 5 s before it ends.
-fn renew_after(expires: Option<&str>) -> Duration {
+pub(crate) fn renew_after(expires: Option<&str>) -> Duration {
     let Some(expires) = expires.and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok()) else {
         // No expiry given: Genesys channels live 24 h; renew well before.
         return Duration::from_secs(23 * 3600);
