@@ -369,7 +369,7 @@ fn genesys_metrics(genesys: Arc<GenesysClient>) -> crate::observer::MetricsSourc
             let _ = writeln!(out, "# TYPE handoff_{name} counter");
             let _ = writeln!(out, "handoff_{name}_total {value}");
         }
-        let _ = writeln!(out, "# HELP handoff_notification_channel_live 1 while pushed queue figures can be used.");
+        let _ = writeln!(out, "# HELP handoff_notification_channel_live Whether pushed queue figures can be used now (1) or capacity is polled (0).");
         let _ = writeln!(out, "# TYPE handoff_notification_channel_live gauge");
         let _ = writeln!(out, "handoff_notification_channel_live {}", u8::from(channel.live));
         // The gauges are absent until Genesys has sent its first `inin-ratelimit-*` headers.

@@ -216,6 +216,12 @@ fn measure(
         Plan { url, requests: args.warmup, concurrency: args.concurrency, deadline: tokio_deadline, rate: args.rate };
     let warm = if args.warmup > 0 { client_rt.block_on(load::run(&client, &warm_plan, 0)) } else { Outcome::empty() };
 
+    // The warm-up's tags land before the measured phase starts, so its calls are its own.
+    let warm_transferred = warm.transferred + warm.replayed;
+    let warm_drain = Instant::now() + Duration::from_secs(args.drain_seconds).min(remaining(deadline));
+    while Instant::now() < warm_drain && upstream.counts().get(Endpoint::PutTags) < warm_transferred {
+        std::thread::sleep(DRAIN_POLL);
+    }
     let before = Snapshot::take(pid, &upstream, postgres);
     let plan = Plan { requests: args.requests, ..warm_plan };
     let measured = client_rt.block_on(load::run(&client, &plan, args.warmup));
@@ -351,6 +357,10 @@ fn measure(
             calls_per_handoff: per(counts.total() as f64, handoffs),
             tags_pending,
             calls_per_handoff_with_pending_tags: per((counts.total() + tags_pending) as f64, handoffs),
+            measured_calls_per_handoff_with_pending_tags: per(
+                (counts.total().saturating_sub(before.counts.total()) + tags_pending) as f64,
+                ok,
+            ),
             by_endpoint,
             realized_latency_ms: RealizedLatency::of(calls.iter().map(|c| c.latency)),
             rate_limited: calls.iter().filter(|c| c.status == 429).count() as u64,

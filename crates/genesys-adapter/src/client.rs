@@ -192,6 +192,12 @@ impl GenesysClient {
         crate::notifications::run(self, settings, stop).await;
     }
 
+    /// For `handoff check`: creates a notification channel, subscribes the observation topics of
+    /// `queues`, opens and closes its socket, and says how that went.
+    pub async fn probe_channel(&self, queues: &[handoff_domain::QueueId]) -> crate::ChannelProbe {
+        crate::notifications::probe(self, queues).await
+    }
+
     /// The channel's counters (for `/metrics`).
     pub fn channel_stats(&self) -> ChannelStats {
         self.figures.stats(Instant::now())

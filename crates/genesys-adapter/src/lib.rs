@@ -80,7 +80,9 @@ pub use config::{
     DEFAULT_TOTAL_BUDGET,
 };
 pub use error::{GenesysError, Result};
-pub use notifications::{ChannelStats, NotificationSettings, DEFAULT_FIGURES_MAX_AGE, UNPUSHED_GROUP_TTL};
+pub use notifications::{
+    ChannelProbe, ChannelStats, NotificationSettings, DEFAULT_FIGURES_MAX_AGE, UNPUSHED_GROUP_TTL,
+};
 pub use ports::{Permission, PermissionStatus};
 pub use regions::Region;
 pub use retry::RateLimitSnapshot;

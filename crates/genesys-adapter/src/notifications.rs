@@ -36,7 +36,8 @@ use tokio::time::Instant;
 
 mod channel;
 
-pub(crate) use channel::run;
+pub use channel::ChannelProbe;
+pub(crate) use channel::{probe, run};
 
 /// How long a result group seeded by a poll and never pushed since is trusted.
 pub const UNPUSHED_GROUP_TTL: Duration = Duration::from_secs(120);

@@ -160,7 +160,11 @@ impl GenesysClient {
     }
 
     /// The observation query (and the estimated wait, concurrently, when asked), uncached.
-    async fn fetch_capacity(&self, queue: QueueId, with_estimated_wait: bool) -> Result<CapacitySnapshot, PortError> {
+    pub(crate) async fn fetch_capacity(
+        &self,
+        queue: QueueId,
+        with_estimated_wait: bool,
+    ) -> Result<CapacitySnapshot, PortError> {
         let queue_text = queue.to_string();
         let observe = async {
             let call = Call {

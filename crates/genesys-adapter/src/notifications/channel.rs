@@ -1,6 +1,7 @@
 //! The channel's life: create it, connect its WebSocket, subscribe every configured queue, read
 //! events until something ends the socket, and start again.
 //!
+//! - once subscribed: one observation query per queue seeds its figures (pushes are changes);
 //! - heartbeat / `pong` (`channel.metadata`): liveness only;
 //! - `v2.analytics.queues.{id}.observations`: applied to the figure store;
 //! - `v2.system.socket_closing`: reconnect to the same channel at once and subscribe again;
@@ -195,6 +196,13 @@ async fn session(
         }
     }
     client.figures.went_live(Instant::now());
+    // Genesys pushes changes only: one query per queue now gives every queue its starting
+    // figures, so no handoff pays for one.
+    for queue in &settings.queues {
+        if let Err(error) = client.fetch_capacity(*queue, false).await {
+            tracing::warn!(%error, queue_id = %queue, "could not read a queue's starting figures; its first handoff will");
+        }
+    }
     let every = (settings.max_age / 3).max(Duration::from_millis(100));
     let mut ping = tokio::time::interval_at(Instant::now() + every, every);
     let ended = loop {
@@ -304,6 +312,22 @@ async fn subscribe(
     channel: &str,
     queues: &[handoff_domain::QueueId],
 ) -> Result<(), SetupError> {
+    let rejected = subscribe_listing(client, channel, queues).await?;
+    if !rejected.is_empty() && rejected.len() >= queues.len() {
+        return Err(SetupError::Refused("every subscription was rejected (missing permissions?)".into()));
+    }
+    if !rejected.is_empty() {
+        tracing::warn!(topics = ?rejected, "some queue topics were rejected; those queues are polled");
+    }
+    Ok(())
+}
+
+/// Subscribes (replacing) the observation topics of `queues`; returns the rejected topic ids.
+async fn subscribe_listing(
+    client: &GenesysClient,
+    channel: &str,
+    queues: &[handoff_domain::QueueId],
+) -> Result<Vec<String>, SetupError> {
     let topics: Vec<Value> =
         queues.iter().map(|q| json!({ "id": format!("v2.analytics.queues.{q}.observations") })).collect();
     let call = Call {
@@ -327,17 +351,55 @@ async fn subscribe(
         )));
     }
     let listing: TopicListing = serde_json::from_slice(&reply.body).unwrap_or(TopicListing { entities: Vec::new() });
-    let rejected: Vec<&str> = listing
+    Ok(listing
         .entities
         .iter()
         .filter(|e| e.state.as_deref().is_some_and(|s| !s.eq_ignore_ascii_case("Permitted")))
-        .filter_map(|e| e.id.as_deref())
-        .collect();
-    if !rejected.is_empty() && rejected.len() >= queues.len() {
-        return Err(SetupError::Refused("every subscription was rejected (missing permissions?)".into()));
-    }
-    if !rejected.is_empty() {
-        tracing::warn!(topics = ?rejected, "some queue topics were rejected; those queues are polled");
-    }
-    Ok(())
+        .filter_map(|e| e.id.clone())
+        .collect())
+}
+
+/// What `handoff check` learns about notification channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelProbe {
+    /// A channel was created, its socket opened and every queue topic permitted.
+    Opens {
+        /// Queue topics subscribed.
+        topics: usize,
+    },
+    /// The channel opened but some topics were rejected (their queues would be polled).
+    PartlyRejected {
+        /// The rejected topic ids.
+        rejected: Vec<String>,
+    },
+    /// Genesys refused the channel or every subscription.
+    Refused(String),
+    /// Something failed on the way (network, timeout).
+    Failed(String),
+}
+
+/// Creates a channel, subscribes `queues`, opens and closes its socket.
+pub(crate) async fn probe(client: &GenesysClient, queues: &[handoff_domain::QueueId]) -> ChannelProbe {
+    let channel = match create(client).await {
+        Ok(c) => c,
+        Err(SetupError::Refused(why)) => return ChannelProbe::Refused(why),
+        Err(SetupError::Failed(why)) => return ChannelProbe::Failed(why),
+    };
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(channel.connect_uri.as_str()));
+    let mut socket = match connect.await {
+        Ok(Ok((socket, _))) => socket,
+        Ok(Err(e)) => return ChannelProbe::Failed(format!("the socket did not open: {e}")),
+        Err(_) => return ChannelProbe::Failed("the socket did not open in time".to_owned()),
+    };
+    let result = match subscribe_listing(client, &channel.id, queues).await {
+        Ok(rejected) if rejected.is_empty() => ChannelProbe::Opens { topics: queues.len() },
+        Ok(rejected) if rejected.len() >= queues.len() => {
+            ChannelProbe::Refused("every queue topic was rejected (missing permissions?)".to_owned())
+        }
+        Ok(rejected) => ChannelProbe::PartlyRejected { rejected },
+        Err(SetupError::Refused(why)) => ChannelProbe::Refused(why),
+        Err(SetupError::Failed(why)) => ChannelProbe::Failed(why),
+    };
+    let _ = socket.close(None).await;
+    result
 }

@@ -200,14 +200,16 @@ async fn until(what: &str, mut ready: impl FnMut() -> bool) {
 }
 
 #[tokio::test]
-async fn with_the_channel_live_capacity_costs_one_query_per_queue_and_then_follows_the_pushes() {
+async fn with_the_channel_live_capacity_costs_one_query_per_queue_up_front_and_then_follows_the_pushes() {
     // Arrange
     let run = start(SimConfig::default(), Duration::from_secs(10)).await;
     let client = run.client.clone();
     until("the channel to go live", || client.channel_stats().live).await;
     let support = QueueId::from_uuid(SUPPORT_QUEUE);
 
-    // Act: the first check polls and seeds; then the sim's figures change and are pushed
+    until("the starting figures", || run.sim.sim().count(SimEndpoint::ObservationsQuery) == 2).await;
+
+    // Act: the figures seeded when the channel went live answer; then the sim's change is pushed
     let first = client.capacity(support, false).await.unwrap();
     let second = client.capacity(support, false).await.unwrap();
     run.sim.sim().set_queue_capacity(SUPPORT_QUEUE, 0, 6, 30);
@@ -218,9 +220,9 @@ async fn with_the_channel_live_capacity_costs_one_query_per_queue_and_then_follo
     assert_eq!((first.idle_agents, first.waiting), (3, 0));
     assert_eq!((second.idle_agents, second.waiting), (3, 0));
     assert_eq!((third.idle_agents, third.waiting), (0, 6));
-    assert_eq!(run.sim.sim().count(SimEndpoint::ObservationsQuery), 1);
+    assert_eq!(run.sim.sim().count(SimEndpoint::ObservationsQuery), 2, "one per queue, none per check");
     let stats = client.channel_stats();
-    assert_eq!((stats.channels_created, stats.connects, stats.served), (1, 1, 2));
+    assert_eq!((stats.channels_created, stats.connects, stats.served), (1, 1, 3));
     assert_eq!(run.sim.sim().subscriptions().len(), 1);
     assert_eq!(run.sim.sim().subscriptions()[0].len(), 2);
     run.stop().await;
