@@ -7,7 +7,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use handoff_domain::{AdmissionPolicy, QueueId, RoutingPolicy, ServiceSettings};
+use handoff_domain::{AdmissionPolicy, CapacityModel, QueueId, RoutingPolicy, ServiceSettings};
+use handoff_genesys::MessageCapacitySource;
 use handoff_http::WebhookAuth;
 use secrecy::SecretString;
 
@@ -46,6 +47,9 @@ pub struct GenesysSettings {
     pub notifications: bool,
     /// `GENESYS_FIGURES_MAX_AGE_SECS`: pushed figures older than this are not used (polling is).
     pub figures_max_age: Duration,
+    /// Where the message capacity comes from: `HANDOFF_MESSAGE_CAPACITY`, else the org's
+    /// utilization; not read at all when the admission rule does not need it.
+    pub message_capacity: MessageCapacitySource,
 }
 
 /// Everything `serve` needs.
@@ -217,7 +221,18 @@ impl Settings {
             }),
         };
         let fallback = r.queue("HANDOFF_FALLBACK_QUEUE_ID", false);
-        let min_idle_agents = r.parsed("HANDOFF_MIN_IDLE_AGENTS", 1u32, "a whole number (0 turns the check off)");
+        let admission_model = admission_model(&mut r);
+        let message_capacity = r
+            .raw("HANDOFF_MESSAGE_CAPACITY")
+            .map(|_| r.bounded("HANDOFF_MESSAGE_CAPACITY", 1, (1, 1_000), "conversations per agent") as u32);
+        let external_tag = match r.raw("HANDOFF_EXTERNAL_TAG").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("true" | "on" | "1" | "yes") => true,
+            Some("false" | "off" | "0" | "no") => false,
+            Some(other) => {
+                r.errors.push(format!("HANDOFF_EXTERNAL_TAG={other:?} is not valid: expected true or false"));
+                true
+            }
+        };
         let max_waiting = r.optional("HANDOFF_MAX_WAITING", "a whole number");
         let max_wait = r.optional::<u64>("HANDOFF_MAX_WAIT_SECS", "seconds").map(Duration::from_secs);
         let defer_for = Duration::from_secs(r.bounded("HANDOFF_DEFER_FOR_SECS", 300, (0, WEEK_SECS), "seconds"));
@@ -281,7 +296,14 @@ impl Settings {
         match (client_id, client_secret, target) {
             (Some(client_id), Some(client_secret), Some(target)) if errors.is_empty() => {
                 let mut service = ServiceSettings::new(RoutingPolicy::new(target, routes, fallback));
-                service.admission = AdmissionPolicy { min_idle_agents, max_waiting, max_wait };
+                let (model, minimum) = admission_model;
+                service.admission = AdmissionPolicy { model, minimum, max_waiting, max_wait };
+                service.external_tag = external_tag;
+                let message_capacity = match message_capacity {
+                    _ if !service.admission.needs_message_capacity() => MessageCapacitySource::NotNeeded,
+                    Some(n) => MessageCapacitySource::Fixed(n),
+                    None => MessageCapacitySource::Utilization,
+                };
                 service.defer_for = defer_for;
                 service.recheck_every = recheck_every;
                 service.lease = lease;
@@ -299,6 +321,7 @@ impl Settings {
                         reserve_percent,
                         notifications,
                         figures_max_age,
+                        message_capacity,
                     },
                     service,
                     webhook_auth,
@@ -313,6 +336,49 @@ impl Settings {
             _ => Err(ConfigErrors(errors)),
         }
     }
+}
+
+/// `HANDOFF_CAPACITY_MODEL` and its minimum. `slots` (default) takes `HANDOFF_MIN_FREE_SLOTS`
+/// (default 1); a configuration from before free slots that sets only `HANDOFF_MIN_IDLE_AGENTS=N`
+/// keeps working as "at least N free slots" (an idle agent is at least one free slot; 0 still
+/// turns the check off). `idle` takes `HANDOFF_MIN_IDLE_AGENTS` (default 1). Setting the other
+/// model's minimum, or both minimums under `slots`, is an error naming both variables.
+fn admission_model<F: Fn(&str) -> Option<String>>(r: &mut Reader<'_, F>) -> (CapacityModel, u32) {
+    const RANGE: (u64, u64) = (0, 100_000);
+    let model = match r.raw("HANDOFF_CAPACITY_MODEL").as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("slots") => CapacityModel::Slots,
+        Some("idle") => CapacityModel::Idle,
+        Some(other) => {
+            r.errors.push(format!("HANDOFF_CAPACITY_MODEL={other:?} is not valid: expected slots or idle"));
+            CapacityModel::Slots
+        }
+    };
+    let slots = r.raw("HANDOFF_MIN_FREE_SLOTS").map(|_| {
+        r.bounded("HANDOFF_MIN_FREE_SLOTS", 1, RANGE, "a whole number of slots (0 turns the check off)") as u32
+    });
+    let idle = r.raw("HANDOFF_MIN_IDLE_AGENTS").map(|_| {
+        r.bounded("HANDOFF_MIN_IDLE_AGENTS", 1, RANGE, "a whole number of agents (0 turns the check off)") as u32
+    });
+    let minimum = match (model, slots, idle) {
+        (CapacityModel::Slots, Some(_), Some(_)) => {
+            r.errors.push(
+                "HANDOFF_MIN_FREE_SLOTS and HANDOFF_MIN_IDLE_AGENTS are both set: with HANDOFF_CAPACITY_MODEL=slots \
+                 set only HANDOFF_MIN_FREE_SLOTS"
+                    .to_owned(),
+            );
+            1
+        }
+        (CapacityModel::Slots, slots, idle) => slots.or(idle).unwrap_or(1),
+        (CapacityModel::Idle, Some(_), _) => {
+            r.errors.push(
+                "HANDOFF_MIN_FREE_SLOTS applies to HANDOFF_CAPACITY_MODEL=slots; with idle set HANDOFF_MIN_IDLE_AGENTS"
+                    .to_owned(),
+            );
+            1
+        }
+        (CapacityModel::Idle, None, idle) => idle.unwrap_or(1),
+    };
+    (model, minimum)
 }
 
 #[cfg(test)]
@@ -338,7 +404,7 @@ mod tests {
         .unwrap();
         assert_eq!(settings.port, 3000);
         assert_eq!(settings.database_url, "sqlite://handoff.db");
-        assert_eq!(settings.service.admission.min_idle_agents, 1);
+        assert_eq!(settings.service.admission.minimum, 1);
         assert_eq!(settings.service.defer_for, Duration::from_secs(300));
         assert!(matches!(settings.webhook_auth, WebhookAuth::Secrets(ref s) if s.len() == 2));
         assert_eq!(settings.genesys.region, "us-east-1");
@@ -417,6 +483,64 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
+    }
+
+    fn with_admission(pairs: &[(&'static str, &'static str)]) -> Result<Settings, ConfigErrors> {
+        let mut all = vec![
+            ("GENESYS_CLIENT_ID", "id"),
+            ("GENESYS_CLIENT_SECRET", "s3cret"),
+            ("TARGET_QUEUE_ID", QUEUE),
+            ("WEBHOOK_SECRET", "a"),
+        ];
+        all.extend_from_slice(pairs);
+        Settings::from_env(env(&all))
+    }
+
+    #[test]
+    fn free_slots_are_the_default_capacity_model_read_from_the_utilization() {
+        let settings = with_admission(&[]).unwrap();
+        let admission = settings.service.admission;
+        assert_eq!((admission.model, admission.minimum), (CapacityModel::Slots, 1));
+        assert_eq!(settings.genesys.message_capacity, MessageCapacitySource::Utilization);
+        assert!(settings.service.external_tag);
+    }
+
+    #[test]
+    fn an_old_min_idle_agents_setting_keeps_working_as_a_minimum_of_free_slots() {
+        let old = with_admission(&[("HANDOFF_MIN_IDLE_AGENTS", "2")]).unwrap().service.admission;
+        assert_eq!((old.model, old.minimum), (CapacityModel::Slots, 2));
+        let off = with_admission(&[("HANDOFF_MIN_IDLE_AGENTS", "0")]).unwrap();
+        assert!(!off.service.admission.checks_capacity());
+        assert_eq!(
+            off.genesys.message_capacity,
+            MessageCapacitySource::NotNeeded,
+            "nothing to read with the check off"
+        );
+        let idle = with_admission(&[("HANDOFF_CAPACITY_MODEL", "idle"), ("HANDOFF_MIN_IDLE_AGENTS", "3")]).unwrap();
+        assert_eq!((idle.service.admission.model, idle.service.admission.minimum), (CapacityModel::Idle, 3));
+        assert_eq!(idle.genesys.message_capacity, MessageCapacitySource::NotNeeded);
+    }
+
+    #[test]
+    fn the_capacity_settings_are_checked_and_name_their_variable() {
+        let slots = with_admission(&[("HANDOFF_MIN_FREE_SLOTS", "4"), ("HANDOFF_MESSAGE_CAPACITY", "3")]).unwrap();
+        assert_eq!(slots.service.admission.minimum, 4);
+        assert_eq!(slots.genesys.message_capacity, MessageCapacitySource::Fixed(3));
+        for (pairs, needle) in [
+            (&[("HANDOFF_CAPACITY_MODEL", "agents")][..], "HANDOFF_CAPACITY_MODEL=\"agents\" is not valid"),
+            (&[("HANDOFF_MIN_FREE_SLOTS", "-1")][..], "HANDOFF_MIN_FREE_SLOTS=\"-1\" is not valid"),
+            (&[("HANDOFF_MESSAGE_CAPACITY", "0")][..], "HANDOFF_MESSAGE_CAPACITY=0 is out of range"),
+            (&[("HANDOFF_MIN_FREE_SLOTS", "1"), ("HANDOFF_MIN_IDLE_AGENTS", "1")][..], "both set"),
+            (
+                &[("HANDOFF_CAPACITY_MODEL", "idle"), ("HANDOFF_MIN_FREE_SLOTS", "1")][..],
+                "HANDOFF_MIN_FREE_SLOTS applies",
+            ),
+            (&[("HANDOFF_EXTERNAL_TAG", "maybe")][..], "HANDOFF_EXTERNAL_TAG=\"maybe\" is not valid"),
+        ] {
+            let text = with_admission(pairs).unwrap_err().to_string();
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        assert!(!with_admission(&[("HANDOFF_EXTERNAL_TAG", "false")]).unwrap().service.external_tag);
     }
 
     #[test]

@@ -197,6 +197,7 @@ fn genesys_config(settings: &Settings) -> anyhow::Result<GenesysConfig> {
     config.total_budget = g.budget;
     config.max_concurrency = g.max_concurrency;
     config.reserve_percent = g.reserve_percent;
+    config.message_capacity = g.message_capacity;
     config.validate()?;
     Ok(config)
 }

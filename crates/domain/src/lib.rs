@@ -10,7 +10,10 @@
 //! - `request`: the validated webhook payload (`HandoffRequest` and its parts) and its parser,
 //!   which reports every problem with its field path.
 //! - `routing`: queue choice and the allowlist (CONTRACT §5.2).
-//! - `admission`: capacity snapshots and the admission rule (CONTRACT §5.4).
+//! - `figures`: a queue's live figures (`QueueFigures`, each one optional: unknown is never zero)
+//!   and the free message slots they add up to.
+//! - `admission`: capacity snapshots, the capacity model (free slots or idle agents) and the
+//!   admission rule (CONTRACT §5.4).
 //! - `attributes`: the participant attribute set written to Genesys (CONTRACT §5.5) and its limits.
 //! - [`lifecycle`]: the handoff record and its state machine (received → transferred, deferred, failed).
 //! - [`ports`]: the traits adapters implement (`QueuePort`, `TransferPort`, `AnalyticsPort`,
@@ -23,6 +26,7 @@
 
 mod admission;
 mod attributes;
+mod figures;
 pub mod ids;
 pub mod lifecycle;
 mod memory;
@@ -33,8 +37,9 @@ mod service;
 #[cfg(test)]
 mod testkit;
 
-pub use admission::{Admission, AdmissionPolicy, CapacitySnapshot};
+pub use admission::{Admission, AdmissionPolicy, CapacityModel, CapacitySnapshot};
 pub use attributes::{AttributeLimitError, AttributeSet, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUE_CHARS, RESERVED_KEYS};
+pub use figures::{AgentCounts, FreeSlots, QueueFigures};
 pub use ids::{ConversationId, HandoffId, InvalidId, ParticipantId, QueueId};
 pub use lifecycle::{later, AdviceDecision, HandoffKey, HandoffRecord, Stage, StoredAnswer};
 pub use memory::{decide_begin, BeginDecision, InMemoryLedger};

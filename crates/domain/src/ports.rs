@@ -131,9 +131,23 @@ pub struct ConversationSnapshot {
     pub transferred_to: Vec<QueueId>,
     /// Genesys `inin-correlation-id` of the lookup.
     pub correlation_id: Option<String>,
+    /// The conversation's external tag, when the lookup shows one (`None`: none, or not shown).
+    /// Genesys keeps one tag per conversation; its `MessageConversation` (the lookup) does not
+    /// carry the tag, the generic `Conversation` does (`externalTag`), so with Genesys this is
+    /// `None` unless a future lookup shows it (see `docs/genesys/api-notes.md`).
+    pub external_tag: Option<String>,
 }
 
+/// The prefix of the external tags this service writes (`bot-handoff:{reason}`).
+pub const EXTERNAL_TAG_PREFIX: &str = "bot-handoff:";
+
 impl ConversationSnapshot {
+    /// Whether the lookup shows an external tag someone else set (not one of ours): writing
+    /// ours would replace it.
+    pub fn has_foreign_tag(&self) -> bool {
+        self.external_tag.as_deref().is_some_and(|t| !t.trim().is_empty() && !t.starts_with(EXTERNAL_TAG_PREFIX))
+    }
+
     /// The customer participant, if present.
     pub fn customer(&self) -> Option<&ParticipantView> {
         self.participants.iter().find(|p| p.is_customer)

@@ -162,6 +162,10 @@ pub struct ServiceSettings {
     /// Analytics deliveries in flight at once (16): background work leaves the rest of the
     /// upstream concurrency to live handoffs.
     pub outbox_concurrency: usize,
+    /// `HANDOFF_EXTERNAL_TAG`: whether a transfer writes the conversation's external tag
+    /// (`bot-handoff:{reason}`). Genesys keeps one tag per conversation, so the write replaces
+    /// any tag already there; it is skipped when the lookup shows a tag someone else set.
+    pub external_tag: bool,
 }
 
 impl ServiceSettings {
@@ -178,6 +182,7 @@ impl ServiceSettings {
             unavailable_retry_after: Duration::from_secs(5),
             outbox_backoff_max: Duration::from_secs(600),
             outbox_concurrency: 16,
+            external_tag: true,
         }
     }
 }
@@ -461,7 +466,7 @@ impl HandoffService {
             // A transfer may have happened: read back before anything else.
             let queue = record.queue.unwrap_or(primary);
             if snapshot.is_in_queue(queue) {
-                return self.transferred(record, queue, "read back: the conversation is in the queue").await;
+                return self.transferred(record, queue, "read back: the conversation is in the queue", &snapshot).await;
             }
             if !snapshot.has_ended() {
                 self.move_to(record, Stage::ContextWritten, "read back: the transfer did not apply")?;
@@ -480,7 +485,7 @@ impl HandoffService {
             },
         };
         if snapshot.is_in_queue(queue) {
-            return self.transferred(record, queue, "the conversation was already in the queue").await;
+            return self.transferred(record, queue, "the conversation was already in the queue", &snapshot).await;
         }
 
         let holder = match early_holder.map_or_else(|| self.select_holder(record, &snapshot), Ok) {
@@ -537,7 +542,7 @@ impl HandoffService {
         match self.transfer.transfer(record.request.conversation_id(), holder, queue).await {
             Ok(receipt) => {
                 record.add_correlation_id(receipt.correlation_id.as_deref());
-                self.transferred(record, queue, "transferred").await
+                self.transferred(record, queue, "transferred", &snapshot).await
             }
             Err(PortError::Indeterminate { detail, correlation_id }) => {
                 record.add_correlation_id(correlation_id.as_deref());
@@ -655,7 +660,7 @@ impl HandoffService {
         match self.transfer.locate(record.request.conversation_id()).await {
             Ok(snapshot) if snapshot.is_in_queue(queue) => {
                 record.add_correlation_id(snapshot.correlation_id.as_deref());
-                self.transferred(record, queue, "transfer outcome unknown; read back: in the queue").await
+                self.transferred(record, queue, "transfer outcome unknown; read back: in the queue", &snapshot).await
             }
             Ok(snapshot) => {
                 record.add_correlation_id(snapshot.correlation_id.as_deref());
@@ -761,6 +766,10 @@ impl HandoffService {
         };
         let refusal = match policy.judge(&snapshot) {
             Admission::Admit => return Ok(Some(primary)),
+            Admission::AdmitUnchecked(why) => {
+                self.note(record, &format!("queue {primary} admitted on partial figures: {why}"));
+                return Ok(Some(primary));
+            }
             Admission::Refuse(why) => why,
         };
         self.note(record, &format!("queue {primary} has no capacity: {refusal}"));
@@ -769,6 +778,10 @@ impl HandoffService {
                 Ok(s) => match policy.judge(&s) {
                     Admission::Admit => {
                         self.note(record, &format!("overflow to fallback queue {fallback}"));
+                        return Ok(Some(fallback));
+                    }
+                    Admission::AdmitUnchecked(why) => {
+                        self.note(record, &format!("overflow to fallback queue {fallback} on partial figures: {why}"));
                         return Ok(Some(fallback));
                     }
                     Admission::Refuse(why) => self.note(record, &format!("fallback {fallback} has no capacity: {why}")),
@@ -805,13 +818,26 @@ impl HandoffService {
         })
     }
 
-    async fn transferred(&self, record: &mut HandoffRecord, queue: QueueId, note: &str) -> Step<HandoffOutcome> {
+    /// The transfer happened. `snapshot` is the latest lookup of the conversation: the external
+    /// tag is queued (through the outbox) unless it is switched off or the lookup shows a tag
+    /// someone else set, which ours would replace.
+    async fn transferred(
+        &self,
+        record: &mut HandoffRecord,
+        queue: QueueId,
+        note: &str,
+        snapshot: &ConversationSnapshot,
+    ) -> Step<HandoffOutcome> {
         let now = self.clock.now();
         record.queue = Some(queue);
         record.next_check_at = None;
         record.last_error = None;
         self.move_to(record, Stage::Transferred, note)?;
         record.answer = Some(StoredAnswer::Transferred { queue });
+        let tag = self.settings.external_tag && !snapshot.has_foreign_tag();
+        if self.settings.external_tag && !tag {
+            self.note(record, "external tag not written: the conversation carries a tag someone else set");
+        }
         let event = HandoffEvent {
             handoff_id: record.id,
             conversation_id: record.request.conversation_id(),
@@ -819,10 +845,11 @@ impl HandoffService {
             queue_id: queue,
             at: now,
         };
+        let events = if tag { std::slice::from_ref(&event) } else { &[] };
         // The transfer happened whatever the ledger says now; if this save fails, the record stays
         // in TransferPending and the worker's read-back completes it later. So the answer does not
         // wait for the commit (see `LedgerPort::save_detached`).
-        self.ledger.save_detached(record, std::slice::from_ref(&event)).await;
+        self.ledger.save_detached(record, events).await;
         Ok(HandoffOutcome::Transferred {
             handoff_id: record.id,
             conversation_id: record.request.conversation_id(),
@@ -1085,6 +1112,7 @@ mod tests {
             participants,
             transferred_to,
             correlation_id: Some("corr-locate".to_owned()),
+            external_tag: None,
         }
     }
 
@@ -1110,13 +1138,7 @@ mod tests {
     }
 
     fn capacity(queue: &str, idle: u32) -> CapacitySnapshot {
-        CapacitySnapshot {
-            queue: qid(queue),
-            idle_agents: idle,
-            on_queue_agents: idle + 1,
-            waiting: 0,
-            estimated_wait: None,
-        }
+        CapacitySnapshot::idle_for_tests(qid(queue), idle, 0)
     }
 
     fn transient() -> PortError {
@@ -1336,6 +1358,113 @@ mod tests {
 
     // ---- webhook deliveries -----------------------------------------------------------------
 
+    /// One happy delivery with `lookup` as the conversation and the settings tuned; the record
+    /// and the outbox after it.
+    fn deliver_happy(
+        lookup: ConversationSnapshot,
+        tune: impl FnOnce(&mut ServiceSettings),
+    ) -> (HandoffRecord, Vec<HandoffEvent>) {
+        let harness = Harness::with(tune);
+        let mut ports = Ports::default();
+        ports.locate(1, Ok(lookup)).capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1))).transfer(
+            BOT,
+            DEFAULT_QUEUE,
+            1,
+            Ok(receipt("corr-transfer")),
+        );
+        ports.write_context(1, Ok(receipt("corr-write")));
+        ports.no_analytics();
+        let outcome = harness.deliver(ports, request());
+        assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
+        (harness.record(), harness.outbox())
+    }
+
+    #[test]
+    fn the_external_tag_is_queued_by_default_and_replaces_one_of_ours() {
+        // Arrange: a conversation tagged by an earlier handoff of ours
+        let lookup = ConversationSnapshot { external_tag: Some("bot-handoff:earlier".into()), ..live() };
+
+        // Act
+        let (_, events) = deliver_happy(lookup, |_| {});
+
+        // Assert
+        assert_eq!(events.len(), 1);
+    }
+
+    #[test]
+    fn the_external_tag_switched_off_queues_nothing() {
+        let (record, events) = deliver_happy(live(), |s| s.external_tag = false);
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(record.stage, Stage::Transferred);
+    }
+
+    #[test]
+    fn a_tag_someone_else_set_is_never_replaced() {
+        // Arrange
+        let lookup = ConversationSnapshot { external_tag: Some("crm-case-1234".into()), ..live() };
+
+        // Act
+        let (record, events) = deliver_happy(lookup, |_| {});
+
+        // Assert
+        assert!(events.is_empty(), "{events:?}");
+        assert!(record.history.iter().any(|h| h.note.contains("tag someone else set")), "{:?}", record.history);
+    }
+
+    #[test]
+    fn a_queue_with_unknown_figures_is_admitted_and_the_record_says_so() {
+        // Arrange
+        let harness = Harness::new();
+        let mut ports = Ports::default();
+        ports
+            .locate(1, Ok(live()))
+            .capacity(DEFAULT_QUEUE, 1, Ok(CapacitySnapshot::unknown(qid(DEFAULT_QUEUE))))
+            .transfer(BOT, DEFAULT_QUEUE, 1, Ok(receipt("corr-transfer")));
+        ports.write_context(1, Ok(receipt("corr-write")));
+        ports.no_analytics();
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert
+        assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
+        let record = harness.record();
+        assert!(record.history.iter().any(|h| h.note.contains("admitted on partial figures")), "{:?}", record.history);
+    }
+
+    #[test]
+    fn three_agents_in_one_chat_each_with_capacity_four_go_to_the_target_not_the_fallback() {
+        // Arrange: the scenario; nobody idle
+        let harness = Harness::new();
+        let busy = CapacitySnapshot {
+            queue: qid(DEFAULT_QUEUE),
+            figures: crate::QueueFigures {
+                agents: Some(crate::AgentCounts { interacting: 3, ..Default::default() }),
+                interacting: Some(3),
+                alerting: Some(0),
+                waiting: Some(0),
+            },
+            message_capacity: Some(4),
+            estimated_wait: None,
+        };
+        let mut ports = Ports::default();
+        ports.locate(1, Ok(live())).capacity(DEFAULT_QUEUE, 1, Ok(busy)).transfer(
+            BOT,
+            DEFAULT_QUEUE,
+            1,
+            Ok(receipt("corr-transfer")),
+        );
+        ports.queue.expect_capacity().withf(|q, _| *q == qid(FALLBACK_QUEUE)).never();
+        ports.write_context(1, Ok(receipt("corr-write")));
+        ports.no_analytics();
+
+        // Act
+        let outcome = harness.deliver(ports, request());
+
+        // Assert
+        assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
+    }
+
     #[test]
     fn a_valid_handoff_writes_the_context_on_the_customer_then_transfers_the_holder() {
         // Arrange
@@ -1465,7 +1594,7 @@ mod tests {
     #[test]
     fn with_the_capacity_check_off_no_capacity_is_read() {
         // Arrange
-        let harness = Harness::with(|s| s.admission.min_idle_agents = 0);
+        let harness = Harness::with(|s| s.admission.minimum = 0);
         let mut ports = Ports::default();
         ports.locate(1, Ok(live())).no_capacity_call().transfer(BOT, DEFAULT_QUEUE, 1, Ok(receipt("corr-transfer")));
         ports.write_context(1, Ok(Receipt::default()));
@@ -2743,14 +2872,8 @@ mod tests {
 
         fn capacity(&mut self, queue: QueueId) -> Result<CapacitySnapshot, PortError> {
             let step = pop(&mut self.script.capacity).unwrap_or(Ok((self.script.idle_when_unscripted, 0)));
-            let result = step.map(|(idle, waiting)| CapacitySnapshot {
-                queue,
-                idle_agents: idle,
-                on_queue_agents: idle,
-                waiting,
-                estimated_wait: None,
-            });
-            let admitted = matches!(&result, Ok(s) if self.admission.judge(s) == Admission::Admit);
+            let result = step.map(|(idle, waiting)| CapacitySnapshot::idle_for_tests(queue, idle, waiting));
+            let admitted = matches!(&result, Ok(s) if self.admission.judge(s).admits());
             self.calls.push(Call::Capacity { queue, admitted });
             result.map_err(|fault| fault.error("queue"))
         }
@@ -2856,6 +2979,7 @@ mod tests {
             route_reason in any::<bool>(),
             fallback in any::<bool>(),
             min_idle in 0u32..3,
+            model in prop_oneof![Just(crate::CapacityModel::Slots), Just(crate::CapacityModel::Idle)],
             max_waiting in prop::option::of(0u32..3),
             ended in prop::bool::weighted(0.05),
             held in prop::bool::weighted(0.95),
@@ -2873,7 +2997,7 @@ mod tests {
                 [("password_reset".to_owned(), qid(RESET_QUEUE))].into_iter().collect()
             };
             let routing = RoutingPolicy::new(qid(DEFAULT_QUEUE), routes, fallback.then(|| qid(FALLBACK_QUEUE)));
-            let admission = AdmissionPolicy { min_idle_agents: min_idle, max_waiting, max_wait: None };
+            let admission = AdmissionPolicy { model, minimum: min_idle, max_waiting, max_wait: None };
             Scenario { request, routing, admission, ended, held, script, gap: Duration::from_secs(gap_secs) }
         }
     }
@@ -2979,6 +3103,7 @@ mod tests {
             participant in prop_oneof![3 => Just(None), 1 => Just(Some(BOT))],
             fallback in any::<bool>(),
             min_idle in 0u32..3,
+            model in prop_oneof![Just(crate::CapacityModel::Slots), Just(crate::CapacityModel::Idle)],
             locate in prop::collection::vec(prop_oneof![1 => Just(None), 1 => fault().prop_map(Some)], 0..6),
             capacity in prop::collection::vec(prop_oneof![4 => (1u32..3, 0u32..2).prop_map(Ok), 1 => fault().prop_map(Err)], 0..4),
             write in prop::collection::vec(maybe_fault(), 0..3),
@@ -3002,7 +3127,7 @@ mod tests {
             if let Some(p) = participant { payload["participantId"] = json!(p); }
             let request = HandoffRequest::from_json(&payload).expect("still valid");
             let routing = RoutingPolicy::new(qid(DEFAULT_QUEUE), BTreeMap::new(), fallback.then(|| qid(FALLBACK_QUEUE)));
-            let admission = AdmissionPolicy { min_idle_agents: min_idle, max_waiting: None, max_wait: None };
+            let admission = AdmissionPolicy { model, minimum: min_idle, max_waiting: None, max_wait: None };
             let script = Script { locate, capacity, idle_when_unscripted: 1, write, transfer };
             Scenario { request, routing, admission, ended: false, held: true, script, gap: Duration::from_secs(gap_secs) }
         }

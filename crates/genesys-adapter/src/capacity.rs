@@ -134,6 +134,35 @@ impl CapacityCache {
     }
 }
 
+/// How often, at most, the "figures incomplete" warning is logged per queue.
+pub(crate) const FIGURE_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// Lets one warning per queue through every `every` (by the tokio clock, so tests can pause it).
+#[derive(Debug)]
+pub(crate) struct WarnLimiter {
+    every: Duration,
+    last: Mutex<HashMap<QueueId, Instant>>,
+}
+
+impl WarnLimiter {
+    pub(crate) fn new(every: Duration) -> Self {
+        Self { every, last: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether a warning about `queue` may be logged now (and, if so, starts its quiet period).
+    pub(crate) fn allow(&self, queue: QueueId) -> bool {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match last.get(&queue) {
+            Some(at) if now.duration_since(*at) < self.every => false,
+            _ => {
+                last.insert(queue, now);
+                true
+            }
+        }
+    }
+}
+
 /// Leaves the estimated wait out when it was not asked for.
 fn trim(mut snapshot: CapacitySnapshot, with_wait: bool) -> CapacitySnapshot {
     if !with_wait {
@@ -152,8 +181,34 @@ mod tests {
         QueueId::parse("11111111-2222-3333-4444-555555555555").unwrap()
     }
 
-    fn snapshot(idle: u32) -> CapacitySnapshot {
-        CapacitySnapshot { queue: queue(), idle_agents: idle, on_queue_agents: idle, waiting: 0, estimated_wait: None }
+    /// A snapshot told apart by its waiting count.
+    fn snapshot(n: u32) -> CapacitySnapshot {
+        CapacitySnapshot {
+            figures: handoff_domain::QueueFigures { waiting: Some(n), ..handoff_domain::QueueFigures::UNKNOWN },
+            ..CapacitySnapshot::unknown(queue())
+        }
+    }
+
+    fn n(snapshot: &CapacitySnapshot) -> u32 {
+        snapshot.figures.waiting.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_warning_limiter_lets_one_warning_per_queue_through_each_minute() {
+        // Arrange
+        let limiter = WarnLimiter::new(FIGURE_WARNING_EVERY);
+        let other = QueueId::parse("11111111-2222-3333-4444-666666666666").unwrap();
+
+        // Act: a check every second for two minutes and a bit, on two queues
+        let mut allowed = 0;
+        for _ in 0..=120 {
+            allowed += u32::from(limiter.allow(queue()));
+            allowed += u32::from(limiter.allow(other));
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+
+        // Assert: at 0 s, 60 s and 120 s, for each queue
+        assert_eq!(allowed, 6);
     }
 
     #[tokio::test(start_paused = true)]
@@ -174,7 +229,7 @@ mod tests {
         let third = cache.get(queue(), false, &counters, fetch).await.unwrap();
 
         // Assert
-        assert_eq!((first.idle_agents, second.idle_agents, third.idle_agents), (1, 1, 2));
+        assert_eq!((n(&first), n(&second), n(&third)), (1, 1, 2));
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
     }
 
@@ -218,12 +273,12 @@ mod tests {
         let others = futures::future::join_all((0..10).map(|_| async {
             tokio::task::yield_now().await;
             let answer = cache.get(queue(), false, &counters, fetch).await.unwrap();
-            (answer.idle_agents, started.elapsed())
+            (n(&answer), started.elapsed())
         }));
         let (refreshed, others) = tokio::join!(refresher, others);
 
         // Assert: one fetch; the others got the old snapshot without waiting for it
-        assert_eq!(refreshed.unwrap().idle_agents, 2);
+        assert_eq!(n(&refreshed.unwrap()), 2);
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
         for (idle, waited) in others {
             assert_eq!(idle, 1);
@@ -250,7 +305,7 @@ mod tests {
             tokio::join!(cache.get(queue(), false, &counters, fetch), cache.get(queue(), false, &counters, fetch));
 
         // Assert: both waited for the one new fetch
-        assert_eq!((a.unwrap().idle_agents, b.unwrap().idle_agents), (2, 2));
+        assert_eq!((n(&a.unwrap()), n(&b.unwrap())), (2, 2));
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
     }
 
@@ -268,6 +323,6 @@ mod tests {
 
         // Assert
         assert!(first.is_err());
-        assert_eq!(second.unwrap().idle_agents, 3);
+        assert_eq!(n(&second.unwrap()), 3);
     }
 }

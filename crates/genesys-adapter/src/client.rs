@@ -27,13 +27,14 @@ use tracing::Instrument;
 use url::Url;
 
 use crate::budget::{BudgetSnapshot, CallBudget};
-use crate::capacity::CapacityCache;
+use crate::capacity::{CapacityCache, WarnLimiter, FIGURE_WARNING_EVERY};
 use crate::config::GenesysConfig;
 use crate::error::{GenesysError, Result};
 use crate::notifications::{ChannelStats, FigureStore, NotificationSettings};
 use crate::retry::{self, RateLimitSnapshot};
 use crate::stats::{ClientStats, Counters, Endpoint, StatusClass};
 use crate::token::TokenCache;
+use crate::utilization::MessageCapacityCache;
 
 /// Largest answer body read (a conversation with its messages can be large; errors are small).
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -117,6 +118,8 @@ pub struct GenesysClient {
     pub(crate) counters: Counters,
     pub(crate) capacity: CapacityCache,
     pub(crate) figures: FigureStore,
+    pub(crate) message_capacity: MessageCapacityCache,
+    pub(crate) figure_warnings: WarnLimiter,
 }
 
 impl GenesysClient {
@@ -151,6 +154,8 @@ impl GenesysClient {
             counters: Counters::default(),
             capacity: CapacityCache::new(config.capacity_ttl),
             figures: FigureStore::default(),
+            message_capacity: MessageCapacityCache::new(config.message_capacity, config.utilization_refresh),
+            figure_warnings: WarnLimiter::new(FIGURE_WARNING_EVERY),
             http,
             config,
         })

@@ -7,6 +7,7 @@ use url::Url;
 
 use crate::error::{GenesysError, Result};
 use crate::regions::Region;
+use crate::utilization::MessageCapacitySource;
 
 /// Default time limit of one HTTP attempt (connect, send, read the whole answer).
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -18,6 +19,8 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 128;
 pub const DEFAULT_CAPACITY_TTL: Duration = Duration::from_secs(1);
 /// Default number of attempts per operation, the first one included.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default lifetime of the cached message capacity (the org's utilization).
+pub const DEFAULT_UTILIZATION_REFRESH: Duration = Duration::from_secs(300);
 
 /// Everything [`GenesysClient::new`](crate::GenesysClient::new) needs.
 ///
@@ -49,6 +52,10 @@ pub struct GenesysConfig {
     /// Genesys calls a new handoff needs in the foreground; its lookup is admitted only when the
     /// window still holds this many (≥ 1).
     pub handoff_calls: u32,
+    /// Where the message capacity of the free-slot model comes from.
+    pub message_capacity: MessageCapacitySource,
+    /// How long the org's utilization is cached before it is read again.
+    pub utilization_refresh: Duration,
 }
 
 impl GenesysConfig {
@@ -71,6 +78,8 @@ impl GenesysConfig {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             reserve_percent: crate::budget::DEFAULT_RESERVE_PERCENT,
             handoff_calls: crate::budget::DEFAULT_HANDOFF_CALLS,
+            message_capacity: MessageCapacitySource::Utilization,
+            utilization_refresh: DEFAULT_UTILIZATION_REFRESH,
         }
     }
 
@@ -117,6 +126,8 @@ impl GenesysConfig {
             Some("the background reserve must be at most 90 percent")
         } else if self.handoff_calls == 0 {
             Some("the calls per handoff must be at least 1")
+        } else if self.utilization_refresh.is_zero() {
+            Some("the utilization refresh interval must be positive")
         } else if self.client_id.trim().is_empty() {
             Some("the client id is empty")
         } else {

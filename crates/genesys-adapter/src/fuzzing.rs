@@ -23,7 +23,13 @@ pub fn conversation(id: ConversationId, body: &[u8]) -> Option<ConversationSnaps
 /// `QueuePort::capacity` returns (through the same mapping as `ports.rs`).
 #[doc(hidden)]
 pub fn capacity(queue: QueueId, observations: &[u8], estimated_wait: Option<&[u8]>) -> Option<CapacitySnapshot> {
-    Some(wire::observations(queue, observations)?.into_snapshot(queue, estimated_wait.and_then(wire::estimated_wait)))
+    let figures = wire::observations(queue, observations)?;
+    Some(CapacitySnapshot {
+        queue,
+        figures,
+        message_capacity: None,
+        estimated_wait: estimated_wait.and_then(wire::estimated_wait),
+    })
 }
 
 /// `GET …/estimatedwaittime` answer → the estimated wait.

@@ -20,7 +20,7 @@
 //! | `TransferPort::locate` | `GET /api/v2/conversations/messages/{id}` |
 //! | `TransferPort::write_context` | `PATCH /api/v2/conversations/messages/{id}/participants/{customer}/attributes` |
 //! | `TransferPort::transfer` | `POST /api/v2/conversations/messages/{id}/participants/{holder}/replace` |
-//! | `QueuePort::capacity` | `POST /api/v2/analytics/queues/observations/query` (+ `GET …/mediatypes/message/estimatedwaittime`) |
+//! | `QueuePort::capacity` | `POST /api/v2/analytics/queues/observations/query` (+ `GET /api/v2/routing/utilization` every 5 minutes, `GET …/mediatypes/message/estimatedwaittime`) |
 //! | `AnalyticsPort::record` | `PUT /api/v2/conversations/{id}/tags` |
 //!
 //! Upstream discipline (CONTRACT §5.9) lives in [`GenesysClient`]: one shared token with
@@ -42,6 +42,12 @@
 //! - `notifications`: push instead of poll: the Notifications channel (create, WebSocket,
 //!   subscriptions, heartbeats, `socket_closing`, expiry, reconnects) and the store of pushed
 //!   queue figures that answers `QueuePort::capacity` with no call while the channel is live.
+//! - `capacity`: the per-queue, single-flight capacity snapshot cache, and the per-queue limiter
+//!   of the "figures incomplete" warning.
+//! - [`observations`]: queue figures from observation data ([`observations::queue_figures`]),
+//!   shared by the observation query and the notification channel.
+//! - `utilization`: the message capacity ([`MessageCapacitySource`]): the org's utilization,
+//!   cached for 5 minutes, or a fixed value.
 //! - `wire`: private Genesys DTOs and their translation to domain types.
 //! - `ports`: the port implementations, [`GenesysClient::get_queue`] and
 //!   [`GenesysClient::probe_permission`], and the mapping of Genesys answers to [`PortError`].
@@ -63,11 +69,13 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod notifications;
+pub mod observations;
 mod ports;
 pub mod regions;
 mod retry;
 mod stats;
 mod token;
+mod utilization;
 mod wire;
 
 pub use budget::{
@@ -77,7 +85,7 @@ pub use budget::{
 pub use client::GenesysClient;
 pub use config::{
     GenesysConfig, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CAPACITY_TTL, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_TOTAL_BUDGET,
+    DEFAULT_TOTAL_BUDGET, DEFAULT_UTILIZATION_REFRESH,
 };
 pub use error::{GenesysError, Result};
 pub use notifications::{
@@ -87,4 +95,5 @@ pub use ports::{Permission, PermissionStatus};
 pub use regions::Region;
 pub use retry::RateLimitSnapshot;
 pub use stats::{ClientStats, Endpoint, RequestCount, StatusClass};
+pub use utilization::MessageCapacitySource;
 pub use wire::QueueInfo;

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use handoff_domain::{CapacitySnapshot, QueueId};
+use handoff_domain::QueueId;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
@@ -307,11 +307,6 @@ impl FigureStore {
             served: self.served.load(Ordering::Relaxed),
         }
     }
-}
-
-/// Turns pushed figures back into the snapshot the polling path would have built.
-pub(crate) fn snapshot_from(queue: QueueId, body: &[u8]) -> Option<CapacitySnapshot> {
-    crate::wire::observations(queue, body).map(|observed| observed.into_snapshot(queue, None))
 }
 
 #[cfg(test)]

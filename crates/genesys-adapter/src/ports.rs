@@ -6,7 +6,10 @@ use bytes::Bytes;
 use handoff_domain::ports::{
     AnalyticsPort, ConversationSnapshot, HandoffEvent, PortError, QueuePort, Receipt, TransferPort,
 };
-use handoff_domain::{AttributeSet, CapacitySnapshot, ConversationId, ParticipantId, QueueId};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use handoff_domain::{AttributeSet, CapacitySnapshot, ConversationId, ParticipantId, QueueFigures, QueueId};
 use reqwest::Method;
 use serde::Serialize;
 use tracing::instrument;
@@ -14,6 +17,7 @@ use uuid::Uuid;
 
 use crate::client::{Call, GenesysClient, Reply, Retry};
 use crate::stats::Endpoint;
+use crate::utilization::MessageCapacitySource;
 use crate::wire::{self, AttributesBody, QueueInfo, TagsBody, TransferBody};
 
 /// Genesys codes meaning "the conversation is not in a state for this" (→ [`PortError::InvalidState`]).
@@ -159,7 +163,8 @@ impl GenesysClient {
         })
     }
 
-    /// The observation query (and the estimated wait, concurrently, when asked), uncached.
+    /// The observation query, the message capacity (cached for 5 minutes) and, when asked, the
+    /// estimated wait, concurrently; uncached. The answer also seeds the pushed figures.
     pub(crate) async fn fetch_capacity(
         &self,
         queue: QueueId,
@@ -205,15 +210,77 @@ impl GenesysClient {
                 }
             }
         };
-        let (observed, estimated_wait) = tokio::join!(observe, wait);
-        Ok(observed?.into_snapshot(queue, estimated_wait))
+        let (figures, message_capacity, estimated_wait) = tokio::join!(observe, self.message_capacity(), wait);
+        Ok(self.snapshot(queue, figures?, message_capacity, estimated_wait))
+    }
+
+    /// The message capacity one agent may carry: the configured value, or the org's utilization
+    /// (`GET /api/v2/routing/utilization`), cached; `None` when unknown or not needed.
+    pub(crate) async fn message_capacity(&self) -> Option<u32> {
+        self.message_capacity
+            .get(|| async {
+                let call = Call {
+                    endpoint: Endpoint::Utilization,
+                    method: Method::GET,
+                    url: self.api_url(&["routing", "utilization"]),
+                    body: None,
+                    retry: Retry::Idempotent,
+                };
+                match self.execute(&call).await {
+                    Ok(reply) if reply.status.is_success() => wire::message_capacity(&reply.body).map_err(|()| {
+                        tracing::warn!("the utilization answer is not readable; message capacity unknown");
+                    }),
+                    Ok(reply) => {
+                        let (code, _) = reply.error_code();
+                        tracing::warn!(
+                            status = reply.status.as_u16(),
+                            code = code.as_deref().unwrap_or(""),
+                            "cannot read the org's utilization (needs routing:utilization:view); \
+                             set HANDOFF_MESSAGE_CAPACITY or grant the permission"
+                        );
+                        Err(())
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "the org's utilization is unavailable; message capacity unknown");
+                        Err(())
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Assembles a snapshot from its parts, and warns (at most once a minute per queue) when a
+    /// figure the capacity model reads is unknown: the admission rule then decides on what is
+    /// known, and admits when nothing is.
+    pub(crate) fn snapshot(
+        &self,
+        queue: QueueId,
+        figures: QueueFigures,
+        message_capacity: Option<u32>,
+        estimated_wait: Option<Duration>,
+    ) -> CapacitySnapshot {
+        let capacity_missing =
+            message_capacity.is_none() && self.message_capacity.source() != MessageCapacitySource::NotNeeded;
+        if (!figures.is_complete() || capacity_missing) && self.figure_warnings.allow(queue) {
+            self.counters.capacity_unknown_warnings.fetch_add(1, Ordering::Relaxed);
+            let mut missing = figures.missing();
+            if capacity_missing {
+                missing.push("message capacity");
+            }
+            tracing::warn!(
+                queue_id = %queue,
+                missing = %missing.join(", "),
+                "queue figures incomplete; admission decides on what is known and admits when nothing is"
+            );
+        }
+        CapacitySnapshot { queue, figures, message_capacity, estimated_wait }
     }
 }
 
 #[async_trait]
 impl QueuePort for GenesysClient {
     /// Shared per queue for `capacity_ttl` (single flight, see the `capacity` module). A queue
-    /// Genesys does not know has no observation groups and reads as zero capacity: the
+    /// Genesys does not know has no observation groups and reads as unknown figures: the
     /// observation query does not say "unknown queue", and checking existence on every snapshot
     /// would double the cost; `handoff check` verifies the configured queues with `get_queue`.
     #[instrument(skip_all, fields(queue_id = %queue, with_estimated_wait))]
@@ -221,10 +288,11 @@ impl QueuePort for GenesysClient {
         // Pushed figures answer with no call; the estimated wait is not pushed, so a check that
         // needs it polls.
         if !with_estimated_wait {
-            if let Some(body) = self.figures.answer(queue, tokio::time::Instant::now()) {
-                if let Some(snapshot) = crate::notifications::snapshot_from(queue, &body) {
-                    return Ok(snapshot);
-                }
+            // The pushed figures go through the same reading as a query answer.
+            let pushed = self.figures.answer(queue, tokio::time::Instant::now());
+            if let Some(figures) = pushed.and_then(|body| wire::observations(queue, &body)) {
+                let message_capacity = self.message_capacity().await;
+                return Ok(self.snapshot(queue, figures, message_capacity, None));
             }
         }
         self.capacity

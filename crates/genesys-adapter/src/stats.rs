@@ -28,11 +28,13 @@ pub enum Endpoint {
     ChannelCreate,
     /// `PUT /api/v2/notifications/channels/{id}/subscriptions`.
     ChannelSubscribe,
+    /// `GET /api/v2/routing/utilization`.
+    Utilization,
 }
 
 impl Endpoint {
     /// Every endpoint, in a fixed order.
-    pub const ALL: [Endpoint; 11] = [
+    pub const ALL: [Endpoint; 12] = [
         Endpoint::Token,
         Endpoint::ConversationGet,
         Endpoint::AttributesPatch,
@@ -44,6 +46,7 @@ impl Endpoint {
         Endpoint::PermissionProbe,
         Endpoint::ChannelCreate,
         Endpoint::ChannelSubscribe,
+        Endpoint::Utilization,
     ];
 
     /// The label value (also the `operation` field of the tracing spans).
@@ -60,6 +63,7 @@ impl Endpoint {
             Endpoint::PermissionProbe => "permission_probe",
             Endpoint::ChannelCreate => "create_channel",
             Endpoint::ChannelSubscribe => "subscribe_channel",
+            Endpoint::Utilization => "get_utilization",
         }
     }
 
@@ -143,6 +147,8 @@ pub struct ClientStats {
     pub token_invalidations: u64,
     /// Capacity observation queries answered from the shared cache instead of upstream.
     pub capacity_cache_hits: u64,
+    /// Warnings that a queue's capacity figures were incomplete (at most one per queue a minute).
+    pub capacity_unknown_warnings: u64,
 }
 
 impl ClientStats {
@@ -165,6 +171,7 @@ pub(crate) struct Counters {
     pub(crate) token_fetches: AtomicU64,
     pub(crate) token_invalidations: AtomicU64,
     pub(crate) capacity_cache_hits: AtomicU64,
+    pub(crate) capacity_unknown_warnings: AtomicU64,
 }
 
 impl Counters {
@@ -186,6 +193,7 @@ impl Counters {
             token_fetches: self.token_fetches.load(Ordering::Relaxed),
             token_invalidations: self.token_invalidations.load(Ordering::Relaxed),
             capacity_cache_hits: self.capacity_cache_hits.load(Ordering::Relaxed),
+            capacity_unknown_warnings: self.capacity_unknown_warnings.load(Ordering::Relaxed),
         }
     }
 }

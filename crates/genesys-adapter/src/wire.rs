@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use handoff_domain::ports::{ConversationSnapshot, ParticipantView};
-use handoff_domain::{AttributeSet, CapacitySnapshot, ConversationId, ParticipantId, QueueId};
+use handoff_domain::{AttributeSet, ConversationId, ParticipantId, QueueFigures, QueueId};
 use serde::{Deserialize, Serialize};
+
+use crate::observations::{queue_figures, GroupDimensions, MetricData};
 
 // ---- requests -------------------------------------------------------------------------------
 
@@ -38,27 +40,50 @@ pub(crate) struct TagsBody {
     pub(crate) external_tag: String,
 }
 
-/// `POST /api/v2/analytics/queues/observations/query` for one queue's message capacity.
+/// `POST /api/v2/analytics/queues/observations/query` for one queue's message capacity
+/// (`QueueObservationQuery`).
 ///
-/// The filter is the documented `and` of `queueId` and `mediaType == message`. The message
-/// (conversation) metrics come back in the `{queueId, mediaType}` group; the user metrics
-/// (`oOnQueueUsers`) are per queue, and the reference shows them in a separate `{queueId}` group
-/// under this very filter. We therefore read every group and match on metric + qualifier, never
-/// on position or group shape. We do not use an `or` with `mediaType notExists`: its meaning for
-/// observation groups is undocumented, and a filter Genesys rejects would fail every capacity check.
-/// If the user group ever went missing, idle agents would read 0: the handoff is deferred (and
-/// transferred anyway after `HANDOFF_DEFER_FOR_SECS`), never over-admitted.
+/// Filtered by `queueId` only (issue 11): user metrics (`oOnQueueUsers`) are per queue, not per
+/// media type, and under a `mediaType` filter they may not come back at all. The answer then
+/// holds a `{queueId}` group with the user metrics and one `{queueId, mediaType}` group per media
+/// type with the conversation metrics; [`crate::observations::queue_figures`] reads the message
+/// one.
 pub(crate) fn observation_query(queue: QueueId) -> serde_json::Value {
     serde_json::json!({
         "filter": {
             "type": "and",
             "predicates": [
-                { "type": "dimension", "dimension": "queueId", "operator": "matches", "value": queue.to_string() },
-                { "type": "dimension", "dimension": "mediaType", "operator": "matches", "value": "message" }
+                { "type": "dimension", "dimension": "queueId", "operator": "matches", "value": queue.to_string() }
             ]
         },
-        "metrics": ["oOnQueueUsers", "oWaiting"]
+        "metrics": OBSERVATION_METRICS
     })
+}
+
+/// The metrics the capacity model reads.
+pub(crate) const OBSERVATION_METRICS: [&str; 4] = ["oOnQueueUsers", "oInteracting", "oAlerting", "oWaiting"];
+
+/// `GET /api/v2/routing/utilization` (`Utilization`): the org's message `maximumCapacity`.
+/// `Ok(None)` when the answer has no message entry or no capacity in it; `Err(())` when it is not
+/// JSON of that shape.
+pub(crate) fn message_capacity(body: &[u8]) -> Result<Option<u32>, ()> {
+    #[derive(Debug, Deserialize)]
+    struct Utilization {
+        #[serde(default)]
+        utilization: BTreeMap<String, MediaUtilization>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct MediaUtilization {
+        maximum_capacity: Option<i64>,
+    }
+    let answer: Utilization = serde_json::from_slice(body).map_err(|_| ())?;
+    Ok(answer
+        .utilization
+        .iter()
+        .find(|(media, _)| media.eq_ignore_ascii_case("message"))
+        .and_then(|(_, m)| m.maximum_capacity)
+        .map(|c| u32::try_from(c.max(0)).unwrap_or(u32::MAX)))
 }
 
 // ---- answers --------------------------------------------------------------------------------
@@ -70,6 +95,9 @@ struct MessageConversation {
     participants: Vec<Participant>,
     #[serde(default)]
     recent_transfers: Vec<Transfer>,
+    /// Not in Genesys's `MessageConversation` (the generic `Conversation` has it): read when a
+    /// lookup shows it, so a tag someone else set is never replaced.
+    external_tag: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,7 +156,13 @@ pub(crate) fn conversation_snapshot(
         })
         .collect();
     let transferred_to = conversation.recent_transfers.iter().filter_map(transfer_queue).collect();
-    Some(ConversationSnapshot { id, participants, transferred_to, correlation_id })
+    Some(ConversationSnapshot {
+        id,
+        participants,
+        transferred_to,
+        correlation_id,
+        external_tag: conversation.external_tag.filter(|t| !t.is_empty()),
+    })
 }
 
 /// The queue a recent transfer went to, unless it failed. Genesys documents `destination` as
@@ -161,85 +195,16 @@ struct ObservationResponse {
 #[derive(Debug, Deserialize)]
 struct ObservationGroup {
     #[serde(default)]
-    group: BTreeMap<String, serde_json::Value>,
+    group: GroupDimensions,
     #[serde(default)]
     data: Vec<MetricData>,
 }
 
-#[derive(Debug, Deserialize)]
-struct MetricData {
-    metric: Option<String>,
-    qualifier: Option<String>,
-    stats: Option<Stats>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Stats {
-    count: Option<f64>,
-}
-
-/// Counts read from an observation answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Observed {
-    pub(crate) idle: u32,
-    pub(crate) on_queue: u32,
-    pub(crate) waiting: u32,
-}
-
-impl Observed {
-    /// The snapshot `QueuePort::capacity` returns for `queue`.
-    pub(crate) fn into_snapshot(self, queue: QueueId, estimated_wait: Option<Duration>) -> CapacitySnapshot {
-        CapacitySnapshot {
-            queue,
-            idle_agents: self.idle,
-            on_queue_agents: self.on_queue,
-            waiting: self.waiting,
-            estimated_wait,
-        }
-    }
-}
-
-/// Sums the metrics of every group that belongs to `queue` (a group naming another queue is
-/// ignored; one without a `queueId` is taken as ours, the query asked for one queue).
-/// `idle` = `oOnQueueUsers[IDLE]`, `on_queue` = all `oOnQueueUsers`, `waiting` = `oWaiting`.
-/// No group at all (a queue Genesys does not know, or nobody on it) reads as zero.
-pub(crate) fn observations(queue: QueueId, body: &[u8]) -> Option<Observed> {
+/// The observation query answer → the figures of `queue` (see [`crate::observations`]). `None`
+/// when it is not JSON of that shape; a metric that did not come back is unknown.
+pub(crate) fn observations(queue: QueueId, body: &[u8]) -> Option<QueueFigures> {
     let response: ObservationResponse = serde_json::from_slice(body).ok()?;
-    let ours = queue.to_string();
-    let mut totals = Observed::default();
-    for group in &response.results {
-        let group_queue = group.group.get("queueId").and_then(|v| v.as_str());
-        if group_queue.is_some_and(|q| !q.eq_ignore_ascii_case(&ours)) {
-            continue;
-        }
-        let media = group.group.get("mediaType").and_then(|v| v.as_str());
-        for data in &group.data {
-            let count = data.stats.as_ref().and_then(|s| s.count).map_or(0, to_count);
-            match data.metric.as_deref() {
-                Some("oOnQueueUsers") => {
-                    totals.on_queue = totals.on_queue.saturating_add(count);
-                    if data.qualifier.as_deref().is_some_and(|q| q.eq_ignore_ascii_case("IDLE")) {
-                        totals.idle = totals.idle.saturating_add(count);
-                    }
-                }
-                // Only message conversations wait for this queue's message agents.
-                Some("oWaiting") if media.is_none_or(|m| m.eq_ignore_ascii_case("message")) => {
-                    totals.waiting = totals.waiting.saturating_add(count);
-                }
-                _ => {}
-            }
-        }
-    }
-    Some(totals)
-}
-
-fn to_count(raw: f64) -> u32 {
-    if raw.is_finite() && raw > 0.0 {
-        // Saturating float → int conversion is the intent.
-        raw.min(f64::from(u32::MAX)) as u32
-    } else {
-        0
-    }
+    Some(queue_figures(queue, response.results.iter().map(|g| (&g.group, &g.data))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -348,12 +313,13 @@ mod tests {
     }
 
     #[test]
-    fn observations_sum_every_group_by_metric_and_qualifier() {
+    fn observations_read_every_group_by_metric_and_qualifier() {
         // Arrange: the reference's shape, plus a group of another queue that must be ignored.
         let body = json!({
             "results": [
                 { "group": { "queueId": QUEUE, "mediaType": "message" },
                   "data": [ { "metric": "oWaiting", "stats": { "count": 3 } },
+                            { "metric": "oAlerting", "stats": { "count": 0 } },
                             { "metric": "oInteracting", "stats": { "count": 5 } } ] },
                 { "group": { "queueId": QUEUE },
                   "data": [ { "metric": "oOnQueueUsers", "qualifier": "IDLE", "stats": { "count": 2 } },
@@ -365,17 +331,40 @@ mod tests {
         });
 
         // Act
-        let observed = observations(QueueId::parse(QUEUE).unwrap(), body.to_string().as_bytes()).unwrap();
+        let figures = observations(QueueId::parse(QUEUE).unwrap(), body.to_string().as_bytes()).unwrap();
 
         // Assert
-        assert_eq!(observed, Observed { idle: 2, on_queue: 7, waiting: 3 });
+        let agents = figures.agents.unwrap();
+        assert_eq!((agents.idle, agents.interacting, agents.on_queue()), (2, 5, 7));
+        assert_eq!((figures.interacting, figures.alerting, figures.waiting), (Some(5), Some(0), Some(3)));
     }
 
     #[test]
-    fn no_results_read_as_zero_capacity() {
-        let observed = observations(QueueId::parse(QUEUE).unwrap(), br#"{"results":[]}"#).unwrap();
-        assert_eq!(observed, Observed::default());
-        assert_eq!(observations(QueueId::parse(QUEUE).unwrap(), b"{}").unwrap(), Observed::default());
+    fn no_results_read_as_unknown_not_zero() {
+        let figures = observations(QueueId::parse(QUEUE).unwrap(), br#"{"results":[]}"#).unwrap();
+        assert_eq!(figures, QueueFigures::UNKNOWN);
+        assert_eq!(observations(QueueId::parse(QUEUE).unwrap(), b"{}").unwrap(), QueueFigures::UNKNOWN);
+    }
+
+    #[test]
+    fn the_observation_query_filters_by_queue_id_only() {
+        let body = observation_query(QueueId::parse(QUEUE).unwrap());
+        assert_eq!(
+            body["filter"]["predicates"],
+            json!([{ "type": "dimension", "dimension": "queueId", "operator": "matches", "value": QUEUE }])
+        );
+        assert_eq!(body["metrics"], json!(["oOnQueueUsers", "oInteracting", "oAlerting", "oWaiting"]));
+    }
+
+    #[test]
+    fn the_message_capacity_is_read_from_the_utilization_answer() {
+        let answer = json!({ "utilization": { "call": { "maximumCapacity": 1 },
+                                              "message": { "maximumCapacity": 4, "interruptableMediaTypes": [], "includeNonAcd": false } } });
+        assert_eq!(message_capacity(answer.to_string().as_bytes()), Ok(Some(4)));
+        assert_eq!(message_capacity(br#"{"utilization":{"call":{"maximumCapacity":1}}}"#), Ok(None));
+        assert_eq!(message_capacity(br#"{"utilization":{"message":{}}}"#), Ok(None));
+        assert_eq!(message_capacity(br#"{"utilization":{"message":{"maximumCapacity":-3}}}"#), Ok(Some(0)));
+        assert_eq!(message_capacity(b"<html>"), Err(()));
     }
 
     #[test]
@@ -522,7 +511,8 @@ mod tests {
                     let snapshot = conversation_snapshot(conv(), &body, None);
                     prop_assert!(snapshot.is_none_or(|s| s.id == conv()));
                     let observed = observations(queue, &body);
-                    prop_assert!(observed.is_none_or(|o| o.idle <= o.on_queue), "{:?}", observed);
+                    prop_assert!(observed.is_none_or(|o| o.agents.is_none_or(|a| a.idle <= a.on_queue())), "{:?}", observed);
+                    let _ = message_capacity(&body);
                     let wait = estimated_wait(&body);
                     prop_assert!(wait.is_none_or(|w| w <= Duration::from_secs(30 * 86_400)), "{:?}", wait);
                     prop_assert!(queue_info(queue, &body).is_none_or(|q| q.id == queue));
@@ -554,7 +544,7 @@ mod tests {
             }
 
             #[test]
-            fn observations_sum_idle_on_queue_and_message_waiting_for_our_queue_only(
+            fn observations_read_user_metrics_from_queue_groups_and_message_metrics_from_message_groups(
                 groups in prop::collection::vec(group(), 0..5),
             ) {
                 // Arrange
@@ -568,19 +558,20 @@ mod tests {
                     json!({ "group": group, "data": data })
                 }).collect();
                 let body = json!({ "results": results }).to_string();
-                let (mut idle, mut on_queue, mut waiting) = (0u64, 0u64, 0u64);
+                let (mut idle, mut on_queue, mut waiting, mut interacting) = (None::<u64>, 0u64, None::<u64>, None::<u64>);
                 for (queue, media, data) in &groups {
                     if queue.as_deref().is_some_and(|q| !q.eq_ignore_ascii_case(QUEUE)) { continue; }
                     for (metric, qualifier, count) in data {
                         let n = counted(count);
+                        let message = media.as_deref().is_some_and(|m| m.eq_ignore_ascii_case("message"));
                         match metric.as_deref() {
-                            Some("oOnQueueUsers") => {
+                            Some("oOnQueueUsers") if media.is_none() => {
                                 on_queue += n;
-                                if qualifier.as_deref().is_some_and(|q| q.eq_ignore_ascii_case("IDLE")) { idle += n; }
+                                let idle = idle.get_or_insert(0);
+                                if qualifier.as_deref().is_some_and(|q| q.eq_ignore_ascii_case("IDLE")) { *idle += n; }
                             }
-                            Some("oWaiting") if media.as_deref().is_none_or(|m| m.eq_ignore_ascii_case("message")) => {
-                                waiting += n;
-                            }
+                            Some("oWaiting") if message => *waiting.get_or_insert(0) += n,
+                            Some("oInteracting") if message => *interacting.get_or_insert(0) += n,
                             _ => {}
                         }
                     }
@@ -592,8 +583,13 @@ mod tests {
                 // Assert: a count that is not a number makes the whole answer unreadable.
                 let malformed =
                     groups.iter().flat_map(|g| &g.2).any(|(_, _, count)| !(count.is_number() || count.is_null()));
-                let expected = Observed { idle: sat(idle), on_queue: sat(on_queue), waiting: sat(waiting) };
-                prop_assert_eq!(observed, (!malformed).then_some(expected));
+                prop_assert_eq!(observed.is_none(), malformed);
+                if let Some(figures) = observed {
+                    prop_assert_eq!(figures.agents.map(|a| a.idle), idle.map(sat));
+                    prop_assert_eq!(figures.agents.map(|a| a.on_queue()), idle.map(|_| sat(on_queue)));
+                    prop_assert_eq!(figures.waiting, waiting.map(sat));
+                    prop_assert_eq!(figures.interacting, interacting.map(sat));
+                }
             }
 
             #[test]

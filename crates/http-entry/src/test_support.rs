@@ -15,8 +15,8 @@ use handoff_domain::ports::{
     Receipt, TransferPort,
 };
 use handoff_domain::{
-    CapacitySnapshot, ConversationId, HandoffService, InMemoryLedger, ParticipantId, QueueId, RoutingPolicy,
-    ServiceSettings,
+    AgentCounts, CapacitySnapshot, ConversationId, HandoffService, InMemoryLedger, ParticipantId, QueueFigures,
+    QueueId, RoutingPolicy, ServiceSettings,
 };
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt;
@@ -78,6 +78,7 @@ pub(crate) fn reachable_conversation() -> ConversationSnapshot {
         participants: vec![participant(CUSTOMER, true), participant(BOT, false)],
         transferred_to: Vec::new(),
         correlation_id: Some("corr-locate".to_owned()),
+        external_tag: None,
     }
 }
 
@@ -90,8 +91,20 @@ pub(crate) fn ended_conversation() -> ConversationSnapshot {
     snapshot
 }
 
+/// Every figure known: `idle_agents` idle agents and one more who cannot take work, one message
+/// slot each (so `idle_agents` free slots), nobody waiting.
 fn capacity(queue: QueueId, idle_agents: u32) -> CapacitySnapshot {
-    CapacitySnapshot { queue, idle_agents, on_queue_agents: idle_agents.max(1), waiting: 0, estimated_wait: None }
+    CapacitySnapshot {
+        queue,
+        figures: QueueFigures {
+            agents: Some(AgentCounts { idle: idle_agents, other: 1, ..AgentCounts::default() }),
+            interacting: Some(0),
+            alerting: Some(0),
+            waiting: Some(0),
+        },
+        message_capacity: Some(1),
+        estimated_wait: None,
+    }
 }
 
 /// A readiness probe with fixed answers.

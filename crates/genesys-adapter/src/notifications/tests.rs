@@ -40,10 +40,12 @@ fn live_store(max_age: Duration) -> FigureStore {
     store
 }
 
-fn read(store: &FigureStore) -> Option<(u32, u32, u32)> {
+/// `(idle, interacting agents, waiting)` as the shared observation reading sees the pushed figures.
+fn read(store: &FigureStore) -> Option<(u32, u32, Option<u32>)> {
     let body = store.answer(queue(), Instant::now())?;
-    let s = snapshot_from(queue(), &body)?;
-    Some((s.idle_agents, s.on_queue_agents, s.waiting))
+    let figures = crate::wire::observations(queue(), &body)?;
+    let agents = figures.agents?;
+    Some((agents.idle, agents.interacting, figures.waiting))
 }
 
 #[tokio::test(start_paused = true)]
@@ -62,9 +64,9 @@ async fn seeded_figures_are_updated_by_pushed_events_of_either_group() {
     let applied = (store.apply(&users, Instant::now()), store.apply(&media, Instant::now()));
 
     // Assert
-    assert_eq!(before, Some((2, 5, 0)));
+    assert_eq!(before, Some((2, 3, Some(0))));
     assert_eq!(applied, (true, true));
-    assert_eq!(read(&store), Some((0, 5, 4)));
+    assert_eq!(read(&store), Some((0, 5, Some(4))));
 }
 
 #[tokio::test(start_paused = true)]
@@ -82,9 +84,9 @@ async fn figures_go_unused_once_the_channel_is_silent_past_the_bound_and_are_use
     let heard_again = read(&store);
 
     // Assert
-    assert_eq!(at_bound, Some((1, 1, 0)));
+    assert_eq!(at_bound, Some((1, 0, Some(0))));
     assert_eq!(past_bound, None);
-    assert_eq!(heard_again, Some((1, 1, 0)));
+    assert_eq!(heard_again, Some((1, 0, Some(0))));
 }
 
 #[tokio::test(start_paused = true)]
@@ -102,7 +104,7 @@ async fn figures_from_before_a_reconnect_are_not_used_until_seeded_again() {
 
     // Assert
     assert_eq!((while_down, after_reconnect), (None, None));
-    assert_eq!(read(&store), Some((3, 3, 0)));
+    assert_eq!(read(&store), Some((3, 0, Some(0))));
 }
 
 #[tokio::test(start_paused = true)]
@@ -125,7 +127,7 @@ async fn a_group_that_is_never_pushed_is_polled_again_after_the_longer_cache() {
     let after_ttl = read(&store);
 
     // Assert
-    assert_eq!(before_ttl, Some((2, 2, 1)));
+    assert_eq!(before_ttl, Some((2, 0, Some(1))));
     assert_eq!(after_ttl, None);
 }
 
@@ -146,7 +148,7 @@ async fn events_of_an_unknown_shape_are_refused_without_touching_the_figures() {
 
     // Assert
     assert_eq!(applied, vec![false; 4]);
-    assert_eq!(read(&store), Some((2, 2, 0)));
+    assert_eq!(read(&store), Some((2, 0, Some(0))));
 }
 
 #[test]
@@ -217,9 +219,10 @@ async fn with_the_channel_live_capacity_costs_one_query_per_queue_up_front_and_t
     let third = client.capacity(support, false).await.unwrap();
 
     // Assert
-    assert_eq!((first.idle_agents, first.waiting), (3, 0));
-    assert_eq!((second.idle_agents, second.waiting), (3, 0));
-    assert_eq!((third.idle_agents, third.waiting), (0, 6));
+    let seen = |s: &handoff_domain::CapacitySnapshot| (s.figures.agents.map(|a| a.idle), s.figures.waiting);
+    assert_eq!(seen(&first), (Some(3), Some(0)));
+    assert_eq!(seen(&second), (Some(3), Some(0)));
+    assert_eq!(seen(&third), (Some(0), Some(6)));
     assert_eq!(run.sim.sim().count(SimEndpoint::ObservationsQuery), 2, "one per queue, none per check");
     let stats = client.channel_stats();
     assert_eq!((stats.channels_created, stats.connects, stats.served), (1, 1, 3));
@@ -305,7 +308,8 @@ async fn an_org_that_refuses_channels_is_polled_and_asked_again_only_much_later(
     let second = client.capacity(support, false).await.unwrap();
 
     // Assert
-    assert_eq!((first.idle_agents, second.idle_agents), (3, 3));
+    let idle = |s: &handoff_domain::CapacitySnapshot| s.figures.agents.map(|a| a.idle);
+    assert_eq!((idle(&first), idle(&second)), (Some(3), Some(3)));
     assert_eq!(run.sim.sim().count(SimEndpoint::ObservationsQuery), 2);
     assert_eq!(run.sim.sim().count(SimEndpoint::CreateChannel), 1);
     let stats = client.channel_stats();

@@ -59,7 +59,8 @@ async fn a_bot_conversation_is_located_annotated_transferred_and_tagged_into_the
     // Assert
     assert_eq!(customer, ParticipantId::from_uuid(ids.customer_id));
     assert_eq!(Some(holder.as_uuid()), ids.holder_id.as_ref());
-    assert_eq!((capacity.idle_agents, capacity.on_queue_agents, capacity.waiting), (3, 5, 0));
+    let agents = capacity.figures.agents.unwrap();
+    assert_eq!((agents.idle, agents.on_queue(), capacity.figures.waiting), (3, 5, Some(0)));
     assert_eq!(capacity.estimated_wait, Some(Duration::from_secs(30)));
     assert!(!before.is_in_queue(support));
     assert!(after.is_in_queue(support), "{after:?}");

@@ -21,7 +21,9 @@ use chrono::{TimeZone, Utc};
 use handoff_domain::ports::{
     AnalyticsPort, ConversationSnapshot, HandoffEvent, PortError, QueuePort, Receipt, TransferPort,
 };
-use handoff_domain::{AttributeSet, ConversationId, HandoffId, HandoffReason, HandoffRequest, ParticipantId, QueueId};
+use handoff_domain::{
+    AttributeSet, ConversationId, HandoffId, HandoffReason, HandoffRequest, ParticipantId, QueueFigures, QueueId,
+};
 use secrecy::SecretString;
 use serde_json::json;
 use tokio::time::Instant;
@@ -30,7 +32,7 @@ use wiremock::matchers::{basic_auth, bearer_token, body_json, body_string, heade
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::retry::BACKOFF_CAP;
-use crate::{Endpoint, GenesysClient, GenesysConfig, Permission, PermissionStatus, StatusClass};
+use crate::{Endpoint, GenesysClient, GenesysConfig, MessageCapacitySource, Permission, PermissionStatus, StatusClass};
 
 const CLIENT_ID: &str = "handoff-client";
 const SECRET: &str = "handoff-secret";
@@ -319,18 +321,29 @@ async fn capacity_reads_idle_on_queue_waiting_and_the_message_estimated_wait() {
         .and(bearer_token("tok-1"))
         .and(body_json(json!({
             "filter": { "type": "and", "predicates": [
-                { "type": "dimension", "dimension": "queueId", "operator": "matches", "value": QUEUE },
-                { "type": "dimension", "dimension": "mediaType", "operator": "matches", "value": "message" }
+                { "type": "dimension", "dimension": "queueId", "operator": "matches", "value": QUEUE }
             ]},
-            "metrics": ["oOnQueueUsers", "oWaiting"]
+            "metrics": ["oOnQueueUsers", "oInteracting", "oAlerting", "oWaiting"]
         })))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "results": [
             { "group": { "queueId": QUEUE, "mediaType": "message" },
-              "data": [ { "metric": "oWaiting", "stats": { "count": 3 } } ] },
+              "data": [ { "metric": "oWaiting", "stats": { "count": 3 } },
+                        { "metric": "oInteracting", "stats": { "count": 6 } },
+                        { "metric": "oAlerting", "stats": { "count": 1 } } ] },
             { "group": { "queueId": QUEUE },
               "data": [ { "metric": "oOnQueueUsers", "qualifier": "IDLE", "stats": { "count": 2 } },
                         { "metric": "oOnQueueUsers", "qualifier": "INTERACTING", "stats": { "count": 5 } } ] }
         ]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/routing/utilization"))
+        .and(bearer_token("tok-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "utilization": {
+            "call": { "maximumCapacity": 1, "interruptableMediaTypes": [], "includeNonAcd": false },
+            "message": { "maximumCapacity": 4, "interruptableMediaTypes": [], "includeNonAcd": false }
+        }})))
         .expect(1)
         .mount(&server)
         .await;
@@ -350,8 +363,13 @@ async fn capacity_reads_idle_on_queue_waiting_and_the_message_estimated_wait() {
 
     // Assert
     assert_eq!(snapshot.queue, queue());
-    assert_eq!((snapshot.idle_agents, snapshot.on_queue_agents, snapshot.waiting), (2, 7, 3));
+    let agents = snapshot.figures.agents.unwrap();
+    assert_eq!((agents.idle, agents.available(), snapshot.figures.waiting), (2, 7, Some(3)));
+    assert_eq!((snapshot.figures.interacting, snapshot.figures.alerting), (Some(6), Some(1)));
+    assert_eq!(snapshot.message_capacity, Some(4));
+    assert_eq!(snapshot.free_slots(), handoff_domain::FreeSlots::Exactly(7 * 4 - 6 - 1 - 3));
     assert_eq!(snapshot.estimated_wait, Some(Duration::from_secs(42)));
+    assert_eq!(client.stats().capacity_unknown_warnings, 0, "every figure was known");
 }
 
 #[tokio::test]
@@ -371,14 +389,18 @@ async fn capacity_without_the_estimated_wait_never_asks_for_it_and_a_refused_one
         .expect(1)
         .mount(&server)
         .await;
-    let client = client_for(&server, |c| c.capacity_ttl = Duration::ZERO);
+    let client = client_for(&server, |c| {
+        c.capacity_ttl = Duration::ZERO;
+        c.message_capacity = MessageCapacitySource::Fixed(2);
+    });
 
     // Act
     let without = client.capacity(queue(), false).await.unwrap();
     let refused = client.capacity(queue(), true).await.unwrap();
 
-    // Assert: an unknown queue (no result groups) reads as zero capacity.
-    assert_eq!((without.idle_agents, without.on_queue_agents, without.waiting), (0, 0, 0));
+    // Assert: an unknown queue (no result groups) reads as unknown figures, never zero.
+    assert_eq!(without.figures, QueueFigures::UNKNOWN);
+    assert_eq!(without.message_capacity, Some(2));
     assert_eq!(without.estimated_wait, None);
     assert_eq!(refused.estimated_wait, None);
 }
@@ -976,7 +998,7 @@ async fn a_thousand_concurrent_capacity_checks_for_one_queue_cost_one_observatio
         .collect();
     let mut idle = Vec::with_capacity(1000);
     for check in checks {
-        idle.push(finish(check).await.unwrap().idle_agents);
+        idle.push(finish(check).await.unwrap().figures.agents.unwrap().idle);
     }
     let burst_queries = received(&server, OBSERVATIONS_PATH).await;
     tokio::time::advance(Duration::from_secs(1)).await;
