@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use handoff_genesys::{ChannelProbe, GenesysClient, Permission, PermissionStatus};
+use handoff_genesys::{ChannelProbe, GenesysClient, MessageCapacitySource, Permission, PermissionStatus};
 
 use crate::config::Settings;
 
@@ -15,18 +15,35 @@ impl Report {
     fn pass(&self, what: &str) {
         println!("PASS  {what}");
     }
+    fn skip(&self, what: &str) {
+        println!("SKIP  {what}");
+    }
     fn fail(&mut self, what: &str, fix: &str) {
         self.failed += 1;
         println!("FAIL  {what}\n      fix: {fix}");
     }
 }
 
-const PERMISSIONS: [(Permission, &str); 4] = [
+const PERMISSIONS: [(Permission, &str); 5] = [
     (Permission::BlindTransfer, "conversation:communication:blindTransfer"),
     (Permission::QueueView, "routing:queue:view"),
     (Permission::QueueObservationView, "analytics:queueObservation:view"),
     (Permission::ExternalTagEdit, "conversation:externalTag:edit"),
+    (Permission::UtilizationView, "routing:utilization:view"),
 ];
+
+/// Why a permission is not needed with these settings, if it is not.
+fn not_needed(permission: Permission, settings: &Settings) -> Option<&'static str> {
+    match permission {
+        Permission::UtilizationView => match settings.genesys.message_capacity {
+            MessageCapacitySource::Utilization => None,
+            MessageCapacitySource::Fixed(_) => Some("HANDOFF_MESSAGE_CAPACITY is set"),
+            MessageCapacitySource::NotNeeded => Some("the capacity model does not count message slots"),
+        },
+        Permission::ExternalTagEdit if !settings.service.external_tag => Some("HANDOFF_EXTERNAL_TAG=false"),
+        _ => None,
+    }
+}
 
 /// Runs every check and prints the report.
 pub(crate) async fn run(settings: &Settings) -> ExitCode {
@@ -74,6 +91,10 @@ pub(crate) async fn run(settings: &Settings) -> ExitCode {
     }
 
     for (permission, name) in PERMISSIONS {
+        if let Some(why) = not_needed(permission, settings) {
+            report.skip(&format!("permission {name} (not needed: {why})"));
+            continue;
+        }
         match genesys.probe_permission(permission).await {
             Ok(PermissionStatus::Present) => report.pass(&format!("permission {name}")),
             Ok(PermissionStatus::Missing { code }) => report.fail(

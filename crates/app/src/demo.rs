@@ -48,6 +48,25 @@ pub async fn run(keep_running: bool, port: u16, sim_port: u16) -> anyhow::Result
     }
     expect(&mut failures, "happy path", status, 200);
 
+    // 1b. Nobody idle, but free message slots: 3 agents in one chat each, message capacity 4.
+    sim_state.set_agent_loads(SUPPORT_QUEUE, vec![1, 1, 1]);
+    sim_state.set_message_capacity(Some(4));
+    let slots_id = Uuid::new_v4();
+    let slots = sample_payload(slots_id, "general_question");
+    let seen = sim_state.calls().len();
+    let (status, body) = post(&client, &url, &slots).await?;
+    print_scenario(
+        "1b. nobody idle, free message slots (Support: 3 agents in one chat each, message capacity 4 → 9 free slots)",
+        &slots,
+        status,
+        &body,
+    );
+    print_calls(&sim_state, seen, Some(&slots_id.to_string()));
+    expect(&mut failures, "free slots", status, 200);
+    if body.get("queueId").and_then(Value::as_str) != Some(SUPPORT_QUEUE.to_string().as_str()) {
+        failures.push(format!("free slots: expected the Support queue, got {body}"));
+    }
+
     // 2. No agents free: the reason routes to a queue with nobody idle.
     let busy_id = Uuid::new_v4();
     let busy = sample_payload(busy_id, "after_hours");

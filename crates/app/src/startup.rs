@@ -343,6 +343,11 @@ fn genesys_metrics(genesys: Arc<GenesysClient>) -> crate::observer::MetricsSourc
                 "Background calls held back for the reserve or pacing.",
                 budget.refused_background,
             ),
+            (
+                "capacity_unknown_warnings",
+                "Warnings that a queue's capacity figures were incomplete (at most one per queue a minute).",
+                stats.capacity_unknown_warnings,
+            ),
         ] {
             let _ = writeln!(out, "# HELP handoff_{name} {help}");
             let _ = writeln!(out, "# TYPE handoff_{name} counter");

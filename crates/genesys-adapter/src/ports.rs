@@ -82,6 +82,8 @@ pub enum Permission {
     QueueView,
     /// `analytics:queueObservation:view` (the observation query).
     QueueObservationView,
+    /// `routing:utilization:view` (`GET /api/v2/routing/utilization`, the message capacity).
+    UtilizationView,
 }
 
 /// What a permission probe found.
@@ -149,6 +151,8 @@ impl GenesysClient {
                 self.api_url(&["analytics", "queues", "observations", "query"]),
                 json(&wire::observation_query(QueueId::from_uuid(Uuid::nil()))),
             ),
+            // A read of the org setting: nothing to hide behind a nil id, and nothing changes.
+            Permission::UtilizationView => (Method::GET, self.api_url(&["routing", "utilization"]), None),
         };
         let call = Call { endpoint: Endpoint::PermissionProbe, method, url, body, retry: Retry::Idempotent };
         let reply = self.execute(&call).await?;

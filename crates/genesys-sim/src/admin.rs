@@ -33,6 +33,8 @@ pub(crate) fn routes() -> Router<Sim> {
         .route("/notifications", get(notifications).put(set_notifications))
         .route("/notifications/close", post(close_sockets))
         .route("/notifications/expire", post(expire_channels))
+        .route("/utilization", put(set_utilization))
+        .route("/observations", put(set_observations))
         .fallback(|| async { AdminError(StatusCode::NOT_FOUND, "no such admin endpoint".into()) })
 }
 
@@ -96,6 +98,10 @@ struct QueueBody {
     estimated_wait_secs: u32,
     #[serde(default = "yes")]
     accepts_messages: bool,
+    #[serde(default)]
+    agent_loads: Vec<u32>,
+    #[serde(default)]
+    alerting: u32,
 }
 
 fn yes() -> bool {
@@ -116,8 +122,36 @@ async fn put_queue(State(sim): State<Sim>, Path(id): Path<String>, body: Bytes) 
         waiting: body.waiting,
         estimated_wait_secs: body.estimated_wait_secs,
         accepts_messages: body.accepts_messages,
+        agent_loads: body.agent_loads,
+        alerting: body.alerting,
     });
     sim.queue(id).map(Json).ok_or_else(|| AdminError(StatusCode::INTERNAL_SERVER_ERROR, "queue vanished".into()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UtilizationBody {
+    message_capacity: Option<u32>,
+}
+
+/// `{"messageCapacity": N}` (or `null`: no message entry in the utilization).
+async fn set_utilization(State(sim): State<Sim>, body: Bytes) -> AdminResult<StatusCode> {
+    let body: UtilizationBody = parse(&body)?;
+    sim.set_message_capacity(body.message_capacity);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ObservationsBody {
+    user_metrics_under_media_filter: bool,
+}
+
+/// `{"userMetricsUnderMediaFilter": false}`: a `mediaType`-filtered query answers no user metrics.
+async fn set_observations(State(sim): State<Sim>, body: Bytes) -> AdminResult<StatusCode> {
+    let body: ObservationsBody = parse(&body)?;
+    sim.set_user_metrics_under_media_filter(body.user_metrics_under_media_filter);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn create_conversation(State(sim): State<Sim>, body: Bytes) -> AdminResult<(StatusCode, Json<ConversationIds>)> {
@@ -240,6 +274,44 @@ mod tests {
             .expect("answered");
         let body: Value = response.json().await.expect("json");
         body["access_token"].as_str().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn the_admin_api_sets_agents_utilization_and_the_observation_shape() {
+        // Arrange
+        let handle = spawn(SimConfig::default()).await.expect("starts");
+        let client = Client::new();
+        let queue_id = Uuid::new_v4();
+
+        // Act
+        let put = send(
+            &client,
+            &handle,
+            "PUT",
+            &format!("/__admin/queues/{queue_id}"),
+            Some(json!({ "name": "Chat", "agentLoads": [1, 1, 1], "alerting": 2 })),
+        )
+        .await;
+        let utilization =
+            send(&client, &handle, "PUT", "/__admin/utilization", Some(json!({ "messageCapacity": 4 }))).await;
+        let knob = send(
+            &client,
+            &handle,
+            "PUT",
+            "/__admin/observations",
+            Some(json!({ "userMetricsUnderMediaFilter": false })),
+        )
+        .await;
+        let bad = send(&client, &handle, "PUT", "/__admin/utilization", Some(json!({ "capacity": 4 }))).await;
+
+        // Assert
+        assert_eq!(put.status(), 200);
+        let queue: Value = put.json().await.expect("json");
+        assert_eq!((queue["idleAgents"].clone(), queue["onQueueAgents"].clone()), (json!(0), json!(3)));
+        assert_eq!(queue["alerting"], 2);
+        assert_eq!((utilization.status().as_u16(), knob.status().as_u16(), bad.status().as_u16()), (204, 204, 400));
+        assert_eq!(handle.sim().message_capacity(), Some(4));
+        assert!(!handle.sim().user_metrics_under_media_filter());
     }
 
     #[tokio::test]

@@ -35,6 +35,7 @@ const QUEUE: &str = "/api/v2/routing/queues/{queue_id}";
 const TAGS: &str = "/api/v2/conversations/{conversation_id}/tags";
 const CHANNELS: &str = "/api/v2/notifications/channels";
 const SUBSCRIPTIONS: &str = "/api/v2/notifications/channels/{channel_id}/subscriptions";
+const UTILIZATION: &str = "/api/v2/routing/utilization";
 
 /// The Genesys routes (login host and API host share one server), without the pipeline layer.
 pub(crate) fn routes() -> Router<Sim> {
@@ -50,6 +51,7 @@ pub(crate) fn routes() -> Router<Sim> {
         .route(TAGS, put(put_tags))
         .route(CHANNELS, post(crate::notifications::create_channel))
         .route(SUBSCRIPTIONS, put(crate::notifications::subscribe))
+        .route(UTILIZATION, get(get_utilization))
         .fallback(|| async { SimError::not_found("no such endpoint") })
 }
 
@@ -66,6 +68,7 @@ pub(crate) fn endpoint_for(method: &Method, matched_path: Option<&str>) -> Endpo
         ("PUT", Some(TAGS)) => Endpoint::PutTags,
         ("POST", Some(CHANNELS)) => Endpoint::CreateChannel,
         ("PUT", Some(SUBSCRIPTIONS)) => Endpoint::Subscribe,
+        ("GET", Some(UTILIZATION)) => Endpoint::GetUtilization,
         _ => Endpoint::Other,
     }
 }
@@ -191,10 +194,13 @@ async fn observations(State(sim): State<Sim>, body: Bytes) -> Result<Json<Value>
         .and_then(Value::as_array)
         .map(|metrics| metrics.iter().filter_map(Value::as_str).collect());
     let wanted = |metric: &str| metrics.as_ref().is_none_or(|m| m.contains(&metric));
+    let media_filtered = has_dimension(filter, "mediaType");
+    let users = !media_filtered || sim.user_metrics_under_media_filter();
+    let capacity = sim.message_capacity();
     let results: Vec<Value> = queue_ids
         .into_iter()
         .filter_map(|id| sim.queue(id))
-        .flat_map(|queue| observation_groups(&queue, &wanted))
+        .flat_map(|queue| observation_groups(&queue, &wanted, capacity, users))
         .collect();
     Ok(Json(json!({ "results": results })))
 }
@@ -217,13 +223,33 @@ fn collect_queue_ids(filter: &Value, out: &mut Vec<Uuid>) {
     }
 }
 
-/// The two result groups of one queue: conversation metrics per media type, user metrics per queue.
-pub(crate) fn observation_groups(queue: &QueueSpec, wanted: &dyn Fn(&str) -> bool) -> Vec<Value> {
-    let interacting = queue.on_queue_agents.saturating_sub(queue.idle_agents);
-    let media_rows = [("oWaiting", None, queue.waiting), ("oInteracting", None, interacting)];
+/// Whether the filter (or a nested clause) has a predicate on `dimension`.
+fn has_dimension(filter: &Value, dimension: &str) -> bool {
+    let predicates = filter.get("predicates").and_then(Value::as_array).into_iter().flatten();
+    let clauses = filter.get("clauses").and_then(Value::as_array).into_iter().flatten();
+    predicates.into_iter().any(|p| p.get("dimension").and_then(Value::as_str) == Some(dimension))
+        || clauses.into_iter().any(|c| has_dimension(c, dimension))
+}
+
+/// The result groups of one queue, shaped as Genesys answers a query filtered by `queueId`:
+/// conversation metrics in a `{queueId, mediaType: message}` group, user metrics (per queue, not
+/// per media type) in a `{queueId}` group, left out when `users` is false. The notification
+/// channel pushes the same groups.
+pub(crate) fn observation_groups(
+    queue: &QueueSpec,
+    wanted: &dyn Fn(&str) -> bool,
+    message_capacity: Option<u32>,
+    users: bool,
+) -> Vec<Value> {
+    let interacting_agents = queue.on_queue_agents.saturating_sub(queue.idle_agents);
+    let media_rows = [
+        ("oWaiting", None, queue.waiting),
+        ("oInteracting", None, queue.interacting(message_capacity)),
+        ("oAlerting", None, queue.alerting),
+    ];
     let user_rows = [
         ("oOnQueueUsers", Some("IDLE"), queue.idle_agents),
-        ("oOnQueueUsers", Some("INTERACTING"), interacting),
+        ("oOnQueueUsers", Some("INTERACTING"), interacting_agents),
         ("oActiveUsers", None, queue.on_queue_agents),
         ("oMemberUsers", None, queue.on_queue_agents),
     ];
@@ -239,14 +265,26 @@ pub(crate) fn observation_groups(queue: &QueueSpec, wanted: &dyn Fn(&str) -> boo
             })
             .collect()
     };
+    let user_data = if users { data(&user_rows) } else { Vec::new() };
     [
         (json!({ "queueId": queue.id, "mediaType": "message" }), data(&media_rows)),
-        (json!({ "queueId": queue.id }), data(&user_rows)),
+        (json!({ "queueId": queue.id }), user_data),
     ]
     .into_iter()
     .filter(|(_, data)| !data.is_empty())
     .map(|(group, data)| json!({ "group": group, "data": data }))
     .collect()
+}
+
+/// `GET /api/v2/routing/utilization` (`Utilization`): the org's max utilization per media type.
+async fn get_utilization(State(sim): State<Sim>) -> Json<Value> {
+    let media =
+        |capacity: u32| json!({ "maximumCapacity": capacity, "interruptableMediaTypes": [], "includeNonAcd": false });
+    let mut utilization = json!({ "call": media(1), "callback": media(1), "chat": media(4), "email": media(1) });
+    if let Some(capacity) = sim.message_capacity() {
+        utilization["message"] = media(capacity);
+    }
+    Json(json!({ "utilization": utilization, "labelUtilizations": {} }))
 }
 
 async fn media_estimated_wait(

@@ -30,13 +30,15 @@ pub enum Endpoint {
     CreateChannel,
     /// `PUT /api/v2/notifications/channels/{channelId}/subscriptions`.
     Subscribe,
+    /// `GET /api/v2/routing/utilization`.
+    GetUtilization,
     /// Anything else (answered 404 `not.found`).
     Other,
 }
 
 impl Endpoint {
     /// Every endpoint, in declaration order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Token,
         Self::GetConversation,
         Self::PatchAttributes,
@@ -47,6 +49,7 @@ impl Endpoint {
         Self::PutTags,
         Self::CreateChannel,
         Self::Subscribe,
+        Self::GetUtilization,
         Self::Other,
     ];
 
@@ -57,6 +60,7 @@ impl Endpoint {
             Self::ObservationsQuery => Some("analytics:queueObservation:view"),
             Self::EstimatedWait | Self::GetQueue => Some("routing:queue:view"),
             Self::PutTags => Some("conversation:externalTag:edit"),
+            Self::GetUtilization => Some("routing:utilization:view"),
             Self::Token
             | Self::GetConversation
             | Self::PatchAttributes

@@ -38,6 +38,16 @@ pub struct QueueSpec {
     pub estimated_wait_secs: u32,
     /// Whether the queue has message media settings (Web Messaging can be routed to it).
     pub accepts_messages: bool,
+    /// The message conversations each on-queue agent carries, one entry per agent; its routing
+    /// status follows from its load (0 → `IDLE`, more → `INTERACTING`), and `idle_agents` /
+    /// `on_queue_agents` are derived from it. Empty (the default): the agents are
+    /// `idle_agents` idle ones and `on_queue_agents − idle_agents` busy ones, each carrying the
+    /// org's full message capacity (so "nobody idle" still means "no free slot").
+    #[serde(default)]
+    pub agent_loads: Vec<u32>,
+    /// Message conversations offered to an agent right now (`oAlerting`).
+    #[serde(default)]
+    pub alerting: u32,
 }
 
 impl QueueSpec {
@@ -51,6 +61,27 @@ impl QueueSpec {
             waiting: 0,
             estimated_wait_secs: 0,
             accepts_messages: true,
+            agent_loads: Vec::new(),
+            alerting: 0,
+        }
+    }
+
+    /// This queue with one on-queue agent per entry of `loads`, each carrying that many message
+    /// conversations.
+    #[must_use]
+    pub fn with_agent_loads(mut self, loads: Vec<u32>) -> Self {
+        self.agent_loads = loads;
+        self
+    }
+
+    /// Message conversations being handled in the queue (`oInteracting`): the agents' loads, or
+    /// with no loads given, `message_capacity` (1 when unknown) for each busy agent.
+    pub fn interacting(&self, message_capacity: Option<u32>) -> u32 {
+        if self.agent_loads.is_empty() {
+            let busy = self.on_queue_agents.saturating_sub(self.idle_agents);
+            busy.saturating_mul(message_capacity.unwrap_or(1))
+        } else {
+            self.agent_loads.iter().fold(0u32, |sum, load| sum.saturating_add(*load))
         }
     }
 
@@ -105,6 +136,13 @@ pub struct SimConfig {
     pub queues: Vec<QueueSpec>,
     /// How many calls the call log keeps (oldest dropped first); [`crate::Sim::count`] is exact regardless.
     pub max_logged_calls: usize,
+    /// The org's message `maximumCapacity` (`GET /api/v2/routing/utilization`); default 4, the
+    /// Genesys default. `None`: the utilization has no message entry.
+    pub message_capacity: Option<u32>,
+    /// Whether an observation query filtered by `mediaType` still answers the user metrics (in a
+    /// separate `{queueId}` group, as the reference shows; default true). Off plays the other
+    /// reading: under a `mediaType` filter no user metrics come back at all.
+    pub user_metrics_under_media_filter: bool,
 }
 
 impl Default for SimConfig {
@@ -122,6 +160,8 @@ impl Default for SimConfig {
             missing_permissions: Vec::new(),
             queues: QueueSpec::defaults(),
             max_logged_calls: DEFAULT_MAX_LOGGED_CALLS,
+            message_capacity: Some(4),
+            user_metrics_under_media_filter: true,
         }
     }
 }

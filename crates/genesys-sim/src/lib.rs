@@ -31,6 +31,13 @@
 //! - `GET /api/v2/routing/queues/{queueId}[/mediatypes/{mediaType}]/estimatedwaittime`.
 //! - `GET /api/v2/routing/queues/{queueId}`.
 //! - `PUT /api/v2/conversations/{conversationId}/tags` (at most [`MAX_EXTERNAL_TAG_CHARS`]).
+//! - `GET /api/v2/routing/utilization` (the org's message `maximumCapacity`, [`Sim::set_message_capacity`]).
+//!
+//! Queues carry agents with several message conversations each ([`QueueSpec::agent_loads`]); the
+//! observation query answers user metrics in a `{queueId}` group and conversation metrics
+//! (`oWaiting`, `oInteracting`, `oAlerting`) in a `{queueId, mediaType: message}` group, and can
+//! play an org that drops the user metrics under a `mediaType` filter
+//! ([`SimConfig::user_metrics_under_media_filter`]).
 //!
 //! Each API call goes through: bearer token (401 `bad.credentials`), rate limit (429
 //! `too.many.requests`), latency, the first matching [`Fault`], the endpoint's permission (403
@@ -55,6 +62,8 @@
 //! | `GET /__admin/notifications` | `{"channelsCreated","openSockets","subscriptions"}` |
 //! | `PUT /__admin/notifications` `{"refuse"?, "heartbeatMs"?, "pushUserMetrics"?}` | channel knobs (204) |
 //! | `POST /__admin/notifications/close`, `POST /__admin/notifications/expire` | `socket_closing` then close every socket; end every channel (204) |
+//! | `PUT /__admin/utilization` `{"messageCapacity": N or null}` | the org's message capacity (204) |
+//! | `PUT /__admin/observations` `{"userMetricsUnderMediaFilter": bool}` | the observation-shape knob (204) |
 //!
 //! # Layout
 //! - `config`: [`SimConfig`], [`QueueSpec`] and the well-known queue ids ([`SUPPORT_QUEUE`], …).

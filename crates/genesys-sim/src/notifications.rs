@@ -302,7 +302,7 @@ fn observation_events(sim: &Sim, queue: Uuid) -> Vec<Value> {
         now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         (now + chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     );
-    crate::api::observation_groups(&spec, &|_| true)
+    crate::api::observation_groups(&spec, &|_| true, sim.message_capacity(), true)
         .into_iter()
         .filter(|g| user_metrics || g["group"].get("mediaType").is_some())
         .map(|g| {

@@ -50,6 +50,8 @@ pub(crate) struct State {
     calls: VecDeque<Call>,
     counts: [usize; Endpoint::ALL.len()],
     next_seq: u64,
+    message_capacity: Option<u32>,
+    user_metrics_under_media_filter: bool,
 }
 
 impl fmt::Debug for Sim {
@@ -84,6 +86,8 @@ impl Sim {
             calls: VecDeque::new(),
             counts: [0; Endpoint::ALL.len()],
             next_seq: 1,
+            message_capacity: config.message_capacity,
+            user_metrics_under_media_filter: config.user_metrics_under_media_filter,
         };
         Self {
             inner: Arc::new(Inner {
@@ -130,6 +134,7 @@ impl Sim {
         let Some(queue) = state.queues.get_mut(&id) else {
             return false;
         };
+        queue.agent_loads.clear();
         queue.idle_agents = idle;
         queue.on_queue_agents = queue.on_queue_agents.max(idle);
         queue.waiting = waiting;
@@ -137,6 +142,42 @@ impl Sim {
         drop(state);
         self.queue_changed(id);
         true
+    }
+
+    /// Gives a queue one on-queue agent per entry of `loads`, each carrying that many message
+    /// conversations (see [`QueueSpec::agent_loads`]). Returns false when the queue does not exist.
+    pub fn set_agent_loads(&self, id: Uuid, loads: Vec<u32>) -> bool {
+        let mut state = self.state();
+        let Some(queue) = state.queues.get_mut(&id) else {
+            return false;
+        };
+        let mut updated = std::mem::replace(queue, QueueSpec::new(id, "")).with_agent_loads(loads);
+        updated = normalised(updated);
+        *queue = updated;
+        drop(state);
+        self.queue_changed(id);
+        true
+    }
+
+    /// The org's message capacity now (`None`: the utilization has no message entry).
+    pub fn message_capacity(&self) -> Option<u32> {
+        self.state().message_capacity
+    }
+
+    /// Sets the org's message capacity (`GET /api/v2/routing/utilization`).
+    pub fn set_message_capacity(&self, capacity: Option<u32>) {
+        self.state().message_capacity = capacity;
+    }
+
+    /// Whether user metrics come back under a `mediaType` filter (see
+    /// [`SimConfig::user_metrics_under_media_filter`](crate::SimConfig::user_metrics_under_media_filter)).
+    pub fn user_metrics_under_media_filter(&self) -> bool {
+        self.state().user_metrics_under_media_filter
+    }
+
+    /// Sets [`Sim::user_metrics_under_media_filter`].
+    pub fn set_user_metrics_under_media_filter(&self, on: bool) {
+        self.state().user_metrics_under_media_filter = on;
     }
 
     /// One queue as it is now.
@@ -388,6 +429,11 @@ impl State {
 }
 
 fn normalised(mut queue: QueueSpec) -> QueueSpec {
+    if !queue.agent_loads.is_empty() {
+        queue.idle_agents =
+            u32::try_from(queue.agent_loads.iter().filter(|load| **load == 0).count()).unwrap_or(u32::MAX);
+        queue.on_queue_agents = u32::try_from(queue.agent_loads.len()).unwrap_or(u32::MAX);
+    }
     queue.on_queue_agents = queue.on_queue_agents.max(queue.idle_agents);
     queue
 }

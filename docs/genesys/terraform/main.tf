@@ -71,7 +71,7 @@ locals {
 }
 
 # ---------------------------------------------------------------------------------------------
-# The service's identity in Genesys Cloud: a role with the four permissions it needs and a
+# The service's identity in Genesys Cloud: a role with the five permissions it needs and a
 # client-credentials OAuth client holding that role.
 # ---------------------------------------------------------------------------------------------
 
@@ -95,6 +95,12 @@ resource "genesyscloud_auth_role" "handoff_service" {
   permission_policies {
     domain      = "analytics"
     entity_name = "queueObservation"
+    action_set  = ["view"]
+  }
+  # GET /api/v2/routing/utilization (the message capacity; not needed with HANDOFF_MESSAGE_CAPACITY)
+  permission_policies {
+    domain      = "routing"
+    entity_name = "utilization"
     action_set  = ["view"]
   }
   # PUT /api/v2/conversations/{id}/tags

@@ -61,6 +61,8 @@ async fn a_bot_conversation_is_located_annotated_transferred_and_tagged_into_the
     assert_eq!(Some(holder.as_uuid()), ids.holder_id.as_ref());
     let agents = capacity.figures.agents.unwrap();
     assert_eq!((agents.idle, agents.on_queue(), capacity.figures.waiting), (3, 5, Some(0)));
+    assert_eq!(capacity.message_capacity, Some(4));
+    assert_eq!(capacity.free_slots(), handoff_domain::FreeSlots::Exactly(5 * 4 - 2 * 4));
     assert_eq!(capacity.estimated_wait, Some(Duration::from_secs(30)));
     assert!(!before.is_in_queue(support));
     assert!(after.is_in_queue(support), "{after:?}");
@@ -97,6 +99,66 @@ async fn revoked_tokens_unknown_conversations_and_queues_map_as_the_ports_promis
     assert_eq!(queue.name, "Support");
     assert!(queue.accepts_messages);
     assert!(matches!(no_queue, PortError::NotFound { ref what, .. } if what == "queue"), "{no_queue:?}");
+}
+
+#[tokio::test]
+async fn three_agents_in_one_chat_each_with_capacity_four_leave_nine_free_slots_and_admit() {
+    // Arrange: the README scenario, in an org that drops user metrics under a mediaType filter
+    let config = SimConfig { user_metrics_under_media_filter: false, ..SimConfig::default() };
+    let sim = genesys_sim::spawn(config).await.unwrap();
+    let base = Url::parse(&sim.base_url()).unwrap();
+    let defaults = SimConfig::default();
+    let client = GenesysClient::new(GenesysConfig::new(
+        defaults.client_id,
+        SecretString::from(defaults.client_secret),
+        base.clone(),
+        base,
+    ))
+    .unwrap();
+    let queue = uuid::Uuid::new_v4();
+    sim.sim().add_queue(genesys_sim::QueueSpec::new(queue, "Chat").with_agent_loads(vec![1, 1, 1]));
+    sim.sim().set_message_capacity(Some(4));
+
+    // Act
+    let snapshot = client.capacity(QueueId::from_uuid(queue), false).await.unwrap();
+
+    // Assert: the queueId-only query gets the user metrics anyway; nobody idle, 9 slots free
+    assert_eq!(snapshot.figures.agents.map(|a| (a.idle, a.interacting)), Some((0, 3)));
+    assert_eq!(snapshot.free_slots(), handoff_domain::FreeSlots::Exactly(9));
+    assert_eq!(handoff_domain::AdmissionPolicy::default().judge(&snapshot), handoff_domain::Admission::Admit);
+    assert_eq!(client.stats().capacity_unknown_warnings, 0);
+    assert_eq!(sim.sim().count(Endpoint::GetUtilization), 1);
+}
+
+#[tokio::test]
+async fn a_missing_utilization_permission_leaves_the_capacity_unknown_and_warns_once() {
+    // Arrange
+    let config = SimConfig { missing_permissions: vec!["routing:utilization:view".to_owned()], ..SimConfig::default() };
+    let sim = genesys_sim::spawn(config).await.unwrap();
+    let base = Url::parse(&sim.base_url()).unwrap();
+    let defaults = SimConfig::default();
+    let mut config =
+        GenesysConfig::new(defaults.client_id, SecretString::from(defaults.client_secret), base.clone(), base);
+    config.capacity_ttl = Duration::ZERO;
+    let client = GenesysClient::new(config).unwrap();
+    let support = QueueId::from_uuid(SUPPORT_QUEUE);
+
+    // Act: three checks in a row
+    let mut verdicts = Vec::new();
+    for _ in 0..3 {
+        let snapshot = client.capacity(support, false).await.unwrap();
+        verdicts.push(handoff_domain::AdmissionPolicy::default().judge(&snapshot));
+    }
+
+    // Assert: one utilization try (the next waits a minute), one warning, admitted unchecked
+    assert_eq!(sim.sim().count(Endpoint::GetUtilization), 1);
+    assert_eq!(client.stats().capacity_unknown_warnings, 1);
+    assert!(
+        verdicts
+            .iter()
+            .all(|v| matches!(v, handoff_domain::Admission::AdmitUnchecked(why) if why.contains("message capacity"))),
+        "{verdicts:?}"
+    );
 }
 
 #[tokio::test]

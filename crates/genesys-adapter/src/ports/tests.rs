@@ -431,18 +431,26 @@ async fn get_queue_and_permission_probes_read_what_the_preflight_needs() {
         .expect(1)
         .mount(&server)
         .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/routing/utilization"))
+        .respond_with(genesys_error(403, "missing.permissions"))
+        .expect(1)
+        .mount(&server)
+        .await;
     let client = client_for(&server, |_| {});
 
     // Act
     let info = client.get_queue(queue()).await.unwrap();
     let transfer = client.probe_permission(Permission::BlindTransfer).await.unwrap();
     let tags = client.probe_permission(Permission::ExternalTagEdit).await.unwrap();
+    let utilization = client.probe_permission(Permission::UtilizationView).await.unwrap();
 
     // Assert
     assert_eq!(info.name, "Support");
     assert!(info.accepts_messages);
     assert_eq!(transfer, PermissionStatus::Missing { code: "missing.any.permissions".into() });
     assert_eq!(tags, PermissionStatus::Present);
+    assert_eq!(utilization, PermissionStatus::Missing { code: "missing.permissions".into() });
 }
 
 // ---- 4xx mapping ----------------------------------------------------------------------------

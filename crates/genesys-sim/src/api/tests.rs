@@ -715,3 +715,102 @@ async fn concurrent_transfers_into_one_queue_are_all_applied() {
     assert_eq!(t.sim().queue(OVERFLOW_QUEUE).expect("queue").waiting, waiting_before + 50);
     assert_eq!(t.sim().count(Endpoint::Replace), 50);
 }
+
+fn queue_only_query(queue: Uuid) -> Value {
+    json!({
+        "filter": { "type": "and", "predicates": [
+            { "type": "dimension", "dimension": "queueId", "operator": "matches", "value": queue }
+        ] },
+        "metrics": ["oOnQueueUsers", "oInteracting", "oAlerting", "oWaiting"]
+    })
+}
+
+#[tokio::test]
+async fn agents_with_several_conversations_report_their_routing_status_and_the_message_load() {
+    // Arrange: three agents in one chat each, one idle agent, one chat alerting
+    let t = start(SimConfig::default()).await;
+    let queue = Uuid::new_v4();
+    t.sim().add_queue(crate::QueueSpec {
+        alerting: 1,
+        ..crate::QueueSpec::new(queue, "Chat").with_agent_loads(vec![1, 1, 1, 0])
+    });
+
+    // Act
+    let response =
+        t.send_json(Method::POST, "/api/v2/analytics/queues/observations/query", queue_only_query(queue)).await;
+
+    // Assert: the user group has no mediaType, the message group has the conversations
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    let groups: Vec<&Value> = body["results"].as_array().expect("results").iter().map(|r| &r["group"]).collect();
+    assert_eq!(groups, vec![&json!({ "queueId": queue, "mediaType": "message" }), &json!({ "queueId": queue })]);
+    let count = |metric, qualifier| metric_count(&body, queue, metric, qualifier);
+    assert_eq!(count("oOnQueueUsers", Some("IDLE")), Some(1));
+    assert_eq!(count("oOnQueueUsers", Some("INTERACTING")), Some(3));
+    assert_eq!(count("oInteracting", None), Some(3));
+    assert_eq!(count("oAlerting", None), Some(1));
+    assert_eq!(count("oWaiting", None), Some(0));
+    let stored = t.sim().queue(queue).expect("queue");
+    assert_eq!((stored.idle_agents, stored.on_queue_agents), (1, 4));
+}
+
+#[tokio::test]
+async fn busy_agents_without_given_loads_carry_the_full_message_capacity() {
+    // Arrange: Billing has 2 idle of 4; message capacity 3
+    let t = start(SimConfig { message_capacity: Some(3), ..SimConfig::default() }).await;
+
+    // Act
+    let body: Value = t
+        .send_json(Method::POST, "/api/v2/analytics/queues/observations/query", queue_only_query(BILLING_QUEUE))
+        .await
+        .json()
+        .await
+        .expect("json");
+
+    // Assert
+    assert_eq!(metric_count(&body, BILLING_QUEUE, "oInteracting", None), Some(6));
+}
+
+#[tokio::test]
+async fn the_media_filter_knob_drops_the_user_metrics_only_under_a_media_type_filter() {
+    // Arrange
+    let t = start(SimConfig { user_metrics_under_media_filter: false, ..SimConfig::default() }).await;
+    let mut filtered = queue_only_query(SUPPORT_QUEUE);
+    filtered["filter"]["predicates"]
+        .as_array_mut()
+        .expect("predicates")
+        .push(json!({ "type": "dimension", "dimension": "mediaType", "operator": "matches", "value": "message" }));
+
+    // Act
+    let path = "/api/v2/analytics/queues/observations/query";
+    let with_media: Value = t.send_json(Method::POST, path, filtered).await.json().await.expect("json");
+    let without: Value =
+        t.send_json(Method::POST, path, queue_only_query(SUPPORT_QUEUE)).await.json().await.expect("json");
+
+    // Assert
+    assert_eq!(metric_count(&with_media, SUPPORT_QUEUE, "oOnQueueUsers", Some("IDLE")), None);
+    assert_eq!(metric_count(&with_media, SUPPORT_QUEUE, "oWaiting", None), Some(0));
+    assert_eq!(metric_count(&without, SUPPORT_QUEUE, "oOnQueueUsers", Some("IDLE")), Some(3));
+}
+
+#[tokio::test]
+async fn the_utilization_answers_the_message_capacity_and_needs_its_permission() {
+    // Arrange
+    let t = start(SimConfig::default()).await;
+
+    // Act
+    let first: Value = t.get("/api/v2/routing/utilization").await.json().await.expect("json");
+    t.sim().set_message_capacity(None);
+    let none: Value = t.get("/api/v2/routing/utilization").await.json().await.expect("json");
+    let refused =
+        start(SimConfig { missing_permissions: vec!["routing:utilization:view".into()], ..SimConfig::default() })
+            .await
+            .get("/api/v2/routing/utilization")
+            .await;
+
+    // Assert
+    assert_eq!(first["utilization"]["message"]["maximumCapacity"], 4);
+    assert!(none["utilization"].get("message").is_none(), "{none}");
+    assert_eq!(refused.status(), 403);
+    assert_eq!(t.sim().count(Endpoint::GetUtilization), 2);
+}
