@@ -128,7 +128,7 @@ async fn check_passes_against_a_healthy_org() {
     assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("PASS  token obtained"), "{stdout}");
     assert_eq!(stdout.lines().filter(|l| l.starts_with("PASS  queue")).count(), 3, "{stdout}");
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("PASS  permission")).count(), 4, "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("PASS  permission")).count(), 5, "{stdout}");
     assert!(stdout.contains("PASS  notification channel opens and carries the figures of 3 queue(s)"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
