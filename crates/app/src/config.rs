@@ -432,6 +432,42 @@ mod tests {
     }
 
     #[test]
+    fn the_budget_and_channel_settings_have_defaults_ranges_and_named_errors() {
+        let base = [
+            ("GENESYS_CLIENT_ID", "id"),
+            ("GENESYS_CLIENT_SECRET", "s3cret"),
+            ("TARGET_QUEUE_ID", QUEUE),
+            ("WEBHOOK_SECRET", "a"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            Settings::from_env(env(&pairs))
+        };
+        let defaults = with(&[]).unwrap().genesys;
+        assert_eq!((defaults.reserve_percent, defaults.notifications), (20, true));
+        assert_eq!(defaults.figures_max_age, Duration::from_secs(10));
+        let set = with(&[
+            ("GENESYS_BACKGROUND_RESERVE_PERCENT", "35"),
+            ("GENESYS_NOTIFICATIONS", "off"),
+            ("GENESYS_FIGURES_MAX_AGE_SECS", "30"),
+        ])
+        .unwrap()
+        .genesys;
+        assert_eq!((set.reserve_percent, set.notifications, set.figures_max_age.as_secs()), (35, false, 30));
+        let errors = with(&[
+            ("GENESYS_BACKGROUND_RESERVE_PERCENT", "95"),
+            ("GENESYS_NOTIFICATIONS", "maybe"),
+            ("GENESYS_FIGURES_MAX_AGE_SECS", "0"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(errors.contains("GENESYS_BACKGROUND_RESERVE_PERCENT=95 is out of range"), "{errors}");
+        assert!(errors.contains("GENESYS_NOTIFICATIONS=\"maybe\" is not valid"), "{errors}");
+        assert!(errors.contains("GENESYS_FIGURES_MAX_AGE_SECS=0 is out of range"), "{errors}");
+    }
+
+    #[test]
     fn every_bad_setting_is_reported_at_once() {
         let errors = Settings::from_env(env(&[
             ("TARGET_QUEUE_ID", "not-a-uuid"),
