@@ -7,3 +7,4 @@ mod durability;
 mod handoff;
 mod helpers;
 mod operations;
+mod privacy;

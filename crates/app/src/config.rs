@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use handoff_domain::{AdmissionPolicy, CapacityModel, QueueId, RoutingPolicy, ServiceSettings};
 use handoff_genesys::MessageCapacitySource;
-use handoff_http::WebhookAuth;
-use secrecy::SecretString;
+use handoff_http::{AdminAuth, WebhookAuth};
+use secrecy::{ExposeSecret, SecretString};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +61,8 @@ pub struct Settings {
     pub service: ServiceSettings,
     /// Webhook authentication.
     pub webhook_auth: WebhookAuth,
+    /// `HANDOFF_ADMIN_TOKEN`: who may read records, stats and erase guests.
+    pub admin_auth: AdminAuth,
     /// `DATABASE_URL`.
     pub database_url: String,
     /// `BIND_ADDR`.
@@ -73,6 +75,9 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// `HANDOFF_REQUEST_TIMEOUT_SECS`: answer 503 past this (below the Data Action's 60 s).
     pub request_timeout: Duration,
+    /// `HANDOFF_RETENTION_DAYS`: finished records keep the guest's name, e-mail and the bot's
+    /// context this long, then the purge removes them.
+    pub retention: Duration,
 }
 
 /// Every configuration problem found, one per line.
@@ -256,6 +261,24 @@ impl Settings {
             }
         };
 
+        let admin_auth = match r.raw("HANDOFF_ADMIN_TOKEN") {
+            None => AdminAuth::WebhookCredentials,
+            Some(raw) => AdminAuth::from_comma_separated(&SecretString::from(raw)).unwrap_or_else(|e| {
+                r.errors.push(e.to_string());
+                AdminAuth::WebhookCredentials
+            }),
+        };
+        if let (AdminAuth::Tokens(tokens), WebhookAuth::Secrets(secrets)) = (&admin_auth, &webhook_auth) {
+            // Not a timing concern: this runs once at start, on configuration.
+            let shared = tokens.iter().any(|t| secrets.iter().any(|s| s.expose_secret() == t.expose_secret()));
+            if shared {
+                r.errors.push(
+                    "HANDOFF_ADMIN_TOKEN must differ from every WEBHOOK_SECRET, or the bot's secret could read records"
+                        .to_owned(),
+                );
+            }
+        }
+
         let database_url = r.raw("DATABASE_URL").unwrap_or_else(|| "sqlite://handoff.db".to_owned());
         if !["sqlite:", "postgres://", "postgresql://", "memory:"].iter().any(|p| database_url.starts_with(p)) {
             r.errors.push(format!(
@@ -291,6 +314,7 @@ impl Settings {
             };
         let max_in_flight = r.bounded("HANDOFF_MAX_IN_FLIGHT", 256, COUNT, "a number") as usize;
         let request_timeout = Duration::from_secs(r.bounded("HANDOFF_REQUEST_TIMEOUT_SECS", 25, (1, 3_600), "seconds"));
+        let retention = Duration::from_secs(r.bounded("HANDOFF_RETENTION_DAYS", 30, (1, 3_650), "days") * DAY_SECS);
 
         let errors = std::mem::take(&mut r.errors);
         match (client_id, client_secret, target) {
@@ -325,12 +349,14 @@ impl Settings {
                     },
                     service,
                     webhook_auth,
+                    admin_auth,
                     database_url,
                     bind_addr,
                     port,
                     log_format,
                     max_in_flight,
                     request_timeout,
+                    retention,
                 })
             }
             _ => Err(ConfigErrors(errors)),
@@ -591,5 +617,61 @@ mod tests {
         let debug = format!("{settings:?}");
         assert!(!debug.contains("topsecretvalue"));
         assert!(!debug.contains("webhooksecretvalue"));
+    }
+
+    #[test]
+    fn retention_is_30_days_by_default_and_refused_outside_1_to_3650_days() {
+        // Arrange
+        let with = |days: Option<&str>| {
+            let mut pairs = vec![
+                ("GENESYS_CLIENT_ID", "id"),
+                ("GENESYS_CLIENT_SECRET", "s3cret"),
+                ("TARGET_QUEUE_ID", QUEUE),
+                ("WEBHOOK_SECRET", "bot-secret"),
+            ];
+            if let Some(days) = days {
+                pairs.push(("HANDOFF_RETENTION_DAYS", days));
+            }
+            Settings::from_env(env(&pairs))
+        };
+
+        // Act / Assert
+        assert_eq!(with(None).unwrap().retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(with(Some("7")).unwrap().retention, Duration::from_secs(7 * 86_400));
+        for bad in ["0", "3651", "a week"] {
+            let text = with(Some(bad)).unwrap_err().to_string();
+            assert!(text.contains("HANDOFF_RETENTION_DAYS"), "{bad}: {text}");
+        }
+        assert!(with(Some("0")).unwrap_err().to_string().contains("expected days from 1 to 3650"));
+    }
+
+    #[test]
+    fn admin_tokens_are_read_comma_separated_kept_out_of_debug_and_must_differ_from_the_webhook_secrets() {
+        // Arrange
+        let base = [
+            ("GENESYS_CLIENT_ID", "id"),
+            ("GENESYS_CLIENT_SECRET", "s3cret"),
+            ("TARGET_QUEUE_ID", QUEUE),
+            ("WEBHOOK_SECRET", "bot-secret,old-bot-secret"),
+        ];
+        let with = |token: &str| {
+            let mut pairs = base.to_vec();
+            pairs.push(("HANDOFF_ADMIN_TOKEN", token));
+            Settings::from_env(env(&pairs))
+        };
+
+        // Act
+        let unset = Settings::from_env(env(&base)).unwrap();
+        let two = with("admin-token-one, admin-token-two").unwrap();
+        let blanks = with(" , ").unwrap_err().to_string();
+        let shared = with("admin-token-one,old-bot-secret").unwrap_err().to_string();
+
+        // Assert
+        assert!(matches!(unset.admin_auth, AdminAuth::WebhookCredentials));
+        assert!(matches!(two.admin_auth, AdminAuth::Tokens(ref t) if t.len() == 2));
+        assert!(!format!("{two:?}").contains("admin-token-one"), "the admin token leaked into Debug");
+        assert!(blanks.contains("HANDOFF_ADMIN_TOKEN must hold at least one non-empty token"), "{blanks}");
+        assert!(shared.contains("HANDOFF_ADMIN_TOKEN must differ from every WEBHOOK_SECRET"), "{shared}");
+        assert!(!shared.contains("old-bot-secret"), "the error must not echo the secret: {shared}");
     }
 }

@@ -14,7 +14,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ObjectBuilder, RefOr, Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::{health, read, webhook, REQUEST_ID_HEADER};
+use crate::{guests, health, read, webhook, REQUEST_ID_HEADER};
 
 /// The API description: every route, its answers and the authentication schemes.
 #[derive(Debug, OpenApi)]
@@ -32,6 +32,7 @@ conversation to a queue with capacity (transfer mode), or answers which queue to
         read::get_handoff,
         read::list_handoffs,
         read::stats,
+        guests::erase_guest,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -41,7 +42,10 @@ conversation to a queue with capacity (transfer mode), or answers which queue to
     tags(
         (name = "webhook", description = "The bot handoff webhook (CONTRACT §4.1, §4.2)."),
         (name = "read",
-            description = "Handoff records and counts, behind the webhook's authentication (CONTRACT §4.3)."),
+            description = "Handoff records and counts, behind the admin token (HANDOFF_ADMIN_TOKEN; the webhook's \
+credentials only while it is unset) (CONTRACT §4.3)."),
+        (name = "privacy",
+            description = "Erasure of a guest's personal data, behind the admin token (docs/operations.md, Privacy)."),
         (name = "operations", description = "Health, readiness, metrics and this document; no authentication."),
     ),
 )]
@@ -101,6 +105,32 @@ impl Modify for SecuritySchemes {
                     .description(Some(
                         "HTTP Basic with any user name and one of the WEBHOOK_SECRET values as the password (what a \
                          Genesys Data Action with a Basic Auth credential sends).",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "adminBearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "`Authorization: Bearer <token>` with one of the HANDOFF_ADMIN_TOKEN values (comma-separated \
+                         for rotation; compared in constant time). Guards the read side, the stats and erasure. While \
+                         HANDOFF_ADMIN_TOKEN is set the webhook's credentials are refused there (401); while it is \
+                         unset those routes take the webhook's credentials instead.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "adminBasic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "HTTP Basic with any user name and one of the HANDOFF_ADMIN_TOKEN values as the password \
+                         (what a browser's login prompt sends).",
                     ))
                     .build(),
             ),
@@ -231,6 +261,7 @@ mod tests {
         assert_eq!(
             paths,
             [
+                "/guests/{guestId}",
                 "/handoffs",
                 "/handoffs/stats",
                 "/handoffs/{handoffId}",
@@ -242,7 +273,10 @@ mod tests {
             ]
         );
         let schemes = doc["components"]["securitySchemes"].as_object().expect("security schemes");
-        assert_eq!(schemes.keys().collect::<Vec<_>>(), ["basic", "bearer", "hmacSignature", "hmacTimestamp"]);
+        assert_eq!(
+            schemes.keys().collect::<Vec<_>>(),
+            ["adminBasic", "adminBearer", "basic", "bearer", "hmacSignature", "hmacTimestamp"]
+        );
         let security = &doc["paths"]["/webhooks/bot-handoff"]["post"]["security"];
         assert_eq!(
             security,

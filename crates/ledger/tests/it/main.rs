@@ -3,9 +3,11 @@
 //! - `contract`: the `LedgerPort` contract, run on `InMemoryLedger`, SQLite and PostgreSQL.
 //! - `backends`: what only a SQL ledger has (files, migrations, corrupt rows, atomic saves,
 //!   several instances on one database).
+//! - `tls`: PostgreSQL over TLS (no plaintext fallback; a throwaway `ssl=on` instance).
 //! - `support`: fresh databases per test. PostgreSQL is `postgres://postgres@127.0.0.1:5432`; when it
 //!   is unreachable its tests print "skipped: …" and pass, unless `CI=true`.
 
 mod backends;
 mod contract;
 mod support;
+mod tls;
