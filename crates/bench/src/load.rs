@@ -69,6 +69,8 @@ pub(crate) struct Timed {
     pub(crate) conversation: Uuid,
     pub(crate) sent: std::time::Instant,
     pub(crate) answered: std::time::Instant,
+    /// Answered 200 `transferred` (not deferred).
+    pub(crate) transferred: bool,
 }
 
 impl Outcome {
@@ -259,8 +261,14 @@ async fn send_one(client: &reqwest::Client, plan: &Plan, n: usize, out: &mut Out
         return;
     }
     let _ = out.latency_us.record(micros);
-    out.timeline.push(Timed { conversation, sent: sent.into_std(), answered: std::time::Instant::now() });
-    match classify(&bytes) {
+    let answer = classify(&bytes);
+    out.timeline.push(Timed {
+        conversation,
+        sent: sent.into_std(),
+        answered: std::time::Instant::now(),
+        transferred: matches!(answer, Answer::Transferred | Answer::Replayed),
+    });
+    match answer {
         Answer::Transferred => out.transferred += 1,
         Answer::Replayed => out.replayed += 1,
         Answer::Deferred => out.deferred += 1,

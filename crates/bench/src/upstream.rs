@@ -205,7 +205,8 @@ mod tests {
 pub(crate) struct Transfers {
     /// Conversations with more than one successful replace.
     pub(crate) doubled: u64,
-    /// Conversations answered 2xx whose replace never succeeded.
+    /// Conversations answered `transferred` whose replace never succeeded (deferred ones are the
+    /// service's to transfer later, not lost).
     pub(crate) lost: u64,
 }
 
@@ -220,6 +221,9 @@ pub(crate) fn transfers(calls: &[Call], answered: &[crate::load::Timed]) -> Tran
         }
     }
     let doubled = replaces.values().filter(|&&n| n > 1).count() as u64;
-    let lost = answered.iter().filter(|t| !replaces.contains_key(t.conversation.to_string().as_str())).count() as u64;
+    let lost = answered
+        .iter()
+        .filter(|t| t.transferred && !replaces.contains_key(t.conversation.to_string().as_str()))
+        .count() as u64;
     Transfers { doubled, lost }
 }

@@ -401,6 +401,11 @@ impl Sim {
         if let Some(previous) = previous_queue.and_then(|id| queues.get_mut(&id)) {
             previous.waiting = previous.waiting.saturating_sub(1);
         }
+        drop(guard);
+        // Both queues' figures changed: subscribed channels are told.
+        for id in queue_id.into_iter().chain(previous_queue) {
+            self.queue_changed(id);
+        }
         Ok(())
     }
 
