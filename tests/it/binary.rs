@@ -109,7 +109,8 @@ async fn serve_against_a_genesys_stand_in_makes_exactly_the_documented_calls() {
 /// Runs `handoff check` against a simulator started with `config`.
 async fn run_check(config: SimConfig) -> (Option<i32>, String, usize) {
     let sim = genesys_sim::spawn(config).await.expect("simulator");
-    let env = base_env(&sim.base_url());
+    let mut env = base_env(&sim.base_url());
+    env.insert("GENESYS_NOTIFICATIONS".to_owned(), "on".to_owned());
     let bin = handoff_binary();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(bin).arg("check").env_clear().envs(&env).current_dir(std::env::temp_dir()).output()
@@ -129,7 +130,18 @@ async fn check_passes_against_a_healthy_org() {
     assert_eq!(stdout.lines().filter(|l| l.starts_with("PASS  queue")).count(), 3, "{stdout}");
     assert_eq!(stdout.lines().filter(|l| l.starts_with("PASS  permission")).count(), 5, "{stdout}");
     assert!(stdout.contains("PASS  permission routing:utilization:view"), "{stdout}");
+    assert!(stdout.contains("PASS  notification channel opens and carries the figures of 3 queue(s)"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_reports_an_org_that_refuses_notification_channels_and_the_way_out() {
+    let (code, stdout, _) = run_check(SimConfig { notifications: false, ..SimConfig::default() }).await;
+
+    assert_eq!(code, Some(1), "{stdout}");
+    let fail = stdout.lines().position(|l| l.starts_with("FAIL  notification channel refused")).expect(&stdout);
+    assert!(stdout.lines().nth(fail + 1).is_some_and(|l| l.contains("GENESYS_NOTIFICATIONS=off")), "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("FAIL")).count(), 1, "{stdout}");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Black-box tests: the real `App` and the real `handoff` binary against the Genesys simulator.
 
 mod binary;
+mod budget;
 mod cluster;
 mod durability;
 mod handoff;

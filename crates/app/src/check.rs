@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use handoff_domain::ports::{ConversationSnapshot, PortError, TransferPort};
 use handoff_domain::ConversationId;
-use handoff_genesys::{GenesysClient, MessageCapacitySource, Permission, PermissionStatus, ReplaceAnswer};
+use handoff_genesys::{
+    ChannelProbe, GenesysClient, MessageCapacitySource, Permission, PermissionStatus, ReplaceAnswer,
+};
 
 use crate::config::Settings;
 
@@ -117,6 +119,27 @@ pub(crate) async fn run(settings: &Settings) -> ExitCode {
                 "run the check again; if it persists, verify the role in the Genesys admin UI",
             ),
             Err(e) => report.fail(&format!("permission {name}: {e}"), "run the check again when Genesys is reachable"),
+        }
+    }
+
+    if settings.genesys.notifications {
+        let queues = crate::startup::configured_queues(settings);
+        match genesys.probe_channel(&queues).await {
+            ChannelProbe::Opens { topics } => report.pass(&format!(
+                "notification channel opens and carries the figures of {topics} queue(s) (v2.analytics.queues.{{id}}.observations)"
+            )),
+            ChannelProbe::PartlyRejected { rejected } => report.fail(
+                &format!("notification channel: {} topic(s) rejected: {}", rejected.len(), rejected.join(", ")),
+                "grant analytics:queueObservation:view to the OAuth client's role; the rejected queues are polled meanwhile",
+            ),
+            ChannelProbe::Refused(why) => report.fail(
+                &format!("notification channel refused: {why}"),
+                "grant the notifications permission/scope and analytics:queueObservation:view, or set GENESYS_NOTIFICATIONS=off (capacity is then polled: one more Genesys call per handoff)",
+            ),
+            ChannelProbe::Failed(why) => report.fail(
+                &format!("notification channel: {why}"),
+                "allow outbound WebSocket (wss://streaming.{region domain}) through proxies and firewalls, then run the check again",
+            ),
         }
     }
 

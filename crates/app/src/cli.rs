@@ -155,7 +155,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
 
 async fn simulator(port: u16) -> ExitCode {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let cfg = genesys_sim::SimConfig::default();
+    // A real org's default allowance (300 calls a minute per token), so `serve` meets its call budget.
+    let cfg = genesys_sim::SimConfig { rate_limit_per_minute: Some(300), ..genesys_sim::SimConfig::default() };
     let client_id = cfg.client_id.clone();
     let handle = match genesys_sim::spawn_on(addr, cfg).await {
         Ok(h) => h,

@@ -40,6 +40,13 @@ pub struct GenesysSettings {
     pub budget: Duration,
     /// `GENESYS_MAX_CONCURRENCY`: cap on concurrent upstream calls.
     pub max_concurrency: usize,
+    /// `GENESYS_BACKGROUND_RESERVE_PERCENT`: share of the rate-limit allowance background work
+    /// leaves to live handoffs.
+    pub reserve_percent: u8,
+    /// `GENESYS_NOTIFICATIONS`: whether queue figures are pushed over a Notifications channel.
+    pub notifications: bool,
+    /// `GENESYS_FIGURES_MAX_AGE_SECS`: pushed figures older than this are not used (polling is).
+    pub figures_max_age: Duration,
     /// Where the message capacity comes from: `HANDOFF_MESSAGE_CAPACITY`, else the org's
     /// utilization; not read at all when the admission rule does not need it.
     pub message_capacity: MessageCapacitySource,
@@ -194,6 +201,17 @@ impl Settings {
             r.errors.push("GENESYS_BUDGET_MS must be at least GENESYS_TIMEOUT_MS".to_owned());
         }
         let max_concurrency = r.bounded("GENESYS_MAX_CONCURRENCY", 128, COUNT, "a number") as usize;
+        let reserve_percent =
+            u8::try_from(r.bounded("GENESYS_BACKGROUND_RESERVE_PERCENT", 20, (0, 90), "a percentage")).unwrap_or(90);
+        let notifications = match r.raw("GENESYS_NOTIFICATIONS").as_deref().unwrap_or("on") {
+            "on" | "true" | "1" => true,
+            "off" | "false" | "0" => false,
+            other => {
+                r.errors.push(format!("GENESYS_NOTIFICATIONS={other:?} is not valid: expected on or off"));
+                true
+            }
+        };
+        let figures_max_age = Duration::from_secs(r.bounded("GENESYS_FIGURES_MAX_AGE_SECS", 10, (1, 3_600), "seconds"));
         let outbox_concurrency = r.bounded("HANDOFF_OUTBOX_CONCURRENCY", 16, COUNT, "a number") as usize;
         if outbox_concurrency >= max_concurrency {
             r.errors.push(format!(
@@ -333,6 +351,9 @@ impl Settings {
                         attempt_timeout,
                         budget,
                         max_concurrency,
+                        reserve_percent,
+                        notifications,
+                        figures_max_age,
                         message_capacity,
                     },
                     service,
@@ -473,6 +494,42 @@ mod tests {
         let text = with("32").unwrap_err().to_string();
         assert!(text.contains("HANDOFF_OUTBOX_CONCURRENCY (32) must be below GENESYS_MAX_CONCURRENCY (32)"), "{text}");
         assert!(with("0").unwrap_err().to_string().contains("HANDOFF_OUTBOX_CONCURRENCY=0 is out of range"));
+    }
+
+    #[test]
+    fn the_budget_and_channel_settings_have_defaults_ranges_and_named_errors() {
+        let base = [
+            ("GENESYS_CLIENT_ID", "id"),
+            ("GENESYS_CLIENT_SECRET", "s3cret"),
+            ("TARGET_QUEUE_ID", QUEUE),
+            ("WEBHOOK_SECRET", "a"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            Settings::from_env(env(&pairs))
+        };
+        let defaults = with(&[]).unwrap().genesys;
+        assert_eq!((defaults.reserve_percent, defaults.notifications), (20, true));
+        assert_eq!(defaults.figures_max_age, Duration::from_secs(10));
+        let set = with(&[
+            ("GENESYS_BACKGROUND_RESERVE_PERCENT", "35"),
+            ("GENESYS_NOTIFICATIONS", "off"),
+            ("GENESYS_FIGURES_MAX_AGE_SECS", "30"),
+        ])
+        .unwrap()
+        .genesys;
+        assert_eq!((set.reserve_percent, set.notifications, set.figures_max_age.as_secs()), (35, false, 30));
+        let errors = with(&[
+            ("GENESYS_BACKGROUND_RESERVE_PERCENT", "95"),
+            ("GENESYS_NOTIFICATIONS", "maybe"),
+            ("GENESYS_FIGURES_MAX_AGE_SECS", "0"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(errors.contains("GENESYS_BACKGROUND_RESERVE_PERCENT=95 is out of range"), "{errors}");
+        assert!(errors.contains("GENESYS_NOTIFICATIONS=\"maybe\" is not valid"), "{errors}");
+        assert!(errors.contains("GENESYS_FIGURES_MAX_AGE_SECS=0 is out of range"), "{errors}");
     }
 
     #[test]

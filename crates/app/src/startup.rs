@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use handoff_domain::ports::{LedgerPort, SystemClock};
 use handoff_domain::{HandoffService, InMemoryLedger, Stage};
-use handoff_genesys::{GenesysClient, GenesysConfig, Region};
+use handoff_genesys::{GenesysClient, GenesysConfig, NotificationSettings, Region};
 use handoff_http::{router, AppState, HttpSettings, LedgerProbe, ReadinessProbe, WebhookAuth};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -46,6 +46,8 @@ pub struct App {
     genesys: Arc<GenesysClient>,
     ledger: Arc<dyn LedgerPort>,
     metrics: Arc<Metrics>,
+    /// The Notifications channel to run (`GENESYS_NOTIFICATIONS=on`).
+    notifications: Option<NotificationSettings>,
     retention: Duration,
 }
 
@@ -110,6 +112,10 @@ impl App {
             genesys_api = %genesys.config().api_base_url,
             "handoff ready"
         );
+        let notifications = settings.genesys.notifications.then(|| NotificationSettings {
+            queues: configured_queues(&settings),
+            max_age: settings.genesys.figures_max_age,
+        });
         Ok(App {
             listener,
             port,
@@ -119,6 +125,7 @@ impl App {
             ledger,
             metrics,
             retention: settings.retention,
+            notifications,
         })
     }
 
@@ -149,6 +156,10 @@ impl App {
             self.retention,
             workers_stopped,
         ));
+        let channel = self
+            .notifications
+            .clone()
+            .map(|settings| tokio::spawn(self.genesys.clone().run_notifications(settings, stop_workers.subscribe())));
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
             shutdown.await;
@@ -171,11 +182,25 @@ impl App {
         };
         let _ = stop_workers.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), workers).await;
+        if let Some(channel) = channel {
+            let _ = tokio::time::timeout(Duration::from_secs(5), channel).await;
+        }
         // Commits what the ledger still has queued (the last save of a transfer is not awaited)
         // before the process exits.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.ledger.close()).await;
         result
     }
+}
+
+/// Every queue a handoff can go to: the target, the routes and the fallback, without repeats.
+pub fn configured_queues(settings: &Settings) -> Vec<handoff_domain::QueueId> {
+    let routing = &settings.service.routing;
+    let mut queues = vec![routing.default_queue()];
+    queues.extend(routing.routes().values().copied());
+    queues.extend(routing.fallback());
+    let mut seen = std::collections::HashSet::new();
+    queues.retain(|q| seen.insert(*q));
+    queues
 }
 
 /// The Genesys client configuration `check` uses (the same as `serve`).
@@ -198,6 +223,7 @@ fn genesys_config(settings: &Settings) -> anyhow::Result<GenesysConfig> {
     config.attempt_timeout = g.attempt_timeout;
     config.total_budget = g.budget;
     config.max_concurrency = g.max_concurrency;
+    config.reserve_percent = g.reserve_percent;
     config.message_capacity = g.message_capacity;
     config.validate()?;
     Ok(config)
@@ -237,10 +263,9 @@ fn redact_url(url: &str) -> String {
 }
 
 /// Background work: deferred handoffs, confirmation reads of advices and crash recovery, then the
-/// analytics outbox. Yields to live handoffs when the Genesys rate-limit allowance runs low (the
-/// adapter's pacing of background work; confirmation reads are paced with the rest).
-/// `allowance_low` is the adapter's pacing of background work (the Genesys client's
-/// `allowance_low`): while it says so, the tick does nothing.
+/// analytics outbox. Its Genesys calls run [`in_background`](handoff_genesys::in_background):
+/// paced over the rate-limit window and never into the reserve kept for live handoffs; a tick is
+/// skipped while only the reserve is left.
 async fn run_workers(
     service: Arc<HandoffService>,
     allowance_low: Arc<dyn Fn() -> bool + Send + Sync>,
@@ -265,7 +290,7 @@ async fn run_workers(
             tracing::debug!("genesys allowance low: background work yields to live handoffs");
             continue;
         }
-        match service.run_due(WORKER_BATCH).await {
+        match handoff_genesys::in_background(service.run_due(WORKER_BATCH)).await {
             Ok(report) if report.claimed > 0 => {
                 tracing::debug!(claimed = report.claimed, done = report.done, later = report.later, "deferral tick")
             }
@@ -277,7 +302,7 @@ async fn run_workers(
         let batch = service.outbox_batch();
         let outbox_until = tokio::time::Instant::now() + OUTBOX_TIME_PER_TICK;
         for _ in 0..OUTBOX_BATCHES_PER_TICK {
-            match service.deliver_analytics(batch).await {
+            match handoff_genesys::in_background(service.deliver_analytics(batch)).await {
                 Ok(report) => {
                     if report.later > 0 {
                         tracing::warn!(failed = report.later, "analytics deliveries failed; retrying with backoff");
@@ -365,6 +390,7 @@ fn genesys_metrics(genesys: Arc<GenesysClient>) -> crate::observer::MetricsSourc
     Arc::new(move |out: &mut String| {
         use std::fmt::Write as _;
         let stats = genesys.stats();
+        let budget = genesys.budget();
         let _ = writeln!(out, "# HELP handoff_upstream_requests Genesys call attempts by endpoint and status class.");
         let _ = writeln!(out, "# TYPE handoff_upstream_requests counter");
         for r in stats.requests.iter().filter(|r| r.count > 0) {
@@ -382,6 +408,16 @@ fn genesys_metrics(genesys: Arc<GenesysClient>) -> crate::observer::MetricsSourc
             ("token_invalidations", "Tokens dropped after a 401.", stats.token_invalidations),
             ("capacity_cache_hits", "Capacity snapshots served from the shared cache.", stats.capacity_cache_hits),
             (
+                "budget_refused_foreground",
+                "Handoff calls refused at once: the rate-limit window was spent.",
+                budget.refused_foreground,
+            ),
+            (
+                "budget_refused_background",
+                "Background calls held back for the reserve or pacing.",
+                budget.refused_background,
+            ),
+            (
                 "capacity_unknown_warnings",
                 "Warnings that a queue's capacity figures were incomplete (at most one per queue a minute).",
                 stats.capacity_unknown_warnings,
@@ -390,6 +426,53 @@ fn genesys_metrics(genesys: Arc<GenesysClient>) -> crate::observer::MetricsSourc
             let _ = writeln!(out, "# HELP handoff_{name} {help}");
             let _ = writeln!(out, "# TYPE handoff_{name} counter");
             let _ = writeln!(out, "handoff_{name}_total {value}");
+        }
+        let channel = genesys.channel_stats();
+        for (name, help, value) in [
+            (
+                "notification_figure_events",
+                "Queue observation events applied from the notification channel.",
+                channel.figure_events,
+            ),
+            ("notification_heartbeats", "Heartbeats and pongs of the notification channel.", channel.heartbeats),
+            ("notification_closing_notices", "v2.system.socket_closing notices.", channel.closing_notices),
+            (
+                "notification_unknown_events",
+                "Notification events of an unknown topic or shape (ignored).",
+                channel.unknown_events,
+            ),
+            ("notification_channels_created", "Notification channels created.", channel.channels_created),
+            ("notification_connects", "Notification sockets opened.", channel.connects),
+            ("capacity_pushed_answers", "Capacity answers served from pushed figures (no call).", channel.served),
+        ] {
+            let _ = writeln!(out, "# HELP handoff_{name} {help}");
+            let _ = writeln!(out, "# TYPE handoff_{name} counter");
+            let _ = writeln!(out, "handoff_{name}_total {value}");
+        }
+        let _ = writeln!(out, "# HELP handoff_notification_channel_live Whether pushed queue figures can be used now (1) or capacity is polled (0).");
+        let _ = writeln!(out, "# TYPE handoff_notification_channel_live gauge");
+        let _ = writeln!(out, "handoff_notification_channel_live {}", u8::from(channel.live));
+        // The gauges are absent until Genesys has sent its first `inin-ratelimit-*` headers.
+        if let Some(allowed) = budget.allowed {
+            let reset = budget.reset_in.map_or(0.0, |d| d.as_secs_f64());
+            for (name, help, value) in [
+                (
+                    "genesys_allowance",
+                    "Genesys calls allowed in the current rate-limit window (inin-ratelimit-allowed).",
+                    allowed as f64,
+                ),
+                ("genesys_allowance_used", "Genesys calls counted as used in the current window.", budget.used as f64),
+                (
+                    "genesys_allowance_reserve",
+                    "Calls of the window kept from background work for live handoffs.",
+                    budget.reserve as f64,
+                ),
+                ("genesys_allowance_reset_seconds", "Seconds until the rate-limit window resets.", reset),
+            ] {
+                let _ = writeln!(out, "# HELP handoff_{name} {help}");
+                let _ = writeln!(out, "# TYPE handoff_{name} gauge");
+                let _ = writeln!(out, "handoff_{name} {value}");
+            }
         }
     })
 }

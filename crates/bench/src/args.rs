@@ -84,6 +84,18 @@ pub struct Args {
     /// Worker threads of the load generator's runtime.
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
+    /// Open loop: send R handoffs per second whatever the answers (instead of C workers that each
+    /// wait for their answer). `--concurrency` then only sizes the connection pool.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// The simulator's per-token allowance, calls per minute (Genesys' default is 300); none when
+    /// not given.
+    #[arg(long)]
+    pub sim_rate_limit: Option<u32>,
+    /// The simulator refuses Notifications channels (a Genesys stand-in without push): the
+    /// service must fall back to polling.
+    #[arg(long)]
+    pub no_notifications: bool,
     /// CI smoke run: 200 handoffs at concurrency 8 (20 warm-up, 10 s drain); exits non-zero on any
     /// error. Asserts nothing about speed.
     #[arg(long)]
@@ -110,6 +122,13 @@ impl Args {
         self.latency_ms = self.latency_ms.min(60_000);
         self.request_timeout_secs = self.request_timeout_secs.clamp(1, 3_600);
         self
+    }
+}
+
+fn parse_rate(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(r) if r.is_finite() && (0.001..=100_000.0).contains(&r) => Ok(r),
+        _ => Err(format!("{raw:?} is not a rate: expected handoffs per second from 0.001 to 100000")),
     }
 }
 
@@ -154,6 +173,15 @@ mod tests {
         .effective();
         assert_eq!((args.max_seconds, args.drain_seconds, args.latency_ms), (86_400, 86_400, 60_000));
         assert_eq!(args.requests, 10_000_000);
+    }
+
+    #[test]
+    fn a_rate_must_be_a_positive_number_of_handoffs_per_second() {
+        let args = Args::parse_from(["handoff-bench", "--rate", "0.5", "--sim-rate-limit", "300"]);
+        assert_eq!((args.rate, args.sim_rate_limit), (Some(0.5), Some(300)));
+        assert!(Args::try_parse_from(["handoff-bench", "--rate", "0"]).is_err());
+        assert!(Args::try_parse_from(["handoff-bench", "--rate", "NaN"]).is_err());
+        assert!(Args::try_parse_from(["handoff-bench", "--rate", "fast"]).is_err());
     }
 
     #[test]

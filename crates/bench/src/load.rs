@@ -32,6 +32,8 @@ pub(crate) struct Plan {
     pub(crate) concurrency: usize,
     /// No request starts after this.
     pub(crate) deadline: Instant,
+    /// Open loop at this many handoffs per second (`None`: closed loop, `concurrency` workers).
+    pub(crate) rate: Option<f64>,
 }
 
 /// How a phase went.
@@ -55,6 +57,8 @@ pub(crate) struct Outcome {
     pub(crate) transport: BTreeMap<String, u64>,
     /// Requests never sent because the deadline passed.
     pub(crate) not_started: u64,
+    /// 503 answers that carried a `Retry-After` (also counted in `by_status`).
+    pub(crate) unavailable_with_retry_after: u64,
     /// Every 2xx handoff: conversation, when it was sent, when its answer was read.
     pub(crate) timeline: Vec<Timed>,
 }
@@ -65,6 +69,8 @@ pub(crate) struct Timed {
     pub(crate) conversation: Uuid,
     pub(crate) sent: std::time::Instant,
     pub(crate) answered: std::time::Instant,
+    /// Answered 200 `transferred` (not deferred).
+    pub(crate) transferred: bool,
 }
 
 impl Outcome {
@@ -84,6 +90,7 @@ impl Outcome {
             by_status: BTreeMap::new(),
             transport: BTreeMap::new(),
             not_started: 0,
+            unavailable_with_retry_after: 0,
             timeline: Vec::new(),
         }
     }
@@ -111,6 +118,7 @@ impl Outcome {
             *self.transport.entry(k).or_insert(0) += v;
         }
         self.not_started += other.not_started;
+        self.unavailable_with_retry_after += other.unavailable_with_retry_after;
         self.timeline.extend(other.timeline);
     }
 }
@@ -147,6 +155,9 @@ pub(crate) fn payload(conversation: Uuid, n: usize) -> String {
 /// Sends `plan.requests` handoffs numbered from `first` (the number picks the reason; the
 /// conversation id is random, so every handoff is new).
 pub(crate) async fn run(client: &reqwest::Client, plan: &Plan, first: usize) -> Outcome {
+    if let Some(rate) = plan.rate {
+        return open_loop(client, plan, first, rate).await;
+    }
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
@@ -177,46 +188,92 @@ async fn worker(client: &reqwest::Client, plan: &Plan, next: &AtomicUsize, first
             out.not_started += 1;
             continue;
         }
-        let conversation = Uuid::new_v4();
-        let body = payload(conversation, first + i);
-        let sent = Instant::now();
-        let exchange = async {
-            let resp = client
-                .post(&plan.url)
-                .bearer_auth(SECRET)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body)
-                .send()
-                .await?;
-            let status = resp.status();
-            resp.bytes().await.map(|b| (status, b))
-        };
-        let (status, bytes) = match tokio::time::timeout_at(plan.deadline, exchange).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => {
-                *out.transport.entry(transport_kind(&e).to_owned()).or_insert(0) += 1;
-                continue;
-            }
-            Err(_) => {
-                *out.transport.entry(CUT.to_owned()).or_insert(0) += 1;
-                continue;
-            }
-        };
-        let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US);
-        if !status.is_success() {
-            *out.by_status.entry(status.as_u16()).or_insert(0) += 1;
-            continue;
-        }
-        let _ = out.latency_us.record(micros);
-        out.timeline.push(Timed { conversation, sent: sent.into_std(), answered: std::time::Instant::now() });
-        match classify(&bytes) {
-            Answer::Transferred => out.transferred += 1,
-            Answer::Replayed => out.replayed += 1,
-            Answer::Deferred => out.deferred += 1,
-            Answer::Other => out.unexpected_2xx += 1,
-        }
+        send_one(client, plan, first + i, &mut out).await;
     }
     out
+}
+
+/// Open loop: request `i` starts at `i / rate` seconds, whether or not earlier ones were answered
+/// (each in its own task), until `plan.requests` are sent or the deadline passes.
+async fn open_loop(client: &reqwest::Client, plan: &Plan, first: usize, rate: f64) -> Outcome {
+    let started = Instant::now();
+    let gap = Duration::from_secs_f64(1.0 / rate);
+    let mut total = Outcome::new();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..plan.requests {
+        let at = started + gap.mul_f64(i as f64);
+        if at >= plan.deadline {
+            total.not_started += (plan.requests - i) as u64;
+            break;
+        }
+        tokio::time::sleep_until(at).await;
+        let (client, plan) = (client.clone(), plan.clone());
+        sends.spawn(async move {
+            let mut out = Outcome::new();
+            send_one(&client, &plan, first + i, &mut out).await;
+            out
+        });
+    }
+    while let Some(joined) = sends.join_next().await {
+        match joined {
+            Ok(outcome) => total.merge(outcome),
+            Err(e) => *total.transport.entry(format!("sender failed: {e}")).or_insert(0) += 1,
+        }
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+/// Sends handoff number `n` (a new conversation) and counts its answer into `out`.
+async fn send_one(client: &reqwest::Client, plan: &Plan, n: usize, out: &mut Outcome) {
+    let conversation = Uuid::new_v4();
+    let body = payload(conversation, n);
+    let sent = Instant::now();
+    let exchange = async {
+        let resp = client
+            .post(&plan.url)
+            .bearer_auth(SECRET)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let retry_after = resp.headers().contains_key(reqwest::header::RETRY_AFTER);
+        resp.bytes().await.map(|b| (status, retry_after, b))
+    };
+    let (status, retry_after, bytes) = match tokio::time::timeout_at(plan.deadline, exchange).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => {
+            *out.transport.entry(transport_kind(&e).to_owned()).or_insert(0) += 1;
+            return;
+        }
+        Err(_) => {
+            *out.transport.entry(CUT.to_owned()).or_insert(0) += 1;
+            return;
+        }
+    };
+    let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US);
+    if !status.is_success() {
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && retry_after {
+            out.unavailable_with_retry_after += 1;
+        }
+        *out.by_status.entry(status.as_u16()).or_insert(0) += 1;
+        return;
+    }
+    let _ = out.latency_us.record(micros);
+    let answer = classify(&bytes);
+    out.timeline.push(Timed {
+        conversation,
+        sent: sent.into_std(),
+        answered: std::time::Instant::now(),
+        transferred: matches!(answer, Answer::Transferred | Answer::Replayed),
+    });
+    match answer {
+        Answer::Transferred => out.transferred += 1,
+        Answer::Replayed => out.replayed += 1,
+        Answer::Deferred => out.deferred += 1,
+        Answer::Other => out.unexpected_2xx += 1,
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]

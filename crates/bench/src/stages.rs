@@ -127,7 +127,7 @@ mod tests {
             ),
             call(Endpoint::Replace, format!("/api/v2/conversations/messages/{id}/participants/h/replace"), 180, 20),
         ];
-        let handoffs = [Timed { conversation: id, sent: at(100), answered: at(185) }];
+        let handoffs = [Timed { conversation: id, sent: at(100), answered: at(185), transferred: true }];
 
         // Act
         let legs = legs(&calls, &handoffs, |i| i.duration_since(base));

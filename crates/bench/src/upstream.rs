@@ -25,14 +25,28 @@ impl Upstream {
     ///
     /// # Errors
     /// When the runtime or the listener cannot be created.
-    pub(crate) fn start(latency: Duration, threads: usize, max_logged_calls: usize) -> anyhow::Result<Self> {
+    /// `rate_limit` is the per-token allowance per minute (none: unlimited); without
+    /// `notifications` the simulator refuses Notifications channels.
+    pub(crate) fn start(
+        latency: Duration,
+        threads: usize,
+        max_logged_calls: usize,
+        rate_limit: Option<u32>,
+        notifications: bool,
+    ) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name(SIM_THREAD)
             .enable_all()
             .build()
             .context("failed to build the simulator runtime")?;
-        let config = SimConfig { latency, max_logged_calls, ..SimConfig::default() };
+        let config = SimConfig {
+            latency,
+            max_logged_calls,
+            rate_limit_per_minute: rate_limit,
+            notifications,
+            ..SimConfig::default()
+        };
         let handle = runtime.block_on(genesys_sim::spawn(config)).context("failed to start genesys-sim")?;
         let started = handle.sim().started_at();
         Ok(Self { runtime, handle: Some(handle), started })
@@ -184,4 +198,32 @@ mod tests {
         assert_eq!((billing.total, billing.min_gap_ms), (1, None));
         assert_eq!(queues.len(), 2);
     }
+}
+
+/// Transfers as Genesys saw them, checked against the answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Transfers {
+    /// Conversations with more than one successful replace.
+    pub(crate) doubled: u64,
+    /// Conversations answered `transferred` whose replace never succeeded (deferred ones are the
+    /// service's to transfer later, not lost).
+    pub(crate) lost: u64,
+}
+
+/// Counts successful replaces per conversation in the call log and checks every conversation of
+/// `answered`.
+pub(crate) fn transfers(calls: &[Call], answered: &[crate::load::Timed]) -> Transfers {
+    let mut replaces: BTreeMap<&str, u64> = BTreeMap::new();
+    for call in calls.iter().filter(|c| c.endpoint == Endpoint::Replace && (200..300).contains(&c.status)) {
+        // `/api/v2/conversations/messages/{id}/participants/{pid}/replace`
+        if let Some(id) = call.path.split('/').nth(5) {
+            *replaces.entry(id).or_insert(0) += 1;
+        }
+    }
+    let doubled = replaces.values().filter(|&&n| n > 1).count() as u64;
+    let lost = answered
+        .iter()
+        .filter(|t| t.transferred && !replaces.contains_key(t.conversation.to_string().as_str()))
+        .count() as u64;
+    Transfers { doubled, lost }
 }

@@ -26,9 +26,11 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use url::Url;
 
+use crate::budget::{BudgetSnapshot, CallBudget};
 use crate::capacity::{CapacityCache, WarnLimiter, FIGURE_WARNING_EVERY};
 use crate::config::GenesysConfig;
 use crate::error::{GenesysError, Result};
+use crate::notifications::{ChannelStats, FigureStore, NotificationSettings};
 use crate::retry::{self, RateLimitSnapshot};
 use crate::stats::{ClientStats, Counters, Endpoint, StatusClass};
 use crate::token::TokenCache;
@@ -112,8 +114,10 @@ pub struct GenesysClient {
     tokens: TokenCache,
     limiter: Semaphore,
     rate_limit: RwLock<Option<RateLimitSnapshot>>,
+    budget: CallBudget,
     pub(crate) counters: Counters,
     pub(crate) capacity: CapacityCache,
+    pub(crate) figures: FigureStore,
     pub(crate) message_capacity: MessageCapacityCache,
     pub(crate) figure_warnings: WarnLimiter,
 }
@@ -146,8 +150,10 @@ impl GenesysClient {
             tokens: TokenCache::new(config.client_id.clone(), config.client_secret.clone(), token_url),
             limiter: Semaphore::new(config.max_concurrency),
             rate_limit: RwLock::new(None),
+            budget: CallBudget::new(config.reserve_percent, config.handoff_calls),
             counters: Counters::default(),
             capacity: CapacityCache::new(config.capacity_ttl),
+            figures: FigureStore::default(),
             message_capacity: MessageCapacityCache::new(config.message_capacity, config.utilization_refresh),
             figure_warnings: WarnLimiter::new(FIGURE_WARNING_EVERY),
             http,
@@ -175,9 +181,36 @@ impl GenesysClient {
         *self.rate_limit.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether less than 10 % of the rate-limit window is left: background work should yield.
+    /// Whether background work must wait: the window's allowance is down to the reserve kept for
+    /// live handoffs (see [`crate::in_background`]).
     pub fn allowance_low(&self) -> bool {
-        self.rate_limit().is_some_and(|r| r.is_low(Instant::now()))
+        !self.budget.background_open(Instant::now())
+    }
+
+    /// Runs the Notifications channel that pushes the figures of `settings.queues` until `stop`
+    /// turns true (see the `notifications` module). Spawn it once; without it, capacity is polled.
+    pub async fn run_notifications(
+        self: Arc<Self>,
+        settings: NotificationSettings,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        crate::notifications::run(self, settings, stop).await;
+    }
+
+    /// For `handoff check`: creates a notification channel, subscribes the observation topics of
+    /// `queues`, opens and closes its socket, and says how that went.
+    pub async fn probe_channel(&self, queues: &[handoff_domain::QueueId]) -> crate::ChannelProbe {
+        crate::notifications::probe(self, queues).await
+    }
+
+    /// The channel's counters (for `/metrics`).
+    pub fn channel_stats(&self) -> ChannelStats {
+        self.figures.stats(Instant::now())
+    }
+
+    /// The call budget of the current rate-limit window (for `/metrics`).
+    pub fn budget(&self) -> BudgetSnapshot {
+        self.budget.snapshot(Instant::now())
     }
 
     /// Makes sure a token can be obtained (cached, or fetched once now). For `/readyz` and
@@ -323,6 +356,12 @@ impl GenesysClient {
             _ => return Attempt::NotSent { detail: "too many concurrent genesys calls".to_owned() },
         };
 
+        // The budget is taken last, right before the request goes out, so a refused call costs
+        // nothing upstream and a counted call is one Genesys sees.
+        if let Err(wait) = self.budget.spend(call.endpoint, Instant::now()) {
+            tracing::debug!(operation = call.endpoint.as_str(), wait_secs = wait.as_secs(), "call budget spent");
+            return Attempt::Fatal(PortError::RateLimited { retry_after: Some(wait), correlation_id: None });
+        }
         let mut request = self
             .http
             .request(call.method.clone(), call.url.clone())
@@ -381,6 +420,7 @@ impl GenesysClient {
 
     fn observe_rate_limit(&self, headers: &HeaderMap) {
         if let Some(snapshot) = RateLimitSnapshot::from_headers(headers, Instant::now()) {
+            self.budget.observe(&snapshot);
             *self.rate_limit.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(snapshot);
         }
     }

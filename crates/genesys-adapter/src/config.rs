@@ -47,6 +47,11 @@ pub struct GenesysConfig {
     /// Attempts per operation, the first one included (≥ 1). A 401 answered by a fresh token does
     /// not count: it gets one extra attempt of its own.
     pub max_attempts: u32,
+    /// Share of the rate-limit allowance kept from background work, in percent (0–90).
+    pub reserve_percent: u8,
+    /// Genesys calls a new handoff needs in the foreground; its lookup is admitted only when the
+    /// window still holds this many (≥ 1).
+    pub handoff_calls: u32,
     /// Where the message capacity of the free-slot model comes from.
     pub message_capacity: MessageCapacitySource,
     /// How long the org's utilization is cached before it is read again.
@@ -71,6 +76,8 @@ impl GenesysConfig {
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             capacity_ttl: DEFAULT_CAPACITY_TTL,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            reserve_percent: crate::budget::DEFAULT_RESERVE_PERCENT,
+            handoff_calls: crate::budget::DEFAULT_HANDOFF_CALLS,
             message_capacity: MessageCapacitySource::Utilization,
             utilization_refresh: DEFAULT_UTILIZATION_REFRESH,
         }
@@ -115,6 +122,10 @@ impl GenesysConfig {
             Some("the concurrency cap must be at least 1 and at most 2^61 - 1")
         } else if self.max_attempts == 0 {
             Some("max attempts must be at least 1")
+        } else if self.reserve_percent > 90 {
+            Some("the background reserve must be at most 90 percent")
+        } else if self.handoff_calls == 0 {
+            Some("the calls per handoff must be at least 1")
         } else if self.utilization_refresh.is_zero() {
             Some("the utilization refresh interval must be positive")
         } else if self.client_id.trim().is_empty() {

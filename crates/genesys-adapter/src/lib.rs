@@ -35,6 +35,13 @@
 //! - `token`: the client-credentials token cache (single flight, early refresh, 401 invalidation).
 //! - `client`: [`GenesysClient`], the HTTP client, the retry policy and rate-limit awareness.
 //! - `retry`: backoff with jitter, `Retry-After`/`inin-ratelimit-*` parsing, error-body codes.
+//! - `budget`: the per-token call budget from `inin-ratelimit-*` (foreground first, a reserve and
+//!   pacing for background work, refusal with the reset when the window is spent), and
+//!   [`in_background`].
+//! - `capacity`: the per-queue, single-flight capacity snapshot cache.
+//! - `notifications`: push instead of poll: the Notifications channel (create, WebSocket,
+//!   subscriptions, heartbeats, `socket_closing`, expiry, reconnects) and the store of pushed
+//!   queue figures that answers `QueuePort::capacity` with no call while the channel is live.
 //! - `capacity`: the per-queue, single-flight capacity snapshot cache, and the per-queue limiter
 //!   of the "figures incomplete" warning.
 //! - [`observations`]: queue figures from observation data ([`observations::queue_figures`]),
@@ -53,6 +60,7 @@
 //! [`PortError`]: handoff_domain::ports::PortError
 //! [`PortError::Indeterminate`]: handoff_domain::ports::PortError::Indeterminate
 
+mod budget;
 mod capacity;
 mod client;
 mod config;
@@ -60,6 +68,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod notifications;
 pub mod observations;
 mod ports;
 pub mod regions;
@@ -69,12 +78,19 @@ mod token;
 mod utilization;
 mod wire;
 
+pub use budget::{
+    in_background, BudgetSnapshot, Priority, DEFAULT_HANDOFF_CALLS, DEFAULT_RESERVE_PERCENT, PROMISE_HORIZON,
+    RATE_WINDOW,
+};
 pub use client::GenesysClient;
 pub use config::{
     GenesysConfig, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CAPACITY_TTL, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TOTAL_BUDGET, DEFAULT_UTILIZATION_REFRESH,
 };
 pub use error::{GenesysError, Result};
+pub use notifications::{
+    ChannelProbe, ChannelStats, NotificationSettings, DEFAULT_FIGURES_MAX_AGE, UNPUSHED_GROUP_TTL,
+};
 pub use ports::{Permission, PermissionStatus, ReplaceAnswer};
 pub use regions::Region;
 pub use retry::RateLimitSnapshot;

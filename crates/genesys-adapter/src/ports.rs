@@ -168,8 +168,12 @@ impl GenesysClient {
     }
 
     /// The observation query, the message capacity (cached for 5 minutes) and, when asked, the
-    /// estimated wait, concurrently; uncached.
-    async fn fetch_capacity(&self, queue: QueueId, with_estimated_wait: bool) -> Result<CapacitySnapshot, PortError> {
+    /// estimated wait, concurrently; uncached. The answer also seeds the pushed figures.
+    pub(crate) async fn fetch_capacity(
+        &self,
+        queue: QueueId,
+        with_estimated_wait: bool,
+    ) -> Result<CapacitySnapshot, PortError> {
         let queue_text = queue.to_string();
         let observe = async {
             let call = Call {
@@ -180,7 +184,9 @@ impl GenesysClient {
                 retry: Retry::Idempotent,
             };
             let reply = success(self.execute(&call).await?, "queue")?;
-            wire::observations(queue, &reply.body).ok_or_else(|| invalid_answer(&reply))
+            let observed = wire::observations(queue, &reply.body).ok_or_else(|| invalid_answer(&reply))?;
+            self.figures.seed(queue, &reply.body, tokio::time::Instant::now());
+            Ok::<_, PortError>(observed)
         };
         let wait = async {
             if !with_estimated_wait {
@@ -283,6 +289,16 @@ impl QueuePort for GenesysClient {
     /// would double the cost; `handoff check` verifies the configured queues with `get_queue`.
     #[instrument(skip_all, fields(queue_id = %queue, with_estimated_wait))]
     async fn capacity(&self, queue: QueueId, with_estimated_wait: bool) -> Result<CapacitySnapshot, PortError> {
+        // Pushed figures answer with no call; the estimated wait is not pushed, so a check that
+        // needs it polls.
+        if !with_estimated_wait {
+            // The pushed figures go through the same reading as a query answer.
+            let pushed = self.figures.answer(queue, tokio::time::Instant::now());
+            if let Some(figures) = pushed.and_then(|body| wire::observations(queue, &body)) {
+                let message_capacity = self.message_capacity().await;
+                return Ok(self.snapshot(queue, figures, message_capacity, None));
+            }
+        }
         self.capacity
             .get(queue, with_estimated_wait, &self.counters, || self.fetch_capacity(queue, with_estimated_wait))
             .await

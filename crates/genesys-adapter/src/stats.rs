@@ -24,13 +24,17 @@ pub enum Endpoint {
     TagsPut,
     /// A permission probe (`handoff check`).
     PermissionProbe,
+    /// `POST /api/v2/notifications/channels`.
+    ChannelCreate,
+    /// `PUT /api/v2/notifications/channels/{id}/subscriptions`.
+    ChannelSubscribe,
     /// `GET /api/v2/routing/utilization`.
     Utilization,
 }
 
 impl Endpoint {
     /// Every endpoint, in a fixed order.
-    pub const ALL: [Endpoint; 10] = [
+    pub const ALL: [Endpoint; 12] = [
         Endpoint::Token,
         Endpoint::ConversationGet,
         Endpoint::AttributesPatch,
@@ -40,6 +44,8 @@ impl Endpoint {
         Endpoint::QueueGet,
         Endpoint::TagsPut,
         Endpoint::PermissionProbe,
+        Endpoint::ChannelCreate,
+        Endpoint::ChannelSubscribe,
         Endpoint::Utilization,
     ];
 
@@ -55,6 +61,8 @@ impl Endpoint {
             Endpoint::QueueGet => "get_queue",
             Endpoint::TagsPut => "put_tags",
             Endpoint::PermissionProbe => "permission_probe",
+            Endpoint::ChannelCreate => "create_channel",
+            Endpoint::ChannelSubscribe => "subscribe_channel",
             Endpoint::Utilization => "get_utilization",
         }
     }

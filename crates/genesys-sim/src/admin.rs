@@ -31,6 +31,10 @@ pub(crate) fn routes() -> Router<Sim> {
         .route("/flow-replace", put(set_flow_replace))
         .route("/tokens/revoke", post(revoke_tokens))
         .route("/latency", put(set_latency))
+        .route("/rate-limit", put(set_rate_limit))
+        .route("/notifications", get(notifications).put(set_notifications))
+        .route("/notifications/close", post(close_sockets))
+        .route("/notifications/expire", post(expire_channels))
         .route("/utilization", put(set_utilization))
         .route("/observations", put(set_observations))
         .fallback(|| async { AdminError(StatusCode::NOT_FOUND, "no such admin endpoint".into()) })
@@ -191,6 +195,58 @@ async fn set_latency(State(sim): State<Sim>, body: Bytes) -> AdminResult<StatusC
     let body: LatencyBody = parse(&body)?;
     sim.set_latency(Duration::from_millis(body.ms));
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RateLimitBody {
+    per_minute: Option<u32>,
+}
+
+async fn set_rate_limit(State(sim): State<Sim>, body: Bytes) -> AdminResult<StatusCode> {
+    let body: RateLimitBody = parse(&body)?;
+    sim.set_rate_limit(body.per_minute);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn notifications(State(sim): State<Sim>) -> Json<Value> {
+    Json(json!({
+        "channelsCreated": sim.channels_created(),
+        "openSockets": sim.open_sockets(),
+        "subscriptions": sim.subscriptions(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NotificationsBody {
+    refuse: Option<bool>,
+    heartbeat_ms: Option<u64>,
+    push_user_metrics: Option<bool>,
+}
+
+async fn set_notifications(State(sim): State<Sim>, body: Bytes) -> AdminResult<StatusCode> {
+    let body: NotificationsBody = parse(&body)?;
+    if let Some(refuse) = body.refuse {
+        sim.refuse_channels(refuse);
+    }
+    if let Some(ms) = body.heartbeat_ms {
+        sim.set_heartbeat(Duration::from_millis(ms));
+    }
+    if let Some(on) = body.push_user_metrics {
+        sim.push_user_metrics(on);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn close_sockets(State(sim): State<Sim>) -> StatusCode {
+    sim.close_sockets();
+    StatusCode::NO_CONTENT
+}
+
+async fn expire_channels(State(sim): State<Sim>) -> StatusCode {
+    sim.expire_channels();
+    StatusCode::NO_CONTENT
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ const MEDIA_EWT: &str = "/api/v2/routing/queues/{queue_id}/mediatypes/{media_typ
 const QUEUE_EWT: &str = "/api/v2/routing/queues/{queue_id}/estimatedwaittime";
 const QUEUE: &str = "/api/v2/routing/queues/{queue_id}";
 const TAGS: &str = "/api/v2/conversations/{conversation_id}/tags";
+const CHANNELS: &str = "/api/v2/notifications/channels";
+const SUBSCRIPTIONS: &str = "/api/v2/notifications/channels/{channel_id}/subscriptions";
 const UTILIZATION: &str = "/api/v2/routing/utilization";
 
 /// The Genesys routes (login host and API host share one server), without the pipeline layer.
@@ -47,6 +49,8 @@ pub(crate) fn routes() -> Router<Sim> {
         .route(QUEUE_EWT, get(queue_estimated_wait))
         .route(QUEUE, get(get_queue))
         .route(TAGS, put(put_tags))
+        .route(CHANNELS, post(crate::notifications::create_channel))
+        .route(SUBSCRIPTIONS, put(crate::notifications::subscribe))
         .route(UTILIZATION, get(get_utilization))
         .fallback(|| async { SimError::not_found("no such endpoint") })
 }
@@ -62,6 +66,8 @@ pub(crate) fn endpoint_for(method: &Method, matched_path: Option<&str>) -> Endpo
         ("GET", Some(MEDIA_EWT | QUEUE_EWT)) => Endpoint::EstimatedWait,
         ("GET", Some(QUEUE)) => Endpoint::GetQueue,
         ("PUT", Some(TAGS)) => Endpoint::PutTags,
+        ("POST", Some(CHANNELS)) => Endpoint::CreateChannel,
+        ("PUT", Some(SUBSCRIPTIONS)) => Endpoint::Subscribe,
         ("GET", Some(UTILIZATION)) => Endpoint::GetUtilization,
         _ => Endpoint::Other,
     }
@@ -227,8 +233,9 @@ fn has_dimension(filter: &Value, dimension: &str) -> bool {
 
 /// The result groups of one queue, shaped as Genesys answers a query filtered by `queueId`:
 /// conversation metrics in a `{queueId, mediaType: message}` group, user metrics (per queue, not
-/// per media type) in a `{queueId}` group, left out when `users` is false.
-fn observation_groups(
+/// per media type) in a `{queueId}` group, left out when `users` is false. The notification
+/// channel pushes the same groups.
+pub(crate) fn observation_groups(
     queue: &QueueSpec,
     wanted: &dyn Fn(&str) -> bool,
     message_capacity: Option<u32>,

@@ -76,6 +76,7 @@ impl Sim {
     pub(crate) fn admit(&self, endpoint: Endpoint, headers: &HeaderMap) -> (Option<RateInfo>, Result<Pass, SimError>) {
         let now = Instant::now();
         let mut state = self.state();
+        let rate_limit = state.rate_limit;
         let mut rate = None;
         if endpoint.is_api() {
             let token = header_parts(headers)
@@ -91,7 +92,7 @@ impl Sim {
                 state.tokens.remove(token);
                 return (None, Err(SimError::unauthorized()));
             }
-            if let Some(limit) = self.config().rate_limit_per_minute {
+            if let Some(limit) = rate_limit {
                 let info = entry.count_request(now, limit);
                 rate = Some(info);
                 if info.count > limit {

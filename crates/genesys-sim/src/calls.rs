@@ -26,6 +26,10 @@ pub enum Endpoint {
     GetQueue,
     /// `PUT /api/v2/conversations/{conversationId}/tags`.
     PutTags,
+    /// `POST /api/v2/notifications/channels`.
+    CreateChannel,
+    /// `PUT /api/v2/notifications/channels/{channelId}/subscriptions`.
+    Subscribe,
     /// `GET /api/v2/routing/utilization`.
     GetUtilization,
     /// Anything else (answered 404 `not.found`).
@@ -34,7 +38,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint, in declaration order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 12] = [
         Self::Token,
         Self::GetConversation,
         Self::PatchAttributes,
@@ -43,6 +47,8 @@ impl Endpoint {
         Self::EstimatedWait,
         Self::GetQueue,
         Self::PutTags,
+        Self::CreateChannel,
+        Self::Subscribe,
         Self::GetUtilization,
         Self::Other,
     ];
@@ -55,7 +61,12 @@ impl Endpoint {
             Self::EstimatedWait | Self::GetQueue => Some("routing:queue:view"),
             Self::PutTags => Some("conversation:externalTag:edit"),
             Self::GetUtilization => Some("routing:utilization:view"),
-            Self::Token | Self::GetConversation | Self::PatchAttributes | Self::Other => None,
+            Self::Token
+            | Self::GetConversation
+            | Self::PatchAttributes
+            | Self::CreateChannel
+            | Self::Subscribe
+            | Self::Other => None,
         }
     }
 

@@ -128,6 +128,13 @@ pub struct SimConfig {
     pub auto_create_conversations: bool,
     /// Per-token requests per fixed 60 s window; `None` (default) is unlimited.
     pub rate_limit_per_minute: Option<u32>,
+    /// Whether `POST /api/v2/notifications/channels` creates channels (default true); false plays
+    /// an org that refuses them.
+    pub notifications: bool,
+    /// Lifetime of a notification channel, reported as `expires` (default 24 h).
+    pub channel_ttl: Duration,
+    /// Heartbeat interval of notification sockets (default 30 s).
+    pub heartbeat: Duration,
     /// Permissions the OAuth client lacks, e.g. `conversation:communication:blindTransfer`.
     pub missing_permissions: Vec<String>,
     /// The org's queues (default [`QueueSpec::defaults`]).
@@ -171,6 +178,9 @@ impl Default for SimConfig {
             latency: Duration::ZERO,
             auto_create_conversations: true,
             rate_limit_per_minute: None,
+            notifications: true,
+            channel_ttl: Duration::from_secs(86_400),
+            heartbeat: Duration::from_secs(30),
             missing_permissions: Vec::new(),
             queues: QueueSpec::defaults(),
             max_logged_calls: DEFAULT_MAX_LOGGED_CALLS,

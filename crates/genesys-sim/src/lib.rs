@@ -58,6 +58,10 @@
 //! | `POST /__admin/conversations/{id}/unknown` | lookups answer 404 (204) |
 //! | `POST /__admin/tokens/revoke` | every token becomes invalid (204) |
 //! | `PUT /__admin/latency` `{"ms": N}` | per-call latency (204) |
+//! | `PUT /__admin/rate-limit` `{"perMinute": N or null}` | per-token allowance with `inin-ratelimit-*` headers and 429 past it (204) |
+//! | `GET /__admin/notifications` | `{"channelsCreated","openSockets","subscriptions"}` |
+//! | `PUT /__admin/notifications` `{"refuse"?, "heartbeatMs"?, "pushUserMetrics"?}` | channel knobs (204) |
+//! | `POST /__admin/notifications/close`, `POST /__admin/notifications/expire` | `socket_closing` then close every socket; end every channel (204) |
 //! | `PUT /__admin/utilization` `{"messageCapacity": N or null}` | the org's message capacity (204) |
 //! | `PUT /__admin/observations` `{"userMetricsUnderMediaFilter": bool}` | the observation-shape knob (204) |
 //! | `PUT /__admin/flow-replace` `{"refuse": "code"}` or `{"refuse": null}` | a replace of a flow participant answers 400 with that code, or is accepted again (204) |
@@ -74,6 +78,8 @@
 //!   permissions, error rendering, headers and logging.
 //! - `api`: the Genesys routes and handlers.
 //! - `admin`: the `/__admin` routes.
+//! - `notifications`: Notifications API channels, subscriptions and the channel WebSocket
+//!   (pushed queue figures, heartbeats, `socket_closing`, expiry, refusal).
 //! - `error`: `ErrorBody` answers.
 //! - `server`: [`router`], [`serve`], [`spawn`], [`spawn_on`] and [`SimHandle`].
 
@@ -85,6 +91,7 @@ mod config;
 mod conversation;
 mod error;
 mod faults;
+mod notifications;
 mod pipeline;
 mod server;
 mod state;

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::{admin, api, pipeline, Sim, SimConfig};
+use crate::{admin, api, notifications, pipeline, Sim, SimConfig};
 
 /// How long [`SimHandle::shutdown`] waits for in-flight calls before aborting the server.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -18,7 +18,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The whole simulator as a router: the Genesys API (login and API host paths) plus `/__admin`.
 pub fn router(sim: Sim) -> Router {
     let genesys = api::routes().layer(middleware::from_fn_with_state(sim.clone(), pipeline::pipeline));
-    Router::new().nest("/__admin", admin::routes()).merge(genesys).with_state(sim)
+    Router::new()
+        .nest("/__admin", admin::routes())
+        .route(notifications::SOCKET, axum::routing::get(notifications::socket))
+        .merge(genesys)
+        .with_state(sim)
 }
 
 /// Serves `sim` on `listener` until `shutdown` completes (then finishes in-flight calls).

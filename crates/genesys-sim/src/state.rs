@@ -31,6 +31,8 @@ struct Inner {
     config: SimConfig,
     started: Instant,
     state: Mutex<State>,
+    /// Notification channels and their sockets.
+    hub: crate::notifications::Hub,
     /// How late the latency timer fires, in ns (a moving average), so it can aim that much early.
     timer_late_ns: AtomicU64,
 }
@@ -38,6 +40,8 @@ struct Inner {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) latency: Duration,
+    /// Per-token requests per minute (starts as [`SimConfig::rate_limit_per_minute`]).
+    pub(crate) rate_limit: Option<u32>,
     pub(crate) tokens: HashMap<String, TokenState>,
     queues: BTreeMap<Uuid, QueueSpec>,
     conversations: HashMap<Uuid, Conversation>,
@@ -74,6 +78,7 @@ impl Sim {
     pub fn new(config: SimConfig) -> Self {
         let state = State {
             latency: config.latency,
+            rate_limit: config.rate_limit_per_minute,
             tokens: HashMap::new(),
             queues: config.queues.iter().map(|q| (q.id, normalised(q.clone()))).collect(),
             conversations: HashMap::new(),
@@ -88,6 +93,7 @@ impl Sim {
         };
         Self {
             inner: Arc::new(Inner {
+                hub: crate::notifications::Hub::new(config.notifications, config.heartbeat),
                 config,
                 started: Instant::now(),
                 state: Mutex::new(state),
@@ -106,6 +112,10 @@ impl Sim {
         &self.inner.config
     }
 
+    pub(crate) fn hub(&self) -> &crate::notifications::Hub {
+        &self.inner.hub
+    }
+
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that matters to
         // a simulator, so keep serving rather than poisoning every later call.
@@ -114,7 +124,9 @@ impl Sim {
 
     /// Adds a queue, or replaces the queue with the same id.
     pub fn add_queue(&self, queue: QueueSpec) {
-        self.state().queues.insert(queue.id, normalised(queue));
+        let id = queue.id;
+        self.state().queues.insert(id, normalised(queue));
+        self.queue_changed(id);
     }
 
     /// Sets a queue's live numbers (on-queue agents are raised to `idle` if needed). Returns false when
@@ -129,6 +141,8 @@ impl Sim {
         queue.on_queue_agents = queue.on_queue_agents.max(idle);
         queue.waiting = waiting;
         queue.estimated_wait_secs = ewt_secs;
+        drop(state);
+        self.queue_changed(id);
         true
     }
 
@@ -142,6 +156,8 @@ impl Sim {
         let mut updated = std::mem::replace(queue, QueueSpec::new(id, "")).with_agent_loads(loads);
         updated = normalised(updated);
         *queue = updated;
+        drop(state);
+        self.queue_changed(id);
         true
     }
 
@@ -244,7 +260,12 @@ impl Sim {
         realized
     }
 
-    /// Sets the delay added to every call from now on.
+    /// Sets the per-token allowance (calls per minute; `None` is unlimited) from now on.
+    pub fn set_rate_limit(&self, per_minute: Option<u32>) {
+        self.state().rate_limit = per_minute;
+    }
+
+    /// Sets the latency added to every call from now on.
     pub fn set_latency(&self, latency: Duration) {
         self.state().latency = latency;
     }
@@ -422,6 +443,11 @@ impl Sim {
             if self.inner.config.transfers_wait {
                 previous.waiting = previous.waiting.saturating_sub(1);
             }
+        }
+        drop(guard);
+        // Both queues' figures changed: subscribed channels are told.
+        for id in queue_id.into_iter().chain(previous_queue) {
+            self.queue_changed(id);
         }
         Ok(())
     }

@@ -160,3 +160,52 @@ async fn a_missing_utilization_permission_leaves_the_capacity_unknown_and_warns_
         "{verdicts:?}"
     );
 }
+
+#[tokio::test]
+async fn once_the_window_cannot_hold_a_handoff_lookups_are_refused_at_once_without_a_call_and_background_keeps_the_reserve(
+) {
+    // Arrange: a sim allowing 12 calls a minute per token; a client with 4 calls per handoff and
+    // a 25 % reserve (3 calls)
+    let sim = genesys_sim::spawn(SimConfig { rate_limit_per_minute: Some(12), ..SimConfig::default() }).await.unwrap();
+    let base = Url::parse(&sim.base_url()).unwrap();
+    let defaults = SimConfig::default();
+    let mut config =
+        GenesysConfig::new(defaults.client_id, SecretString::from(defaults.client_secret), base.clone(), base);
+    config.reserve_percent = 25;
+    let client = Arc::new(GenesysClient::new(config).unwrap());
+    let conversation = |_: usize| {
+        ConversationId::from_uuid(
+            sim.sim().create_conversation(ConversationSpec::new(ConversationKind::Bot)).conversation_id,
+        )
+    };
+
+    // Act: lookups until one is refused (bounded), then a background lookup
+    let mut outcomes = Vec::new();
+    for n in 0..6 {
+        let result = client.locate(conversation(n)).await;
+        let refused = result.is_err();
+        outcomes.push(result);
+        if refused {
+            break;
+        }
+    }
+    let background = crate::in_background(client.locate(conversation(9))).await;
+
+    // Assert: the 1st passes (no headers yet), the 2nd (1 sent + 3 promised + 4 ≤ 12) and the 3rd
+    // (2 + 6 + 4 ≤ 12) too; the 4th (3 + 9 + 4 > 12) is refused with the reset, with no call sent
+    let passed = outcomes.iter().filter(|r| r.is_ok()).count();
+    assert_eq!((passed, outcomes.len()), (3, 4));
+    match outcomes.last() {
+        Some(Err(PortError::RateLimited { retry_after: Some(wait), .. })) => {
+            assert!(*wait > Duration::from_secs(50) && *wait <= Duration::from_secs(61), "{wait:?}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(matches!(background, Err(PortError::RateLimited { .. })), "{background:?}");
+    assert_eq!(sim.sim().count(Endpoint::GetConversation), 3, "a refused call reached the sim");
+    let budget = client.budget();
+    assert_eq!((budget.allowed, budget.reserve, budget.used), (Some(12), 3, 12));
+    assert_eq!(budget.refused_foreground, 1);
+    assert_eq!(budget.refused_background, 1);
+    assert!(client.allowance_low());
+}
