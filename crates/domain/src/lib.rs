@@ -12,6 +12,9 @@
 //! - `routing`: queue choice and the allowlist (CONTRACT §5.2).
 //! - `admission`: capacity snapshots and the admission rule (CONTRACT §5.4).
 //! - `attributes`: the participant attribute set written to Genesys (CONTRACT §5.5) and its limits.
+//! - [`insights`]: what reports show: each handoff's `Outcome` (decided in one place), the
+//!   `HandoffSummary` rows the insights page, the CSV export and `handoff report` read, and the
+//!   `Insights` figures folded from them.
 //! - [`lifecycle`]: the handoff record and its state machine (received → transferred, deferred, failed).
 //! - [`ports`]: the traits adapters implement (`QueuePort`, `TransferPort`, `AnalyticsPort`,
 //!   `LedgerPort`, `Clock`) and the error contract they share.
@@ -24,6 +27,7 @@
 mod admission;
 mod attributes;
 pub mod ids;
+pub mod insights;
 pub mod lifecycle;
 mod memory;
 pub mod ports;
@@ -37,6 +41,7 @@ pub use admission::{Admission, AdmissionPolicy, CapacitySnapshot};
 pub use attributes::{AttributeLimitError, AttributeSet, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUE_CHARS, RESERVED_KEYS};
 pub use ids::{ConversationId, HandoffId, InvalidId, ParticipantId, QueueId};
 pub use lifecycle::{later, AdviceDecision, HandoffKey, HandoffRecord, Stage, StoredAnswer};
+pub use insights::{HandoffSummary, Insights, InsightsFilter, Outcome, OutcomeKind};
 pub use memory::{decide_begin, BeginDecision, InMemoryLedger};
 pub use request::{
     FieldError, GuestInfo, HandoffContext, HandoffReason, HandoffRequest, IdempotencyKey, ValidationErrors,
