@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use handoff_domain::{AdmissionPolicy, QueueId, RoutingPolicy, ServiceSettings};
-use handoff_http::WebhookAuth;
-use secrecy::SecretString;
+use handoff_http::{AdminAuth, WebhookAuth};
+use secrecy::{ExposeSecret, SecretString};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,8 @@ pub struct Settings {
     pub service: ServiceSettings,
     /// Webhook authentication.
     pub webhook_auth: WebhookAuth,
+    /// `HANDOFF_ADMIN_TOKEN`: who may read records, stats and erase guests.
+    pub admin_auth: AdminAuth,
     /// `DATABASE_URL`.
     pub database_url: String,
     /// `BIND_ADDR`.
@@ -223,6 +225,24 @@ impl Settings {
             }
         };
 
+        let admin_auth = match r.raw("HANDOFF_ADMIN_TOKEN") {
+            None => AdminAuth::WebhookCredentials,
+            Some(raw) => AdminAuth::from_comma_separated(&SecretString::from(raw)).unwrap_or_else(|e| {
+                r.errors.push(e.to_string());
+                AdminAuth::WebhookCredentials
+            }),
+        };
+        if let (AdminAuth::Tokens(tokens), WebhookAuth::Secrets(secrets)) = (&admin_auth, &webhook_auth) {
+            // Not a timing concern: this runs once at start, on configuration.
+            let shared = tokens.iter().any(|t| secrets.iter().any(|s| s.expose_secret() == t.expose_secret()));
+            if shared {
+                r.errors.push(
+                    "HANDOFF_ADMIN_TOKEN must differ from every WEBHOOK_SECRET, or the bot's secret could read records"
+                        .to_owned(),
+                );
+            }
+        }
+
         let database_url = r.raw("DATABASE_URL").unwrap_or_else(|| "sqlite://handoff.db".to_owned());
         if !["sqlite:", "postgres://", "postgresql://", "memory:"].iter().any(|p| database_url.starts_with(p)) {
             r.errors.push(format!(
@@ -281,6 +301,7 @@ impl Settings {
                     },
                     service,
                     webhook_auth,
+                    admin_auth,
                     database_url,
                     bind_addr,
                     port,
@@ -410,5 +431,35 @@ mod tests {
         let debug = format!("{settings:?}");
         assert!(!debug.contains("topsecretvalue"));
         assert!(!debug.contains("webhooksecretvalue"));
+    }
+
+    #[test]
+    fn admin_tokens_are_read_comma_separated_kept_out_of_debug_and_must_differ_from_the_webhook_secrets() {
+        // Arrange
+        let base = [
+            ("GENESYS_CLIENT_ID", "id"),
+            ("GENESYS_CLIENT_SECRET", "s3cret"),
+            ("TARGET_QUEUE_ID", QUEUE),
+            ("WEBHOOK_SECRET", "bot-secret,old-bot-secret"),
+        ];
+        let with = |token: &str| {
+            let mut pairs = base.to_vec();
+            pairs.push(("HANDOFF_ADMIN_TOKEN", token));
+            Settings::from_env(env(&pairs))
+        };
+
+        // Act
+        let unset = Settings::from_env(env(&base)).unwrap();
+        let two = with("admin-token-one, admin-token-two").unwrap();
+        let blanks = with(" , ").unwrap_err().to_string();
+        let shared = with("admin-token-one,old-bot-secret").unwrap_err().to_string();
+
+        // Assert
+        assert!(matches!(unset.admin_auth, AdminAuth::WebhookCredentials));
+        assert!(matches!(two.admin_auth, AdminAuth::Tokens(ref t) if t.len() == 2));
+        assert!(!format!("{two:?}").contains("admin-token-one"), "the admin token leaked into Debug");
+        assert!(blanks.contains("HANDOFF_ADMIN_TOKEN must hold at least one non-empty token"), "{blanks}");
+        assert!(shared.contains("HANDOFF_ADMIN_TOKEN must differ from every WEBHOOK_SECRET"), "{shared}");
+        assert!(!shared.contains("old-bot-secret"), "the error must not echo the secret: {shared}");
     }
 }

@@ -76,9 +76,16 @@ impl App {
         if matches!(auth, WebhookAuth::None) {
             tracing::warn!("WEBHOOK_AUTH=none: the webhook accepts unauthenticated requests; use this only locally");
         }
+        if !settings.admin_auth.is_set() {
+            tracing::warn!(
+                "HANDOFF_ADMIN_TOKEN is not set: the read side (/handoffs), the stats and guest erasure accept the \
+                 webhook's credentials; set an admin token so the bot's secret cannot read records"
+            );
+        }
         let readiness = Arc::new(Readiness { ledger: LedgerProbe::new(ledger.clone()), genesys: genesys.clone() });
         let render = metrics.clone();
         let state = AppState::new(service.clone(), auth, readiness)
+            .with_admin(settings.admin_auth.clone())
             .with_settings(HttpSettings {
                 request_timeout: settings.request_timeout,
                 max_in_flight: settings.max_in_flight,

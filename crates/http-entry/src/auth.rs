@@ -17,8 +17,6 @@
 //! webhook extractor reads it (within the size limit) and then calls
 //! [`WebhookAuth::verify_signature`], before any JSON parsing.
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -27,7 +25,6 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// The signature's timestamp may be at most this many seconds before or after now.
 pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
@@ -38,7 +35,7 @@ pub const SIGNATURE_HEADER: &str = "x-handoff-signature";
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// How webhook callers (and readers of `/handoffs`) authenticate.
+/// How webhook callers authenticate (and admin callers too while `HANDOFF_ADMIN_TOKEN` is unset).
 #[derive(Debug, Clone)]
 pub enum WebhookAuth {
     /// Everything is accepted (`WEBHOOK_AUTH=none`, local runs only).
@@ -60,8 +57,7 @@ impl WebhookAuth {
     /// # Errors
     /// [`NoWebhookSecret`] when no non-empty secret is left.
     pub fn from_comma_separated(raw: &SecretString) -> Result<Self, NoWebhookSecret> {
-        let secrets: Vec<SecretString> =
-            raw.expose_secret().split(',').map(str::trim).filter(|s| !s.is_empty()).map(SecretString::from).collect();
+        let secrets = split_secrets(raw);
         if secrets.is_empty() {
             Err(NoWebhookSecret)
         } else {
@@ -142,8 +138,14 @@ pub(crate) struct Signature {
     mac: Vec<u8>,
 }
 
+/// The entries of a comma-separated secret list, blanks around each one trimmed and empty entries
+/// dropped (`WEBHOOK_SECRET`, `HANDOFF_ADMIN_TOKEN`).
+pub(crate) fn split_secrets(raw: &SecretString) -> Vec<SecretString> {
+    raw.expose_secret().split(',').map(str::trim).filter(|s| !s.is_empty()).map(SecretString::from).collect()
+}
+
 /// The secret presented in an `Authorization` header: the Bearer token, or the Basic password.
-fn presented_secret(value: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn presented_secret(value: &[u8]) -> Option<Vec<u8>> {
     let space = value.iter().position(|b| *b == b' ')?;
     let (scheme, rest) = (&value[..space], value[space + 1..].trim_ascii());
     if scheme.eq_ignore_ascii_case(b"bearer") {
@@ -158,7 +160,7 @@ fn presented_secret(value: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Whether `presented` equals one of `secrets`, in time independent of both.
-fn matches_any(secrets: &[SecretString], presented: &[u8]) -> bool {
+pub(crate) fn matches_any(secrets: &[SecretString], presented: &[u8]) -> bool {
     let presented = Sha256::digest(presented);
     let mut ok = Choice::from(0);
     for secret in secrets.iter().map(ExposeSecret::expose_secret).filter(|s| !s.is_empty()) {
@@ -182,20 +184,6 @@ fn signature(headers: &HeaderMap, now: i64) -> Option<Signature> {
     let hex_mac = headers.get(SIGNATURE_HEADER)?.to_str().ok()?.trim().strip_prefix("sha256=")?;
     let mac = hex::decode(hex_mac).ok()?;
     (mac.len() == 32).then(|| Signature { timestamp: timestamp.to_owned(), mac })
-}
-
-/// Extractor for the read endpoints: the request authenticates as a webhook call with an empty
-/// body (Bearer, Basic, or an HMAC over `"{timestamp}."`). Rejects with a 401.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Authenticated;
-
-impl FromRequestParts<AppState> for Authenticated {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        state.auth().check(&parts.headers, b"", state.unix_now())?;
-        Ok(Authenticated)
-    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,9 @@ use utoipa::ToSchema;
 
 /// `WWW-Authenticate` sent with every 401.
 pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"handoff\"";
+/// `WWW-Authenticate` of a 401 from a page guarded by [`AdminLogin`](crate::AdminLogin): makes a
+/// browser ask for a user name and password (the admin token).
+pub const ADMIN_LOGIN_CHALLENGE: &str = "Basic realm=\"handoff admin\", charset=\"UTF-8\"";
 
 /// Why a request did not succeed. Each variant's doc names its status and the `error` code of its
 /// JSON body.
@@ -41,6 +44,11 @@ pub enum ApiError {
     /// which part failed.
     #[error("unauthorized")]
     Unauthorized,
+    /// 401 `unauthorized` with a Basic `WWW-Authenticate` challenge
+    /// ([`ADMIN_LOGIN_CHALLENGE`]): an admin page opened without the admin token, so the browser
+    /// shows its login prompt.
+    #[error("unauthorized")]
+    LoginRequired,
     /// 404 `conversation_not_found`: Genesys does not know the conversation.
     #[error("conversation not found")]
     ConversationNotFound,
@@ -124,7 +132,7 @@ impl ApiError {
             ApiError::MalformedBody { .. } | ApiError::InvalidPayload(_) | ApiError::InvalidParameters(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::LoginRequired => StatusCode::UNAUTHORIZED,
             ApiError::ConversationNotFound | ApiError::HandoffNotFound | ApiError::RouteNotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -147,7 +155,7 @@ impl ApiError {
         match self {
             ApiError::MalformedBody { .. } | ApiError::InvalidPayload(_) => "invalid_payload",
             ApiError::InvalidParameters(_) => "invalid_request",
-            ApiError::Unauthorized => "unauthorized",
+            ApiError::Unauthorized | ApiError::LoginRequired => "unauthorized",
             ApiError::ConversationNotFound => "conversation_not_found",
             ApiError::HandoffNotFound => "handoff_not_found",
             ApiError::RouteNotFound => "not_found",
@@ -324,8 +332,14 @@ impl IntoResponse for ApiError {
         if let Some(after) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds(after)));
         }
-        if matches!(self, ApiError::Unauthorized) {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(WWW_AUTHENTICATE));
+        match self {
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(WWW_AUTHENTICATE));
+            }
+            ApiError::LoginRequired => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(ADMIN_LOGIN_CHALLENGE));
+            }
+            _ => {}
         }
         if matches!(self, ApiError::StoreUnavailable(_) | ApiError::Internal(_)) {
             response.extensions_mut().insert(ErrorDetail(self.to_string_with_sources()));

@@ -9,6 +9,8 @@
 //!   logging, request timeout).
 //! - `state`: [`AppState`], [`HttpSettings`], the [`ReadinessProbe`] hook and the metrics hook.
 //! - `auth`: [`WebhookAuth`]: Bearer, Basic and HMAC-signature authentication over the raw body.
+//! - `admin`: [`AdminAuth`] (`HANDOFF_ADMIN_TOKEN`) and the extractors that guard admin routes:
+//!   [`AdminAccess`] (APIs, Bearer challenge) and [`AdminLogin`] (browser pages, Basic challenge).
 //! - `webhook`: `POST /webhooks/bot-handoff` (transfer mode, and advisory mode with
 //!   `?mode=advise`): the authenticated, size-limited JSON extractor, the handler with its
 //!   in-flight cap, and the payload and answer types.
@@ -20,6 +22,7 @@
 //! - `error`: [`ApiError`], every non-2xx answer and its exact body and headers.
 //! - `fuzzing` (feature `fuzzing` only, hidden): entry points for the fuzz targets in `fuzz/`.
 
+mod admin;
 mod auth;
 mod error;
 #[cfg(feature = "fuzzing")]
@@ -34,8 +37,9 @@ mod state;
 mod test_support;
 mod webhook;
 
+pub use admin::{AdminAccess, AdminAuth, AdminLogin, NoAdminToken};
 pub use auth::{NoWebhookSecret, WebhookAuth, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_SECS, TIMESTAMP_HEADER};
-pub use error::{ApiError, ErrorDetail, WWW_AUTHENTICATE};
+pub use error::{ApiError, ErrorDetail, ADMIN_LOGIN_CHALLENGE, WWW_AUTHENTICATE};
 pub use health::LedgerProbe;
 pub use openapi::{openapi_json, ApiDoc};
 pub use router::{router, REQUEST_ID_HEADER};

@@ -41,7 +41,8 @@ conversation to a queue with capacity (transfer mode), or answers which queue to
     tags(
         (name = "webhook", description = "The bot handoff webhook (CONTRACT §4.1, §4.2)."),
         (name = "read",
-            description = "Handoff records and counts, behind the webhook's authentication (CONTRACT §4.3)."),
+            description = "Handoff records and counts, behind the admin token (HANDOFF_ADMIN_TOKEN; the webhook's \
+credentials only while it is unset) (CONTRACT §4.3)."),
         (name = "operations", description = "Health, readiness, metrics and this document; no authentication."),
     ),
 )]
@@ -101,6 +102,32 @@ impl Modify for SecuritySchemes {
                     .description(Some(
                         "HTTP Basic with any user name and one of the WEBHOOK_SECRET values as the password (what a \
                          Genesys Data Action with a Basic Auth credential sends).",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "adminBearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "`Authorization: Bearer <token>` with one of the HANDOFF_ADMIN_TOKEN values (comma-separated \
+                         for rotation; compared in constant time). Guards the read side, the stats and erasure. While \
+                         HANDOFF_ADMIN_TOKEN is set the webhook's credentials are refused there (401); while it is \
+                         unset those routes take the webhook's credentials instead.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "adminBasic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "HTTP Basic with any user name and one of the HANDOFF_ADMIN_TOKEN values as the password \
+                         (what a browser's login prompt sends).",
                     ))
                     .build(),
             ),
@@ -242,7 +269,10 @@ mod tests {
             ]
         );
         let schemes = doc["components"]["securitySchemes"].as_object().expect("security schemes");
-        assert_eq!(schemes.keys().collect::<Vec<_>>(), ["basic", "bearer", "hmacSignature", "hmacTimestamp"]);
+        assert_eq!(
+            schemes.keys().collect::<Vec<_>>(),
+            ["adminBasic", "adminBearer", "basic", "bearer", "hmacSignature", "hmacTimestamp"]
+        );
         let security = &doc["paths"]["/webhooks/bot-handoff"]["post"]["security"];
         assert_eq!(
             security,

@@ -1,5 +1,6 @@
 //! The read side (CONTRACT §4.3): `GET /handoffs/{handoffId}`, `GET /handoffs?conversationId=…`
-//! and `GET /handoffs/stats?since=…`, behind the webhook's authentication.
+//! and `GET /handoffs/stats?since=…`, behind the admin guard ([`AdminAccess`]): the admin token,
+//! or the webhook's credentials while `HANDOFF_ADMIN_TOKEN` is unset.
 //!
 //! A record is shown with its guest's id only: the guest's name and email, and the bot's
 //! `customContext`, never leave the ledger through this API.
@@ -16,7 +17,7 @@ use handoff_domain::{AdviceDecision, ConversationId, HandoffId, HandoffRecord, Q
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Authenticated;
+use crate::admin::AdminAccess;
 use crate::error::{whole_seconds, ApiError, ErrorBody, InvalidPayloadBody};
 use crate::state::AppState;
 
@@ -34,16 +35,17 @@ const DEFAULT_STATS_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
     responses(
         (status = 200, body = HandoffView, description = "The record. Guest name, e-mail and context are never shown."),
         (status = 400, body = InvalidPayloadBody, description = "`handoffId` is not a UUID (`invalid_request`)."),
-        (status = 401, body = ErrorBody, description = "Missing or wrong credentials."),
+        (status = 401, body = ErrorBody, description = "Missing or wrong admin token (or, while HANDOFF_ADMIN_TOKEN \
+is unset, webhook credentials).", example = json!({"error": "unauthorized"})),
         (status = 404, description = "No such record.",
             body = ErrorBody, example = json!({"error": "handoff_not_found"})),
         (status = 503, description = "The ledger could not be read.",
             body = ErrorBody, example = json!({"error": "unavailable"})),
     ),
-    security(("bearer" = []), ("basic" = []), ("hmacTimestamp" = [], "hmacSignature" = [])),
+    security(("adminBearer" = []), ("adminBasic" = []), ("bearer" = []), ("basic" = []), ("hmacTimestamp" = [], "hmacSignature" = [])),
 )]
 pub(crate) async fn get_handoff(
-    _: Authenticated,
+    _: AdminAccess,
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<HandoffView>, ApiError> {
@@ -78,14 +80,15 @@ pub(crate) struct ListQuery {
     responses(
         (status = 200, body = HandoffList, description = "The records (an empty list when there are none)."),
         (status = 400, body = InvalidPayloadBody, description = "`conversationId` is missing or not a UUID."),
-        (status = 401, body = ErrorBody, description = "Missing or wrong credentials."),
+        (status = 401, body = ErrorBody, description = "Missing or wrong admin token (or, while HANDOFF_ADMIN_TOKEN \
+is unset, webhook credentials).", example = json!({"error": "unauthorized"})),
         (status = 503, description = "The ledger could not be read.",
             body = ErrorBody, example = json!({"error": "unavailable"})),
     ),
-    security(("bearer" = []), ("basic" = []), ("hmacTimestamp" = [], "hmacSignature" = [])),
+    security(("adminBearer" = []), ("adminBasic" = []), ("bearer" = []), ("basic" = []), ("hmacTimestamp" = [], "hmacSignature" = [])),
 )]
 pub(crate) async fn list_handoffs(
-    _: Authenticated,
+    _: AdminAccess,
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<HandoffList>, ApiError> {
@@ -121,14 +124,15 @@ pub(crate) struct StatsQuery {
     responses(
         (status = 200, body = StatsView, description = "Counts of the handoffs created since `since`."),
         (status = 400, body = InvalidPayloadBody, description = "`since` is not an RFC 3339 timestamp."),
-        (status = 401, body = ErrorBody, description = "Missing or wrong credentials."),
+        (status = 401, body = ErrorBody, description = "Missing or wrong admin token (or, while HANDOFF_ADMIN_TOKEN \
+is unset, webhook credentials).", example = json!({"error": "unauthorized"})),
         (status = 503, description = "The ledger could not be read.",
             body = ErrorBody, example = json!({"error": "unavailable"})),
     ),
-    security(("bearer" = []), ("basic" = []), ("hmacTimestamp" = [], "hmacSignature" = [])),
+    security(("adminBearer" = []), ("adminBasic" = []), ("bearer" = []), ("basic" = []), ("hmacTimestamp" = [], "hmacSignature" = [])),
 )]
 pub(crate) async fn stats(
-    _: Authenticated,
+    _: AdminAccess,
     State(state): State<AppState>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Json<StatsView>, ApiError> {

@@ -9,6 +9,7 @@ use handoff_domain::ports::{Clock, SystemClock};
 use handoff_domain::HandoffService;
 use tokio::sync::Semaphore;
 
+use crate::admin::AdminAuth;
 use crate::auth::WebhookAuth;
 
 /// The largest accepted webhook body (CONTRACT §4.1): 64 KiB.
@@ -47,6 +48,7 @@ impl Default for HttpSettings {
 pub struct AppState {
     service: Arc<HandoffService>,
     auth: Arc<WebhookAuth>,
+    admin: Arc<AdminAuth>,
     readiness: Arc<dyn ReadinessProbe>,
     metrics: Option<MetricsRenderer>,
     settings: HttpSettings,
@@ -60,6 +62,7 @@ impl fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("service", &self.service)
             .field("auth", &self.auth)
+            .field("admin", &self.admin)
             .field("metrics", &self.metrics.is_some())
             .field("settings", &self.settings)
             .finish_non_exhaustive()
@@ -73,12 +76,21 @@ impl AppState {
         Self {
             service,
             auth: Arc::new(auth),
+            admin: Arc::new(AdminAuth::default()),
             readiness,
             metrics: None,
             settings,
             clock: Arc::new(SystemClock),
             in_flight: semaphore(settings.max_in_flight),
         }
+    }
+
+    /// Guards the admin routes (reads, stats, erasure) with `admin`. Without it they take the
+    /// webhook's credentials ([`AdminAuth::WebhookCredentials`]).
+    #[must_use]
+    pub fn with_admin(mut self, admin: AdminAuth) -> Self {
+        self.admin = Arc::new(admin);
+        self
     }
 
     /// Uses `settings` (timeout, in-flight cap).
@@ -114,6 +126,10 @@ impl AppState {
 
     pub(crate) fn auth(&self) -> &WebhookAuth {
         &self.auth
+    }
+
+    pub(crate) fn admin(&self) -> &AdminAuth {
+        &self.admin
     }
 
     pub(crate) fn readiness(&self) -> &Arc<dyn ReadinessProbe> {

@@ -25,10 +25,12 @@ use serde_json::Value;
 use sha2::Sha256;
 use tower::ServiceExt;
 
-use crate::{router, AppState, HttpSettings, MetricsRenderer, ReadinessProbe, WebhookAuth};
+use crate::{router, AdminAuth, AppState, HttpSettings, MetricsRenderer, ReadinessProbe, WebhookAuth};
 
 pub(crate) const SECRET: &str = "current-webhook-secret";
 pub(crate) const OLD_SECRET: &str = "previous-webhook-secret";
+pub(crate) const ADMIN_TOKEN: &str = "current-admin-token";
+pub(crate) const OLD_ADMIN_TOKEN: &str = "previous-admin-token";
 pub(crate) const CONVERSATION: &str = "a1b2c3d4-e5f6-7890-abcd-ef1234567890";
 pub(crate) const QUEUE: &str = "11111111-2222-4333-8444-555555555555";
 pub(crate) const OTHER_QUEUE: &str = "99999999-2222-4333-8444-555555555555";
@@ -112,6 +114,7 @@ pub(crate) struct World {
     pub(crate) analytics: MockAnalyticsPort,
     pub(crate) ledger: Arc<InMemoryLedger>,
     pub(crate) auth: WebhookAuth,
+    pub(crate) admin: AdminAuth,
     pub(crate) settings: HttpSettings,
     pub(crate) readiness: Arc<dyn ReadinessProbe>,
     pub(crate) metrics: Option<MetricsRenderer>,
@@ -129,6 +132,7 @@ impl World {
             analytics,
             ledger: Arc::new(InMemoryLedger::new()),
             auth: WebhookAuth::Secrets(vec![SecretString::from(SECRET), SecretString::from(OLD_SECRET)]),
+            admin: AdminAuth::WebhookCredentials,
             settings: HttpSettings::default(),
             readiness: Arc::new(FixedProbe(vec![("ledger".to_owned(), Ok(()))])),
             metrics: None,
@@ -177,6 +181,12 @@ impl World {
             .transferring(1, Ok(Receipt { correlation_id: Some("corr-transfer".to_owned()) }))
     }
 
+    /// Admin routes take `ADMIN_TOKEN` or `OLD_ADMIN_TOKEN` (and no longer the webhook secrets).
+    pub(crate) fn with_admin_tokens(mut self) -> Self {
+        self.admin = AdminAuth::Tokens(vec![SecretString::from(ADMIN_TOKEN), SecretString::from(OLD_ADMIN_TOKEN)]);
+        self
+    }
+
     pub(crate) fn with_settings(mut self, settings: HttpSettings) -> Self {
         self.settings = settings;
         self
@@ -192,8 +202,26 @@ impl World {
     }
 
     fn into_app(self, transfer: Option<Arc<dyn TransferPort>>) -> Router {
-        let World { queue: queue_port, transfer: mock_transfer, analytics, ledger, auth, settings, readiness, metrics } =
-            self;
+        router(self.into_state(transfer))
+    }
+
+    /// The state the router is built over (tests that mount their own routes).
+    pub(crate) fn state(self) -> AppState {
+        self.into_state(None)
+    }
+
+    fn into_state(self, transfer: Option<Arc<dyn TransferPort>>) -> AppState {
+        let World {
+            queue: queue_port,
+            transfer: mock_transfer,
+            analytics,
+            ledger,
+            auth,
+            admin,
+            settings,
+            readiness,
+            metrics,
+        } = self;
         let transfer = transfer.unwrap_or_else(|| Arc::new(mock_transfer));
         let mut service_clock = MockClock::new();
         service_clock.expect_now().return_const(now());
@@ -208,12 +236,14 @@ impl World {
             Arc::new(service_clock),
             ServiceSettings::new(routing),
         );
-        let mut state =
-            AppState::new(Arc::new(service), auth, readiness).with_settings(settings).with_clock(Arc::new(http_clock));
+        let mut state = AppState::new(Arc::new(service), auth, readiness)
+            .with_admin(admin)
+            .with_settings(settings)
+            .with_clock(Arc::new(http_clock));
         if let Some(render) = metrics {
             state = state.with_metrics(render);
         }
-        router(state)
+        state
     }
 }
 
@@ -266,6 +296,11 @@ pub(crate) fn authorized_get(path: &str) -> Request<Body> {
         .header(header::AUTHORIZATION, format!("Bearer {SECRET}"))
         .body(Body::empty())
         .expect("valid request")
+}
+
+/// `GET path` with `Authorization: value`.
+pub(crate) fn get_with(path: &str, authorization: &str) -> Request<Body> {
+    Request::get(path).header(header::AUTHORIZATION, authorization).body(Body::empty()).expect("valid request")
 }
 
 /// `Basic base64(user:password)`.

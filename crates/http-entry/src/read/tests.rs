@@ -161,7 +161,7 @@ async fn an_unknown_handoff_is_answered_404() {
 }
 
 #[tokio::test]
-async fn reads_need_the_webhook_credentials_and_accept_basic_and_an_hmac_over_the_empty_body() {
+async fn without_an_admin_token_reads_take_the_webhook_credentials_bearer_basic_or_an_hmac_over_the_empty_body() {
     // Arrange
     let (app, id) = app_with_one_handoff().await;
     let path = format!("/handoffs/{id}");
@@ -188,4 +188,67 @@ async fn reads_need_the_webhook_credentials_and_accept_basic_and_an_hmac_over_th
     assert_eq!(basic.status, StatusCode::OK);
     assert_eq!(signed.status, StatusCode::OK);
     assert_eq!(bad_id_anonymous.status, StatusCode::UNAUTHORIZED, "authentication comes before parameters");
+}
+
+#[tokio::test]
+async fn with_an_admin_token_every_read_route_takes_only_the_admin_token() {
+    // Arrange
+    let app = World::new().with_admin_tokens().transferring_once().app();
+    let answer = send(&app, webhook(&payload_text())).await;
+    assert_eq!(answer.status, StatusCode::OK, "the webhook still takes the webhook secret: {}", answer.text());
+    let id = answer.json()["handoffId"].as_str().expect("handoffId").to_owned();
+    let ts = now().timestamp();
+    let paths =
+        [format!("/handoffs/{id}"), format!("/handoffs?conversationId={CONVERSATION}"), "/handoffs/stats".to_owned()];
+
+    for path in &paths {
+        // Act
+        let bot_bearer = send(&app, get_with(path, &format!("Bearer {SECRET}"))).await;
+        let bot_basic = send(&app, get_with(path, &basic("flow", SECRET))).await;
+        let bot_signed = send(
+            &app,
+            Request::get(path.as_str())
+                .header(TIMESTAMP_HEADER, ts.to_string())
+                .header(SIGNATURE_HEADER, signature(SECRET, ts, ""))
+                .body(Body::empty())
+                .expect("valid request"),
+        )
+        .await;
+        let anonymous = send(&app, Request::get(path.as_str()).body(Body::empty()).expect("valid request")).await;
+        let admin_bearer = send(&app, get_with(path, &format!("Bearer {ADMIN_TOKEN}"))).await;
+        let old_admin_basic = send(&app, get_with(path, &basic("ops", OLD_ADMIN_TOKEN))).await;
+
+        // Assert
+        for refused in [&bot_bearer, &bot_basic, &bot_signed, &anonymous] {
+            assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{path}: {}", refused.text());
+            assert_eq!(refused.json(), json!({ "error": "unauthorized" }));
+            assert_eq!(refused.header("www-authenticate"), Some("Bearer realm=\"handoff\""));
+        }
+        assert_eq!(admin_bearer.status, StatusCode::OK, "{path}: {}", admin_bearer.text());
+        assert_eq!(old_admin_basic.status, StatusCode::OK, "{path}: {}", old_admin_basic.text());
+    }
+}
+
+#[tokio::test]
+async fn a_page_guarded_by_admin_login_challenges_the_browser_with_basic_and_opens_with_the_token_as_password() {
+    // Arrange: a page mounted the way an admin page would be.
+    let state = World::new().with_admin_tokens().expecting_no_upstream_call().state();
+    let app = axum::Router::new()
+        .route("/page", axum::routing::get(|_: crate::AdminLogin| async { "welcome" }))
+        .with_state(state);
+
+    // Act
+    let anonymous = send(&app, Request::get("/page").body(Body::empty()).expect("valid request")).await;
+    let bot = send(&app, get_with("/page", &basic("flow", SECRET))).await;
+    let admin = send(&app, get_with("/page", &basic("anyone", ADMIN_TOKEN))).await;
+
+    // Assert
+    for refused in [&anonymous, &bot] {
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(refused.header("www-authenticate"), Some(crate::ADMIN_LOGIN_CHALLENGE));
+        assert_eq!(refused.json(), json!({ "error": "unauthorized" }));
+    }
+    assert!(crate::ADMIN_LOGIN_CHALLENGE.starts_with("Basic realm="));
+    assert_eq!(admin.status, StatusCode::OK);
+    assert_eq!(admin.text(), "welcome");
 }
