@@ -14,7 +14,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ObjectBuilder, RefOr, Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::{health, read, webhook, REQUEST_ID_HEADER};
+use crate::{health, insights, read, webhook, REQUEST_ID_HEADER};
 
 /// The API description: every route, its answers and the authentication schemes.
 #[derive(Debug, OpenApi)]
@@ -32,6 +32,8 @@ conversation to a queue with capacity (transfer mode), or answers which queue to
         read::get_handoff,
         read::list_handoffs,
         read::stats,
+        insights::insights_page,
+        insights::export_csv,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -43,6 +45,7 @@ conversation to a queue with capacity (transfer mode), or answers which queue to
         (name = "read",
             description = "Handoff records and counts, behind the admin token (HANDOFF_ADMIN_TOKEN; the webhook's \
 credentials only while it is unset) (CONTRACT §4.3)."),
+        (name = "insights", description = "What managers look at: the insights page and the CSV export, behind the admin token (no guest name, e-mail or context)."),
         (name = "operations", description = "Health, readiness, metrics and this document; no authentication."),
     ),
 )]
