@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use handoff_domain::ports::{LedgerPort, SystemClock};
+use handoff_domain::ports::{InsightsPort, LedgerPort, SystemClock};
 use handoff_domain::{HandoffService, InMemoryLedger, Stage};
 use handoff_genesys::{GenesysClient, GenesysConfig, Region};
 use handoff_http::{router, AppState, HttpSettings, LedgerProbe, ReadinessProbe, WebhookAuth};
@@ -56,7 +56,7 @@ impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
         let genesys =
             GenesysClient::shared(genesys_config(&settings)?).context("failed to build the genesys client")?;
-        let ledger = connect_ledger(&settings.database_url).await?;
+        let (ledger, insights) = connect_ledger(&settings.database_url).await?;
         let metrics = Arc::new(Metrics::new());
         metrics.add_source(genesys_metrics(genesys.clone()));
 
@@ -90,7 +90,9 @@ impl App {
                 request_timeout: settings.request_timeout,
                 max_in_flight: settings.max_in_flight,
             })
-            .with_metrics(Arc::new(move || render.render()));
+            .with_metrics(Arc::new(move || render.render()))
+            .with_insights(insights)
+            .with_capacity_figures(crate::report::capacity_figures(&settings.service.routing, genesys.clone()));
 
         let listener = TcpListener::bind((settings.bind_addr, settings.port))
             .await
@@ -183,19 +185,23 @@ fn genesys_config(settings: &Settings) -> anyhow::Result<GenesysConfig> {
     Ok(config)
 }
 
-async fn connect_ledger(url: &str) -> anyhow::Result<Arc<dyn LedgerPort>> {
+/// The ledger, and the same ledger as the read model of `/insights` and the export.
+async fn connect_ledger(url: &str) -> anyhow::Result<(Arc<dyn LedgerPort>, Arc<dyn InsightsPort>)> {
     if url.starts_with("memory:") {
         tracing::warn!("DATABASE_URL=memory: handoffs are not durable; use sqlite:// or postgres:// in production");
-        return Ok(Arc::new(InMemoryLedger::new()));
+        let ledger = Arc::new(InMemoryLedger::new());
+        return Ok((ledger.clone(), ledger));
     }
-    let ledger = handoff_ledger::SqlLedger::connect(url)
-        .await
-        .with_context(|| format!("failed to open the ledger at {}", redact_url(url)))?;
-    Ok(Arc::new(ledger))
+    let ledger = Arc::new(
+        handoff_ledger::SqlLedger::connect(url)
+            .await
+            .with_context(|| format!("failed to open the ledger at {}", redact_url(url)))?,
+    );
+    Ok((ledger.clone(), ledger))
 }
 
 /// A database URL without its password.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];

@@ -491,6 +491,20 @@ pub struct Insights {
     pub confirmation: ConfirmationRate,
 }
 
+impl Insights {
+    /// Handoffs of `kind`.
+    pub fn count(&self, kind: OutcomeKind) -> u64 {
+        self.by_outcome.get(&kind).copied().unwrap_or(0)
+    }
+
+    /// Handoffs that reached a queue (transferred, after a deferral or not, and confirmed advice).
+    pub fn reached_queue(&self) -> u64 {
+        self.count(OutcomeKind::Transferred)
+            + self.count(OutcomeKind::TransferredAfterDeferral)
+            + self.count(OutcomeKind::Confirmed)
+    }
+}
+
 /// Folds summaries into [`Insights`]: the only place figures are computed.
 #[derive(Debug)]
 pub struct InsightsBuilder {

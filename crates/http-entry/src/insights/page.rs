@@ -201,11 +201,7 @@ fn filters(form: &InsightsForm) -> Markup {
 
 fn headline(inputs: &PageInputs<'_>) -> Markup {
     let i = inputs.insights;
-    let transferred: u64 = [OutcomeKind::Transferred, OutcomeKind::TransferredAfterDeferral, OutcomeKind::Confirmed]
-        .iter()
-        .map(|k| i.by_outcome.get(k).copied().unwrap_or(0))
-        .sum();
-    let failed = i.by_outcome.get(&OutcomeKind::Failed).copied().unwrap_or(0);
+    let (transferred, failed) = (i.reached_queue(), i.count(OutcomeKind::Failed));
     html! {
         h2 #figures tabindex="-1" { "At a glance" }
         dl.figures {
