@@ -5,4 +5,5 @@ mod cluster;
 mod durability;
 mod handoff;
 mod helpers;
+mod insights;
 mod operations;
