@@ -34,6 +34,7 @@ dt{font-size:.8rem;color:#444}dd{margin:0;font-size:1.35rem;font-weight:700}\
 table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}\
 th,td{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}th[scope=row],td.text{text-align:left}\
 caption{text-align:left;font-weight:600;padding:.25rem 0}\
+td code,th code{white-space:nowrap;font-size:.8rem}th[scope=col]{vertical-align:bottom}\
 figure{margin:.5rem 0}svg{max-width:100%;height:auto}\
 ul.legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:.25rem 1rem;font-size:.85rem}\
 .note{color:#555;font-size:.85rem}.skip{position:absolute;left:-999px}.skip:focus{left:1rem;top:.5rem}";
