@@ -262,9 +262,11 @@ mod tests {
             paths,
             [
                 "/handoffs",
+                "/handoffs/export.csv",
                 "/handoffs/stats",
                 "/handoffs/{handoffId}",
                 "/healthz",
+                "/insights",
                 "/metrics",
                 "/openapi.json",
                 "/readyz",
