@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use genesys_sim::{SimConfig, SUPPORT_QUEUE};
 use handoff_domain::ports::{Begin, LedgerPort};
-use handoff_domain::{
-    AdviceDecision, ConversationId, HandoffKey, HandoffRequest, QueueId, Stage, StoredAnswer,
-};
+use handoff_domain::{AdviceDecision, ConversationId, HandoffKey, HandoffRequest, QueueId, Stage, StoredAnswer};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -76,8 +74,11 @@ async fn seed(ledger: &handoff_ledger::SqlLedger, n: usize, at: DateTime<Utc>, r
         }
         "failed" => {
             record.advance(Stage::Failed, done, "gone").expect("fail");
-            record.answer =
-                Some(StoredAnswer::Failed { status: 422, code: "conversation_not_transferable".into(), message: "ended".into() });
+            record.answer = Some(StoredAnswer::Failed {
+                status: 422,
+                code: "conversation_not_transferable".into(),
+                message: "ended".into(),
+            });
         }
         "advised" => {
             record.queue = Some(queue);
@@ -237,9 +238,8 @@ async fn the_insights_page_in_headless_chromium_matches_the_ledger_the_export_an
     let mut report = Command::new(tokio::task::spawn_blocking(handoff_binary).await.expect("binary"));
     report.args(["report", "--since", "2026-01-10", "--until", "2026-01-11", "--database-url", &url]);
     report.env_clear().current_dir(dir.path());
-    let (ok, report, report_err) = tokio::task::spawn_blocking(move || run_bounded(report, Duration::from_secs(60)))
-        .await
-        .expect("report ran");
+    let (ok, report, report_err) =
+        tokio::task::spawn_blocking(move || run_bounded(report, Duration::from_secs(60))).await.expect("report ran");
     assert!(ok, "handoff report failed: {report_err}");
 
     // Act 2: serve it; the export; the page in Chromium.
@@ -288,7 +288,10 @@ async fn the_insights_page_in_headless_chromium_matches_the_ledger_the_export_an
     assert_eq!(in_window.len(), 12);
     // The export: one row per handoff in the window.
     let rows = parse_csv(&csv);
-    assert_eq!(rows[0].join(","), "handoffId,conversationId,reason,queueId,outcome,created,finished,secondsToQueue,attempts");
+    assert_eq!(
+        rows[0].join(","),
+        "handoffId,conversationId,reason,queueId,outcome,created,finished,secondsToQueue,attempts"
+    );
     let data = &rows[1..];
     assert_eq!(data.len(), in_window.len());
     let mut by_outcome: BTreeMap<&str, usize> = BTreeMap::new();
@@ -341,7 +344,8 @@ async fn the_insights_page_in_headless_chromium_matches_the_ledger_the_export_an
             assert!(labels.contains(&id), "<{tag} id={id}> has no <label for>");
         }
     }
-    let charts: Vec<_> = attributes(&dom, "svg", "role").into_iter().zip(attributes(&dom, "svg", "aria-labelledby")).collect();
+    let charts: Vec<_> =
+        attributes(&dom, "svg", "role").into_iter().zip(attributes(&dom, "svg", "aria-labelledby")).collect();
     let hidden = attributes(&dom, "svg", "aria-hidden");
     let mut described = 0;
     for ((role, labelled_by), hidden) in charts.iter().zip(&hidden) {
@@ -351,7 +355,10 @@ async fn the_insights_page_in_headless_chromium_matches_the_ledger_the_export_an
         assert_eq!(*role, Some("img"), "every chart is an image to assistive technology");
         if let Some(ids) = labelled_by {
             for id in ids.split_whitespace() {
-                assert!(dom.contains(&format!("<title id=\"{id}\">")) || dom.contains(&format!("<desc id=\"{id}\">")), "{id}");
+                assert!(
+                    dom.contains(&format!("<title id=\"{id}\">")) || dom.contains(&format!("<desc id=\"{id}\">")),
+                    "{id}"
+                );
             }
             described += 1;
         }

@@ -164,7 +164,12 @@ async fn serve(args: ServeArgs) -> ExitCode {
 }
 
 async fn report(args: ReportArgs) -> ExitCode {
-    let filter = match crate::report::report_filter(&args.since, args.until.as_deref(), args.reason.as_deref(), chrono::Utc::now()) {
+    let filter = match crate::report::report_filter(
+        &args.since,
+        args.until.as_deref(),
+        args.reason.as_deref(),
+        chrono::Utc::now(),
+    ) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("{e}");

@@ -72,7 +72,9 @@ pub fn parse_when(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|d| d.and_utc())
-        .ok_or_else(|| format!("`{raw}` is not a duration (24h, 7d, 90m), a date (YYYY-MM-DD) or an RFC 3339 timestamp"))
+        .ok_or_else(|| {
+            format!("`{raw}` is not a duration (24h, 7d, 90m), a date (YYYY-MM-DD) or an RFC 3339 timestamp")
+        })
 }
 
 /// The filter of a report.
@@ -87,10 +89,9 @@ pub fn report_filter(
 ) -> Result<InsightsFilter, String> {
     let since = parse_when(since, now).map_err(|e| format!("--since: {e}"))?;
     let until = until.map(|u| parse_when(u, now)).transpose().map_err(|e| format!("--until: {e}"))?.unwrap_or(now);
-    let reason = reason
-        .map(HandoffReason::parse)
-        .transpose()
-        .map_err(|e| format!("--reason: {}", e.errors().first().map_or("is invalid".to_owned(), |f| f.problem.clone())))?;
+    let reason = reason.map(HandoffReason::parse).transpose().map_err(|e| {
+        format!("--reason: {}", e.errors().first().map_or("is invalid".to_owned(), |f| f.problem.clone()))
+    })?;
     InsightsFilter::new(since, until, reason).map_err(|e| format!("--until: {e}"))
 }
 
@@ -119,7 +120,11 @@ fn ts(t: DateTime<Utc>) -> String {
 fn table(out: &mut String, header: &[String], rows: &[Vec<String>]) {
     let columns = header.len();
     let width = |c: usize| {
-        rows.iter().map(|r| r.get(c).map_or(0, |v| v.chars().count())).chain([header[c].chars().count()]).max().unwrap_or(0)
+        rows.iter()
+            .map(|r| r.get(c).map_or(0, |v| v.chars().count()))
+            .chain([header[c].chars().count()])
+            .max()
+            .unwrap_or(0)
     };
     let widths: Vec<usize> = (0..columns).map(width).collect();
     let line = |out: &mut String, cells: &[String]| {
@@ -149,7 +154,12 @@ fn table(out: &mut String, header: &[String], rows: &[Vec<String>]) {
 pub fn render(i: &Insights, outbox_backlog: Option<u64>) -> String {
     let mut out = String::new();
     let reason = i.filter.reason().map_or("all reasons".to_owned(), |r| format!("reason “{}”", r.as_str()));
-    let _ = writeln!(out, "Handoffs created from {} until {} (UTC), {reason}\n", ts(i.filter.since()), ts(i.filter.until()));
+    let _ = writeln!(
+        out,
+        "Handoffs created from {} until {} (UTC), {reason}\n",
+        ts(i.filter.since()),
+        ts(i.filter.until())
+    );
 
     out.push_str("At a glance\n");
     let glance = [

@@ -25,7 +25,8 @@ const RUNS: usize = 5;
 /// The page's budget (issue 15).
 const BUDGET: Duration = Duration::from_millis(200);
 
-const REASONS: [&str; 5] = ["complex_billing_dispute", "password_reset", "order_status", "after_hours", "refund_request"];
+const REASONS: [&str; 5] =
+    ["complex_billing_dispute", "password_reset", "order_status", "after_hours", "refund_request"];
 
 /// A small deterministic generator (xorshift), so runs seed the same ledger.
 struct Rng(u64);
@@ -55,7 +56,8 @@ async fn seed_one(ledger: &SqlLedger, n: u64, created: DateTime<Utc>, roll: u64)
     else {
         anyhow::bail!("seed {n} was not fresh");
     };
-    let queue = QueueId::from_uuid(uuid::Uuid::from_u128(0x7b0a_2a4e_5f1c_4a53_9d0e_2f6a_1c3b_9d00 + u128::from(roll % 3)));
+    let queue =
+        QueueId::from_uuid(uuid::Uuid::from_u128(0x7b0a_2a4e_5f1c_4a53_9d0e_2f6a_1c3b_9d00 + u128::from(roll % 3)));
     let took = TimeDelta::milliseconds(500 + i64::try_from(roll % 20_000).unwrap_or(0));
     let kind = (roll / 7) % 100;
     if kind < 80 {
@@ -70,7 +72,8 @@ async fn seed_one(ledger: &SqlLedger, n: u64, created: DateTime<Utc>, roll: u64)
         record.advance(Stage::Transferred, created + took * 10, "capacity")?;
         record.answer = Some(StoredAnswer::Transferred { queue });
     } else if kind < 95 {
-        let code = ["conversation_not_found", "conversation_not_transferable", "upstream_rejected"][(roll % 3) as usize];
+        let code =
+            ["conversation_not_found", "conversation_not_transferable", "upstream_rejected"][(roll % 3) as usize];
         record.advance(Stage::Failed, created + took, "failed")?;
         record.answer = Some(StoredAnswer::Failed { status: 404, code: code.to_owned(), message: "seeded".to_owned() });
     } else {
@@ -93,9 +96,7 @@ async fn seed(ledger: &SqlLedger, count: u64, now: DateTime<Utc>) -> anyhow::Res
             (n, now - TimeDelta::milliseconds(i64::try_from(back).unwrap_or(0)), roll)
         })
         .collect();
-    let mut done = futures::stream::iter(plan)
-        .map(|(n, at, roll)| seed_one(ledger, n, at, roll))
-        .buffer_unordered(64);
+    let mut done = futures::stream::iter(plan).map(|(n, at, roll)| seed_one(ledger, n, at, roll)).buffer_unordered(64);
     while let Some(result) = done.next().await {
         result?;
     }
@@ -107,7 +108,11 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Times the page's work for one window: `(records, min, median, max)`.
-async fn time_page(ledger: &SqlLedger, filter: &InsightsFilter, now: DateTime<Utc>) -> anyhow::Result<(u64, Vec<Duration>, usize)> {
+async fn time_page(
+    ledger: &SqlLedger,
+    filter: &InsightsFilter,
+    now: DateTime<Utc>,
+) -> anyhow::Result<(u64, Vec<Duration>, usize)> {
     let form = InsightsForm::default();
     let mut times = Vec::with_capacity(RUNS);
     let mut total = 0;
@@ -154,7 +159,12 @@ async fn time_export(ledger: &SqlLedger, filter: &InsightsFilter) -> anyhow::Res
     Ok((rows, bytes, started.elapsed()))
 }
 
-async fn explain(ledger_kind: LedgerKind, url: &str, since: DateTime<Utc>, until: DateTime<Utc>) -> anyhow::Result<String> {
+async fn explain(
+    ledger_kind: LedgerKind,
+    url: &str,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> anyhow::Result<String> {
     let cols = "id, conversation_id, reason, queue_id, stage, defer_until IS NOT NULL AS was_deferred, created_at, updated_at, attempts";
     match ledger_kind {
         LedgerKind::Sqlite => {
@@ -220,9 +230,16 @@ pub(crate) fn run(args: &Args, count: u64) -> anyhow::Result<()> {
             let now = Utc::now();
             let started = Instant::now();
             seed(&ledger, count, now).await?;
-            println!("insights benchmark: {count} handoffs over 365 days on {} (seeded in {:.1} s)", args.ledger.as_str(), started.elapsed().as_secs_f64());
+            println!(
+                "insights benchmark: {count} handoffs over 365 days on {} (seeded in {:.1} s)",
+                args.ledger.as_str(),
+                started.elapsed().as_secs_f64()
+            );
             let plans = explain(args.ledger, &url, now - TimeDelta::days(30), now).await?;
-            println!("\nwindow   handoffs   page min   median     max   (budget {} ms; HTML bytes)", BUDGET.as_millis());
+            println!(
+                "\nwindow   handoffs   page min   median     max   (budget {} ms; HTML bytes)",
+                BUDGET.as_millis()
+            );
             let mut over = false;
             for (name, days) in [("24h", 1), ("7d", 7), ("30d", 30), ("365d", 365)] {
                 let filter = InsightsFilter::new(now - TimeDelta::days(days), now + TimeDelta::seconds(1), None)
@@ -241,11 +258,20 @@ pub(crate) fn run(args: &Args, count: u64) -> anyhow::Result<()> {
             let filter = InsightsFilter::new(now - TimeDelta::days(365), now + TimeDelta::seconds(1), Some(reason))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let (total, times, _) = time_page(&ledger, &filter, now).await?;
-            println!("365d, one reason {total:>5} {:>8.1} ms {:>6.1} ms {:>6.1} ms", ms(times[0]), ms(times[times.len() / 2]), ms(times[times.len() - 1]));
+            println!(
+                "365d, one reason {total:>5} {:>8.1} ms {:>6.1} ms {:>6.1} ms",
+                ms(times[0]),
+                ms(times[times.len() / 2]),
+                ms(times[times.len() - 1])
+            );
             let all = InsightsFilter::new(now - TimeDelta::days(366), now + TimeDelta::seconds(1), None)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let (rows, bytes, took) = time_export(&ledger, &all).await?;
-            println!("\nexport: {rows} rows, {} KiB of CSV in {:.1} ms (pages of {SUMMARY_PAGE})", bytes / 1024, ms(took));
+            println!(
+                "\nexport: {rows} rows, {} KiB of CSV in {:.1} ms (pages of {SUMMARY_PAGE})",
+                bytes / 1024,
+                ms(took)
+            );
             println!("\nquery plans (30-day window):\n{plans}");
             if over {
                 println!("a median page time is over the {} ms budget", BUDGET.as_millis());

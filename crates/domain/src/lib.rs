@@ -40,8 +40,8 @@ mod testkit;
 pub use admission::{Admission, AdmissionPolicy, CapacitySnapshot};
 pub use attributes::{AttributeLimitError, AttributeSet, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUE_CHARS, RESERVED_KEYS};
 pub use ids::{ConversationId, HandoffId, InvalidId, ParticipantId, QueueId};
-pub use lifecycle::{later, AdviceDecision, HandoffKey, HandoffRecord, Stage, StoredAnswer};
 pub use insights::{HandoffSummary, Insights, InsightsFilter, Outcome, OutcomeKind};
+pub use lifecycle::{later, AdviceDecision, HandoffKey, HandoffRecord, Stage, StoredAnswer};
 pub use memory::{decide_begin, BeginDecision, InMemoryLedger};
 pub use request::{
     FieldError, GuestInfo, HandoffContext, HandoffReason, HandoffRequest, IdempotencyKey, ValidationErrors,

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::ids::{ConversationId, HandoffId};
-use crate::lifecycle::{AdviceDecision, HandoffKey, HandoffRecord, Stage, StoredAnswer};
 use crate::insights::{HandoffSummary, InsightsFilter, SummaryCursor};
+use crate::lifecycle::{AdviceDecision, HandoffKey, HandoffRecord, Stage, StoredAnswer};
 use crate::ports::{Begin, HandoffEvent, InsightsPort, LedgerError, LedgerPort, OutboxEntry, StatRow};
 use crate::request::HandoffRequest;
 

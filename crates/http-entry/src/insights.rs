@@ -94,7 +94,8 @@ fn reason_filter(raw: Option<&str>, problems: &mut Vec<FieldError>) -> Option<Ha
     match HandoffReason::parse(raw) {
         Ok(reason) => Some(reason),
         Err(errors) => {
-            let problem = errors.errors().first().map_or("is not a valid handoff reason".to_owned(), |e| e.problem.clone());
+            let problem =
+                errors.errors().first().map_or("is not a valid handoff reason".to_owned(), |e| e.problem.clone());
             problems.push(FieldError::new("reason", problem));
             None
         }
@@ -304,14 +305,11 @@ pub(crate) async fn export_csv(
         filter.since().format("%Y%m%dT%H%M%SZ"),
         filter.until().format("%Y%m%dT%H%M%SZ")
     );
-    let stream = futures::stream::unfold(
-        ExportState::First { header: true, page: first },
-        move |s| {
-            let port = port.clone();
-            let filter = filter.clone();
-            async move { s.next(port.as_ref(), &filter).await }
-        },
-    );
+    let stream = futures::stream::unfold(ExportState::First { header: true, page: first }, move |s| {
+        let port = port.clone();
+        let filter = filter.clone();
+        async move { s.next(port.as_ref(), &filter).await }
+    });
     let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
@@ -347,13 +345,15 @@ impl ExportState {
             csv_line(&mut chunk, s);
         }
         let next = match page.last() {
-            Some(last) if page.len() >= SUMMARY_PAGE => match port.summaries(filter, Some(last.cursor()), SUMMARY_PAGE).await {
-                Ok(next) => ExportState::First { header: false, page: next },
-                Err(e) => {
-                    tracing::error!(error = %e, "the export stopped: the ledger could not be read");
-                    return Some((Err(std::io::Error::other(e.to_string())), ExportState::Done));
+            Some(last) if page.len() >= SUMMARY_PAGE => {
+                match port.summaries(filter, Some(last.cursor()), SUMMARY_PAGE).await {
+                    Ok(next) => ExportState::First { header: false, page: next },
+                    Err(e) => {
+                        tracing::error!(error = %e, "the export stopped: the ledger could not be read");
+                        return Some((Err(std::io::Error::other(e.to_string())), ExportState::Done));
+                    }
                 }
-            },
+            }
             _ => ExportState::First { header: false, page: Vec::new() },
         };
         Some((Ok(Bytes::from(chunk)), next))

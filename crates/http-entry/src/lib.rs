@@ -47,7 +47,9 @@ pub use health::LedgerProbe;
 pub use insights::{csv_line, render_page, InsightsForm, PageInputs, CONTENT_SECURITY_POLICY, CSV_HEADER};
 pub use openapi::{openapi_json, ApiDoc};
 pub use router::{router, REQUEST_ID_HEADER};
-pub use state::{AppState, CapacityFigures, QueueFigures, HttpSettings, MetricsRenderer, ReadinessProbe, MAX_BODY_BYTES};
+pub use state::{
+    AppState, CapacityFigures, HttpSettings, MetricsRenderer, QueueFigures, ReadinessProbe, MAX_BODY_BYTES,
+};
 pub use webhook::IDEMPOTENCY_KEY_HEADER;
 
 /// This crate's result type.

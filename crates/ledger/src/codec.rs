@@ -280,7 +280,8 @@ impl SummaryColumns {
     /// The summary, with the stored `answer` of a failed record.
     pub(crate) fn into_summary(self, answer: Option<&Value>) -> Result<HandoffSummary, LedgerError> {
         const WHAT: &str = "summary";
-        let stage = Stage::parse(&self.stage).ok_or_else(|| corrupt(WHAT, format!("unknown stage `{}`", self.stage)))?;
+        let stage =
+            Stage::parse(&self.stage).ok_or_else(|| corrupt(WHAT, format!("unknown stage `{}`", self.stage)))?;
         let answer = answer.map(answer_from_json).transpose().map_err(|e| corrupt(WHAT, e))?;
         Ok(HandoffSummary::from_facts(SummaryFacts {
             handoff_id: HandoffId::from_uuid(self.id),

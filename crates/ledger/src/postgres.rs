@@ -19,7 +19,9 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
-use crate::codec::{corrupt, event_to_json, lease_end, micros, outbox_entry, sql_limit, stat_row, RecordColumns, SummaryColumns};
+use crate::codec::{
+    corrupt, event_to_json, lease_end, micros, outbox_entry, sql_limit, stat_row, RecordColumns, SummaryColumns,
+};
 use crate::error::{ledger_error, LedgerSetupError};
 use crate::plan::{plan_begin, BeginPlan};
 use crate::{sql, LedgerOptions};
@@ -293,7 +295,8 @@ impl PostgresBackend {
             None => (micros(filter.since()), Uuid::nil()),
         };
         let text = if filter.reason().is_some() { sql::SUMMARIES_OF_REASON.as_str() } else { sql::SUMMARIES.as_str() };
-        let mut query = sqlx::query(text).bind(after_at).bind(after_id).bind(micros(filter.until())).bind(sql_limit(limit));
+        let mut query =
+            sqlx::query(text).bind(after_at).bind(after_id).bind(micros(filter.until())).bind(sql_limit(limit));
         if let Some(reason) = filter.reason() {
             query = query.bind(reason.as_str());
         }

@@ -140,11 +140,8 @@ pub fn render_page(inputs: &PageInputs<'_>) -> String {
 
 fn export_href(inputs: &PageInputs<'_>) -> String {
     let f = &inputs.insights.filter;
-    let mut href = format!(
-        "/handoffs/export.csv?since={}&until={}",
-        url_encode(&ts(f.since())),
-        url_encode(&ts(f.until()))
-    );
+    let mut href =
+        format!("/handoffs/export.csv?since={}&until={}", url_encode(&ts(f.since())), url_encode(&ts(f.until())));
     if let Some(reason) = f.reason() {
         href.push_str("&reason=");
         href.push_str(&url_encode(reason.as_str()));

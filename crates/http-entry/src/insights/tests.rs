@@ -27,7 +27,13 @@ async fn seed(ledger: &InMemoryLedger, minutes_ago: i64, reason: &str, how: &str
     .expect("valid payload");
     let created = now() - TimeDelta::minutes(minutes_ago);
     let Begin::Fresh(mut record) = ledger
-        .begin(&HandoffKey::new(conversation, None), &request, created, Duration::from_secs(30), Duration::from_secs(600))
+        .begin(
+            &HandoffKey::new(conversation, None),
+            &request,
+            created,
+            Duration::from_secs(30),
+            Duration::from_secs(600),
+        )
         .await
         .expect("begin")
     else {
@@ -55,7 +61,8 @@ async fn seed(ledger: &InMemoryLedger, minutes_ago: i64, reason: &str, how: &str
         "advised" => {
             record.queue = Some(queue());
             record.advance(Stage::Failed, done, "advised").expect("advised");
-            record.answer = Some(StoredAnswer::Advised { queue: queue(), decision: handoff_domain::AdviceDecision::Transfer });
+            record.answer =
+                Some(StoredAnswer::Advised { queue: queue(), decision: handoff_domain::AdviceDecision::Transfer });
         }
         _ => {}
     }
@@ -144,7 +151,10 @@ async fn the_page_is_self_contained_under_a_strict_policy_and_shows_no_personal_
     assert!(csp.starts_with("default-src 'none';") && !csp.contains("unsafe"), "{csp}");
     let html = page.text();
     assert!(!html.contains("<script"), "the page has no script");
-    assert!(!html.contains("src=") && !html.contains("http://") && !html.contains("https://"), "nothing loads from elsewhere");
+    assert!(
+        !html.contains("src=") && !html.contains("http://") && !html.contains("https://"),
+        "nothing loads from elsewhere"
+    );
     for secret in [GUEST_NAME, GUEST_EMAIL, "ctx-secret-4711", "guest-id-7731", "order_number"] {
         assert!(!html.contains(secret), "the page shows {secret}");
         assert!(!csv.text().contains(secret), "the export shows {secret}");
@@ -177,7 +187,8 @@ async fn bad_parameters_get_400_with_every_problem_in_details() {
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}: {}", answer.text());
         let body = answer.json();
         assert_eq!(body["error"], "invalid_request", "{path}");
-        let got: Vec<&str> = body["details"].as_array().expect("details").iter().filter_map(|d| d["field"].as_str()).collect();
+        let got: Vec<&str> =
+            body["details"].as_array().expect("details").iter().filter_map(|d| d["field"].as_str()).collect();
         assert_eq!(got, fields, "{path}: {body}");
     }
 }
@@ -192,7 +203,10 @@ async fn the_page_and_the_export_show_the_same_numbers_for_a_window_and_a_reason
         let since = (now() - if query.contains("7d") { TimeDelta::days(7) } else { TimeDelta::hours(24) })
             .to_rfc3339_opts(SecondsFormat::Secs, true);
         let reason = if query.contains("billing") { "&reason=billing" } else { "" };
-        let csv_path = format!("/handoffs/export.csv?since={since}&until={}{reason}", now().to_rfc3339_opts(SecondsFormat::Secs, true));
+        let csv_path = format!(
+            "/handoffs/export.csv?since={since}&until={}{reason}",
+            now().to_rfc3339_opts(SecondsFormat::Secs, true)
+        );
         let csv = send(&app, get_with(&csv_path.replace('+', "%2B"), &admin())).await;
         assert_eq!(csv.status, StatusCode::OK, "{}", csv.text());
 
@@ -204,7 +218,10 @@ async fn the_page_and_the_export_show_the_same_numbers_for_a_window_and_a_reason
         for row in data {
             *outcomes.entry(row[4].split(':').next().unwrap_or_default().to_owned()).or_default() += 1;
         }
-        let reached: u64 = ["transferred", "transferred_after_deferral", "confirmed"].iter().map(|k| outcomes.get(*k).copied().unwrap_or(0)).sum();
+        let reached: u64 = ["transferred", "transferred_after_deferral", "confirmed"]
+            .iter()
+            .map(|k| outcomes.get(*k).copied().unwrap_or(0))
+            .sum();
         assert_eq!(figure(&html, "total"), data.len().to_string(), "{query}");
         assert_eq!(figure(&html, "transferred-all"), reached.to_string(), "{query}");
         assert_eq!(figure(&html, "failed-all"), outcomes.get("failed").copied().unwrap_or(0).to_string(), "{query}");
@@ -310,6 +327,10 @@ fn csv_lines_have_nine_columns_and_seconds_to_the_millisecond() {
     };
     let mut line = String::new();
     csv_line(&mut line, &summary);
-    assert!(line.ends_with(",transferred,2025-06-15T12:00:00.000Z,2025-06-15T12:00:01.500Z,1.500,2\r\n") || line.contains(",1.500,2\r\n"), "{line}");
+    assert!(
+        line.ends_with(",transferred,2025-06-15T12:00:00.000Z,2025-06-15T12:00:01.500Z,1.500,2\r\n")
+            || line.contains(",1.500,2\r\n"),
+        "{line}"
+    );
     assert!(line.contains(",\"say \"\"hi\"\"\","), "{line}");
 }

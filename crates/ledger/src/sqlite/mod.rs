@@ -330,7 +330,8 @@ impl SqliteBackend {
                         .optional()
                         .map_err(ledger_error(OP))?
                         .flatten();
-                    let value = text.map(|t| serde_json::from_str::<Value>(&t)).transpose().map_err(|e| corrupt(OP, e))?;
+                    let value =
+                        text.map(|t| serde_json::from_str::<Value>(&t)).transpose().map_err(|e| corrupt(OP, e))?;
                     c.into_summary(value.as_ref())
                 })
                 .collect()

@@ -156,8 +156,7 @@ async fn all_pages<L: InsightsPort>(ledger: &L, filter: &InsightsFilter, page: u
 }
 
 fn expected(records: &[HandoffRecord], filter: &InsightsFilter) -> Vec<HandoffSummary> {
-    let mut want: Vec<HandoffSummary> =
-        records.iter().map(HandoffSummary::of).filter(|s| filter.covers(s)).collect();
+    let mut want: Vec<HandoffSummary> = records.iter().map(HandoffSummary::of).filter(|s| filter.covers(s)).collect();
     want.sort_by_key(HandoffSummary::cursor);
     want
 }
