@@ -227,7 +227,7 @@ async fn the_page_and_the_export_show_the_same_numbers_for_a_window_and_a_reason
         assert_eq!(figure(&html, "failed-all"), outcomes.get("failed").copied().unwrap_or(0).to_string(), "{query}");
         let mut secs: Vec<f64> = data.iter().filter_map(|r| r[7].parse::<f64>().ok()).collect();
         secs.sort_by(f64::total_cmp);
-        let p50 = secs[(secs.len() + 1) / 2 - 1];
+        let p50 = secs[secs.len().div_ceil(2) - 1];
         assert_eq!(figure(&html, "to-queue-p50"), format!("{p50:.1} s"), "{query}");
         assert_eq!(figure(&html, "to-queue-count"), secs.len().to_string(), "{query}");
         assert_eq!(figure(&html, "outbox-backlog"), "0");
