@@ -302,7 +302,7 @@ async fn the_insights_page_in_headless_chromium_matches_the_ledger_the_export_an
     assert_eq!(by_outcome.get("transferred_after_deferral"), Some(&count("after_deferral")));
     assert_eq!(by_outcome.get("failed:conversation_not_transferable"), Some(&count("failed")));
     assert_eq!(by_outcome.get("unconfirmed"), Some(&count("advised")));
-    assert_eq!(by_outcome.get("open"), Some(&count("deferred")));
+    assert_eq!(by_outcome.get("in_progress"), Some(&count("deferred")));
     let mut seconds: Vec<f64> = data.iter().filter_map(|r| r[7].parse().ok()).collect();
     seconds.sort_by(f64::total_cmp);
     assert_eq!(seconds.len(), reached);

@@ -288,7 +288,7 @@ mod tests {
             conversation_id: handoff_domain::ConversationId::parse("a1b2c3d4-e5f6-7890-abcd-ef1234567890").expect("id"),
             reason: "billing".into(),
             queue_id: None,
-            outcome: handoff_domain::Outcome::Failed { cause: "conversation_not_found".into() },
+            outcome: handoff_domain::insights::Outcome::Failed { cause: "conversation_not_found".into() },
             created_at: at("2026-03-01T05:30:00Z"),
             finished_at: None,
             to_queue: None,
@@ -299,8 +299,8 @@ mod tests {
         for needle in [
             "Handoffs 1 Reached a queue 0 Failed 1",
             "Outbox backlog 3",
-            "2026-03-01T05:00:00Z 0 0 0 0 1 0 0 1",
-            "billing none chosen 0 0 0 0 1 0 0 1",
+            "2026-03-01T05:00:00Z 0 0 0 0 0 1 0 0 1",
+            "billing none chosen 0 0 0 0 0 1 0 0 1",
             "conversation_not_found 1",
             "Advice confirmation rate: n/a",
         ] {

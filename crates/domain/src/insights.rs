@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
 use crate::ids::{ConversationId, HandoffId, QueueId};
-use crate::lifecycle::{HandoffRecord, Stage, StoredAnswer};
+use crate::lifecycle::{AdviceDecision, HandoffRecord, Stage, StoredAnswer};
 use crate::ports::{InsightsPort, LedgerError};
 use crate::request::HandoffReason;
 
@@ -30,16 +30,19 @@ pub const SUMMARY_PAGE: usize = 5_000;
 /// How a handoff ended (or that it has not yet), for reports.
 ///
 /// Shaped after the outcome list of issue 12 (transferred, transferred after deferral, confirmed,
-/// unconfirmed, failed by cause, abandoned), plus `Open` for handoffs still being worked on.
+/// unconfirmed, failed by cause, abandoned; its names and order too), with `InProgress` for handoffs still
+/// being worked on and `AdvisedDefer` for advice to wait.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Outcome {
     /// Transferred without waiting for capacity.
     Transferred,
     /// Transferred after it was deferred for lack of capacity.
     TransferredAfterDeferral,
+    /// Advisory mode: the flow was told to wait (no capacity); its next call is a new handoff.
+    AdvisedDefer,
     /// Advisory mode: the flow confirmed it transferred as advised.
     Confirmed,
-    /// Advisory mode: advice given, no confirmation (yet).
+    /// Advisory mode: advice to transfer given, no confirmation (yet).
     Unconfirmed,
     /// Given up, with the error code it was answered with (`conversation_not_found`, …).
     Failed {
@@ -49,7 +52,7 @@ pub enum Outcome {
     /// Left hanging until given up by the service.
     Abandoned,
     /// Not finished: received, deferred, or a transfer in flight.
-    Open,
+    InProgress,
 }
 
 /// [`Outcome`] without the failure cause: the series of the charts.
@@ -59,6 +62,8 @@ pub enum OutcomeKind {
     Transferred,
     /// [`Outcome::TransferredAfterDeferral`].
     TransferredAfterDeferral,
+    /// [`Outcome::AdvisedDefer`].
+    AdvisedDefer,
     /// [`Outcome::Confirmed`].
     Confirmed,
     /// [`Outcome::Unconfirmed`].
@@ -67,20 +72,21 @@ pub enum OutcomeKind {
     Failed,
     /// [`Outcome::Abandoned`].
     Abandoned,
-    /// [`Outcome::Open`].
-    Open,
+    /// [`Outcome::InProgress`].
+    InProgress,
 }
 
 impl OutcomeKind {
     /// Every kind, in the order charts and tables show them.
-    pub const ALL: [OutcomeKind; 7] = [
+    pub const ALL: [OutcomeKind; 8] = [
         OutcomeKind::Transferred,
         OutcomeKind::TransferredAfterDeferral,
+        OutcomeKind::AdvisedDefer,
         OutcomeKind::Confirmed,
         OutcomeKind::Unconfirmed,
         OutcomeKind::Failed,
         OutcomeKind::Abandoned,
-        OutcomeKind::Open,
+        OutcomeKind::InProgress,
     ];
 
     /// Stable lower-case name (CSV, query parameters, element ids).
@@ -88,11 +94,12 @@ impl OutcomeKind {
         match self {
             OutcomeKind::Transferred => "transferred",
             OutcomeKind::TransferredAfterDeferral => "transferred_after_deferral",
+            OutcomeKind::AdvisedDefer => "advised_defer",
             OutcomeKind::Confirmed => "confirmed",
             OutcomeKind::Unconfirmed => "unconfirmed",
             OutcomeKind::Failed => "failed",
             OutcomeKind::Abandoned => "abandoned",
-            OutcomeKind::Open => "open",
+            OutcomeKind::InProgress => "in_progress",
         }
     }
 
@@ -101,11 +108,12 @@ impl OutcomeKind {
         match self {
             OutcomeKind::Transferred => "transferred",
             OutcomeKind::TransferredAfterDeferral => "transferred after deferral",
+            OutcomeKind::AdvisedDefer => "advised to wait",
             OutcomeKind::Confirmed => "advice confirmed",
             OutcomeKind::Unconfirmed => "advice unconfirmed",
             OutcomeKind::Failed => "failed",
             OutcomeKind::Abandoned => "abandoned",
-            OutcomeKind::Open => "still open",
+            OutcomeKind::InProgress => "in progress",
         }
     }
 }
@@ -125,11 +133,12 @@ impl Outcome {
             Stage::Transferred => Outcome::Transferred,
             // Advisory handoffs finish in `Failed` with their advice (see `StoredAnswer::Advised`).
             Stage::Failed => match answer {
+                Some(StoredAnswer::Advised { decision: AdviceDecision::Defer { .. }, .. }) => Outcome::AdvisedDefer,
                 Some(StoredAnswer::Advised { .. }) => Outcome::Unconfirmed,
                 Some(StoredAnswer::Failed { code, .. }) => Outcome::Failed { cause: code.clone() },
                 _ => Outcome::Failed { cause: "unknown".to_owned() },
             },
-            Stage::Received | Stage::Deferred | Stage::ContextWritten | Stage::TransferPending => Outcome::Open,
+            Stage::Received | Stage::Deferred | Stage::ContextWritten | Stage::TransferPending => Outcome::InProgress,
         }
     }
 
@@ -138,11 +147,12 @@ impl Outcome {
         match self {
             Outcome::Transferred => OutcomeKind::Transferred,
             Outcome::TransferredAfterDeferral => OutcomeKind::TransferredAfterDeferral,
+            Outcome::AdvisedDefer => OutcomeKind::AdvisedDefer,
             Outcome::Confirmed => OutcomeKind::Confirmed,
             Outcome::Unconfirmed => OutcomeKind::Unconfirmed,
             Outcome::Failed { .. } => OutcomeKind::Failed,
             Outcome::Abandoned => OutcomeKind::Abandoned,
-            Outcome::Open => OutcomeKind::Open,
+            Outcome::InProgress => OutcomeKind::InProgress,
         }
     }
 
@@ -656,7 +666,6 @@ pub fn format_seconds(d: Option<Duration>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::AdviceDecision;
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).expect("valid").with_timezone(&Utc)
@@ -689,13 +698,16 @@ mod tests {
         assert_eq!(Outcome::of(Stage::Transferred, None, false), Outcome::Transferred);
         assert_eq!(Outcome::of(Stage::Transferred, None, true), Outcome::TransferredAfterDeferral);
         assert_eq!(Outcome::of(Stage::Failed, Some(&advised), false), Outcome::Unconfirmed);
+        let wait =
+            StoredAnswer::Advised { queue, decision: AdviceDecision::Defer { retry_after: Duration::from_secs(5) } };
+        assert_eq!(Outcome::of(Stage::Failed, Some(&wait), false), Outcome::AdvisedDefer);
         assert_eq!(
             Outcome::of(Stage::Failed, failed("conversation_not_found").as_ref(), false),
             Outcome::Failed { cause: "conversation_not_found".to_owned() }
         );
         assert_eq!(Outcome::of(Stage::Failed, None, false), Outcome::Failed { cause: "unknown".to_owned() });
-        assert_eq!(Outcome::of(Stage::Deferred, None, true), Outcome::Open);
-        assert_eq!(Outcome::of(Stage::TransferPending, None, false), Outcome::Open);
+        assert_eq!(Outcome::of(Stage::Deferred, None, true), Outcome::InProgress);
+        assert_eq!(Outcome::of(Stage::TransferPending, None, false), Outcome::InProgress);
     }
 
     #[test]

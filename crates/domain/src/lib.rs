@@ -40,7 +40,7 @@ mod testkit;
 pub use admission::{Admission, AdmissionPolicy, CapacitySnapshot};
 pub use attributes::{AttributeLimitError, AttributeSet, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUE_CHARS, RESERVED_KEYS};
 pub use ids::{ConversationId, HandoffId, InvalidId, ParticipantId, QueueId};
-pub use insights::{HandoffSummary, Insights, InsightsFilter, Outcome, OutcomeKind};
+pub use insights::{HandoffSummary, Insights, InsightsFilter};
 pub use lifecycle::{later, AdviceDecision, HandoffKey, HandoffRecord, Stage, StoredAnswer};
 pub use memory::{decide_begin, BeginDecision, InMemoryLedger};
 pub use request::{

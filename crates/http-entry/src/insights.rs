@@ -271,7 +271,7 @@ pub fn csv_line(out: &mut String, s: &HandoffSummary) {
         ("reason" = Option<String>, Query, description = "Only handoffs of this reason."),
     ),
     responses(
-        (status = 200, content_type = "text/csv", body = String, description = "Header `handoffId,conversationId,reason,queueId,outcome,created,finished,secondsToQueue,attempts`, then one row per handoff in creation order. `outcome` is `transferred`, `transferred_after_deferral`, `confirmed`, `unconfirmed`, `failed:<code>`, `abandoned` or `open`. Streamed page by page; if the ledger fails midway the body ends early."),
+        (status = 200, content_type = "text/csv", body = String, description = "Header `handoffId,conversationId,reason,queueId,outcome,created,finished,secondsToQueue,attempts`, then one row per handoff in creation order. `outcome` is `transferred`, `transferred_after_deferral`, `advised_defer`, `confirmed`, `unconfirmed`, `failed:<code>`, `abandoned` or `in_progress`. Streamed page by page; if the ledger fails midway the body ends early."),
         (status = 400, body = crate::error::InvalidPayloadBody, description = "A bad parameter (`invalid_request`, every problem in `details`)."),
         (status = 401, body = crate::error::ErrorBody, description = "Missing or wrong admin token."),
         (status = 503, body = crate::error::ErrorBody, description = "The ledger could not be read."),

@@ -72,7 +72,8 @@ fn colour(kind: OutcomeKind) -> &'static str {
         OutcomeKind::Unconfirmed => "#F0E442",
         OutcomeKind::Failed => "#D55E00",
         OutcomeKind::Abandoned => "#CC79A7",
-        OutcomeKind::Open => "#999999",
+        OutcomeKind::AdvisedDefer => "#E69F00",
+        OutcomeKind::InProgress => "#999999",
     }
 }
 

@@ -277,7 +277,7 @@ async fn the_export_quotes_reasons_and_defuses_formulas() {
     let rows = parse_csv(&text);
     assert!(rows.iter().all(|r| r.len() == 9), "every row has nine columns");
     assert!(rows.iter().any(|r| r[4] == "failed:conversation_not_found"));
-    assert!(rows.iter().any(|r| r[4] == "open" && r[6].is_empty() && r[7].is_empty()));
+    assert!(rows.iter().any(|r| r[4] == "in_progress" && r[6].is_empty() && r[7].is_empty()));
 }
 
 #[tokio::test]
@@ -319,7 +319,7 @@ fn csv_lines_have_nine_columns_and_seconds_to_the_millisecond() {
         conversation_id: conversation(),
         reason: "say \"hi\"".into(),
         queue_id: Some(queue()),
-        outcome: handoff_domain::Outcome::Transferred,
+        outcome: handoff_domain::insights::Outcome::Transferred,
         created_at: now(),
         finished_at: Some(now() + TimeDelta::milliseconds(1500)),
         to_queue: Some(Duration::from_millis(1500)),

@@ -214,7 +214,7 @@ where
             got[0].outcome.to_string(),
             got[1].outcome.to_string(),
             "transferred_after_deferral".into(),
-            "open".into(),
+            "in_progress".into(),
             "unconfirmed".into(),
             "transferred".into(),
             "transferred".into(),
