@@ -143,7 +143,7 @@ mod sqlite {
         ledger.ping().await.unwrap();
         let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
         let applied: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&raw).await.unwrap();
-        assert_eq!(applied, 1);
+        assert_eq!(applied, 2, "0001 and 0005");
         let mut indexes: Vec<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%_idx'")
                 .fetch_all(&raw)
@@ -154,7 +154,7 @@ mod sqlite {
             indexes,
             [
                 "handoffs_conversation_idx",
-                "handoffs_created_idx",
+                "handoffs_insights_idx",
                 "handoffs_stage_lease_idx",
                 "handoffs_stage_next_check_idx",
                 "outbox_pending_idx"
@@ -303,7 +303,7 @@ mod sqlite {
         ledger.close().await;
         let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
         let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&raw).await.unwrap();
-        assert_eq!(version, 1);
+        assert_eq!(version, 2, "0001 counted as applied, 0005 applied");
         raw.close().await;
     }
 
@@ -406,7 +406,7 @@ mod postgres {
                 .fetch_one(&raw)
                 .await
                 .unwrap();
-            assert_eq!(applied, 1);
+            assert_eq!(applied, 2, "0001 and 0005");
             raw.close().await;
         })
         .await;
