@@ -301,9 +301,9 @@ impl PostgresBackend {
             query = query.bind(reason.as_str());
         }
         let rows = query.fetch_all(&self.pool).await.map_err(ledger_error(OP))?;
-        let mut summaries = Vec::with_capacity(rows.len());
+        let mut columns = Vec::with_capacity(rows.len());
         for r in &rows {
-            let columns = SummaryColumns {
+            columns.push(SummaryColumns {
                 id: r.try_get(0).map_err(ledger_error(OP))?,
                 conversation_id: r.try_get(1).map_err(ledger_error(OP))?,
                 reason: r.try_get(2).map_err(ledger_error(OP))?,
@@ -313,18 +313,26 @@ impl PostgresBackend {
                 created_at: r.try_get(6).map_err(ledger_error(OP))?,
                 updated_at: r.try_get(7).map_err(ledger_error(OP))?,
                 attempts: r.try_get(8).map_err(ledger_error(OP))?,
-            };
-            let answer: Option<Value> = if columns.needs_answer() {
-                sqlx::query_scalar::<_, Option<Value>>(sql::SUMMARY_ANSWER)
-                    .bind(columns.id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(ledger_error(OP))?
-                    .flatten()
-            } else {
-                None
-            };
-            summaries.push(columns.into_summary(answer.as_ref())?);
+            });
+        }
+        // The answers of the page's failed records, in one round trip.
+        let wanted: Vec<Uuid> = columns.iter().filter(|c| c.needs_answer()).map(|c| c.id).collect();
+        let answers: std::collections::HashMap<Uuid, Value> = if wanted.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            sqlx::query_as::<_, (Uuid, Option<Value>)>(sql::SUMMARY_ANSWERS)
+                .bind(&wanted)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(ledger_error(OP))?
+                .into_iter()
+                .filter_map(|(id, answer)| answer.map(|a| (id, a)))
+                .collect()
+        };
+        let mut summaries = Vec::with_capacity(columns.len());
+        for c in columns {
+            let answer = answers.get(&c.id).cloned();
+            summaries.push(c.into_summary(answer.as_ref())?);
         }
         Ok(summaries)
     }

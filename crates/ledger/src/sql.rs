@@ -181,5 +181,8 @@ pub(crate) static SUMMARIES_OF_REASON: std::sync::LazyLock<String> = std::sync::
 /// The stored answer of a record ($1 id): read for failed summaries only (the failure cause).
 pub(crate) const SUMMARY_ANSWER: &str = "SELECT answer FROM handoffs WHERE id = $1";
 
+/// The stored answers of records ($1 an array of ids; PostgreSQL): one round trip per page.
+pub(crate) const SUMMARY_ANSWERS: &str = "SELECT id, answer FROM handoffs WHERE id = ANY($1)";
+
 /// Whether the store answers.
 pub(crate) const PING: &str = "SELECT 1";
