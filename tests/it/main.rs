@@ -7,3 +7,4 @@ mod handoff;
 mod helpers;
 mod insights;
 mod operations;
+mod privacy;

@@ -64,6 +64,9 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// `HANDOFF_REQUEST_TIMEOUT_SECS`: answer 503 past this (below the Data Action's 60 s).
     pub request_timeout: Duration,
+    /// `HANDOFF_RETENTION_DAYS`: finished records keep the guest's name, e-mail and the bot's
+    /// context this long, then the purge removes them.
+    pub retention: Duration,
 }
 
 /// Every configuration problem found, one per line.
@@ -278,6 +281,7 @@ impl Settings {
             };
         let max_in_flight = r.bounded("HANDOFF_MAX_IN_FLIGHT", 256, COUNT, "a number") as usize;
         let request_timeout = Duration::from_secs(r.bounded("HANDOFF_REQUEST_TIMEOUT_SECS", 25, (1, 3_600), "seconds"));
+        let retention = Duration::from_secs(r.bounded("HANDOFF_RETENTION_DAYS", 30, (1, 3_650), "days") * DAY_SECS);
 
         let errors = std::mem::take(&mut r.errors);
         match (client_id, client_secret, target) {
@@ -308,6 +312,7 @@ impl Settings {
                     log_format,
                     max_in_flight,
                     request_timeout,
+                    retention,
                 })
             }
             _ => Err(ConfigErrors(errors)),
@@ -431,6 +436,32 @@ mod tests {
         let debug = format!("{settings:?}");
         assert!(!debug.contains("topsecretvalue"));
         assert!(!debug.contains("webhooksecretvalue"));
+    }
+
+    #[test]
+    fn retention_is_30_days_by_default_and_refused_outside_1_to_3650_days() {
+        // Arrange
+        let with = |days: Option<&str>| {
+            let mut pairs = vec![
+                ("GENESYS_CLIENT_ID", "id"),
+                ("GENESYS_CLIENT_SECRET", "s3cret"),
+                ("TARGET_QUEUE_ID", QUEUE),
+                ("WEBHOOK_SECRET", "bot-secret"),
+            ];
+            if let Some(days) = days {
+                pairs.push(("HANDOFF_RETENTION_DAYS", days));
+            }
+            Settings::from_env(env(&pairs))
+        };
+
+        // Act / Assert
+        assert_eq!(with(None).unwrap().retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(with(Some("7")).unwrap().retention, Duration::from_secs(7 * 86_400));
+        for bad in ["0", "3651", "a week"] {
+            let text = with(Some(bad)).unwrap_err().to_string();
+            assert!(text.contains("HANDOFF_RETENTION_DAYS"), "{bad}: {text}");
+        }
+        assert!(with(Some("0")).unwrap_err().to_string().contains("expected days from 1 to 3650"));
     }
 
     #[test]

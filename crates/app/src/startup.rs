@@ -27,6 +27,13 @@ const OUTBOX_BATCHES_PER_TICK: usize = 100;
 const OUTBOX_TIME_PER_TICK: Duration = Duration::from_millis(400);
 /// The deferred-handoffs gauge is refreshed every this many ticks (it reads the ledger's stats).
 const DEFERRED_GAUGE_EVERY: u64 = 20;
+/// How often the retention purge runs (and once at start).
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+/// Records one purge statement rewrites at most, and statements one purge runs at most (the rest
+/// waits for the next one), so a first purge of a large old ledger never holds the writer long.
+const PURGE_BATCH: usize = 500;
+const PURGE_BATCHES: usize = 100;
+
 /// How long in-flight handoffs get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -39,6 +46,7 @@ pub struct App {
     genesys: Arc<GenesysClient>,
     ledger: Arc<dyn LedgerPort>,
     metrics: Arc<Metrics>,
+    retention: Duration,
 }
 
 impl std::fmt::Debug for App {
@@ -104,7 +112,16 @@ impl App {
             genesys_api = %genesys.config().api_base_url,
             "handoff ready"
         );
-        Ok(App { listener, port, router: router(state), service, genesys, ledger, metrics })
+        Ok(App {
+            listener,
+            port,
+            router: router(state),
+            service,
+            genesys,
+            ledger,
+            metrics,
+            retention: settings.retention,
+        })
     }
 
     /// The bound port (useful with `PORT=0`).
@@ -130,6 +147,7 @@ impl App {
             self.genesys.clone(),
             self.ledger.clone(),
             self.metrics.clone(),
+            self.retention,
             workers_stopped,
         ));
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
@@ -221,8 +239,10 @@ async fn run_workers(
     genesys: Arc<GenesysClient>,
     ledger: Arc<dyn LedgerPort>,
     metrics: Arc<Metrics>,
+    retention: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut next_purge = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(WORKER_TICK);
     let mut ticks: u64 = 0;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -268,6 +288,14 @@ async fn run_workers(
         if let Ok(backlog) = ledger.outbox_backlog().await {
             metrics.outbox_backlog.set(i64::try_from(backlog).unwrap_or(i64::MAX));
         }
+        if tokio::time::Instant::now() >= next_purge {
+            next_purge = tokio::time::Instant::now() + PURGE_EVERY;
+            match purge_personal_data(ledger.as_ref(), chrono::Utc::now(), retention).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "retention: personal data removed from finished handoffs"),
+                Err(e) => tracing::warn!(error = %e, "retention purge could not use the ledger; retrying later"),
+            }
+        }
         ticks += 1;
         if ticks % DEFERRED_GAUGE_EVERY == 0 {
             // A deferred handoff is at most `defer_for` old before it is transferred anyway; an hour
@@ -280,6 +308,31 @@ async fn run_workers(
             }
         }
     }
+}
+
+/// Retention: removes the guest's name, e-mail and the bot's context from finished records last
+/// updated more than `retention` before `now`, in batches of [`PURGE_BATCH`], at most
+/// [`PURGE_BATCHES`] of them. Returns how many records it purged.
+///
+/// # Errors
+/// When the ledger cannot be used (what was purged before stays purged).
+pub async fn purge_personal_data(
+    ledger: &dyn LedgerPort,
+    now: chrono::DateTime<chrono::Utc>,
+    retention: Duration,
+) -> Result<u64, handoff_domain::ports::LedgerError> {
+    let Some(before) = chrono::Duration::from_std(retention).ok().and_then(|r| now.checked_sub_signed(r)) else {
+        return Ok(0);
+    };
+    let mut purged = 0;
+    for _ in 0..PURGE_BATCHES {
+        let n = ledger.purge_personal_data(before, PURGE_BATCH).await?;
+        purged += n;
+        if n < PURGE_BATCH as u64 {
+            break;
+        }
+    }
+    Ok(purged)
 }
 
 /// `/readyz`: the ledger answers and a Genesys token can be obtained (checked together).
@@ -349,7 +402,63 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::*;
+    use chrono::{DateTime, TimeZone, Utc};
+    use handoff_domain::ports::Begin;
+    use handoff_domain::{ConversationId, HandoffKey, HandoffRecord, HandoffRequest};
+
+    const DAY: i64 = 86_400;
+    const LEASE: Duration = Duration::from_secs(30);
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).single().expect("valid date")
+    }
+
+    /// A record of a guest with a name, e-mail and context, created `age_days` ago, finished then
+    /// when `finish`.
+    async fn record(ledger: &InMemoryLedger, age_days: i64, finish: bool) -> HandoffRecord {
+        let conversation = ConversationId::from_uuid(uuid::Uuid::new_v4());
+        let request = HandoffRequest::from_json(&serde_json::json!({
+            "conversationId": conversation.to_string(),
+            "guestInfo": { "id": "g", "name": "Jane Doe", "email": "jane.doe@example.com" },
+            "handoffReason": "billing",
+            "customContext": { "tier": "gold" },
+        }))
+        .expect("valid request");
+        let at = now() - chrono::Duration::seconds(age_days * DAY);
+        let key = HandoffKey::new(conversation, None);
+        let Ok(Begin::Fresh(mut record)) = ledger.begin(&key, &request, at, LEASE, LEASE).await else {
+            panic!("expected a fresh record");
+        };
+        if finish {
+            record.advance(Stage::Failed, at, "conversation ended").expect("allowed");
+            ledger.save(&record, None, &[]).await.expect("saved");
+        }
+        record
+    }
+
+    #[tokio::test]
+    async fn the_purge_takes_every_finished_record_past_retention_in_batches_and_nothing_else() {
+        // Arrange: more old finished records than one batch, a recent one, and an old unfinished one.
+        let ledger = InMemoryLedger::new();
+        for _ in 0..PURGE_BATCH + 1 {
+            record(&ledger, 40, true).await;
+        }
+        let recent = record(&ledger, 10, true).await;
+        let unfinished = record(&ledger, 40, false).await;
+
+        // Act
+        let purged = purge_personal_data(&ledger, now(), Duration::from_secs(30 * DAY as u64)).await.expect("purged");
+        let again = purge_personal_data(&ledger, now(), Duration::from_secs(30 * DAY as u64)).await.expect("purged");
+
+        // Assert
+        assert_eq!(purged, PURGE_BATCH as u64 + 1);
+        assert_eq!(again, 0);
+        for kept in [recent.id, unfinished.id] {
+            let stored = ledger.get(kept).await.expect("readable").expect("exists");
+            assert_eq!(stored.request.guest().name(), Some("Jane Doe"));
+        }
+    }
 
     #[test]
     fn database_passwords_are_redacted() {

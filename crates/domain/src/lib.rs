@@ -44,7 +44,7 @@ pub use insights::{HandoffSummary, Insights, InsightsFilter};
 pub use lifecycle::{later, AdviceDecision, HandoffKey, HandoffRecord, Stage, StoredAnswer};
 pub use memory::{decide_begin, BeginDecision, InMemoryLedger};
 pub use request::{
-    FieldError, GuestInfo, HandoffContext, HandoffReason, HandoffRequest, IdempotencyKey, ValidationErrors,
+    FieldError, GuestId, GuestInfo, HandoffContext, HandoffReason, HandoffRequest, IdempotencyKey, ValidationErrors,
     MAX_CONTEXT_KEYS,
 };
 pub use routing::{RoutingPolicy, RoutingPolicyError};

@@ -15,7 +15,7 @@ use crate::ids::{ConversationId, HandoffId};
 use crate::insights::{HandoffSummary, InsightsFilter, SummaryCursor};
 use crate::lifecycle::{AdviceDecision, HandoffKey, HandoffRecord, Stage, StoredAnswer};
 use crate::ports::{Begin, HandoffEvent, InsightsPort, LedgerError, LedgerPort, OutboxEntry, StatRow};
-use crate::request::HandoffRequest;
+use crate::request::{GuestId, HandoffRequest};
 
 #[derive(Debug)]
 struct Slot {
@@ -175,7 +175,13 @@ impl LedgerPort for InMemoryLedger {
         if state.records.get(&record.id).is_some_and(|slot| slot.record.attempts != record.attempts) {
             return Err(LedgerError::LeaseLost);
         }
-        state.records.insert(record.id, Slot { record: record.clone(), lease_until: hold_until });
+        let mut stored = record.clone();
+        if let Some(slot) = state.records.get(&record.id) {
+            // A save never rewrites the request (as in the SQL ledgers), so data erased while the
+            // caller held the record does not come back.
+            stored.request = slot.record.request.clone();
+        }
+        state.records.insert(record.id, Slot { record: stored, lease_until: hold_until });
         for event in events {
             state.next_outbox_id += 1;
             let id = state.next_outbox_id;
@@ -291,6 +297,35 @@ impl LedgerPort for InMemoryLedger {
             .collect();
         rows.sort();
         Ok(rows)
+    }
+
+    async fn erase_guest(&self, guest: &GuestId) -> Result<u64, LedgerError> {
+        let mut state = self.lock()?;
+        let mut erased = 0;
+        for slot in state.records.values_mut() {
+            let request = &slot.record.request;
+            if request.guest().id() == guest.as_str() && request.has_personal_data() {
+                slot.record.request = request.without_personal_data();
+                erased += 1;
+            }
+        }
+        Ok(erased)
+    }
+
+    async fn purge_personal_data(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, LedgerError> {
+        let mut state = self.lock()?;
+        let mut purged = 0;
+        for slot in state.records.values_mut() {
+            if purged as usize >= limit {
+                break;
+            }
+            let record = &mut slot.record;
+            if record.stage.is_terminal() && record.updated_at < before && record.request.has_personal_data() {
+                record.request = record.request.without_personal_data();
+                purged += 1;
+            }
+        }
+        Ok(purged)
     }
 
     async fn ping(&self) -> Result<(), LedgerError> {

@@ -18,7 +18,7 @@ use crate::attributes::AttributeSet;
 use crate::ids::{ConversationId, HandoffId, ParticipantId, QueueId};
 use crate::insights::{HandoffSummary, InsightsFilter, SummaryCursor};
 use crate::lifecycle::{HandoffKey, HandoffRecord, Stage};
-use crate::request::{HandoffReason, HandoffRequest};
+use crate::request::{GuestId, HandoffReason, HandoffRequest};
 
 /// Why an upstream call failed, classified by what the caller may do next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -428,6 +428,30 @@ pub trait LedgerPort: Send + Sync {
     /// # Errors
     /// [`LedgerError`] when the store cannot be used.
     async fn stats(&self, since: DateTime<Utc>) -> Result<Vec<StatRow>, LedgerError>;
+
+    /// Removes the personal data of `guest` from every record of that guest: the guest's name and
+    /// e-mail and the bot's context go ([`HandoffRequest::without_personal_data`]); the guest's
+    /// id, reason, queue, stage, times, answer and history stay, so stats and replays still work.
+    /// Later saves of those records do not bring the data back (a save never rewrites the
+    /// request). A durable ledger also removes the data physically where it can (SQLite:
+    /// zeroed pages and a truncated WAL) before it returns.
+    ///
+    /// Returns how many records held personal data and no longer do (0 for an unknown guest, or
+    /// when called again).
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the store cannot be used; nothing was erased then, or all of it.
+    async fn erase_guest(&self, guest: &GuestId) -> Result<u64, LedgerError>;
+
+    /// Retention: removes personal data, as [`erase_guest`](Self::erase_guest) does, from at most
+    /// `limit` finished records (transferred, failed or another terminal stage) last updated
+    /// before `before`. Unfinished and deferred records keep theirs: they still need it.
+    ///
+    /// Returns how many records it purged; fewer than `limit` means none is left.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the store cannot be used.
+    async fn purge_personal_data(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, LedgerError>;
 
     /// Whether the store answers.
     ///

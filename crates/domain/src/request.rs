@@ -202,6 +202,31 @@ impl HandoffContext {
     }
 }
 
+/// A guest's id as the bot platform knows it (`guestInfo.id`), naming whose personal data to erase:
+/// 1–256 characters, no control characters (the rules of `guestInfo.id`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GuestId(String);
+
+impl GuestId {
+    /// Validates a guest id.
+    ///
+    /// # Errors
+    /// The problem, reported on the field `guestId`.
+    pub fn parse(raw: &str) -> Result<Self, ValidationErrors> {
+        let mut errors = Vec::new();
+        check_text(&mut errors, "guestId", raw, 1, MAX_VALUE_CHARS, false);
+        match ValidationErrors::from_vec(errors) {
+            Some(e) => Err(e),
+            None => Ok(Self(raw.to_owned())),
+        }
+    }
+
+    /// The id text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A caller-chosen key that separates handoffs of one conversation (`Idempotency-Key` header):
 /// 1–128 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -357,6 +382,23 @@ impl HandoffRequest {
             obj.insert("participantId".into(), p.to_string().into());
         }
         Value::Object(obj)
+    }
+
+    /// This request without personal data: the guest's name and e-mail and the bot's context
+    /// removed; the guest's id, the reason, the queue and the participant kept (what the stats,
+    /// the read side and erasure need). What retention and erasure leave in the ledger.
+    #[must_use]
+    pub fn without_personal_data(&self) -> Self {
+        Self {
+            guest: GuestInfo { id: self.guest.id.clone(), name: None, email: None },
+            context: HandoffContext::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether it holds personal data: the guest's name or e-mail, or any context entry.
+    pub fn has_personal_data(&self) -> bool {
+        self.guest.name.is_some() || self.guest.email.is_some() || !self.context.is_empty()
     }
 
     /// The conversation to hand off.

@@ -1922,6 +1922,12 @@ mod tests {
         async fn stats(&self, since: DateTime<Utc>) -> Result<Vec<crate::ports::StatRow>, LedgerError> {
             self.inner.stats(since).await
         }
+        async fn erase_guest(&self, guest: &crate::GuestId) -> Result<u64, LedgerError> {
+            self.inner.erase_guest(guest).await
+        }
+        async fn purge_personal_data(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, LedgerError> {
+            self.inner.purge_personal_data(before, limit).await
+        }
         async fn ping(&self) -> Result<(), LedgerError> {
             self.inner.ping().await
         }

@@ -18,6 +18,7 @@
 //!   record views they answer with.
 //! - `insights`: `GET /insights` (the insights page: maud markup, inline SVG charts, no script,
 //!   a strict CSP) and `GET /handoffs/export.csv` (streamed), both behind the admin token.
+//! - `guests`: `DELETE /guests/{guestId}`: erases a guest's personal data from the ledger.
 //! - `health`: `GET /healthz`, `GET /readyz`, `GET /metrics`, and [`LedgerProbe`].
 //! - `openapi`: [`ApiDoc`], the OpenAPI document generated from the handlers and wire types,
 //!   served at `GET /openapi.json` and committed as `docs/openapi.json` ([`openapi_json`]).
@@ -30,6 +31,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod guests;
 mod health;
 mod insights;
 mod openapi;

@@ -17,7 +17,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tower::util::MapRequestLayer;
 use tower::ServiceBuilder;
@@ -27,7 +27,7 @@ use tracing::Level;
 
 use crate::error::{ApiError, ErrorDetail};
 use crate::state::AppState;
-use crate::{health, insights, openapi, read, webhook};
+use crate::{guests, health, insights, openapi, read, webhook};
 
 /// The request id header.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/handoffs/export.csv", get(insights::export_csv))
         .route("/insights", get(insights::insights_page))
         .route("/handoffs/{handoff_id}", get(read::get_handoff))
+        .route("/guests/{guest_id}", delete(guests::erase_guest))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

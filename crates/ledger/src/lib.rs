@@ -13,8 +13,10 @@
 //!
 //! # Layout
 //! - `sqlite`: the SQLite backend on rusqlite (WAL; one writer thread that group-commits every
-//!   queued operation in one `BEGIN IMMEDIATE` transaction; a reader thread; integer-microsecond times).
-//! - `postgres`: the PostgreSQL backend (row locks for `begin`, `FOR UPDATE SKIP LOCKED` claims).
+//!   queued operation in one `BEGIN IMMEDIATE` transaction; a reader thread; integer-microsecond
+//!   times; `secure_delete` and a truncating checkpoint after erasures, so erased data leaves the files).
+//! - `postgres`: the PostgreSQL backend (row locks for `begin`, `FOR UPDATE SKIP LOCKED` claims;
+//!   TLS through rustls by `sslmode`/`sslrootcert`, never falling back to plaintext when asked for).
 //! - `sql`: the SQL text, shared where the dialects agree.
 //! - `codec`: records, answers, history and events to column values and back, re-validated on read.
 //! - `plan`: what `begin` writes, decided once from the domain's `decide_begin`.
@@ -33,7 +35,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use handoff_domain::insights::{HandoffSummary, InsightsFilter, SummaryCursor};
 use handoff_domain::ports::{Begin, HandoffEvent, InsightsPort, LedgerError, LedgerPort, OutboxEntry, StatRow};
-use handoff_domain::{ConversationId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
+use handoff_domain::{ConversationId, GuestId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
 
 pub use error::LedgerSetupError;
 
@@ -224,6 +226,17 @@ impl LedgerPort for SqlLedger {
         let mut stats = dispatch!(self.stats(since))?;
         stats.sort();
         Ok(stats)
+    }
+
+    async fn erase_guest(&self, guest: &GuestId) -> Result<u64, LedgerError> {
+        dispatch!(self.erase_guest(guest))
+    }
+
+    async fn purge_personal_data(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, LedgerError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        dispatch!(self.purge_personal_data(before, limit))
     }
 
     async fn ping(&self) -> Result<(), LedgerError> {

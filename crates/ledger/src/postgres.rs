@@ -13,9 +13,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use handoff_domain::insights::{HandoffSummary, InsightsFilter, SummaryCursor};
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, OutboxEntry, StatRow};
-use handoff_domain::{ConversationId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
+use handoff_domain::{ConversationId, GuestId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
 use serde_json::Value;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
@@ -40,6 +40,52 @@ static SAVE_WITH_ONE_EVENT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The connection options of `url`, with TLS as libpq would do it (through rustls):
+///
+/// - `sslmode=require`, `verify-ca` and `verify-full` never fall back to plaintext: a server that
+///   refuses TLS is an error (sqlx's behaviour, tested);
+/// - `sslmode=require` with an `sslrootcert` verifies the server's certificate against it, as
+///   libpq does (`verify-ca`), instead of accepting any certificate;
+/// - an `sslrootcert` that cannot be read is refused here, naming the file, rather than at the
+///   first handshake;
+/// - without `sslmode`, sqlx's default `prefer` applies: TLS when the server offers it, without
+///   verification, else plaintext. Production URLs should say `verify-full`.
+fn connect_options(url: &str) -> Result<PgConnectOptions, LedgerSetupError> {
+    let invalid = |problem: String| LedgerSetupError::InvalidUrl { backend: "postgres", problem };
+    let connect = PgConnectOptions::from_str(url).map_err(|e| invalid(e.to_string()))?;
+    let root_cert = url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| matches!(k.as_ref(), "sslrootcert" | "ssl-root-cert" | "ssl-ca"))
+                .map(|(_, v)| v.into_owned())
+        })
+        .or_else(|| std::env::var("PGSSLROOTCERT").ok())
+        .filter(|path| !path.is_empty());
+    let Some(root_cert) = root_cert else {
+        return Ok(connect);
+    };
+    if let Err(e) = std::fs::read(&root_cert) {
+        return Err(invalid(format!("sslrootcert {root_cert} cannot be read: {e}")));
+    }
+    Ok(match connect.get_ssl_mode() {
+        PgSslMode::Require => connect.ssl_mode(PgSslMode::VerifyCa),
+        _ => connect,
+    })
+}
+
+/// The `sslmode` word of a mode.
+fn ssl_mode_name(mode: PgSslMode) -> &'static str {
+    match mode {
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::VerifyFull => "verify-full",
+    }
+}
+
 /// A PostgreSQL ledger.
 #[derive(Debug)]
 pub(crate) struct PostgresBackend {
@@ -50,13 +96,13 @@ impl PostgresBackend {
     /// Connects to `url` and applies the migrations (under sqlx's advisory lock, so instances
     /// starting together migrate once).
     pub(crate) async fn connect(url: &str, options: &LedgerOptions) -> Result<Self, LedgerSetupError> {
-        let connect = PgConnectOptions::from_str(url)
-            .map_err(|e| LedgerSetupError::InvalidUrl { backend: "postgres", problem: e.to_string() })?;
+        let connect = connect_options(url)?;
         let target = format!(
-            "{}:{}/{}",
+            "{}:{}/{} (sslmode={})",
             connect.get_host(),
             connect.get_port(),
-            connect.get_database().unwrap_or(connect.get_username())
+            connect.get_database().unwrap_or(connect.get_username()),
+            ssl_mode_name(connect.get_ssl_mode()),
         );
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
@@ -351,6 +397,27 @@ impl PostgresBackend {
                 )
             })
             .collect()
+    }
+
+    /// The old row versions stay in the table file until VACUUM reclaims their space (see
+    /// `docs/operations.md`, "Privacy").
+    pub(crate) async fn erase_guest(&self, guest: &GuestId) -> Result<u64, LedgerError> {
+        let done = sqlx::query(sql::PG_ERASE_GUEST)
+            .bind(guest.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(ledger_error("erase_guest"))?;
+        Ok(done.rows_affected())
+    }
+
+    pub(crate) async fn purge_personal_data(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, LedgerError> {
+        let done = sqlx::query(sql::PG_PURGE_PERSONAL_DATA)
+            .bind(micros(before))
+            .bind(sql_limit(limit))
+            .execute(&self.pool)
+            .await
+            .map_err(ledger_error("purge_personal_data"))?;
+        Ok(done.rows_affected())
     }
 
     pub(crate) async fn ping(&self) -> Result<(), LedgerError> {

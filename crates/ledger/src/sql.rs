@@ -22,6 +22,15 @@ macro_rules! unfinished {
     };
 }
 
+/// The stages whose records still need their personal data (the retention purge leaves them
+/// alone): everything that is not finished. Written as the unfinished list so a new terminal stage
+/// is purged without a change here.
+macro_rules! keeps_personal_data {
+    () => {
+        "('received', 'deferred', 'context_written', 'transfer_pending')"
+    };
+}
+
 /// Inserts a record ($1..$19 in column order, $20 its lease) or, for an existing id, replaces
 /// every column that can change and sets the lease to $20 — only while the stored `attempts` still
 /// equal the caller's (the fence: a record resumed or claimed by someone else since is not
@@ -183,6 +192,52 @@ pub(crate) const SUMMARY_ANSWER: &str = "SELECT answer FROM handoffs WHERE id = 
 
 /// The stored answers of records ($1 an array of ids; PostgreSQL): one round trip per page.
 pub(crate) const SUMMARY_ANSWERS: &str = "SELECT id, answer FROM handoffs WHERE id = ANY($1)";
+
+/// SQLite: `request` without personal data (guest name and e-mail removed, context emptied).
+macro_rules! sqlite_without_personal_data {
+    () => {
+        "json_set(json_remove(request, '$.guestInfo.name', '$.guestInfo.email'), '$.customContext', json('{}'))"
+    };
+}
+
+/// PostgreSQL: `request` without personal data.
+macro_rules! pg_without_personal_data {
+    () => {
+        "jsonb_set(request #- '{guestInfo,name}' #- '{guestInfo,email}', '{customContext}', '{}'::jsonb)"
+    };
+}
+
+/// SQLite: erases the personal data of guest $1 from every record of theirs that holds some.
+pub(crate) const SQLITE_ERASE_GUEST: &str = concat!(
+    "UPDATE handoffs SET request = ",
+    sqlite_without_personal_data!(),
+    " WHERE guest_id = $1 AND has_personal_data"
+);
+
+/// PostgreSQL: the same.
+pub(crate) const PG_ERASE_GUEST: &str = concat!(
+    "UPDATE handoffs SET request = ",
+    pg_without_personal_data!(),
+    " WHERE guest_id = $1 AND has_personal_data"
+);
+
+/// SQLite: purges the personal data of at most $2 finished records last updated before $1.
+pub(crate) const SQLITE_PURGE_PERSONAL_DATA: &str = concat!(
+    "UPDATE handoffs SET request = ",
+    sqlite_without_personal_data!(),
+    " WHERE id IN (SELECT id FROM handoffs WHERE has_personal_data AND updated_at < $1 AND stage NOT IN ",
+    keeps_personal_data!(),
+    " ORDER BY updated_at LIMIT $2)"
+);
+
+/// PostgreSQL: the same, passing over rows another instance holds locked.
+pub(crate) const PG_PURGE_PERSONAL_DATA: &str = concat!(
+    "UPDATE handoffs SET request = ",
+    pg_without_personal_data!(),
+    " WHERE id IN (SELECT id FROM handoffs WHERE has_personal_data AND updated_at < $1 AND stage NOT IN ",
+    keeps_personal_data!(),
+    " ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+);
 
 /// Whether the store answers.
 pub(crate) const PING: &str = "SELECT 1";

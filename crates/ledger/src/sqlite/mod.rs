@@ -21,7 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use handoff_domain::insights::{HandoffSummary, InsightsFilter, SummaryCursor};
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, OutboxEntry, StatRow};
-use handoff_domain::{ConversationId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
+use handoff_domain::{ConversationId, GuestId, HandoffId, HandoffKey, HandoffRecord, HandoffRequest};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use rusqlite_migration::{Migrations, M};
@@ -41,6 +41,7 @@ use crate::{sql, LedgerOptions};
 static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
     Migrations::new(vec![
         M::up(include_str!("../../migrations/sqlite/0001_ledger.sql")),
+        M::up(include_str!("../../migrations/sqlite/0004_guest_privacy.sql")),
         M::up(include_str!("../../migrations/sqlite/0005_insights.sql")),
     ])
 });
@@ -67,6 +68,10 @@ const WRITER_AUTOCHECKPOINT_PAGES: i64 = 4096;
 /// The writer's page cache, in KiB (as a negative `cache_size`): the pages it touches are the
 /// right-hand edges of the indexes and the rows of live handoffs, which fit easily.
 const WRITER_CACHE_KIB: i64 = -1024;
+
+/// How often, and how far apart, the checkpoint after an erasure is tried.
+const CHECKPOINT_TRIES: usize = 20;
+const CHECKPOINT_PAUSE: Duration = Duration::from_millis(100);
 
 /// A SQLite ledger.
 #[derive(Debug)]
@@ -341,6 +346,73 @@ impl SqliteBackend {
 
     /// Both threads answer: `/readyz` turns red when the writer cannot commit (its batch fails),
     /// not only when the file cannot be read.
+    /// Erases on the writer, then removes what is left of the data in the WAL
+    /// ([`remove_erased_data`](Self::remove_erased_data)), also when nothing was erased this time
+    /// (a retry after a checkpoint that could not finish).
+    pub(crate) async fn erase_guest(&self, guest: &GuestId) -> Result<u64, LedgerError> {
+        let guest = guest.as_str().to_owned();
+        let erased = self
+            .writer
+            .call(move |conn| {
+                let n = conn
+                    .prepare_cached(sqlite_sql!(SQLITE_ERASE_GUEST))
+                    .and_then(|mut s| s.execute([guest]))
+                    .map_err(ledger_error("erase_guest"))?;
+                Ok(n as u64)
+            })
+            .await?;
+        self.remove_erased_data().await?;
+        Ok(erased)
+    }
+
+    pub(crate) async fn purge_personal_data(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, LedgerError> {
+        let before = micros(before).timestamp_micros();
+        let limit = sql_limit(limit);
+        let purged = self
+            .writer
+            .call(move |conn| {
+                let n = conn
+                    .prepare_cached(sqlite_sql!(SQLITE_PURGE_PERSONAL_DATA))
+                    .and_then(|mut s| s.execute(params![before, limit]))
+                    .map_err(ledger_error("purge_personal_data"))?;
+                Ok(n as u64)
+            })
+            .await?;
+        if purged > 0 {
+            self.remove_erased_data().await?;
+        }
+        Ok(purged)
+    }
+
+    /// Makes committed erasures physical. `secure_delete` has already zeroed the old row versions
+    /// in the pages written; what remains are older page images in the WAL. A `TRUNCATE`
+    /// checkpoint copies the latest pages into the database file and cuts the WAL to zero bytes
+    /// (the shared-memory file holds only the WAL's page index). It waits for the writer (busy
+    /// timeout) and fails while a reader still uses an old snapshot, so it is tried
+    /// [`CHECKPOINT_TRIES`] times [`CHECKPOINT_PAUSE`] apart.
+    async fn remove_erased_data(&self) -> Result<(), LedgerError> {
+        let Some(reader) = &self.reader else {
+            return Ok(()); // an in-memory database has no files
+        };
+        reader
+            .call(|conn| {
+                for _ in 0..CHECKPOINT_TRIES {
+                    let busy: i64 = conn
+                        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+                        .map_err(ledger_error("wal_checkpoint"))?;
+                    if busy == 0 {
+                        return Ok(());
+                    }
+                    std::thread::sleep(CHECKPOINT_PAUSE);
+                }
+                Err(LedgerError::Unavailable(
+                    "the WAL could not be checkpointed and truncated (a reader stayed busy); retry the erasure"
+                        .to_owned(),
+                ))
+            })
+            .await
+    }
+
     pub(crate) async fn ping(&self) -> Result<(), LedgerError> {
         fn ping(conn: &Connection) -> Result<(), LedgerError> {
             conn.prepare_cached(sql::PING).and_then(|mut s| s.query_row([], |_| Ok(()))).map_err(ledger_error("ping"))
@@ -627,6 +699,9 @@ impl SqliteTarget {
                 let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
             }
             conn.pragma_update(None, "synchronous", "NORMAL")?;
+            // Freed space (old row versions, overflow pages) is zeroed, not left behind: what an
+            // erased guest's data needs to be gone from the file (see `remove_erased_data`).
+            let _on: i64 = conn.query_row("PRAGMA secure_delete = ON", [], |row| row.get(0))?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
             Ok(conn)
         });

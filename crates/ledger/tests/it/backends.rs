@@ -7,7 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use futures::future::join_all;
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, LedgerPort};
-use handoff_domain::{ConversationId, HandoffKey, HandoffRecord, HandoffRequest, QueueId, Stage, StoredAnswer};
+use handoff_domain::{
+    ConversationId, GuestId, HandoffKey, HandoffRecord, HandoffRequest, QueueId, Stage, StoredAnswer,
+};
 use handoff_ledger::{LedgerSetupError, SqlLedger};
 use serde_json::json;
 use uuid::Uuid;
@@ -30,6 +32,16 @@ fn new_key() -> (HandoffKey, HandoffRequest) {
     }))
     .unwrap();
     (HandoffKey::new(conversation, None), request)
+}
+
+/// How many migrations the `dialect` directory holds (every one is applied at connect).
+fn migration_files(dialect: &str) -> i64 {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dialect);
+    let n = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql")))
+        .count();
+    i64::try_from(n).unwrap()
 }
 
 async fn fresh(ledger: &dyn LedgerPort, now: DateTime<Utc>) -> (HandoffKey, HandoffRecord) {
@@ -63,6 +75,45 @@ async fn a_row_that_no_longer_validates_is_reported_corrupt(ledger: &SqlLedger, 
     assert!(matches!(begin, Err(LedgerError::Corrupt(_))), "{begin:?}");
     let Err(LedgerError::Corrupt(message)) = history else { panic!("expected Corrupt, got {history:?}") };
     assert!(message.contains("history"), "{message}");
+}
+
+/// A transfer of a guest with a name, e-mail and context, saved with its analytics event; returns
+/// what must not be in the outbox.
+async fn a_transfer_with_personal_data(ledger: &SqlLedger) -> [&'static str; 4] {
+    let conversation = ConversationId::from_uuid(Uuid::new_v4());
+    let request = HandoffRequest::from_json(&json!({
+        "conversationId": conversation.to_string(),
+        "guestInfo": { "id": "guest-outbox-id", "name": "Outbox Name", "email": "outbox@example.com" },
+        "handoffReason": "billing",
+        "customContext": { "note": "outbox-context-value" },
+    }))
+    .unwrap();
+    let key = HandoffKey::new(conversation, None);
+    let Begin::Fresh(mut record) = ledger.begin(&key, &request, t(0), LEASE, REUSE_AFTER).await.unwrap() else {
+        panic!("expected a fresh record");
+    };
+    record.queue = Some(queue());
+    record.advance(Stage::TransferPending, t(1), "transfer requested").unwrap();
+    record.advance(Stage::Transferred, t(1), "transfer accepted").unwrap();
+    record.answer = Some(StoredAnswer::Transferred { queue: queue() });
+    let event = HandoffEvent {
+        handoff_id: record.id,
+        conversation_id: conversation,
+        reason: record.reason().clone(),
+        queue_id: queue(),
+        at: t(1),
+    };
+    ledger.save(&record, None, &[event]).await.unwrap();
+    ["guest-outbox-id", "Outbox Name", "outbox@example.com", "outbox-context-value"]
+}
+
+/// Asserts the outbox rows (as text) carry the event and none of `private`.
+fn assert_outbox_without(rows: &[String], private: &[&str]) {
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].contains("billing"), "the event is there: {rows:?}");
+    for p in private {
+        assert!(!rows[0].contains(p), "{p} in the outbox: {rows:?}");
+    }
 }
 
 async fn a_save_whose_outbox_insert_fails_writes_nothing(ledger: &SqlLedger, refuse_outbox: impl AsyncFnOnce()) {
@@ -143,7 +194,7 @@ mod sqlite {
         ledger.ping().await.unwrap();
         let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
         let applied: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&raw).await.unwrap();
-        assert_eq!(applied, 2, "0001 and 0005");
+        assert_eq!(applied, migration_files("sqlite"));
         let mut indexes: Vec<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%_idx'")
                 .fetch_all(&raw)
@@ -154,7 +205,9 @@ mod sqlite {
             indexes,
             [
                 "handoffs_conversation_idx",
+                "handoffs_guest_idx",
                 "handoffs_insights_idx",
+                "handoffs_personal_data_idx",
                 "handoffs_stage_lease_idx",
                 "handoffs_stage_next_check_idx",
                 "outbox_pending_idx"
@@ -303,7 +356,7 @@ mod sqlite {
         ledger.close().await;
         let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
         let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&raw).await.unwrap();
-        assert_eq!(version, 2, "0001 counted as applied, 0005 applied");
+        assert_eq!(version, migration_files("sqlite"), "0001 counted as applied, the later ones applied");
         raw.close().await;
     }
 
@@ -361,6 +414,80 @@ mod sqlite {
         .await;
     }
 
+    /// Whether `needle` occurs anywhere in the ledger's files (database, WAL, shared memory),
+    /// and in which.
+    fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<String> {
+        ["ledger.db", "ledger.db-wal", "ledger.db-shm"]
+            .into_iter()
+            .filter(|name| {
+                let bytes = std::fs::read(dir.join(name)).unwrap_or_default();
+                bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_outbox_holds_no_personal_data() {
+        on_sqlite(async |db| {
+            let private = super::a_transfer_with_personal_data(&db.ledger).await;
+            let raw = db.raw().await;
+            let rows: Vec<String> = sqlx::query_scalar("SELECT event FROM outbox").fetch_all(&raw).await.unwrap();
+            raw.close().await;
+            super::assert_outbox_without(&rows, &private);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn after_an_erasure_the_guests_name_and_email_are_in_none_of_the_ledgers_files() {
+        // Arrange: the guest's records saved several times each (old row versions in pages and
+        // WAL frames), with a context large enough for overflow pages; another guest's record
+        // stays, which proves the scan finds what is there.
+        const NAME: &str = "Zelda Quuxington-Erasable";
+        const EMAIL: &str = "zelda.quuxington@erasable.example";
+        const KEPT_NAME: &str = "Kept Guest Marker-Name";
+        let db = crate::support::SqliteDb::new().await;
+        let ledger: &dyn LedgerPort = &db.ledger;
+        let personal = |guest: &str, name: &str| {
+            let context: serde_json::Map<String, serde_json::Value> =
+                (0..30).map(|n| (format!("note_{n}"), json!(format!("{name} said {n} {}", "x".repeat(180))))).collect();
+            let conversation = ConversationId::from_uuid(Uuid::new_v4());
+            let request = HandoffRequest::from_json(&json!({
+                "conversationId": conversation.to_string(),
+                "guestInfo": { "id": guest, "name": name, "email": EMAIL },
+                "handoffReason": "billing",
+                "customContext": context,
+            }))
+            .unwrap();
+            (HandoffKey::new(conversation, None), request)
+        };
+        for n in 0..5 {
+            let (key, request) = personal("guest-erase-me", NAME);
+            let Begin::Fresh(mut record) = ledger.begin(&key, &request, t(n), LEASE, REUSE_AFTER).await.unwrap() else {
+                panic!("expected a fresh record");
+            };
+            record.queue = Some(QueueId::parse("00000000-0000-4000-8000-000000000001").unwrap());
+            record.advance(Stage::TransferPending, t(n + 1), "transfer requested").unwrap();
+            ledger.save(&record, Some(t(n + 30)), &[]).await.unwrap();
+            record.advance(Stage::Transferred, t(n + 2), "transfer accepted").unwrap();
+            ledger.save(&record, None, &[]).await.unwrap();
+        }
+        let (key, request) = personal("guest-kept", KEPT_NAME);
+        ledger.begin(&key, &request, t(10), LEASE, REUSE_AFTER).await.unwrap();
+        assert!(!files_holding(db.dir.path(), NAME).is_empty(), "the name must be on disk before the erasure");
+
+        // Act
+        let erased = ledger.erase_guest(&GuestId::parse("guest-erase-me").unwrap()).await.unwrap();
+
+        // Assert: at once (the erasure returns after the checkpoint), well within 5 s.
+        assert_eq!(erased, 5);
+        assert_eq!(files_holding(db.dir.path(), NAME), Vec::<String>::new(), "the name is still on disk");
+        assert_eq!(files_holding(db.dir.path(), EMAIL), vec!["ledger.db".to_owned()], "only the kept guest's e-mail");
+        assert!(!files_holding(db.dir.path(), KEPT_NAME).is_empty(), "the other guest's record must stay readable");
+        db.ledger.close().await;
+    }
+
     #[tokio::test]
     async fn a_closed_ledger_answers_unavailable() {
         // Arrange
@@ -398,6 +525,18 @@ mod postgres {
     use super::*;
 
     #[tokio::test]
+    async fn the_outbox_holds_no_personal_data() {
+        on_postgres(async |db| {
+            let private = super::a_transfer_with_personal_data(&db.ledger).await;
+            let raw = db.raw().await;
+            let rows: Vec<String> = sqlx::query_scalar("SELECT event::text FROM outbox").fetch_all(&raw).await.unwrap();
+            raw.close().await;
+            super::assert_outbox_without(&rows, &private);
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn connect_applies_the_migrations_and_reports_the_backend() {
         on_postgres(async |db| {
             assert_eq!(db.ledger.backend_name(), "postgres");
@@ -406,7 +545,7 @@ mod postgres {
                 .fetch_one(&raw)
                 .await
                 .unwrap();
-            assert_eq!(applied, 2, "0001 and 0005");
+            assert_eq!(applied, migration_files("postgres"));
             raw.close().await;
         })
         .await;

@@ -10,7 +10,7 @@ use futures::future::join_all;
 use handoff_domain::lifecycle::HistoryEntry;
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, LedgerPort, StatRow};
 use handoff_domain::{
-    AdviceDecision, ConversationId, HandoffId, HandoffKey, HandoffReason, HandoffRecord, HandoffRequest,
+    AdviceDecision, ConversationId, GuestId, HandoffId, HandoffKey, HandoffReason, HandoffRecord, HandoffRequest,
     IdempotencyKey, ParticipantId, QueueId, Stage, StoredAnswer,
 };
 use serde_json::json;
@@ -71,6 +71,10 @@ contract_suite!(
     fifty_concurrent_begins_of_an_expired_lease_yield_exactly_one_resume,
     fifty_concurrent_begins_after_a_failure_yield_exactly_one_fresh,
     get_of_an_unknown_id_is_none_and_ping_answers,
+    erase_guest_removes_the_guests_name_email_and_context_from_every_record_of_theirs_only,
+    a_save_after_an_erasure_does_not_bring_the_personal_data_back,
+    purge_removes_personal_data_from_finished_records_older_than_the_cutoff_and_keeps_the_stats,
+    purge_honours_its_limit,
 );
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -647,4 +651,153 @@ pub(crate) async fn get_of_an_unknown_id_is_none_and_ping_answers(ledger: &dyn L
     ledger.ping().await.unwrap();
     assert_eq!(ledger.outbox_backlog().await.unwrap(), 0);
     assert!(ledger.stats(t(0)).await.unwrap().is_empty());
+}
+
+// ---- personal data: erasure and retention ---------------------------------------------------
+
+const NAME: &str = "Jane Doe";
+const EMAIL: &str = "jane.doe@example.com";
+
+/// A request of `guest` with a name, an e-mail and a context entry.
+fn personal_request(conversation: ConversationId, guest: &str, reason: &str) -> HandoffRequest {
+    HandoffRequest::from_json(&json!({
+        "conversationId": conversation.to_string(),
+        "guestInfo": { "id": guest, "name": NAME, "email": EMAIL },
+        "handoffReason": reason,
+        "customContext": { "account_tier": "gold" },
+    }))
+    .unwrap()
+}
+
+/// A fresh record of `guest`, with personal data, created at `now`.
+async fn personal(ledger: &dyn LedgerPort, guest: &str, reason: &str, now: DateTime<Utc>) -> HandoffRecord {
+    let conversation = conversation();
+    let request = personal_request(conversation, guest, reason);
+    match ledger.begin(&key(conversation), &request, now, LEASE, REUSE_AFTER).await.unwrap() {
+        Begin::Fresh(record) => record,
+        other => panic!("expected a fresh record, got {other:?}"),
+    }
+}
+
+/// Asserts the stored record has no personal data left, and everything else is as it was.
+async fn assert_erased(ledger: &dyn LedgerPort, before: &HandoffRecord) {
+    let stored = ledger.get(before.id).await.unwrap().expect("the record still exists");
+    let request = &stored.request;
+    assert_eq!(request.guest().name(), None, "name kept in {}", before.id);
+    assert_eq!(request.guest().email(), None, "e-mail kept in {}", before.id);
+    assert!(request.context().is_empty(), "context kept in {}", before.id);
+    assert_eq!(request.guest().id(), before.request.guest().id());
+    assert_eq!(request.reason(), before.request.reason());
+    assert_eq!(request.conversation_id(), before.request.conversation_id());
+    assert_eq!((stored.stage, stored.queue, &stored.answer), (before.stage, before.queue, &before.answer));
+}
+
+async fn assert_intact(ledger: &dyn LedgerPort, id: HandoffId) {
+    let stored = ledger.get(id).await.unwrap().expect("the record exists");
+    assert_eq!(stored.request.guest().name(), Some(NAME));
+    assert_eq!(stored.request.guest().email(), Some(EMAIL));
+    assert_eq!(stored.request.context().get("account_tier"), Some("gold"));
+}
+
+pub(crate) async fn erase_guest_removes_the_guests_name_email_and_context_from_every_record_of_theirs_only(
+    ledger: &dyn LedgerPort,
+) {
+    // Arrange: two records of the guest (one transferred, one deferred), one of another guest.
+    let mut transferred = personal(ledger, "guest-erase", "billing", t(0)).await;
+    transfer(&mut transferred, t(1), queue(1));
+    ledger.save(&transferred, None, &[]).await.unwrap();
+    let mut deferred = personal(ledger, "guest-erase", "billing", t(2)).await;
+    defer(&mut deferred, t(3), t(60), queue(2));
+    ledger.save(&deferred, None, &[]).await.unwrap();
+    let other = personal(ledger, "guest-keep", "billing", t(4)).await;
+    let guest = GuestId::parse("guest-erase").unwrap();
+
+    // Act
+    let erased = ledger.erase_guest(&guest).await.unwrap();
+    let again = ledger.erase_guest(&guest).await.unwrap();
+    let unknown = ledger.erase_guest(&GuestId::parse("nobody").unwrap()).await.unwrap();
+
+    // Assert
+    assert_eq!(erased, 2);
+    assert_eq!(again, 0, "nothing is left to erase");
+    assert_eq!(unknown, 0);
+    assert_erased(ledger, &transferred).await;
+    assert_erased(ledger, &deferred).await;
+    assert_intact(ledger, other.id).await;
+    let claimed = ledger.claim_due(t(60), 10, LEASE).await.unwrap();
+    let claimed_deferred = claimed.iter().find(|r| r.id == deferred.id).expect("the deferred handoff still runs");
+    assert_eq!(claimed_deferred.request.guest().name(), None);
+}
+
+pub(crate) async fn a_save_after_an_erasure_does_not_bring_the_personal_data_back(ledger: &dyn LedgerPort) {
+    // Arrange: a handoff in flight holds its record (with the data) while the guest is erased.
+    let mut held = personal(ledger, "guest-in-flight", "billing", t(0)).await;
+    assert_eq!(ledger.erase_guest(&GuestId::parse("guest-in-flight").unwrap()).await.unwrap(), 1);
+
+    // Act: the handoff finishes and saves the copy it holds.
+    transfer(&mut held, t(1), queue(1));
+    ledger.save(&held, None, &[]).await.unwrap();
+
+    // Assert
+    assert_erased(ledger, &held).await;
+    assert_eq!(ledger.get(held.id).await.unwrap().unwrap().stage, Stage::Transferred);
+}
+
+pub(crate) async fn purge_removes_personal_data_from_finished_records_older_than_the_cutoff_and_keeps_the_stats(
+    ledger: &dyn LedgerPort,
+) {
+    // Arrange: finished before the cutoff (transferred, failed), finished after it, and two old
+    // records that are not finished (deferred, and in flight).
+    let mut old_transferred = personal(ledger, "g1", "billing", t(0)).await;
+    transfer(&mut old_transferred, t(10), queue(1));
+    ledger.save(&old_transferred, None, &[]).await.unwrap();
+    let mut old_failed = personal(ledger, "g2", "tech", t(0)).await;
+    fail(&mut old_failed, t(10));
+    ledger.save(&old_failed, None, &[]).await.unwrap();
+    let mut recent = personal(ledger, "g3", "billing", t(0)).await;
+    transfer(&mut recent, t(100), queue(1));
+    ledger.save(&recent, None, &[]).await.unwrap();
+    let mut deferred = personal(ledger, "g4", "billing", t(0)).await;
+    defer(&mut deferred, t(10), t(1000), queue(2));
+    ledger.save(&deferred, None, &[]).await.unwrap();
+    let in_flight = personal(ledger, "g5", "billing", t(0)).await;
+    let stats_before = ledger.stats(t(0)).await.unwrap();
+
+    // Act
+    let purged = ledger.purge_personal_data(t(50), 100).await.unwrap();
+    let again = ledger.purge_personal_data(t(50), 100).await.unwrap();
+
+    // Assert
+    assert_eq!(purged, 2);
+    assert_eq!(again, 0);
+    assert_erased(ledger, &old_transferred).await;
+    assert_erased(ledger, &old_failed).await;
+    for id in [recent.id, deferred.id, in_flight.id] {
+        assert_intact(ledger, id).await;
+    }
+    assert_eq!(ledger.stats(t(0)).await.unwrap(), stats_before, "the stats need nothing that was purged");
+    let replay = ledger.begin(&old_transferred.key, &old_transferred.request, t(20), LEASE, REUSE_AFTER).await.unwrap();
+    assert!(matches!(replay, Begin::Replay(ref r) if r.id == old_transferred.id), "{replay:?}");
+}
+
+pub(crate) async fn purge_honours_its_limit(ledger: &dyn LedgerPort) {
+    // Arrange
+    let mut all = Vec::new();
+    for n in 0..3 {
+        let mut r = personal(ledger, &format!("g{n}"), "billing", t(n)).await;
+        transfer(&mut r, t(10 + n), queue(1));
+        ledger.save(&r, None, &[]).await.unwrap();
+        all.push(r);
+    }
+
+    // Act
+    let first = ledger.purge_personal_data(t(100), 2).await.unwrap();
+    let second = ledger.purge_personal_data(t(100), 2).await.unwrap();
+    let none = ledger.purge_personal_data(t(100), 0).await.unwrap();
+
+    // Assert
+    assert_eq!((first, second, none), (2, 1, 0));
+    for r in &all {
+        assert_erased(ledger, r).await;
+    }
 }
