@@ -6,6 +6,7 @@ mod cluster;
 mod durability;
 mod handoff;
 mod helpers;
+mod insights;
 mod kit;
 mod operations;
 mod privacy;

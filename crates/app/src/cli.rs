@@ -1,4 +1,4 @@
-//! The command line (CONTRACT §2): `serve`, `demo`, `simulator`, `check`.
+//! The command line (CONTRACT §2): `serve`, `demo`, `simulator`, `check`, `report`.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -50,6 +50,25 @@ pub enum Command {
         #[arg(long, value_name = "CONVERSATION_ID", num_args = 0..=1, default_missing_value = "")]
         transfer_probe: Option<String>,
     },
+    /// Print the insights page's figures as terminal tables, read from the ledger.
+    Report(ReportArgs),
+}
+
+/// Flags of `report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Start of the window: `24h`, `7d`, `90m` before now, a date (`YYYY-MM-DD`, UTC) or RFC 3339.
+    #[arg(long, default_value = "7d")]
+    pub since: String,
+    /// End of the window, exclusive (same forms); now when absent.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only handoffs of this reason.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// The ledger; overrides `DATABASE_URL` (default `sqlite://handoff.db`).
+    #[arg(long)]
+    pub database_url: Option<String>,
 }
 
 /// Flags of `serve`; each overrides the environment variable of the same meaning.
@@ -92,6 +111,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             telemetry::init(telemetry::subscriber("info", crate::config::LogFormat::Pretty, std::io::stderr));
             simulator(port).await
         }
+        Command::Report(args) => report(args).await,
         Command::Check { transfer_probe } => {
             let overrides = HashMap::new();
             match settings(&overrides) {
@@ -148,6 +168,35 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn report(args: ReportArgs) -> ExitCode {
+    let filter = match crate::report::report_filter(
+        &args.since,
+        args.until.as_deref(),
+        args.reason.as_deref(),
+        chrono::Utc::now(),
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let url = args
+        .database_url
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .unwrap_or_else(|| "sqlite://handoff.db".to_owned());
+    match crate::report::run(&url, &filter).await {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("report failed: {e:#}");
             ExitCode::FAILURE
         }
     }

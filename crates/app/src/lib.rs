@@ -8,7 +8,9 @@
 //! - [`telemetry`]: the `tracing` subscriber (JSON or pretty, `RUST_LOG`).
 //! - [`observer`]: one log line and the Prometheus metrics per handoff outcome.
 //! - [`startup`]: [`App`]: adapters, use case, router, listener, workers, graceful shutdown.
-//! - [`cli`]: `serve`, `demo`, `simulator`, `check`.
+//! - [`cli`]: `serve`, `demo`, `simulator`, `check`, `report`.
+//! - [`report`]: `handoff report` (the insights figures as terminal tables) and the queue
+//!   capacity figures `/insights` shows.
 //! - [`demo`]: the zero-setup walk-through against the simulator.
 //! - `check`: the preflight against a real org.
 
@@ -17,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod observer;
+pub mod report;
 pub mod startup;
 pub mod telemetry;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use handoff_domain::ports::{LedgerPort, SystemClock};
+use handoff_domain::ports::{InsightsPort, LedgerPort, SystemClock};
 use handoff_domain::{HandoffService, InMemoryLedger, Stage};
 use handoff_genesys::{GenesysClient, GenesysConfig, NotificationSettings, Region};
 use handoff_http::{router, AppState, HttpSettings, LedgerProbe, ReadinessProbe, WebhookAuth};
@@ -66,7 +66,7 @@ impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
         let genesys =
             GenesysClient::shared(genesys_config(&settings)?).context("failed to build the genesys client")?;
-        let ledger = connect_ledger(&settings.database_url, settings.heartbeat_every).await?;
+        let (ledger, insights) = connect_ledger(&settings.database_url, settings.heartbeat_every).await?;
         let metrics = Arc::new(Metrics::new());
         metrics.add_source(genesys_metrics(genesys.clone()));
 
@@ -100,7 +100,9 @@ impl App {
                 request_timeout: settings.request_timeout,
                 max_in_flight: settings.max_in_flight,
             })
-            .with_metrics(Arc::new(move || render.render()));
+            .with_metrics(Arc::new(move || render.render()))
+            .with_insights(insights)
+            .with_capacity_figures(crate::report::capacity_figures(&settings.service.routing, genesys.clone()));
 
         let listener = TcpListener::bind((settings.bind_addr, settings.port))
             .await
@@ -231,11 +233,16 @@ fn genesys_config(settings: &Settings) -> anyhow::Result<GenesysConfig> {
 
 /// Opens the ledger. A SQLite file is locked for this process (a second `serve` on it fails here,
 /// naming the owner), and the leases a killed predecessor left are ended so their handoffs resume
-/// at once; a PostgreSQL instance registers itself and starts its heartbeat.
-async fn connect_ledger(url: &str, heartbeat_every: Duration) -> anyhow::Result<Arc<dyn LedgerPort>> {
+/// at once; a PostgreSQL instance registers itself and starts its heartbeat. The same ledger is
+/// the read model of `/insights` and the export.
+async fn connect_ledger(
+    url: &str,
+    heartbeat_every: Duration,
+) -> anyhow::Result<(Arc<dyn LedgerPort>, Arc<dyn InsightsPort>)> {
     if url.starts_with("memory:") {
         tracing::warn!("DATABASE_URL=memory: handoffs are not durable; use sqlite:// or postgres:// in production");
-        return Ok(Arc::new(InMemoryLedger::new()));
+        let ledger = Arc::new(InMemoryLedger::new());
+        return Ok((ledger.clone(), ledger));
     }
     let options = handoff_ledger::LedgerOptions { heartbeat_every, ..handoff_ledger::LedgerOptions::default() };
     let ledger = handoff_ledger::SqlLedger::connect_with(url, &options)
@@ -245,11 +252,12 @@ async fn connect_ledger(url: &str, heartbeat_every: Duration) -> anyhow::Result<
     if released > 0 {
         tracing::info!(released, "ended the leases a previous process left; their handoffs resume at once");
     }
-    Ok(Arc::new(ledger))
+    let ledger = Arc::new(ledger);
+    Ok((ledger.clone(), ledger))
 }
 
 /// A database URL without its password.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];

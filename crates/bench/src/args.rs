@@ -100,6 +100,10 @@ pub struct Args {
     /// error. Asserts nothing about speed.
     #[arg(long)]
     pub smoke: bool,
+    /// Instead of the load run: seed this many handoffs over a year into `--ledger` (sqlite or
+    /// postgres) and time the insights page's queries and rendering and the CSV export (issue 15).
+    #[arg(long)]
+    pub insights: Option<u64>,
 }
 
 impl Args {
@@ -121,6 +125,7 @@ impl Args {
         self.drain_seconds = self.drain_seconds.min(86_400);
         self.latency_ms = self.latency_ms.min(60_000);
         self.request_timeout_secs = self.request_timeout_secs.clamp(1, 3_600);
+        self.insights = self.insights.map(|n| n.clamp(1, 10_000_000));
         self
     }
 }

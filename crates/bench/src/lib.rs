@@ -11,6 +11,7 @@
 //! ```text
 //! cargo run --release -p handoff-bench -- --requests 5000 --concurrency 64 --latency-ms 20 --json out.json
 //! cargo run -p handoff-bench -- --smoke      # CI: exits non-zero on any error, asserts no speed
+//! cargo run --release -p handoff-bench -- --insights 100000 --ledger postgres
 //! ```
 //!
 //! # Layout
@@ -23,8 +24,11 @@
 //! - `machine`: `/proc` readings (process and thread CPU ticks, peak RSS, steal) and machine info.
 //! - `stages`: the service's own time between its upstream calls (client times joined with the call log).
 //! - `report`: the report, the targets, and the human table.
+//! - `insights`: `--insights N`: the insights page's queries, rendering and export on N seeded
+//!   handoffs (issue 15).
 
 mod args;
+mod insights;
 mod ledger;
 mod load;
 mod machine;

@@ -34,6 +34,15 @@ const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// never fail a run), 2 when the run could not be set up.
 pub fn run(args: Args) -> ExitCode {
     let args = args.effective();
+    if let Some(count) = args.insights {
+        return match crate::insights::run(&args, count) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("handoff-bench: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run_inner(&args) {
         Ok(report) => {
             print!("{}", report.render());

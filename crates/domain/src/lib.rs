@@ -15,6 +15,9 @@
 //! - `admission`: capacity snapshots, the capacity model (free slots or idle agents) and the
 //!   admission rule (CONTRACT §5.4).
 //! - `attributes`: the participant attribute set written to Genesys (CONTRACT §5.5) and its limits.
+//! - [`insights`]: what reports show: each handoff's `Outcome` (decided in one place), the
+//!   `HandoffSummary` rows the insights page, the CSV export and `handoff report` read, and the
+//!   `Insights` figures folded from them.
 //! - [`lifecycle`]: the handoff record and its state machine (received → transferred, deferred,
 //!   advised, failed), the delivery mode and the confirmation of an advice.
 //! - `outcome`: what came of a handoff (`Outcome`: transferred, confirmed, failed by cause, …) and
@@ -31,6 +34,7 @@ mod admission;
 mod attributes;
 mod figures;
 pub mod ids;
+pub mod insights;
 pub mod lifecycle;
 mod memory;
 mod outcome;
@@ -45,6 +49,7 @@ pub use admission::{Admission, AdmissionPolicy, CapacityModel, CapacitySnapshot}
 pub use attributes::{AttributeLimitError, AttributeSet, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUE_CHARS, RESERVED_KEYS};
 pub use figures::{AgentCounts, FreeSlots, QueueFigures};
 pub use ids::{ConversationId, HandoffId, InvalidId, ParticipantId, QueueId};
+pub use insights::{HandoffSummary, Insights, InsightsFilter};
 pub use lifecycle::{
     later, AdviceDecision, Confirmation, HandoffKey, HandoffMode, HandoffRecord, Stage, StoredAnswer, Unconfirmed,
 };

@@ -12,9 +12,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::ids::{ConversationId, HandoffId};
+use crate::insights::{HandoffSummary, InsightsFilter, SummaryCursor};
 use crate::lifecycle::{AdviceDecision, HandoffKey, HandoffMode, HandoffRecord, Stage, StoredAnswer};
 use crate::outcome::OutcomeFacts;
-use crate::ports::{Begin, HandoffEvent, LedgerError, LedgerPort, OutboxEntry, StatRow};
+use crate::ports::{Begin, HandoffEvent, InsightsPort, LedgerError, LedgerPort, OutboxEntry, StatRow};
 use crate::request::{GuestId, HandoffRequest};
 
 #[derive(Debug)]
@@ -110,6 +111,27 @@ fn replay_within(record: &HandoffRecord, now: DateTime<Utc>, window: Duration) -
 
 fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     crate::lifecycle::later(now, lease)
+}
+
+#[async_trait]
+impl InsightsPort for InMemoryLedger {
+    async fn summaries(
+        &self,
+        filter: &InsightsFilter,
+        after: Option<SummaryCursor>,
+        limit: usize,
+    ) -> Result<Vec<HandoffSummary>, LedgerError> {
+        let state = self.lock()?;
+        let mut page: Vec<HandoffSummary> = state
+            .records
+            .values()
+            .map(|slot| HandoffSummary::of(&slot.record))
+            .filter(|s| filter.covers(s) && after.is_none_or(|a| s.cursor() > a))
+            .collect();
+        page.sort_by_key(HandoffSummary::cursor);
+        page.truncate(limit);
+        Ok(page)
+    }
 }
 
 #[async_trait]

@@ -32,9 +32,31 @@ pub enum Outcome {
     Unconfirmed,
     /// Given up, for the cause given.
     Failed(FailureCause),
-    /// Left hanging and closed by the service without a transfer. (Produced once the ledger has a
-    /// stage for it; until then no record has this outcome.)
+    /// Left hanging and closed by the service without a transfer ([`Stage::Abandoned`]).
     Abandoned,
+}
+
+impl Outcome {
+    /// The outcome of a record in `stage` with `answer`; `deferred` when it ever waited for
+    /// capacity (its `defer_until` is set). The only place a handoff's outcome is decided: the
+    /// stats, the insights page, the export and the report all come here.
+    pub fn decide(stage: Stage, answer: Option<&StoredAnswer>, deferred: bool) -> Outcome {
+        match (stage, answer) {
+            (Stage::Transferred, _) if deferred => Outcome::TransferredAfterDeferral,
+            (Stage::Transferred, _) => Outcome::Transferred,
+            (Stage::Advised, Some(StoredAnswer::Advised { decision: AdviceDecision::Defer { .. }, .. })) => {
+                Outcome::AdvisedDefer
+            }
+            (Stage::Advised, Some(StoredAnswer::Advised { confirmation: Some(c), .. })) => match c {
+                Confirmation::Confirmed { .. } => Outcome::Confirmed,
+                Confirmation::Unconfirmed { .. } => Outcome::Unconfirmed,
+            },
+            (Stage::Failed, Some(StoredAnswer::Failed { code, .. })) => Outcome::Failed(FailureCause::of_code(code)),
+            (Stage::Failed, _) => Outcome::Failed(FailureCause::Rejected),
+            (Stage::Abandoned, _) => Outcome::Abandoned,
+            _ => Outcome::InProgress,
+        }
+    }
 }
 
 /// Why a handoff failed.
@@ -183,20 +205,7 @@ impl OutcomeFacts {
 
     /// The outcome these facts describe.
     pub fn outcome(&self) -> Outcome {
-        match (self.stage, &self.answer) {
-            (Stage::Transferred, _) if self.deferred => Outcome::TransferredAfterDeferral,
-            (Stage::Transferred, _) => Outcome::Transferred,
-            (Stage::Advised, Some(StoredAnswer::Advised { decision: AdviceDecision::Defer { .. }, .. })) => {
-                Outcome::AdvisedDefer
-            }
-            (Stage::Advised, Some(StoredAnswer::Advised { confirmation: Some(c), .. })) => match c {
-                Confirmation::Confirmed { .. } => Outcome::Confirmed,
-                Confirmation::Unconfirmed { .. } => Outcome::Unconfirmed,
-            },
-            (Stage::Failed, Some(StoredAnswer::Failed { code, .. })) => Outcome::Failed(FailureCause::of_code(code)),
-            (Stage::Failed, _) => Outcome::Failed(FailureCause::Rejected),
-            _ => Outcome::InProgress,
-        }
+        Outcome::decide(self.stage, self.answer.as_ref(), self.deferred)
     }
 
     /// Time to queue: transfer mode from receipt to the transfer; advisory mode from the advice

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use crate::admission::CapacitySnapshot;
 use crate::attributes::AttributeSet;
 use crate::ids::{ConversationId, HandoffId, ParticipantId, QueueId};
+use crate::insights::{HandoffSummary, InsightsFilter, SummaryCursor};
 use crate::lifecycle::{HandoffKey, HandoffMode, HandoffRecord, Stage};
 use crate::outcome::OutcomeFacts;
 use crate::request::{GuestId, HandoffReason, HandoffRequest};
@@ -501,6 +502,26 @@ pub trait LedgerPort: Send + Sync {
     /// # Errors
     /// [`LedgerError`] when it does not.
     async fn ping(&self) -> Result<(), LedgerError>;
+}
+
+/// The read model of reports (the insights page, the CSV export, `handoff report`): handoff
+/// summaries without personal data, read in `(created_at, handoff_id)` order by keyset pages so
+/// that any number of them can be streamed.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait InsightsPort: Send + Sync {
+    /// Up to `limit` summaries of the handoffs `filter` covers, in `(created_at, handoff_id)`
+    /// order, strictly after `after` when given.
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`] when the store cannot be read; [`LedgerError::Corrupt`] when a
+    /// stored row cannot be read back.
+    async fn summaries(
+        &self,
+        filter: &InsightsFilter,
+        after: Option<SummaryCursor>,
+        limit: usize,
+    ) -> Result<Vec<HandoffSummary>, LedgerError>;
 }
 
 /// The time, as the domain sees it (injected so tests are deterministic).

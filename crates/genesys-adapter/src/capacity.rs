@@ -122,6 +122,22 @@ impl CapacityCache {
         Self::fetch_into(&slot, with_wait, fetch).await
     }
 
+    /// The last observation of every queue asked about: its result and its age. Reads the cache
+    /// only (for the insights page); never fetches.
+    pub(crate) fn last_observations(&self) -> Vec<(QueueId, Result<CapacitySnapshot, PortError>, Duration)> {
+        let slots: Vec<(QueueId, Arc<Slot>)> = {
+            let slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            slots.iter().map(|(q, s)| (*q, Arc::clone(s))).collect()
+        };
+        slots
+            .into_iter()
+            .filter_map(|(queue, slot)| {
+                let last = slot.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                last.as_ref().map(|e| (queue, e.result.clone(), e.at.elapsed()))
+            })
+            .collect()
+    }
+
     /// Runs `fetch` (the caller holds `fetching`) and keeps its result.
     async fn fetch_into<F, Fut>(slot: &Slot, with_wait: bool, fetch: F) -> Result<CapacitySnapshot, PortError>
     where

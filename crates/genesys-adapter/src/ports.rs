@@ -106,6 +106,14 @@ pub enum PermissionStatus {
 }
 
 impl GenesysClient {
+    /// The last capacity observation of every queue asked about since start, with its age: what
+    /// the shared cache holds, without calling Genesys (the insights page shows it).
+    pub fn last_capacity_observations(
+        &self,
+    ) -> Vec<(QueueId, Result<CapacitySnapshot, PortError>, std::time::Duration)> {
+        self.capacity.last_observations()
+    }
+
     /// `GET /api/v2/routing/queues/{id}`: the queue's name and whether it takes messages. For
     /// the preflight only; capacity never calls it.
     ///

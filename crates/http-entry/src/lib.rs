@@ -16,6 +16,8 @@
 //!   in-flight cap, and the payload and answer types.
 //! - `read`: `GET /handoffs/{id}`, `GET /handoffs?conversationId=`, `GET /handoffs/stats`, and the
 //!   record views they answer with.
+//! - `insights`: `GET /insights` (the insights page: maud markup, inline SVG charts, no script,
+//!   a strict CSP) and `GET /handoffs/export.csv` (streamed), both behind the admin token.
 //! - `guests`: `DELETE /guests/{guestId}`: erases a guest's personal data from the ledger.
 //! - `health`: `GET /healthz`, `GET /readyz`, `GET /metrics`, and [`LedgerProbe`].
 //! - `openapi`: [`ApiDoc`], the OpenAPI document generated from the handlers and wire types,
@@ -31,6 +33,7 @@ mod error;
 pub mod fuzzing;
 mod guests;
 mod health;
+mod insights;
 mod openapi;
 mod read;
 mod router;
@@ -43,9 +46,12 @@ pub use admin::{AdminAccess, AdminAuth, AdminLogin, NoAdminToken};
 pub use auth::{NoWebhookSecret, WebhookAuth, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_SECS, TIMESTAMP_HEADER};
 pub use error::{ApiError, ErrorDetail, ADMIN_LOGIN_CHALLENGE, WWW_AUTHENTICATE};
 pub use health::LedgerProbe;
+pub use insights::{csv_line, render_page, InsightsForm, PageInputs, CONTENT_SECURITY_POLICY, CSV_HEADER};
 pub use openapi::{openapi_json, ApiDoc};
 pub use router::{router, REQUEST_ID_HEADER};
-pub use state::{AppState, HttpSettings, MetricsRenderer, ReadinessProbe, MAX_BODY_BYTES};
+pub use state::{
+    AppState, CapacityFigures, HttpSettings, MetricsRenderer, QueueFigures, ReadinessProbe, MAX_BODY_BYTES,
+};
 pub use webhook::IDEMPOTENCY_KEY_HEADER;
 
 /// This crate's result type.

@@ -14,7 +14,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ObjectBuilder, RefOr, Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::{guests, health, read, webhook, REQUEST_ID_HEADER};
+use crate::{guests, health, insights, read, webhook, REQUEST_ID_HEADER};
 
 /// The API description: every route, its answers and the authentication schemes.
 #[derive(Debug, OpenApi)]
@@ -32,6 +32,8 @@ conversation to a queue with capacity (transfer mode), or answers which queue to
         read::get_handoff,
         read::list_handoffs,
         read::stats,
+        insights::insights_page,
+        insights::export_csv,
         guests::erase_guest,
         health::healthz,
         health::readyz,
@@ -44,6 +46,7 @@ conversation to a queue with capacity (transfer mode), or answers which queue to
         (name = "read",
             description = "Handoff records and counts, behind the admin token (HANDOFF_ADMIN_TOKEN; the webhook's \
 credentials only while it is unset) (CONTRACT §4.3)."),
+        (name = "insights", description = "What managers look at: the insights page and the CSV export, behind the admin token (no guest name, e-mail or context)."),
         (name = "privacy",
             description = "Erasure of a guest's personal data, behind the admin token (docs/operations.md, Privacy)."),
         (name = "operations", description = "Health, readiness, metrics and this document; no authentication."),
@@ -263,9 +266,11 @@ mod tests {
             [
                 "/guests/{guestId}",
                 "/handoffs",
+                "/handoffs/export.csv",
                 "/handoffs/stats",
                 "/handoffs/{handoffId}",
                 "/healthz",
+                "/insights",
                 "/metrics",
                 "/openapi.json",
                 "/readyz",

@@ -27,7 +27,7 @@ use tracing::Level;
 
 use crate::error::{ApiError, ErrorDetail};
 use crate::state::AppState;
-use crate::{guests, health, openapi, read, webhook};
+use crate::{guests, health, insights, openapi, read, webhook};
 
 /// The request id header.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -42,6 +42,8 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/bot-handoff", post(webhook::bot_handoff))
         .route("/handoffs", get(read::list_handoffs))
         .route("/handoffs/stats", get(read::stats))
+        .route("/handoffs/export.csv", get(insights::export_csv))
+        .route("/insights", get(insights::insights_page))
         .route("/handoffs/{handoff_id}", get(read::get_handoff))
         .route("/guests/{guest_id}", delete(guests::erase_guest))
         .route("/healthz", get(health::healthz))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use handoff_domain::ports::{Clock, SystemClock};
+use handoff_domain::ports::{Clock, InsightsPort, SystemClock};
 use handoff_domain::HandoffService;
 use tokio::sync::Semaphore;
 
@@ -25,6 +25,25 @@ pub trait ReadinessProbe: Send + Sync {
     /// Checks every component now.
     async fn check(&self) -> Vec<(String, Result<(), String>)>;
 }
+
+/// The capacity figures of one queue as last observed, for the insights page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueFigures {
+    /// The queue.
+    pub queue_id: handoff_domain::QueueId,
+    /// What it is to the service (`default`, `fallback`, `route: billing`, …).
+    pub role: String,
+    /// Named figures (`idle agents` → `3`, …); empty when never observed.
+    pub figures: Vec<(String, String)>,
+    /// How old the observation is; `None` when never observed since the process started.
+    pub age: Option<Duration>,
+    /// Why there are no figures (the last observation failed), if so.
+    pub note: Option<String>,
+}
+
+/// Supplies each configured queue's last capacity figures (the app reads the Genesys adapter's
+/// snapshot cache; it must not call upstream).
+pub type CapacityFigures = Arc<dyn Fn() -> Vec<QueueFigures> + Send + Sync>;
 
 /// HTTP tunables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +68,8 @@ pub struct AppState {
     service: Arc<HandoffService>,
     auth: Arc<WebhookAuth>,
     admin: Arc<AdminAuth>,
+    insights: Option<Arc<dyn InsightsPort>>,
+    capacity: Option<CapacityFigures>,
     readiness: Arc<dyn ReadinessProbe>,
     metrics: Option<MetricsRenderer>,
     settings: HttpSettings,
@@ -77,12 +98,37 @@ impl AppState {
             service,
             auth: Arc::new(auth),
             admin: Arc::new(AdminAuth::default()),
+            insights: None,
+            capacity: None,
             readiness,
             metrics: None,
             settings,
             clock: Arc::new(SystemClock),
             in_flight: semaphore(settings.max_in_flight),
         }
+    }
+
+    /// Serves `GET /insights` and `GET /handoffs/export.csv` from `insights` (the ledger's read
+    /// model). Without it both answer 404.
+    #[must_use]
+    pub fn with_insights(mut self, insights: Arc<dyn InsightsPort>) -> Self {
+        self.insights = Some(insights);
+        self
+    }
+
+    /// Shows each queue's capacity figures on `/insights` from `figures`.
+    #[must_use]
+    pub fn with_capacity_figures(mut self, figures: CapacityFigures) -> Self {
+        self.capacity = Some(figures);
+        self
+    }
+
+    pub(crate) fn insights(&self) -> Option<&Arc<dyn InsightsPort>> {
+        self.insights.as_ref()
+    }
+
+    pub(crate) fn capacity_figures(&self) -> Vec<QueueFigures> {
+        self.capacity.as_ref().map(|f| f()).unwrap_or_default()
     }
 
     /// Guards the admin routes (reads, stats, erasure) with `admin`. Without it they take the

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use handoff_domain::insights::{HandoffSummary, SummaryFacts};
 use handoff_domain::lifecycle::HistoryEntry;
 use handoff_domain::ports::{HandoffEvent, LedgerError, OutboxEntry, StatRow};
 use handoff_domain::{
@@ -301,6 +302,47 @@ fn history_from_json(value: Value) -> Result<Vec<HistoryEntry>, String> {
             Ok(HistoryEntry { at: l.at, stage, note: l.note })
         })
         .collect()
+}
+
+/// The columns of [`crate::sql::SUMMARIES`] as plain values, and the answer of a failed record.
+#[derive(Debug)]
+pub(crate) struct SummaryColumns {
+    pub(crate) id: Uuid,
+    pub(crate) conversation_id: Uuid,
+    pub(crate) reason: String,
+    pub(crate) queue_id: Option<Uuid>,
+    pub(crate) stage: String,
+    pub(crate) was_deferred: bool,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) attempts: i64,
+}
+
+impl SummaryColumns {
+    /// Whether the summary needs the stored answer (the failure cause, or advice).
+    pub(crate) fn needs_answer(&self) -> bool {
+        self.stage == Stage::Failed.as_str()
+    }
+
+    /// The summary, with the stored `answer` of a failed record.
+    pub(crate) fn into_summary(self, answer: Option<&Value>) -> Result<HandoffSummary, LedgerError> {
+        const WHAT: &str = "summary";
+        let stage =
+            Stage::parse(&self.stage).ok_or_else(|| corrupt(WHAT, format!("unknown stage `{}`", self.stage)))?;
+        let answer = answer.map(answer_from_json).transpose().map_err(|e| corrupt(WHAT, e))?;
+        Ok(HandoffSummary::from_facts(SummaryFacts {
+            handoff_id: HandoffId::from_uuid(self.id),
+            conversation_id: ConversationId::from_uuid(self.conversation_id),
+            reason: self.reason,
+            queue_id: self.queue_id.map(QueueId::from_uuid),
+            stage,
+            answer,
+            was_deferred: self.was_deferred,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            attempts: u32::try_from(self.attempts).map_err(|e| corrupt(WHAT, e))?,
+        }))
+    }
 }
 
 /// `HandoffEvent` as stored in the outbox.

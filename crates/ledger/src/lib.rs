@@ -35,7 +35,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, LedgerPort, OutboxEntry, StatRow};
+use handoff_domain::insights::{HandoffSummary, InsightsFilter, SummaryCursor};
+use handoff_domain::ports::{Begin, HandoffEvent, InsightsPort, LedgerError, LedgerPort, OutboxEntry, StatRow};
 use handoff_domain::{
     ConversationId, GuestId, HandoffId, HandoffKey, HandoffMode, HandoffRecord, HandoffRequest, OutcomeFacts,
 };
@@ -268,6 +269,21 @@ impl LedgerPort for SqlLedger {
 
     async fn ping(&self) -> Result<(), LedgerError> {
         dispatch!(self.ping())
+    }
+}
+
+#[async_trait]
+impl InsightsPort for SqlLedger {
+    async fn summaries(
+        &self,
+        filter: &InsightsFilter,
+        after: Option<SummaryCursor>,
+        limit: usize,
+    ) -> Result<Vec<HandoffSummary>, LedgerError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        dispatch!(self.summaries(filter, after, limit))
     }
 }
 

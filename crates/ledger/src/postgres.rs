@@ -17,6 +17,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use handoff_domain::insights::{HandoffSummary, InsightsFilter, SummaryCursor};
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, OutboxEntry, StatRow};
 use handoff_domain::{
     ConversationId, GuestId, HandoffId, HandoffKey, HandoffMode, HandoffRecord, HandoffRequest, OutcomeFacts,
@@ -28,7 +29,7 @@ use uuid::Uuid;
 
 use crate::codec::{
     answer_column, corrupt, event_to_json, lease_end, micros, outbox_entry, outcome_facts, sql_limit, stat_row,
-    RecordColumns,
+    RecordColumns, SummaryColumns,
 };
 use crate::error::{ledger_error, LedgerSetupError};
 use crate::plan::{plan_begin, BeginPlan};
@@ -380,6 +381,62 @@ impl PostgresBackend {
             .await
             .map_err(ledger_error("outbox_backlog"))?;
         u64::try_from(n).map_err(|e| corrupt("outbox_backlog", e))
+    }
+
+    /// A keyset page of summaries: an index-only scan of `handoffs_insights_idx` (once vacuumed);
+    /// only failed records are looked up by id for their answer.
+    pub(crate) async fn summaries(
+        &self,
+        filter: &InsightsFilter,
+        after: Option<SummaryCursor>,
+        limit: usize,
+    ) -> Result<Vec<HandoffSummary>, LedgerError> {
+        const OP: &str = "summaries";
+        let (after_at, after_id) = match after {
+            Some(c) => (micros(c.created_at), *c.handoff_id.as_uuid()),
+            None => (micros(filter.since()), Uuid::nil()),
+        };
+        let text = if filter.reason().is_some() { sql::SUMMARIES_OF_REASON.as_str() } else { sql::SUMMARIES.as_str() };
+        let mut query =
+            sqlx::query(text).bind(after_at).bind(after_id).bind(micros(filter.until())).bind(sql_limit(limit));
+        if let Some(reason) = filter.reason() {
+            query = query.bind(reason.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(ledger_error(OP))?;
+        let mut columns = Vec::with_capacity(rows.len());
+        for r in &rows {
+            columns.push(SummaryColumns {
+                id: r.try_get(0).map_err(ledger_error(OP))?,
+                conversation_id: r.try_get(1).map_err(ledger_error(OP))?,
+                reason: r.try_get(2).map_err(ledger_error(OP))?,
+                queue_id: r.try_get(3).map_err(ledger_error(OP))?,
+                stage: r.try_get(4).map_err(ledger_error(OP))?,
+                was_deferred: r.try_get(5).map_err(ledger_error(OP))?,
+                created_at: r.try_get(6).map_err(ledger_error(OP))?,
+                updated_at: r.try_get(7).map_err(ledger_error(OP))?,
+                attempts: r.try_get(8).map_err(ledger_error(OP))?,
+            });
+        }
+        // The answers of the page's failed records, in one round trip.
+        let wanted: Vec<Uuid> = columns.iter().filter(|c| c.needs_answer()).map(|c| c.id).collect();
+        let answers: std::collections::HashMap<Uuid, Value> = if wanted.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            sqlx::query_as::<_, (Uuid, Option<Value>)>(sql::SUMMARY_ANSWERS)
+                .bind(&wanted)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(ledger_error(OP))?
+                .into_iter()
+                .filter_map(|(id, answer)| answer.map(|a| (id, a)))
+                .collect()
+        };
+        let mut summaries = Vec::with_capacity(columns.len());
+        for c in columns {
+            let answer = answers.get(&c.id).cloned();
+            summaries.push(c.into_summary(answer.as_ref())?);
+        }
+        Ok(summaries)
     }
 
     pub(crate) async fn stats(&self, since: DateTime<Utc>) -> Result<Vec<StatRow>, LedgerError> {

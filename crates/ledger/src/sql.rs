@@ -216,6 +216,35 @@ pub(crate) const END_LEASES: &str = "UPDATE handoffs SET lease_until = $1 WHERE 
 pub(crate) const OUTCOMES: &str = "SELECT reason, queue_id, stage, answer, defer_until, created_at, updated_at \
      FROM handoffs WHERE created_at >= $1";
 
+/// The columns of a [`HandoffSummary`](handoff_domain::insights::HandoffSummary), all in
+/// `handoffs_insights_idx` so a page is read from the index alone (the answer of a failed record
+/// is fetched by id, [`SUMMARY_ANSWER`]).
+const SUMMARY_COLUMNS: &str =
+    "id, conversation_id, reason, queue_id, stage, defer_until IS NOT NULL AS was_deferred, created_at, updated_at, attempts";
+
+/// A keyset page of summaries: created before $3, strictly after ($1 created_at, $2 id), at most
+/// $4, in `(created_at, id)` order. The first page starts after `(since, nil UUID)`.
+pub(crate) static SUMMARIES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {SUMMARY_COLUMNS} FROM handoffs WHERE (created_at, id) > ($1, $2) AND created_at < $3 \
+         ORDER BY created_at, id LIMIT $4"
+    )
+});
+
+/// [`SUMMARIES`] of one reason ($5).
+pub(crate) static SUMMARIES_OF_REASON: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {SUMMARY_COLUMNS} FROM handoffs WHERE (created_at, id) > ($1, $2) AND created_at < $3 \
+         AND reason = $5 ORDER BY created_at, id LIMIT $4"
+    )
+});
+
+/// The stored answer of a record ($1 id): read for failed summaries only (the failure cause).
+pub(crate) const SUMMARY_ANSWER: &str = "SELECT answer FROM handoffs WHERE id = $1";
+
+/// The stored answers of records ($1 an array of ids; PostgreSQL): one round trip per page.
+pub(crate) const SUMMARY_ANSWERS: &str = "SELECT id, answer FROM handoffs WHERE id = ANY($1)";
+
 /// SQLite: `request` without personal data (guest name and e-mail removed, context emptied).
 macro_rules! sqlite_without_personal_data {
     () => {

@@ -258,8 +258,8 @@ mod sqlite {
             indexes,
             [
                 "handoffs_conversation_idx",
-                "handoffs_created_idx",
                 "handoffs_guest_idx",
+                "handoffs_insights_idx",
                 "handoffs_personal_data_idx",
                 "handoffs_stage_lease_idx",
                 "handoffs_stage_next_check_idx",

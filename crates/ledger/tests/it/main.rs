@@ -1,6 +1,7 @@
 //! Integration tests of `handoff-ledger` against real databases (loopback only), one binary.
 //!
 //! - `contract`: the `LedgerPort` contract, run on `InMemoryLedger`, SQLite and PostgreSQL.
+//! - `insights`: the `InsightsPort` read model (keyset pages of summaries), on all three.
 //! - `backends`: what only a SQL ledger has (files, migrations, corrupt rows, atomic saves,
 //!   several instances on one database).
 //! - `tls`: PostgreSQL over TLS (no plaintext fallback; a throwaway `ssl=on` instance).
@@ -9,5 +10,6 @@
 
 mod backends;
 mod contract;
+mod insights;
 mod support;
 mod tls;
