@@ -338,9 +338,9 @@ async fn the_insights_page_in_headless_chromium_matches_the_ledger_the_export_an
         assert_eq!(&report_value(&report, label), want, "report figure {label}");
     }
     assert_eq!(figure(&dom, "deferral-count"), count("after_deferral").to_string());
-    assert!(dom.contains("data-failure=\"conversation_not_transferable\">2<"), "failures by cause");
+    assert!(dom.contains("data-failure=\"not_transferable\">2<"), "failures by cause");
     let flat_report = report.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(flat_report.contains("conversation_not_transferable 2"), "{report}");
+    assert!(flat_report.contains("not_transferable 2"), "{report}");
 
     // No personal data anywhere.
     for secret in GUEST_NAMES.iter().chain(GUEST_EMAILS.iter()).chain([&CONTEXT_VALUE, &"guest-1"]) {

@@ -769,7 +769,7 @@ mod tests {
         assert_eq!(insights.to_queue.count, 3);
         assert_eq!(insights.to_queue.p50, Some(Duration::from_secs(4)));
         assert_eq!(insights.deferral_wait.p95, Some(Duration::from_secs(300)));
-        assert_eq!(insights.failures.get("conversation_not_found"), Some(&1));
+        assert_eq!(insights.failures.get("not_found"), Some(&1));
         assert_eq!(insights.confirmation.display(), "n/a");
     }
 

@@ -227,7 +227,7 @@ where
     );
     let mut first_two = [got[0].outcome.clone(), got[1].outcome.clone()];
     first_two.sort();
-    assert_eq!(first_two, [Outcome::Transferred, Outcome::Failed { cause: "conversation_not_found".into() }]);
+    assert_eq!(first_two, [Outcome::Transferred, Outcome::Failed { cause: "not_found".into() }]);
     assert_eq!(got[2].to_queue, Some(Duration::from_secs(120)));
     assert_eq!(got[3].finished_at, None);
     assert_eq!(got[5].to_queue, Some(Duration::from_secs(5)));
