@@ -319,12 +319,13 @@ pub(crate) struct SummaryColumns {
 }
 
 impl SummaryColumns {
-    /// Whether the summary needs the stored answer (the failure cause, or advice).
+    /// Whether the summary needs the stored answer: a failure's cause, an advice's decision and
+    /// confirmation.
     pub(crate) fn needs_answer(&self) -> bool {
-        self.stage == Stage::Failed.as_str()
+        self.stage == Stage::Failed.as_str() || self.stage == Stage::Advised.as_str()
     }
 
-    /// The summary, with the stored `answer` of a failed record.
+    /// The summary, with the stored `answer` of a failed or advised record.
     pub(crate) fn into_summary(self, answer: Option<&Value>) -> Result<HandoffSummary, LedgerError> {
         const WHAT: &str = "summary";
         let stage =
