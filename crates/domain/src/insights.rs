@@ -252,11 +252,18 @@ impl HandoffSummary {
     pub fn from_facts(facts: SummaryFacts) -> Self {
         let outcome = Outcome::of(facts.stage, facts.answer.as_ref(), facts.was_deferred);
         let finished_at = facts.stage.is_terminal().then_some(facts.updated_at);
-        let to_queue = if outcome.is_transferred() {
-            Some((facts.updated_at - facts.created_at).to_std().unwrap_or(Duration::ZERO))
-        } else {
-            None
-        };
+        // The same time to queue as `/handoffs/stats` (transfer mode: receipt to transfer;
+        // advisory mode: advice to the read that saw the queue).
+        let to_queue = crate::outcome::OutcomeFacts {
+            reason: String::new(),
+            queue_id: facts.queue_id,
+            stage: facts.stage,
+            answer: facts.answer.clone(),
+            deferred: facts.was_deferred,
+            created_at: facts.created_at,
+            updated_at: facts.updated_at,
+        }
+        .time_to_queue();
         Self {
             handoff_id: facts.handoff_id,
             conversation_id: facts.conversation_id,
