@@ -52,11 +52,62 @@ pub struct GenesysSettings {
     pub message_capacity: MessageCapacitySource,
 }
 
+/// Which contact center the service hands off to (`HANDOFF_PLATFORM`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformKind {
+    /// Genesys Cloud (the default).
+    Genesys,
+    /// Zendesk Sunshine Conversations.
+    Sunshine,
+}
+
+impl PlatformKind {
+    /// The `HANDOFF_PLATFORM` value (also the platform's name in logs and metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Genesys => "genesys",
+            Self::Sunshine => "sunshine",
+        }
+    }
+}
+
+/// The chosen platform's connection settings: only that platform's variables are read.
+#[derive(Debug, Clone)]
+pub enum PlatformSettings {
+    /// `HANDOFF_PLATFORM=genesys`: the `GENESYS_*` settings.
+    Genesys(GenesysSettings),
+}
+
+impl PlatformSettings {
+    /// Which platform these settings are for.
+    pub fn kind(&self) -> PlatformKind {
+        match self {
+            Self::Genesys(_) => PlatformKind::Genesys,
+        }
+    }
+
+    /// The Genesys settings, when Genesys is the platform.
+    pub fn genesys(&self) -> Option<&GenesysSettings> {
+        match self {
+            Self::Genesys(g) => Some(g),
+        }
+    }
+}
+
+/// What the platform-independent checks need from a platform's settings: its call budget and
+/// concurrency cap, with the variables that set them (for the error messages).
+struct UpstreamLimits {
+    budget: Duration,
+    budget_var: &'static str,
+    max_concurrency: usize,
+    max_concurrency_var: &'static str,
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Genesys connection.
-    pub genesys: GenesysSettings,
+    /// `HANDOFF_PLATFORM` and that platform's connection settings.
+    pub platform: PlatformSettings,
     /// Queue choice and admission (the domain's settings).
     pub service: ServiceSettings,
     /// Webhook authentication.
@@ -177,48 +228,39 @@ impl Settings {
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
         let mut r = Reader { get: &get, errors: Vec::new() };
 
-        let client_id = r.required("GENESYS_CLIENT_ID", "the OAuth client-credentials client id");
-        let client_secret = r.required("GENESYS_CLIENT_SECRET", "the OAuth client secret");
-        let region = r.raw("GENESYS_REGION").unwrap_or_else(|| "us-east-1".to_owned());
-        let base_url = r.raw("GENESYS_BASE_URL");
-        let login_base_url = r.raw("GENESYS_LOGIN_BASE_URL");
-        for (name, url) in [("GENESYS_BASE_URL", &base_url), ("GENESYS_LOGIN_BASE_URL", &login_base_url)] {
-            if let Some(u) = url {
-                if !(u.starts_with("http://") || u.starts_with("https://")) {
-                    r.errors.push(format!("{name}={u:?} is not valid: expected an http(s) URL"));
-                }
+        let platform = match r.raw("HANDOFF_PLATFORM").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("genesys") => {
+                let (settings, limits) = genesys_settings(&mut r);
+                Some((settings.map(PlatformSettings::Genesys), limits))
             }
-        }
-        if let Err(e) = handoff_genesys::Region::parse(&region) {
-            if base_url.is_none() || login_base_url.is_none() {
-                r.errors.push(format!("GENESYS_REGION={region:?} is not valid: {e}"));
+            Some("sunshine") => {
+                r.errors.push(
+                    "HANDOFF_PLATFORM=sunshine is not built into this version yet: use HANDOFF_PLATFORM=genesys"
+                        .to_owned(),
+                );
+                None
             }
-        }
-        let attempt_timeout =
-            Duration::from_millis(r.bounded("GENESYS_TIMEOUT_MS", 5_000, UPSTREAM_MS, "milliseconds"));
-        let budget = Duration::from_millis(r.bounded("GENESYS_BUDGET_MS", 10_000, UPSTREAM_MS, "milliseconds"));
-        if budget < attempt_timeout {
-            r.errors.push("GENESYS_BUDGET_MS must be at least GENESYS_TIMEOUT_MS".to_owned());
-        }
-        let max_concurrency = r.bounded("GENESYS_MAX_CONCURRENCY", 128, COUNT, "a number") as usize;
-        let reserve_percent =
-            u8::try_from(r.bounded("GENESYS_BACKGROUND_RESERVE_PERCENT", 20, (0, 90), "a percentage")).unwrap_or(90);
-        let notifications = match r.raw("GENESYS_NOTIFICATIONS").as_deref().unwrap_or("on") {
-            "on" | "true" | "1" => true,
-            "off" | "false" | "0" => false,
-            other => {
-                r.errors.push(format!("GENESYS_NOTIFICATIONS={other:?} is not valid: expected on or off"));
-                true
+            Some(other) => {
+                r.errors.push(format!("HANDOFF_PLATFORM={other:?} is not valid: expected genesys or sunshine"));
+                None
             }
         };
-        let figures_max_age = Duration::from_secs(r.bounded("GENESYS_FIGURES_MAX_AGE_SECS", 10, (1, 3_600), "seconds"));
+        let (platform, limits) = match platform {
+            Some((settings, limits)) => (settings, Some(limits)),
+            None => (None, None),
+        };
         let outbox_concurrency = r.bounded("HANDOFF_OUTBOX_CONCURRENCY", 16, COUNT, "a number") as usize;
-        if outbox_concurrency >= max_concurrency {
-            r.errors.push(format!(
-                "HANDOFF_OUTBOX_CONCURRENCY ({outbox_concurrency}) must be below GENESYS_MAX_CONCURRENCY \
-                 ({max_concurrency}), or analytics deliveries could take every permit from live handoffs"
-            ));
+        if let Some(limits) = &limits {
+            if outbox_concurrency >= limits.max_concurrency {
+                r.errors.push(format!(
+                    "HANDOFF_OUTBOX_CONCURRENCY ({outbox_concurrency}) must be below {} ({}), or analytics \
+                     deliveries could take every permit from live handoffs",
+                    limits.max_concurrency_var, limits.max_concurrency
+                ));
+            }
         }
+        let (budget, budget_var) =
+            limits.as_ref().map_or((Duration::from_secs(10), "the platform's budget"), |l| (l.budget, l.budget_var));
 
         let target = r.queue("TARGET_QUEUE_ID", true);
         let routes = match r.raw("HANDOFF_ROUTES") {
@@ -308,7 +350,7 @@ impl Settings {
                     let lease = Duration::from_secs(secs);
                     if lease < budget * 2 {
                         r.errors.push(format!(
-                            "HANDOFF_LEASE_SECS={secs} is too short: it must be at least twice GENESYS_BUDGET_MS \
+                            "HANDOFF_LEASE_SECS={secs} is too short: it must be at least twice {budget_var} \
                          ({} s) to cover a transfer and its read-back",
                             (budget * 2).as_secs_f64().ceil()
                         ));
@@ -324,8 +366,8 @@ impl Settings {
         let retention = Duration::from_secs(r.bounded("HANDOFF_RETENTION_DAYS", 30, (1, 3_650), "days") * DAY_SECS);
 
         let errors = std::mem::take(&mut r.errors);
-        match (client_id, client_secret, target) {
-            (Some(client_id), Some(client_secret), Some(target)) if errors.is_empty() => {
+        match (platform, target) {
+            (Some(mut platform), Some(target)) if errors.is_empty() => {
                 let mut service = ServiceSettings::new(RoutingPolicy::new(target, routes, fallback));
                 let (model, minimum) = admission_model;
                 service.admission = AdmissionPolicy { model, minimum, max_waiting, max_wait };
@@ -341,21 +383,11 @@ impl Settings {
                 service.lease = lease;
                 service.outbox_concurrency = outbox_concurrency;
                 service.resume_after = resume_after;
+                match &mut platform {
+                    PlatformSettings::Genesys(genesys) => genesys.message_capacity = message_capacity,
+                }
                 Ok(Settings {
-                    genesys: GenesysSettings {
-                        client_id,
-                        client_secret: SecretString::from(client_secret),
-                        region,
-                        base_url,
-                        login_base_url,
-                        attempt_timeout,
-                        budget,
-                        max_concurrency,
-                        reserve_percent,
-                        notifications,
-                        figures_max_age,
-                        message_capacity,
-                    },
+                    platform,
                     service,
                     webhook_auth,
                     admin_auth,
@@ -372,6 +404,70 @@ impl Settings {
             _ => Err(ConfigErrors(errors)),
         }
     }
+}
+
+/// The `GENESYS_*` settings (read only for `HANDOFF_PLATFORM=genesys`), `None` when a required one
+/// is missing, and the call budget and concurrency cap the common checks use.
+fn genesys_settings<F: Fn(&str) -> Option<String>>(r: &mut Reader<'_, F>) -> (Option<GenesysSettings>, UpstreamLimits) {
+    let client_id = r.required("GENESYS_CLIENT_ID", "the OAuth client-credentials client id");
+    let client_secret = r.required("GENESYS_CLIENT_SECRET", "the OAuth client secret");
+    let region = r.raw("GENESYS_REGION").unwrap_or_else(|| "us-east-1".to_owned());
+    let base_url = r.raw("GENESYS_BASE_URL");
+    let login_base_url = r.raw("GENESYS_LOGIN_BASE_URL");
+    for (name, url) in [("GENESYS_BASE_URL", &base_url), ("GENESYS_LOGIN_BASE_URL", &login_base_url)] {
+        if let Some(u) = url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                r.errors.push(format!("{name}={u:?} is not valid: expected an http(s) URL"));
+            }
+        }
+    }
+    if let Err(e) = handoff_genesys::Region::parse(&region) {
+        if base_url.is_none() || login_base_url.is_none() {
+            r.errors.push(format!("GENESYS_REGION={region:?} is not valid: {e}"));
+        }
+    }
+    let attempt_timeout = Duration::from_millis(r.bounded("GENESYS_TIMEOUT_MS", 5_000, UPSTREAM_MS, "milliseconds"));
+    let budget = Duration::from_millis(r.bounded("GENESYS_BUDGET_MS", 10_000, UPSTREAM_MS, "milliseconds"));
+    if budget < attempt_timeout {
+        r.errors.push("GENESYS_BUDGET_MS must be at least GENESYS_TIMEOUT_MS".to_owned());
+    }
+    let max_concurrency = r.bounded("GENESYS_MAX_CONCURRENCY", 128, COUNT, "a number") as usize;
+    let reserve_percent =
+        u8::try_from(r.bounded("GENESYS_BACKGROUND_RESERVE_PERCENT", 20, (0, 90), "a percentage")).unwrap_or(90);
+    let notifications = match r.raw("GENESYS_NOTIFICATIONS").as_deref().unwrap_or("on") {
+        "on" | "true" | "1" => true,
+        "off" | "false" | "0" => false,
+        other => {
+            r.errors.push(format!("GENESYS_NOTIFICATIONS={other:?} is not valid: expected on or off"));
+            true
+        }
+    };
+    let figures_max_age = Duration::from_secs(r.bounded("GENESYS_FIGURES_MAX_AGE_SECS", 10, (1, 3_600), "seconds"));
+    let limits = UpstreamLimits {
+        budget,
+        budget_var: "GENESYS_BUDGET_MS",
+        max_concurrency,
+        max_concurrency_var: "GENESYS_MAX_CONCURRENCY",
+    };
+    let settings = match (client_id, client_secret) {
+        (Some(client_id), Some(client_secret)) => Some(GenesysSettings {
+            client_id,
+            client_secret: SecretString::from(client_secret),
+            region,
+            base_url,
+            login_base_url,
+            attempt_timeout,
+            budget,
+            max_concurrency,
+            reserve_percent,
+            notifications,
+            figures_max_age,
+            // Set once the admission rule is known.
+            message_capacity: MessageCapacitySource::NotNeeded,
+        }),
+        _ => None,
+    };
+    (settings, limits)
 }
 
 /// `HANDOFF_CAPACITY_MODEL` and its minimum. `slots` (default) takes `HANDOFF_MIN_FREE_SLOTS`
@@ -444,8 +540,11 @@ mod tests {
         assert_eq!(settings.service.defer_for, Duration::from_secs(300));
         assert_eq!(settings.service.confirm_for, Duration::from_secs(120));
         assert!(matches!(settings.webhook_auth, WebhookAuth::Secrets(ref s) if s.len() == 2));
-        assert_eq!(settings.genesys.region, "us-east-1");
-        assert_eq!((settings.genesys.max_concurrency, settings.service.outbox_concurrency), (128, 16));
+        assert_eq!(settings.platform.genesys().unwrap().region, "us-east-1");
+        assert_eq!(
+            (settings.platform.genesys().unwrap().max_concurrency, settings.service.outbox_concurrency),
+            (128, 16)
+        );
         assert_eq!(settings.service.resume_after, Duration::from_secs(120));
         assert_eq!(settings.heartbeat_every, Duration::from_secs(1));
     }
@@ -509,7 +608,7 @@ mod tests {
             pairs.extend_from_slice(extra);
             Settings::from_env(env(&pairs))
         };
-        let defaults = with(&[]).unwrap().genesys;
+        let defaults = with(&[]).unwrap().platform.genesys().cloned().unwrap();
         assert_eq!((defaults.reserve_percent, defaults.notifications), (20, true));
         assert_eq!(defaults.figures_max_age, Duration::from_secs(10));
         let set = with(&[
@@ -518,7 +617,10 @@ mod tests {
             ("GENESYS_FIGURES_MAX_AGE_SECS", "30"),
         ])
         .unwrap()
-        .genesys;
+        .platform
+        .genesys()
+        .cloned()
+        .unwrap();
         assert_eq!((set.reserve_percent, set.notifications, set.figures_max_age.as_secs()), (35, false, 30));
         let errors = with(&[
             ("GENESYS_BACKGROUND_RESERVE_PERCENT", "95"),
@@ -604,7 +706,7 @@ mod tests {
         let settings = with_admission(&[]).unwrap();
         let admission = settings.service.admission;
         assert_eq!((admission.model, admission.minimum), (CapacityModel::Slots, 1));
-        assert_eq!(settings.genesys.message_capacity, MessageCapacitySource::Utilization);
+        assert_eq!(settings.platform.genesys().unwrap().message_capacity, MessageCapacitySource::Utilization);
         assert!(settings.service.external_tag);
     }
 
@@ -615,20 +717,20 @@ mod tests {
         let off = with_admission(&[("HANDOFF_MIN_IDLE_AGENTS", "0")]).unwrap();
         assert!(!off.service.admission.checks_capacity());
         assert_eq!(
-            off.genesys.message_capacity,
+            off.platform.genesys().unwrap().message_capacity,
             MessageCapacitySource::NotNeeded,
             "nothing to read with the check off"
         );
         let idle = with_admission(&[("HANDOFF_CAPACITY_MODEL", "idle"), ("HANDOFF_MIN_IDLE_AGENTS", "3")]).unwrap();
         assert_eq!((idle.service.admission.model, idle.service.admission.minimum), (CapacityModel::Idle, 3));
-        assert_eq!(idle.genesys.message_capacity, MessageCapacitySource::NotNeeded);
+        assert_eq!(idle.platform.genesys().unwrap().message_capacity, MessageCapacitySource::NotNeeded);
     }
 
     #[test]
     fn the_capacity_settings_are_checked_and_name_their_variable() {
         let slots = with_admission(&[("HANDOFF_MIN_FREE_SLOTS", "4"), ("HANDOFF_MESSAGE_CAPACITY", "3")]).unwrap();
         assert_eq!(slots.service.admission.minimum, 4);
-        assert_eq!(slots.genesys.message_capacity, MessageCapacitySource::Fixed(3));
+        assert_eq!(slots.platform.genesys().unwrap().message_capacity, MessageCapacitySource::Fixed(3));
         for (pairs, needle) in [
             (&[("HANDOFF_CAPACITY_MODEL", "agents")][..], "HANDOFF_CAPACITY_MODEL=\"agents\" is not valid"),
             (&[("HANDOFF_MIN_FREE_SLOTS", "-1")][..], "HANDOFF_MIN_FREE_SLOTS=\"-1\" is not valid"),
@@ -714,5 +816,53 @@ mod tests {
         assert!(blanks.contains("HANDOFF_ADMIN_TOKEN must hold at least one non-empty token"), "{blanks}");
         assert!(shared.contains("HANDOFF_ADMIN_TOKEN must differ from every WEBHOOK_SECRET"), "{shared}");
         assert!(!shared.contains("old-bot-secret"), "the error must not echo the secret: {shared}");
+    }
+
+    #[test]
+    fn the_platform_is_genesys_by_default_and_only_genesys_reads_the_genesys_settings() {
+        // Arrange
+        let genesys = [
+            ("GENESYS_CLIENT_ID", "id"),
+            ("GENESYS_CLIENT_SECRET", "s3cret"),
+            ("TARGET_QUEUE_ID", QUEUE),
+            ("WEBHOOK_SECRET", "a"),
+        ];
+        let mut explicit = genesys.to_vec();
+        explicit.push(("HANDOFF_PLATFORM", "Genesys"));
+
+        // Act
+        let default = Settings::from_env(env(&genesys)).unwrap();
+        let named = Settings::from_env(env(&explicit)).unwrap();
+        let missing =
+            Settings::from_env(env(&[("TARGET_QUEUE_ID", QUEUE), ("WEBHOOK_SECRET", "a")])).unwrap_err().to_string();
+
+        // Assert
+        assert_eq!(default.platform.kind(), PlatformKind::Genesys);
+        assert_eq!(named.platform.kind().as_str(), "genesys");
+        assert!(missing.contains("GENESYS_CLIENT_ID is required"), "{missing}");
+    }
+
+    #[test]
+    fn an_unknown_or_unbuilt_platform_is_refused_naming_the_variable_and_both_values() {
+        // Arrange
+        let with = |platform: &'static str| {
+            Settings::from_env(env(&[
+                ("HANDOFF_PLATFORM", platform),
+                ("TARGET_QUEUE_ID", QUEUE),
+                ("WEBHOOK_SECRET", "a"),
+            ]))
+            .unwrap_err()
+            .to_string()
+        };
+
+        // Act
+        let unknown = with("avaya");
+        let sunshine = with("sunshine");
+
+        // Assert
+        assert!(unknown.contains("HANDOFF_PLATFORM=\"avaya\" is not valid: expected genesys or sunshine"), "{unknown}");
+        assert!(!unknown.contains("GENESYS_"), "an unknown platform reads no platform's settings: {unknown}");
+        assert!(sunshine.contains("HANDOFF_PLATFORM=sunshine is not built into this version yet"), "{sunshine}");
+        assert!(!sunshine.contains("GENESYS_CLIENT_ID"), "sunshine needs no GENESYS_* settings: {sunshine}");
     }
 }

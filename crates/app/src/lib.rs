@@ -7,6 +7,8 @@
 //! - [`config`]: [`Settings`] from the environment (CONTRACT §3), every problem reported at once.
 //! - [`telemetry`]: the `tracing` subscriber (JSON or pretty, `RUST_LOG`).
 //! - [`observer`]: one log line and the Prometheus metrics per handoff outcome.
+//! - [`platform`]: [`platform::Platform`], the contact center (`HANDOFF_PLATFORM`): its ports,
+//!   readiness, `handoff check`, metrics and background policy; [`platform::GenesysPlatform`].
 //! - [`startup`]: [`App`]: adapters, use case, router, listener, workers, graceful shutdown.
 //! - [`cli`]: `serve`, `demo`, `simulator`, `check`, `report`.
 //! - [`report`]: `handoff report` (the insights figures as terminal tables) and the queue
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod observer;
+pub mod platform;
 pub mod report;
 pub mod startup;
 pub mod telemetry;

@@ -1,6 +1,6 @@
 //! `handoff report`: the figures of the insights page as a terminal table, read from the ledger
 //! through the same [`collect_insights`] fold (so the page, the export and the report agree), and
-//! the queue capacity figures the page shows, taken from the Genesys adapter's cache.
+//! the queue capacity figures the page shows, taken from the platform adapter's cache.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -10,7 +10,6 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use handoff_domain::insights::{collect_insights, format_seconds, Bucket, Insights, OutcomeKind, SUMMARY_PAGE};
 use handoff_domain::ports::LedgerPort;
 use handoff_domain::{CapacitySnapshot, HandoffReason, InsightsFilter, RoutingPolicy};
-use handoff_genesys::GenesysClient;
 use handoff_http::{CapacityFigures, QueueFigures};
 
 /// The named figures of a capacity snapshot, as the page shows them.
@@ -41,8 +40,11 @@ fn snapshot_figures(s: &CapacitySnapshot) -> Vec<(String, String)> {
     figures
 }
 
-/// Each configured queue's last observed capacity, from the adapter's cache (no Genesys call).
-pub(crate) fn capacity_figures(routing: &RoutingPolicy, genesys: Arc<GenesysClient>) -> CapacityFigures {
+/// Each configured queue's last observed capacity, from the adapter's cache (no upstream call).
+pub(crate) fn capacity_figures(
+    routing: &RoutingPolicy,
+    platform: Arc<dyn crate::platform::Platform>,
+) -> CapacityFigures {
     let mut queues = vec![(routing.default_queue(), "default (TARGET_QUEUE_ID)".to_owned())];
     for (reason, queue) in routing.routes() {
         queues.push((*queue, format!("route: {reason}")));
@@ -51,7 +53,7 @@ pub(crate) fn capacity_figures(routing: &RoutingPolicy, genesys: Arc<GenesysClie
         queues.push((fallback, "fallback".to_owned()));
     }
     Arc::new(move || {
-        let seen = genesys.last_capacity_observations();
+        let seen = platform.last_capacity_observations();
         queues
             .iter()
             .map(|(queue, role)| {

@@ -9,13 +9,13 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use handoff_domain::ports::{InsightsPort, LedgerPort, SystemClock};
 use handoff_domain::{HandoffService, InMemoryLedger, Stage};
-use handoff_genesys::{GenesysClient, GenesysConfig, NotificationSettings, Region};
 use handoff_http::{router, AppState, HttpSettings, LedgerProbe, ReadinessProbe, WebhookAuth};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::observer::{Metrics, TelemetryObserver};
+use crate::platform::Platform;
 
 /// How often the background workers look for due work.
 const WORKER_TICK: Duration = Duration::from_millis(500);
@@ -43,11 +43,9 @@ pub struct App {
     port: u16,
     router: axum::Router,
     service: Arc<HandoffService>,
-    genesys: Arc<GenesysClient>,
+    platform: Arc<dyn Platform>,
     ledger: Arc<dyn LedgerPort>,
     metrics: Arc<Metrics>,
-    /// The Notifications channel to run (`GENESYS_NOTIFICATIONS=on`).
-    notifications: Option<NotificationSettings>,
     retention: Duration,
 }
 
@@ -58,23 +56,24 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// Connects the ledger (applying migrations), builds the Genesys client, the service and the
-    /// router, and binds the listener.
+    /// Connects the ledger (applying migrations), builds the platform's adapter
+    /// (`HANDOFF_PLATFORM`), the service and the router, and binds the listener.
     ///
     /// # Errors
-    /// When the ledger cannot be opened, the Genesys configuration is unusable or the port is taken.
+    /// When the ledger cannot be opened, the platform's configuration is unusable or the port is taken.
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
-        let genesys =
-            GenesysClient::shared(genesys_config(&settings)?).context("failed to build the genesys client")?;
+        let platform = crate::platform::build(&settings)?;
         let (ledger, insights) = connect_ledger(&settings.database_url, settings.heartbeat_every).await?;
         let metrics = Arc::new(Metrics::new());
-        metrics.add_source(genesys_metrics(genesys.clone()));
+        let source = platform.clone();
+        metrics.add_source(Arc::new(move |out: &mut String| source.render_metrics(out)));
 
+        let ports = platform.ports();
         let service = Arc::new(
             HandoffService::new(
-                genesys.clone(),
-                genesys.clone(),
-                genesys.clone(),
+                ports.queue,
+                ports.transfer,
+                ports.analytics,
                 ledger.clone(),
                 Arc::new(SystemClock),
                 settings.service.clone(),
@@ -92,7 +91,7 @@ impl App {
                  webhook's credentials; set an admin token so the bot's secret cannot read records"
             );
         }
-        let readiness = Arc::new(Readiness { ledger: LedgerProbe::new(ledger.clone()), genesys: genesys.clone() });
+        let readiness = Arc::new(Readiness { ledger: LedgerProbe::new(ledger.clone()), platform: platform.clone() });
         let render = metrics.clone();
         let state = AppState::new(service.clone(), auth, readiness)
             .with_admin(settings.admin_auth.clone())
@@ -102,7 +101,7 @@ impl App {
             })
             .with_metrics(Arc::new(move || render.render()))
             .with_insights(insights)
-            .with_capacity_figures(crate::report::capacity_figures(&settings.service.routing, genesys.clone()));
+            .with_capacity_figures(crate::report::capacity_figures(&settings.service.routing, platform.clone()));
 
         let listener = TcpListener::bind((settings.bind_addr, settings.port))
             .await
@@ -111,23 +110,19 @@ impl App {
         tracing::info!(
             port,
             database = %redact_url(&settings.database_url),
-            genesys_api = %genesys.config().api_base_url,
+            platform = platform.name(),
+            api = %platform.api_base_url(),
             "handoff ready"
         );
-        let notifications = settings.genesys.notifications.then(|| NotificationSettings {
-            queues: configured_queues(&settings),
-            max_age: settings.genesys.figures_max_age,
-        });
         Ok(App {
             listener,
             port,
             router: router(state),
             service,
-            genesys,
+            platform,
             ledger,
             metrics,
             retention: settings.retention,
-            notifications,
         })
     }
 
@@ -136,9 +131,9 @@ impl App {
         self.port
     }
 
-    /// The Genesys client (tests read its counters).
-    pub fn genesys(&self) -> &Arc<GenesysClient> {
-        &self.genesys
+    /// The platform the service hands off to (tests read its name and metrics).
+    pub fn platform(&self) -> &Arc<dyn Platform> {
+        &self.platform
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, gives in-flight handoffs up to
@@ -149,19 +144,15 @@ impl App {
     /// When the server fails.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stop_workers, workers_stopped) = watch::channel(false);
-        let genesys = self.genesys.clone();
         let workers = tokio::spawn(run_workers(
             self.service.clone(),
-            Arc::new(move || genesys.allowance_low()),
+            self.platform.clone(),
             self.ledger.clone(),
             self.metrics.clone(),
             self.retention,
             workers_stopped,
         ));
-        let channel = self
-            .notifications
-            .clone()
-            .map(|settings| tokio::spawn(self.genesys.clone().run_notifications(settings, stop_workers.subscribe())));
+        let tasks = self.platform.spawn_tasks(&stop_workers.subscribe());
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
             shutdown.await;
@@ -184,8 +175,8 @@ impl App {
         };
         let _ = stop_workers.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), workers).await;
-        if let Some(channel) = channel {
-            let _ = tokio::time::timeout(Duration::from_secs(5), channel).await;
+        for task in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
         // Commits what the ledger still has queued (the last save of a transfer is not awaited)
         // before the process exits.
@@ -203,32 +194,6 @@ pub fn configured_queues(settings: &Settings) -> Vec<handoff_domain::QueueId> {
     let mut seen = std::collections::HashSet::new();
     queues.retain(|q| seen.insert(*q));
     queues
-}
-
-/// The Genesys client configuration `check` uses (the same as `serve`).
-///
-/// # Errors
-/// When the region or the base URLs are unusable.
-pub fn genesys_config_for_check(settings: &Settings) -> anyhow::Result<GenesysConfig> {
-    genesys_config(settings)
-}
-
-fn genesys_config(settings: &Settings) -> anyhow::Result<GenesysConfig> {
-    let g = &settings.genesys;
-    // With both URLs overridden the region does not matter; otherwise it was validated already.
-    let region = Region::parse(&g.region).or_else(|e| match (&g.base_url, &g.login_base_url) {
-        (Some(_), Some(_)) => Region::parse("us-east-1"),
-        _ => Err(e),
-    })?;
-    let (api, login) = GenesysConfig::resolve_urls(region, g.base_url.as_deref(), g.login_base_url.as_deref())?;
-    let mut config = GenesysConfig::new(g.client_id.clone(), g.client_secret.clone(), api, login);
-    config.attempt_timeout = g.attempt_timeout;
-    config.total_budget = g.budget;
-    config.max_concurrency = g.max_concurrency;
-    config.reserve_percent = g.reserve_percent;
-    config.message_capacity = g.message_capacity;
-    config.validate()?;
-    Ok(config)
 }
 
 /// Opens the ledger. A SQLite file is locked for this process (a second `serve` on it fails here,
@@ -271,12 +236,12 @@ pub(crate) fn redact_url(url: &str) -> String {
 }
 
 /// Background work: deferred handoffs, confirmation reads of advices and crash recovery, then the
-/// analytics outbox. Its Genesys calls run [`in_background`](handoff_genesys::in_background):
-/// paced over the rate-limit window and never into the reserve kept for live handoffs; a tick is
-/// skipped while only the reserve is left.
+/// analytics outbox. Its upstream calls run [`Platform::in_background`] (Genesys: paced over the
+/// rate-limit window and never into the reserve kept for live handoffs); a tick is skipped while
+/// the platform says background work may not run.
 async fn run_workers(
     service: Arc<HandoffService>,
-    allowance_low: Arc<dyn Fn() -> bool + Send + Sync>,
+    platform: Arc<dyn Platform>,
     ledger: Arc<dyn LedgerPort>,
     metrics: Arc<Metrics>,
     retention: Duration,
@@ -294,24 +259,30 @@ async fn run_workers(
         if *stop.borrow() {
             break;
         }
-        if allowance_low() {
-            tracing::debug!("genesys allowance low: background work yields to live handoffs");
+        if !platform.background_may_run() {
+            tracing::debug!(platform = platform.name(), "allowance low: background work yields to live handoffs");
             continue;
         }
-        match handoff_genesys::in_background(service.run_due(WORKER_BATCH)).await {
-            Ok(report) if report.claimed > 0 => {
+        let mut due = None;
+        platform.in_background(Box::pin(async { due = Some(service.run_due(WORKER_BATCH).await) })).await;
+        // `None` only if the platform dropped the work unfinished: nothing ran, try next tick.
+        match due {
+            Some(Ok(report)) if report.claimed > 0 => {
                 tracing::debug!(claimed = report.claimed, done = report.done, later = report.later, "deferral tick")
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "deferral worker could not use the ledger"),
+            Some(Ok(_)) | None => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "deferral worker could not use the ledger"),
         }
         // Keep delivering while batches come back full (bounded per tick in count and time), so
         // the outbox keeps up with a busy day instead of draining one batch per tick.
         let batch = service.outbox_batch();
         let outbox_until = tokio::time::Instant::now() + OUTBOX_TIME_PER_TICK;
         for _ in 0..OUTBOX_BATCHES_PER_TICK {
-            match handoff_genesys::in_background(service.deliver_analytics(batch)).await {
-                Ok(report) => {
+            let mut delivered = None;
+            platform.in_background(Box::pin(async { delivered = Some(service.deliver_analytics(batch).await) })).await;
+            match delivered {
+                None => break,
+                Some(Ok(report)) => {
                     if report.later > 0 {
                         tracing::warn!(failed = report.later, "analytics deliveries failed; retrying with backoff");
                     }
@@ -319,7 +290,7 @@ async fn run_workers(
                         break;
                     }
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::warn!(error = %e, "outbox worker could not use the ledger");
                     break;
                 }
@@ -379,110 +350,18 @@ pub async fn purge_personal_data(
     Ok(purged)
 }
 
-/// `/readyz`: the ledger answers and a Genesys token can be obtained (checked together).
+/// `/readyz`: the ledger answers and the platform's own checks pass (run together).
 struct Readiness {
     ledger: LedgerProbe,
-    genesys: Arc<GenesysClient>,
+    platform: Arc<dyn Platform>,
 }
 
 #[async_trait]
 impl ReadinessProbe for Readiness {
     async fn check(&self) -> Vec<(String, Result<(), String>)> {
-        let (ledger, token) = tokio::join!(self.ledger.ping(), self.genesys.obtain_token());
-        vec![ledger, ("genesys_token".to_owned(), token.map(|_| ()).map_err(|e| e.to_string()))]
+        let (ledger, platform) = tokio::join!(self.ledger.ping(), self.platform.readiness());
+        std::iter::once(ledger).chain(platform).collect()
     }
-}
-
-/// The Genesys client's counters in Prometheus text format.
-fn genesys_metrics(genesys: Arc<GenesysClient>) -> crate::observer::MetricsSource {
-    Arc::new(move |out: &mut String| {
-        use std::fmt::Write as _;
-        let stats = genesys.stats();
-        let budget = genesys.budget();
-        let _ = writeln!(out, "# HELP handoff_upstream_requests Genesys call attempts by endpoint and status class.");
-        let _ = writeln!(out, "# TYPE handoff_upstream_requests counter");
-        for r in stats.requests.iter().filter(|r| r.count > 0) {
-            let _ = writeln!(
-                out,
-                "handoff_upstream_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}",
-                r.endpoint.as_str(),
-                r.class.as_str(),
-                r.count
-            );
-        }
-        for (name, help, value) in [
-            ("upstream_retries", "Waits before another Genesys attempt (backoff and 429).", stats.retries),
-            ("token_refreshes", "OAuth token requests sent.", stats.token_fetches),
-            ("token_invalidations", "Tokens dropped after a 401.", stats.token_invalidations),
-            ("capacity_cache_hits", "Capacity snapshots served from the shared cache.", stats.capacity_cache_hits),
-            (
-                "budget_refused_foreground",
-                "Handoff calls refused at once: the rate-limit window was spent.",
-                budget.refused_foreground,
-            ),
-            (
-                "budget_refused_background",
-                "Background calls held back for the reserve or pacing.",
-                budget.refused_background,
-            ),
-            (
-                "capacity_unknown_warnings",
-                "Warnings that a queue's capacity figures were incomplete (at most one per queue a minute).",
-                stats.capacity_unknown_warnings,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP handoff_{name} {help}");
-            let _ = writeln!(out, "# TYPE handoff_{name} counter");
-            let _ = writeln!(out, "handoff_{name}_total {value}");
-        }
-        let channel = genesys.channel_stats();
-        for (name, help, value) in [
-            (
-                "notification_figure_events",
-                "Queue observation events applied from the notification channel.",
-                channel.figure_events,
-            ),
-            ("notification_heartbeats", "Heartbeats and pongs of the notification channel.", channel.heartbeats),
-            ("notification_closing_notices", "v2.system.socket_closing notices.", channel.closing_notices),
-            (
-                "notification_unknown_events",
-                "Notification events of an unknown topic or shape (ignored).",
-                channel.unknown_events,
-            ),
-            ("notification_channels_created", "Notification channels created.", channel.channels_created),
-            ("notification_connects", "Notification sockets opened.", channel.connects),
-            ("capacity_pushed_answers", "Capacity answers served from pushed figures (no call).", channel.served),
-        ] {
-            let _ = writeln!(out, "# HELP handoff_{name} {help}");
-            let _ = writeln!(out, "# TYPE handoff_{name} counter");
-            let _ = writeln!(out, "handoff_{name}_total {value}");
-        }
-        let _ = writeln!(out, "# HELP handoff_notification_channel_live Whether pushed queue figures can be used now (1) or capacity is polled (0).");
-        let _ = writeln!(out, "# TYPE handoff_notification_channel_live gauge");
-        let _ = writeln!(out, "handoff_notification_channel_live {}", u8::from(channel.live));
-        // The gauges are absent until Genesys has sent its first `inin-ratelimit-*` headers.
-        if let Some(allowed) = budget.allowed {
-            let reset = budget.reset_in.map_or(0.0, |d| d.as_secs_f64());
-            for (name, help, value) in [
-                (
-                    "genesys_allowance",
-                    "Genesys calls allowed in the current rate-limit window (inin-ratelimit-allowed).",
-                    allowed as f64,
-                ),
-                ("genesys_allowance_used", "Genesys calls counted as used in the current window.", budget.used as f64),
-                (
-                    "genesys_allowance_reserve",
-                    "Calls of the window kept from background work for live handoffs.",
-                    budget.reserve as f64,
-                ),
-                ("genesys_allowance_reset_seconds", "Seconds until the rate-limit window resets.", reset),
-            ] {
-                let _ = writeln!(out, "# HELP handoff_{name} {help}");
-                let _ = writeln!(out, "# TYPE handoff_{name} gauge");
-                let _ = writeln!(out, "handoff_{name} {value}");
-            }
-        }
-    })
 }
 
 /// Resolves on ctrl-c or SIGTERM.
@@ -619,6 +498,31 @@ mod tests {
         }
     }
 
+    /// A platform without limits: background work always runs, as it is.
+    #[derive(Debug)]
+    struct TestPlatform(crate::platform::PlatformPorts);
+
+    #[async_trait]
+    impl Platform for TestPlatform {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn api_base_url(&self) -> String {
+            "http://127.0.0.1:9".to_owned()
+        }
+        fn ports(&self) -> crate::platform::PlatformPorts {
+            self.0.clone()
+        }
+        async fn readiness(&self) -> Vec<(String, Result<(), String>)> {
+            Vec::new()
+        }
+        async fn check(&self, _: &Settings, _: &mut crate::platform::CheckReport) {}
+        fn render_metrics(&self, _: &mut String) {}
+        fn background_may_run(&self) -> bool {
+            true
+        }
+    }
+
     /// Advises a transfer, runs the real worker loop for 200 s of paused time, and returns the
     /// conversation's lookups (times in seconds from the advice) and the stored confirmation.
     async fn advise_and_confirm(flow_transfers_after: Option<Duration>) -> (Vec<u64>, Option<Confirmation>, bool) {
@@ -650,9 +554,14 @@ mod tests {
         conversation.lookup_times.lock().unwrap().clear();
 
         let (stop, stopped) = watch::channel(false);
+        let platform = Arc::new(TestPlatform(crate::platform::PlatformPorts {
+            transfer: conversation.clone(),
+            queue: Arc::new(Idle),
+            analytics: Arc::new(NoTags),
+        }));
         let workers = tokio::spawn(run_workers(
             service,
-            Arc::new(|| false),
+            platform,
             ledger.clone(),
             Arc::new(Metrics::new()),
             Duration::from_secs(30 * 86_400),
