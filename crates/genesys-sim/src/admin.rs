@@ -280,6 +280,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_queued_conversation_waits_in_its_queue_with_the_flow_gone() {
+        // Arrange
+        let handle = spawn(SimConfig::default()).await.expect("starts");
+        let client = Client::new();
+        let body = json!({ "kind": "queued", "queueId": crate::BILLING_QUEUE.to_string() });
+
+        // Act
+        let created = send(&client, &handle, "POST", "/__admin/conversations", Some(body)).await;
+        let ids: Value = created.json().await.expect("json");
+        let cid = Uuid::parse_str(ids["conversationId"].as_str().expect("id")).expect("uuid");
+        let conversation = handle.sim().conversation(cid).expect("exists");
+
+        // Assert
+        let participants = conversation["participants"].as_array().expect("participants");
+        let purposes: Vec<_> = participants.iter().map(|p| (p["purpose"].clone(), p["state"].clone())).collect();
+        assert_eq!(
+            purposes,
+            [
+                (json!("customer"), json!("connected")),
+                (json!("workflow"), json!("disconnected")),
+                (json!("acd"), json!("connected"))
+            ]
+        );
+        assert_eq!(participants[2]["queue"]["id"], crate::BILLING_QUEUE.to_string());
+        assert_eq!(ids["holderId"], participants[2]["id"]);
+        assert_eq!(conversation["recentTransfers"], json!([]));
+    }
+
+    #[tokio::test]
     async fn the_admin_api_sets_agents_utilization_and_the_observation_shape() {
         // Arrange
         let handle = spawn(SimConfig::default()).await.expect("starts");

@@ -30,6 +30,10 @@ pub enum ConversationKind {
     NoHolder,
     /// The customer plus a connected agent (`purpose: "agent"`).
     AgentHeld,
+    /// Waiting in a queue: the flow ran its Transfer to ACD (the flow participant `disconnected`),
+    /// and a connected ACD participant (`purpose: "acd"`) of [`ConversationSpec::queue`] holds it.
+    /// No `recentTransfers` entry (not an API transfer).
+    Queued,
 }
 
 /// What conversation to create. JSON: `{"id": "…optional…", "kind": "bot"}`.
@@ -42,17 +46,26 @@ pub struct ConversationSpec {
     /// Participants and their states.
     #[serde(default)]
     pub kind: ConversationKind,
+    /// [`ConversationKind::Queued`] only: the queue it waits in (default [`crate::SUPPORT_QUEUE`]).
+    /// JSON `queueId`.
+    #[serde(default, rename = "queueId")]
+    pub queue: Option<Uuid>,
 }
 
 impl ConversationSpec {
     /// A conversation of `kind` with a random id.
     pub fn new(kind: ConversationKind) -> Self {
-        Self { id: None, kind }
+        Self { id: None, kind, queue: None }
+    }
+
+    /// A conversation waiting in `queue` ([`ConversationKind::Queued`]) with a random id.
+    pub fn queued(queue: Uuid) -> Self {
+        Self { id: None, kind: ConversationKind::Queued, queue: Some(queue) }
     }
 
     /// A conversation of `kind` with the given id.
     pub fn with_id(id: Uuid, kind: ConversationKind) -> Self {
-        Self { id: Some(id), kind }
+        Self { id: Some(id), kind, queue: None }
     }
 }
 
@@ -64,8 +77,8 @@ pub struct ConversationIds {
     pub conversation_id: Uuid,
     /// The `purpose: "customer"` participant.
     pub customer_id: Uuid,
-    /// The flow or agent participant (disconnected for [`ConversationKind::Ended`]); `None` for
-    /// [`ConversationKind::NoHolder`].
+    /// The flow or agent participant (disconnected for [`ConversationKind::Ended`]), the ACD
+    /// participant for [`ConversationKind::Queued`]; `None` for [`ConversationKind::NoHolder`].
     pub holder_id: Option<Uuid>,
 }
 
@@ -173,7 +186,9 @@ impl Conversation {
         let now = timestamp();
         let customer = Participant::connected(CUSTOMER, "Web Messaging Guest", &now);
         let holder = match kind {
-            ConversationKind::Bot | ConversationKind::Ended => Some(Participant::connected(WORKFLOW, "Bot Flow", &now)),
+            ConversationKind::Bot | ConversationKind::Ended | ConversationKind::Queued => {
+                Some(Participant::connected(WORKFLOW, "Bot Flow", &now))
+            }
             ConversationKind::AgentHeld => {
                 let mut agent = Participant::connected(AGENT, "Sim Agent", &now);
                 agent.direction = "outbound";

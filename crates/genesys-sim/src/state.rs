@@ -195,8 +195,17 @@ impl Sim {
     /// Creates (or re-creates) a conversation; an id marked unknown becomes known again.
     pub fn create_conversation(&self, spec: ConversationSpec) -> ConversationIds {
         let id = spec.id.unwrap_or_else(Uuid::new_v4);
-        let (conversation, ids) = Conversation::new(id, spec.kind);
+        let (mut conversation, mut ids) = Conversation::new(id, spec.kind);
         let mut state = self.state();
+        if spec.kind == ConversationKind::Queued {
+            let queue_id = spec.queue.unwrap_or(crate::SUPPORT_QUEUE);
+            // An unknown queue still gets its participant: a test may ask for any queue id.
+            let queue = state.queues.get(&queue_id).cloned().unwrap_or_else(|| QueueSpec::new(queue_id, "Unlisted"));
+            if let Some(flow) = ids.holder_id {
+                conversation.transfer(flow, &queue, "Unattended", false);
+            }
+            ids.holder_id = conversation.participants.last().map(|p| p.id);
+        }
         state.unknown.remove(&id);
         state.conversations.insert(id, conversation);
         ids
