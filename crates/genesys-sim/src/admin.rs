@@ -104,6 +104,8 @@ struct QueueBody {
     agent_loads: Vec<u32>,
     #[serde(default)]
     alerting: u32,
+    #[serde(default = "yes")]
+    observed: bool,
 }
 
 fn yes() -> bool {
@@ -127,6 +129,7 @@ async fn put_queue(State(sim): State<Sim>, Path(id): Path<String>, body: Bytes) 
         agent_loads: body.agent_loads,
         received: 0,
         alerting: body.alerting,
+        observed: body.observed,
     });
     sim.queue(id).map(Json).ok_or_else(|| AdminError(StatusCode::INTERNAL_SERVER_ERROR, "queue vanished".into()))
 }

@@ -200,6 +200,7 @@ async fn observations(State(sim): State<Sim>, body: Bytes) -> Result<Json<Value>
     let results: Vec<Value> = queue_ids
         .into_iter()
         .filter_map(|id| sim.queue(id))
+        .filter(|queue| queue.observed)
         .flat_map(|queue| observation_groups(&queue, &wanted, capacity, users))
         .collect();
     Ok(Json(json!({ "results": results })))

@@ -52,6 +52,15 @@ pub struct QueueSpec {
     /// Message conversations offered to an agent right now (`oAlerting`).
     #[serde(default)]
     pub alerting: u32,
+    /// Whether the observation query reports this queue (default). `false`: a queue that exists
+    /// (replaces into it succeed) but whose observations answer no group, so every figure is
+    /// unknown: a target without a capacity source.
+    #[serde(default = "observed")]
+    pub observed: bool,
+}
+
+fn observed() -> bool {
+    true
 }
 
 impl QueueSpec {
@@ -68,6 +77,7 @@ impl QueueSpec {
             accepts_messages: true,
             agent_loads: Vec::new(),
             alerting: 0,
+            observed: true,
         }
     }
 
