@@ -187,9 +187,9 @@ impl HandoffService {
                 record.add_correlation_id(receipt.correlation_id.as_deref());
                 self.transferred(record, queue, "transferred", &snapshot).await
             }
-            Err(PortError::Indeterminate { detail, correlation_id }) => {
-                record.add_correlation_id(correlation_id.as_deref());
-                self.read_back_after_unknown(record, queue, &detail).await
+            Err(PortError::Indeterminate { detail }) => {
+                record.add_correlation_id(detail.correlation_id.as_deref());
+                self.read_back_after_unknown(record, queue, &detail.message).await
             }
             Err(e @ (PortError::Transient { .. } | PortError::RateLimited { .. })) => {
                 // The adapter guarantees the transfer did not happen.
@@ -197,9 +197,9 @@ impl HandoffService {
                 Err(self.stop(record, e, "transfer").await)
             }
             // The holder let go or the conversation ended meanwhile: nobody to hand off for.
-            Err(PortError::InvalidState { detail, correlation_id }) if background => {
-                record.add_correlation_id(correlation_id.as_deref());
-                Err(self.abandon(record, detail).await)
+            Err(PortError::InvalidState { reason, detail }) if background => {
+                record.add_correlation_id(detail.correlation_id.as_deref());
+                Err(self.abandon(record, reason).await)
             }
             Err(e) => Err(self.fail(record, e).await),
         }

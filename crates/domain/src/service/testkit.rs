@@ -10,6 +10,7 @@ use crate::ids::ParticipantId;
 use crate::ids::{ConversationId, HandoffId, QueueId};
 use crate::lifecycle::{HandoffKey, HandoffMode, HandoffRecord, Stage};
 use crate::memory::InMemoryLedger;
+use crate::ports::Missing;
 use crate::ports::{ConversationSnapshot, HandoffEvent, LedgerError, LedgerPort, PortError};
 use crate::ports::{
     MockAnalyticsPort, MockClock, MockOutcomeObserver, MockQueuePort, MockTransferPort, ParticipantView, Receipt,
@@ -108,7 +109,7 @@ pub(crate) fn capacity(queue: &str, idle: u32) -> CapacitySnapshot {
 }
 
 pub(crate) fn transient() -> PortError {
-    PortError::Transient { detail: "timeout".to_owned(), correlation_id: Some("corr-transient".to_owned()) }
+    PortError::transient("timeout", Some("corr-transient".to_owned()))
 }
 
 pub(crate) fn receipt(corr: &str) -> Receipt {
@@ -435,12 +436,7 @@ pub(crate) fn lose_a_transfer_response(
         .locate(1, Ok(live()))
         .locate(1, Err(read_back))
         .capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1)))
-        .transfer(
-            BOT,
-            DEFAULT_QUEUE,
-            1,
-            Err(PortError::Indeterminate { detail: "response timed out".to_owned(), correlation_id: None }),
-        );
+        .transfer(BOT, DEFAULT_QUEUE, 1, Err(PortError::indeterminate("response timed out", None)));
     ports.write_context(1, Ok(Receipt::default()));
     harness.deliver(ports, request())
 }
@@ -466,17 +462,13 @@ pub(crate) enum Fault {
 }
 
 impl Fault {
-    pub(crate) fn error(self, what: &str) -> PortError {
+    pub(crate) fn error(self, what: Missing) -> PortError {
         match self {
             Fault::Transient => transient(),
-            Fault::RateLimited => {
-                PortError::RateLimited { retry_after: Some(Duration::from_secs(3)), correlation_id: None }
-            }
-            Fault::Rejected => {
-                PortError::Rejected { status: 400, code: "bad.request".to_owned(), correlation_id: None }
-            }
-            Fault::NotFound => PortError::NotFound { what: what.to_owned(), correlation_id: None },
-            Fault::InvalidState => PortError::InvalidState { detail: "not connected".to_owned(), correlation_id: None },
+            Fault::RateLimited => PortError::rate_limited(Some(Duration::from_secs(3)), None),
+            Fault::Rejected => PortError::rejected(400, "bad.request", None),
+            Fault::NotFound => PortError::not_found(what, None),
+            Fault::InvalidState => PortError::invalid_state("not connected", None),
         }
     }
 }
@@ -546,7 +538,7 @@ impl World {
     pub(crate) fn locate(&mut self) -> Result<ConversationSnapshot, PortError> {
         self.calls.push(Call::Locate);
         match pop(&mut self.script.locate).flatten() {
-            Some(fault) => Err(fault.error("conversation")),
+            Some(fault) => Err(fault.error(Missing::Conversation)),
             None => Ok(self.conversation()),
         }
     }
@@ -556,26 +548,26 @@ impl World {
         let result = step.map(|(idle, waiting)| CapacitySnapshot::idle_for_tests(queue, idle, waiting));
         let admitted = matches!(&result, Ok(s) if self.admission.judge(s).admits());
         self.calls.push(Call::Capacity { queue, admitted });
-        result.map_err(|fault| fault.error("queue"))
+        result.map_err(|fault| fault.error(Missing::Queue))
     }
 
     pub(crate) fn write(&mut self, customer: ParticipantId) -> Result<Receipt, PortError> {
         self.calls.push(Call::Write { customer });
         match pop(&mut self.script.write).flatten() {
-            Some(fault) => Err(fault.error("participant")),
+            Some(fault) => Err(fault.error(Missing::Participant)),
             None => Ok(Receipt::default()),
         }
     }
 
     pub(crate) fn transfer(&mut self, holder: ParticipantId, queue: QueueId) -> Result<Receipt, PortError> {
         self.calls.push(Call::Transfer { holder, queue, already_in: self.in_queue });
-        let unknown = || PortError::Indeterminate { detail: "timed out".to_owned(), correlation_id: None };
+        let unknown = || PortError::indeterminate("timed out", None);
         match pop(&mut self.script.transfer).unwrap_or(TransferStep::Applied) {
             TransferStep::Applied => {
                 self.in_queue = Some(queue);
                 Ok(Receipt::default())
             }
-            TransferStep::Refused(fault) => Err(fault.error("participant")),
+            TransferStep::Refused(fault) => Err(fault.error(Missing::Participant)),
             TransferStep::UnknownButApplied => {
                 self.in_queue = Some(queue);
                 Err(unknown())

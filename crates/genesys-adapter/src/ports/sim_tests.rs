@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use genesys_sim::{ConversationKind, ConversationSpec, Endpoint, SimConfig, SimHandle, SUPPORT_QUEUE};
-use handoff_domain::ports::{AnalyticsPort, HandoffEvent, PortError, QueuePort, TransferPort};
+use handoff_domain::ports::{AnalyticsPort, HandoffEvent, Missing, PortError, QueuePort, TransferPort};
 use handoff_domain::{AttributeSet, ConversationId, HandoffId, HandoffRequest, ParticipantId, QueueId};
 use secrecy::SecretString;
 use serde_json::json;
@@ -95,10 +95,10 @@ async fn revoked_tokens_unknown_conversations_and_queues_map_as_the_ports_promis
     // Assert
     assert!(after_revocation.is_ok(), "{after_revocation:?}");
     assert_eq!(client.token_fetches(), 2);
-    assert!(matches!(missing, PortError::NotFound { ref what, .. } if what == "conversation"), "{missing:?}");
+    assert!(matches!(missing, PortError::NotFound { what: Missing::Conversation, .. }), "{missing:?}");
     assert_eq!(queue.name, "Support");
     assert!(queue.accepts_messages);
-    assert!(matches!(no_queue, PortError::NotFound { ref what, .. } if what == "queue"), "{no_queue:?}");
+    assert!(matches!(no_queue, PortError::NotFound { what: Missing::Queue, .. }), "{no_queue:?}");
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::ports::Missing;
 use std::sync::Mutex;
 
 use crate::attributes::AttributeSet;
@@ -182,8 +183,8 @@ fn an_advice_for_a_queue_outside_the_allowlist_is_refused_before_any_write_or_ca
 #[test]
 fn advisory_errors_are_the_errors_of_transfer_mode() {
     // Arrange
-    let gone = PortError::NotFound { what: "conversation".to_owned(), correlation_id: None };
-    let refused = PortError::Rejected { status: 403, code: "missing.permissions".to_owned(), correlation_id: None };
+    let gone = PortError::not_found(Missing::Conversation, None);
+    let refused = PortError::rejected(403, "missing.permissions", None);
     let cases: Vec<(&str, Ports, &str)> = vec![
         (
             "unknown conversation",
@@ -509,7 +510,7 @@ fn an_advice_whose_conversation_ends_or_is_taken_elsewhere_is_unconfirmed_at_onc
     );
     for (found, why) in [
         (Ok(ended()), Unconfirmed::Ended),
-        (Err(PortError::NotFound { what: "conversation".to_owned(), correlation_id: None }), Unconfirmed::Ended),
+        (Err(PortError::not_found(Missing::Conversation, None)), Unconfirmed::Ended),
         (Ok(agent), Unconfirmed::Elsewhere),
     ] {
         // Act

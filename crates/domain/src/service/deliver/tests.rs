@@ -1,4 +1,5 @@
 use super::*;
+use crate::ports::Missing;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -363,10 +364,7 @@ fn an_unknown_conversation_is_not_found() {
     let harness = Harness::new();
     let mut ports = Ports::default();
     ports
-        .locate(
-            1,
-            Err(PortError::NotFound { what: "conversation".to_owned(), correlation_id: Some("corr-404".to_owned()) }),
-        )
+        .locate(1, Err(PortError::not_found(Missing::Conversation, Some("corr-404".to_owned()))))
         .no_capacity_call()
         .no_write()
         .no_transfer();

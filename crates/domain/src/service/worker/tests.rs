@@ -298,7 +298,7 @@ fn a_transfer_the_worker_finds_refused_because_the_holder_let_go_ends_abandoned(
     harness.defer_one();
     harness.advance(harness.settings.recheck_every);
     let mut ports = Ports::default();
-    let gone = PortError::InvalidState { detail: "the holder is no longer connected".to_owned(), correlation_id: None };
+    let gone = PortError::invalid_state("the holder is no longer connected", None);
     ports.capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1))).locate(1, Ok(live())).transfer(
         BOT,
         DEFAULT_QUEUE,
