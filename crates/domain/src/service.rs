@@ -1263,13 +1263,13 @@ mod tests {
 
     /// The tutorial's sample request (reason `complex_billing_dispute`: not routed, so the default queue).
     fn request() -> HandoffRequest {
-        HandoffRequest::from_json(&sample_payload()).expect("valid")
+        HandoffRequest::from_json(&sample_payload(), &crate::ids::OpaqueIds).expect("valid")
     }
 
     fn request_with(field: &str, value: serde_json::Value) -> HandoffRequest {
         let mut payload = sample_payload();
         payload[field] = value;
-        HandoffRequest::from_json(&payload).expect("valid")
+        HandoffRequest::from_json(&payload, &crate::ids::OpaqueIds).expect("valid")
     }
 
     fn routing() -> RoutingPolicy {
@@ -3511,7 +3511,7 @@ mod tests {
             payload["conversationId"] = json!(CONVERSATION);
             if let Some(p) = participant { payload["participantId"] = json!(p); }
             if let Some(q) = ask { payload["queueId"] = json!(q); }
-            let request = HandoffRequest::from_json(&payload).expect("still valid");
+            let request = HandoffRequest::from_json(&payload, &crate::ids::OpaqueIds).expect("still valid");
             let routes = if route_reason {
                 [(request.reason().as_str().to_owned(), qid(RESET_QUEUE))].into_iter().collect()
             } else {
@@ -3646,7 +3646,7 @@ mod tests {
                 obj.remove("participantId");
             }
             if let Some(p) = participant { payload["participantId"] = json!(p); }
-            let request = HandoffRequest::from_json(&payload).expect("still valid");
+            let request = HandoffRequest::from_json(&payload, &crate::ids::OpaqueIds).expect("still valid");
             let routing = RoutingPolicy::new(qid(DEFAULT_QUEUE), BTreeMap::new(), fallback.then(|| qid(FALLBACK_QUEUE)));
             let admission = AdmissionPolicy { model, minimum: min_idle, max_waiting: None, max_wait: None };
             let script = Script { locate, capacity, idle_when_unscripted: 1, write, transfer };
