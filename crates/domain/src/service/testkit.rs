@@ -50,13 +50,13 @@ pub(crate) fn qid(raw: &str) -> QueueId {
 
 /// The tutorial's sample request (reason `complex_billing_dispute`: not routed, so the default queue).
 pub(crate) fn request() -> HandoffRequest {
-    HandoffRequest::from_json(&sample_payload()).expect("valid")
+    HandoffRequest::from_json(&sample_payload(), &crate::ids::OpaqueIds).expect("valid")
 }
 
 pub(crate) fn request_with(field: &str, value: serde_json::Value) -> HandoffRequest {
     let mut payload = sample_payload();
     payload[field] = value;
-    HandoffRequest::from_json(&payload).expect("valid")
+    HandoffRequest::from_json(&payload, &crate::ids::OpaqueIds).expect("valid")
 }
 
 pub(crate) fn routing() -> RoutingPolicy {
@@ -663,7 +663,7 @@ prop_compose! {
         payload["conversationId"] = json!(CONVERSATION);
         if let Some(p) = participant { payload["participantId"] = json!(p); }
         if let Some(q) = ask { payload["queueId"] = json!(q); }
-        let request = HandoffRequest::from_json(&payload).expect("still valid");
+        let request = HandoffRequest::from_json(&payload, &crate::ids::OpaqueIds).expect("still valid");
         let routes = if route_reason {
             [(request.reason().as_str().to_owned(), qid(RESET_QUEUE))].into_iter().collect()
         } else {

@@ -684,7 +684,7 @@ prop_compose! {
             obj.remove("participantId");
         }
         if let Some(p) = participant { payload["participantId"] = json!(p); }
-        let request = HandoffRequest::from_json(&payload).expect("still valid");
+        let request = HandoffRequest::from_json(&payload, &crate::ids::OpaqueIds).expect("still valid");
         let routing = RoutingPolicy::new(qid(DEFAULT_QUEUE), BTreeMap::new(), fallback.then(|| qid(FALLBACK_QUEUE)));
         let admission = AdmissionPolicy { model, minimum: min_idle, max_waiting: None, max_wait: None };
         let script = Script { locate, capacity, idle_when_unscripted: 1, write, transfer };
