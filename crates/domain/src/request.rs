@@ -10,7 +10,7 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::attributes::is_reserved_key;
+use crate::context::is_reserved_key;
 use crate::ids::{ConversationId, IdKind, IdRules, OpaqueIds, ParticipantId, QueueId};
 
 /// At most this many `customContext` entries (leaves room for the reserved keys within Genesys'
@@ -601,7 +601,7 @@ fn parse_context(errors: &mut Vec<FieldError>, map: &Map<String, Value>) -> Hand
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attributes::AttributeSet;
+    use crate::context::AttributeSet;
     use crate::ids::HandoffId;
     use crate::testkit::{any_json, mutated_payload, sample_payload as sample, valid_payload, UuidIds};
     use chrono::{TimeZone, Utc};
@@ -1142,8 +1142,8 @@ mod tests {
             for (key, value) in &expected_context {
                 prop_assert_eq!(attributes.get(key), Some(value.as_str()));
             }
-            prop_assert!(attributes.len() <= crate::attributes::MAX_ATTRIBUTES);
-            prop_assert!(attributes.iter().all(|(_, v)| v.chars().count() <= crate::attributes::MAX_ATTRIBUTE_VALUE_CHARS));
+            prop_assert!(attributes.len() <= crate::context::MAX_ATTRIBUTES);
+            prop_assert!(attributes.iter().all(|(_, v)| v.chars().count() <= crate::context::MAX_ATTRIBUTE_VALUE_CHARS));
         }
 
         #[test]

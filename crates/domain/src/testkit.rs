@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
-use crate::attributes::is_reserved_key;
+use crate::context::is_reserved_key;
 use crate::ids::{IdKind, IdRules, OpaqueId};
 use crate::request::{HandoffRequest, MAX_CONTEXT_KEYS};
 

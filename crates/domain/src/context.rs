@@ -1,17 +1,14 @@
-//! The participant attribute set written onto the customer participant before the transfer
-//! (CONTRACT §5.5), and the Genesys limits it must respect.
+//! The context handed to the agent with the conversation (CONTRACT §5.5): every `customContext`
+//! entry plus the keys this service writes itself, and the check against the limits the platform
+//! declares ([`ContextLimits`]).
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 
 use crate::ids::HandoffId;
-use crate::request::HandoffRequest;
-
-/// Genesys keeps at most this many participant attributes per bot session.
-pub const MAX_ATTRIBUTES: usize = 50;
-/// Genesys keeps at most this many characters per attribute value.
-pub const MAX_ATTRIBUTE_VALUE_CHARS: usize = 256;
+use crate::platform::{ContextLimits, TotalMeasure};
+use crate::request::{HandoffRequest, ValidationErrors};
 
 /// Keys this service writes itself; a payload may not set them.
 pub const RESERVED_KEYS: [&str; 6] =
@@ -23,33 +20,64 @@ pub(crate) fn is_reserved_key(key: &str) -> bool {
     RESERVED_KEYS.contains(&key) || key.starts_with("bot_handoff_")
 }
 
-/// An attribute set would break a Genesys limit. Never expected with a validated request; reported
-/// rather than silently cut.
+/// A context set would break a limit the platform declared. Reported rather than silently cut.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AttributeLimitError {
-    /// More than [`MAX_ATTRIBUTES`] attributes.
-    #[error("participant data would have {0} attributes, more than the {MAX_ATTRIBUTES} Genesys keeps")]
-    TooMany(usize),
-    /// A value longer than [`MAX_ATTRIBUTE_VALUE_CHARS`].
-    #[error("participant data value for {0} is longer than {MAX_ATTRIBUTE_VALUE_CHARS} characters")]
-    ValueTooLong(String),
+pub enum ContextLimitError {
+    /// More keys than the platform keeps.
+    #[error("the context would have {count} keys, more than the {max} the platform keeps")]
+    TooMany {
+        /// Keys in the set.
+        count: usize,
+        /// The platform's limit.
+        max: usize,
+    },
+    /// A value longer than the platform keeps.
+    #[error("the context value for {key} is longer than {max} characters")]
+    ValueTooLong {
+        /// The key of the value.
+        key: String,
+        /// The platform's limit.
+        max: usize,
+    },
+    /// More bytes in total than the platform keeps.
+    #[error("the context would take {bytes} bytes, more than the {max} the platform keeps")]
+    TooLarge {
+        /// The size of the set, measured as the platform measures it.
+        bytes: usize,
+        /// The platform's limit.
+        max: usize,
+    },
 }
 
-/// String attributes for one participant, sorted by key, within Genesys limits.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct AttributeSet(BTreeMap<String, String>);
+impl ContextLimitError {
+    /// The 400 `customContext` problem text: what the request's context must fit.
+    pub fn problem(&self) -> String {
+        match self {
+            ContextLimitError::TooMany { max, .. } => format!("must fit the platform's context limit: {max} keys"),
+            ContextLimitError::ValueTooLong { max, .. } => {
+                format!("must fit the platform's context limit: {max} characters per value")
+            }
+            ContextLimitError::TooLarge { max, .. } => format!("must fit the platform's context limit: {max} bytes"),
+        }
+    }
+}
 
-impl AttributeSet {
+/// The context for the agent, sorted by key, within the platform's limits.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContextSet(BTreeMap<String, String>);
+
+impl ContextSet {
     /// Every context entry of `request` plus the reserved keys (absent guest values left out).
     ///
     /// # Errors
-    /// [`AttributeLimitError`] if the set would break a Genesys limit; nothing is ever dropped or
+    /// [`ContextLimitError`] if the set would break one of `limits`; nothing is ever dropped or
     /// truncated silently.
     pub fn for_handoff(
         request: &HandoffRequest,
         handoff_id: HandoffId,
         at: DateTime<Utc>,
-    ) -> Result<Self, AttributeLimitError> {
+        limits: &ContextLimits,
+    ) -> Result<Self, ContextLimitError> {
         let mut map: BTreeMap<String, String> =
             request.context().iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         let guest = request.guest();
@@ -66,16 +94,55 @@ impl AttributeSet {
                 map.insert(key.to_owned(), value);
             }
         }
-        if map.len() > MAX_ATTRIBUTES {
-            return Err(AttributeLimitError::TooMany(map.len()));
-        }
-        if let Some((key, _)) = map.iter().find(|(_, v)| v.chars().count() > MAX_ATTRIBUTE_VALUE_CHARS) {
-            return Err(AttributeLimitError::ValueTooLong(key.clone()));
-        }
-        Ok(Self(map))
+        let set = Self(map);
+        set.check(limits)?;
+        Ok(set)
     }
 
-    /// The attributes, sorted by key.
+    /// Whether `request`'s context fits `limits` once the reserved keys are added, at their
+    /// largest (a UUID handoff id, a 24-character timestamp, the guest fields as sent): the
+    /// request parser's check, before anything is recorded or called.
+    ///
+    /// # Errors
+    /// [`ValidationErrors`] naming `customContext` when it cannot fit.
+    pub fn check_request(request: &HandoffRequest, limits: &ContextLimits) -> Result<(), ValidationErrors> {
+        // A handoff id is always 36 characters and a millisecond UTC timestamp 24, so these stand
+        // in for any real ones.
+        let at = Utc.timestamp_millis_opt(0).single().unwrap_or_default();
+        match Self::for_handoff(request, HandoffId::from_uuid(uuid::Uuid::nil()), at, limits) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(ValidationErrors::single("customContext", e.problem())),
+        }
+    }
+
+    fn check(&self, limits: &ContextLimits) -> Result<(), ContextLimitError> {
+        if let Some(max) = limits.max_keys.filter(|max| self.0.len() > *max) {
+            return Err(ContextLimitError::TooMany { count: self.0.len(), max });
+        }
+        if let Some(max) = limits.max_value_chars {
+            if let Some((key, _)) = self.0.iter().find(|(_, v)| v.chars().count() > max) {
+                return Err(ContextLimitError::ValueTooLong { key: key.clone(), max });
+            }
+        }
+        if let Some(max) = limits.max_total_bytes {
+            let bytes = self.size(limits.total_measure);
+            if bytes > max {
+                return Err(ContextLimitError::TooLarge { bytes, max });
+            }
+        }
+        Ok(())
+    }
+
+    /// The size of the set as `measure` counts it.
+    pub fn size(&self, measure: TotalMeasure) -> usize {
+        match measure {
+            // A map of strings always serializes.
+            TotalMeasure::SerializedJson => serde_json::to_vec(&self.0).map(|v| v.len()).unwrap_or(usize::MAX),
+            TotalMeasure::ValueBytes => self.0.values().map(String::len).sum(),
+        }
+    }
+
+    /// The entries, sorted by key.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
@@ -83,7 +150,7 @@ impl AttributeSet {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }
-    /// How many attributes there are.
+    /// How many entries there are.
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -105,6 +172,11 @@ mod tests {
         Utc.with_ymd_and_hms(2025, 3, 4, 5, 6, 7).single().expect("valid time") + chrono::Duration::milliseconds(89)
     }
 
+    /// Fifty keys of at most 256 characters each.
+    fn limits() -> ContextLimits {
+        ContextLimits { max_keys: Some(50), max_value_chars: Some(256), ..ContextLimits::NONE }
+    }
+
     fn handoff_id() -> HandoffId {
         HandoffId::parse("0f0e0d0c-0b0a-4908-8706-050403020100").expect("valid id")
     }
@@ -115,7 +187,7 @@ mod tests {
         let request = HandoffRequest::from_json(&sample_payload(), &crate::ids::OpaqueIds).expect("valid");
 
         // Act
-        let attributes = AttributeSet::for_handoff(&request, handoff_id(), at()).expect("within limits");
+        let attributes = ContextSet::for_handoff(&request, handoff_id(), at(), &limits()).expect("within limits");
 
         // Assert
         let all: Vec<(&str, &str)> = attributes.iter().collect();
@@ -143,7 +215,7 @@ mod tests {
         let request = HandoffRequest::from_json(&payload, &crate::ids::OpaqueIds).expect("valid");
 
         // Act
-        let attributes = AttributeSet::for_handoff(&request, handoff_id(), at()).expect("within limits");
+        let attributes = ContextSet::for_handoff(&request, handoff_id(), at(), &limits()).expect("within limits");
 
         // Assert
         assert_eq!(attributes.len(), 4);
@@ -166,7 +238,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn the_attribute_set_of_any_valid_request_stays_within_genesys_limits(
+        fn the_context_set_of_any_valid_request_stays_within_fifty_keys_of_256_characters(
             request in prop_oneof![valid_request(), largest_request()],
             millis in 0i64..4_102_444_800_000,
         ) {
@@ -174,16 +246,16 @@ mod tests {
             let at = Utc.timestamp_millis_opt(millis).single().expect("in range");
 
             // Act
-            let attributes = AttributeSet::for_handoff(&request, HandoffId::random(), at);
+            let attributes = ContextSet::for_handoff(&request, HandoffId::random(), at, &limits());
 
             // Assert
             let attributes = match attributes {
                 Ok(a) => a,
                 Err(e) => return Err(TestCaseError::fail(format!("limit broken: {e}"))),
             };
-            prop_assert!(attributes.len() <= MAX_ATTRIBUTES, "{} attributes", attributes.len());
+            prop_assert!(attributes.len() <= 50, "{} attributes", attributes.len());
             for (key, value) in attributes.iter() {
-                prop_assert!(value.chars().count() <= MAX_ATTRIBUTE_VALUE_CHARS, "{key} is too long");
+                prop_assert!(value.chars().count() <= 256, "{key} is too long");
             }
             prop_assert_eq!(attributes.len(), request.context().len() + 4
                 + usize::from(request.guest().name().is_some()) + usize::from(request.guest().email().is_some()));
