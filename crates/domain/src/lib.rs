@@ -62,8 +62,8 @@ pub use lifecycle::{
     later, AdviceDecision, Confirmation, HandoffKey, HandoffMode, HandoffRecord, Stage, StoredAnswer, Unconfirmed,
 };
 pub use memory::{decide_begin, BeginDecision, InMemoryLedger};
-pub use platform::{AnalyticsDelivery, ContextDelivery, ContextLimits, PlatformRules, TotalMeasure};
 pub use outcome::{FailureCause, Outcome, OutcomeFacts, OutcomeRow, OutcomeStats, Percentiles};
+pub use platform::{AnalyticsDelivery, ContextDelivery, ContextLimits, PlatformRules, TotalMeasure};
 pub use request::{
     FieldError, GuestId, GuestInfo, HandoffContext, HandoffReason, HandoffRequest, IdempotencyKey, ValidationErrors,
     MAX_CONTEXT_KEYS,

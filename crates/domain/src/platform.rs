@@ -50,8 +50,12 @@ pub struct ContextLimits {
 
 impl ContextLimits {
     /// No limit at all.
-    pub const NONE: ContextLimits =
-        ContextLimits { max_keys: None, max_value_chars: None, max_total_bytes: None, total_measure: TotalMeasure::ValueBytes };
+    pub const NONE: ContextLimits = ContextLimits {
+        max_keys: None,
+        max_value_chars: None,
+        max_total_bytes: None,
+        total_measure: TotalMeasure::ValueBytes,
+    };
 }
 
 /// How the context reaches the platform.

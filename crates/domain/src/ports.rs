@@ -17,10 +17,10 @@ use chrono::{DateTime, Utc};
 use crate::admission::CapacitySnapshot;
 use crate::context::ContextSet;
 use crate::ids::{ConversationId, HandoffId, InvalidId, OpaqueId, ParticipantId, QueueId};
-use crate::platform::PlatformRules;
 use crate::insights::{HandoffSummary, InsightsFilter, SummaryCursor};
 use crate::lifecycle::{HandoffKey, HandoffMode, HandoffRecord, Stage};
 use crate::outcome::OutcomeFacts;
+use crate::platform::PlatformRules;
 use crate::request::{GuestId, HandoffReason, HandoffRequest};
 
 /// What the platform said about a failed call, for logs, the record and the 502 body only: the

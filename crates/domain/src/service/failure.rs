@@ -22,13 +22,13 @@ impl HandoffService {
         queue: QueueId,
         detail: &str,
     ) -> Step<HandoffOutcome> {
-        match self.transfer.locate(record.request.conversation_id()).await {
-            Ok(snapshot) if snapshot.is_in_queue(queue) => {
-                record.add_correlation_id(snapshot.correlation_id.as_deref());
-                self.transferred(record, queue, "transfer outcome unknown; read back: in the queue", &snapshot).await
+        match self.transfer.locate(record.request.conversation_id(), record.request.participant()).await {
+            Ok(located) if located.is_handed_to(queue) => {
+                record.add_correlation_id(located.correlation_id.as_deref());
+                self.transferred(record, queue, "transfer outcome unknown; read back: in the queue", &located).await
             }
-            Ok(snapshot) => {
-                record.add_correlation_id(snapshot.correlation_id.as_deref());
+            Ok(located) => {
+                record.add_correlation_id(located.correlation_id.as_deref());
                 self.move_to(record, Stage::ContextWritten, "transfer outcome unknown; read back: not applied")?;
                 let error = PortError::Transient { detail: UpstreamDetail::new(detail) };
                 Err(self.stop(record, error, "transfer").await)
