@@ -479,12 +479,12 @@ pub trait TransferPort: Send + Sync {
     /// - [`PortError::Indeterminate`] when it may have happened.
     ///
     /// [`ContextDelivery::WithTransfer`]: crate::platform::ContextDelivery::WithTransfer
-    async fn transfer(
+    async fn transfer<'a>(
         &self,
         conversation: ConversationId,
         from: Handle,
         target: QueueId,
-        context: Option<&ContextSet>,
+        context: Option<&'a ContextSet>,
     ) -> Result<TransferResult, PortError>;
 }
 

@@ -601,7 +601,7 @@ fn parse_context(errors: &mut Vec<FieldError>, map: &Map<String, Value>) -> Hand
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::AttributeSet;
+    use crate::context::ContextSet;
     use crate::ids::HandoffId;
     use crate::testkit::{any_json, mutated_payload, sample_payload as sample, valid_payload, UuidIds};
     use chrono::{TimeZone, Utc};
@@ -1134,7 +1134,7 @@ mod tests {
 
             // Assert: every context entry reaches the attribute set unchanged, within the limits
             let at = Utc.timestamp_millis_opt(millis).single().expect("in range");
-            let attributes = AttributeSet::for_handoff(&request, HandoffId::random(), at);
+            let attributes = ContextSet::for_handoff(&request, HandoffId::random(), at, &crate::ContextLimits { max_keys: Some(50), max_value_chars: Some(256), ..crate::ContextLimits::NONE });
             let attributes = match attributes {
                 Ok(a) => a,
                 Err(e) => return Err(TestCaseError::fail(format!("attribute limits broken: {e}"))),
@@ -1142,8 +1142,8 @@ mod tests {
             for (key, value) in &expected_context {
                 prop_assert_eq!(attributes.get(key), Some(value.as_str()));
             }
-            prop_assert!(attributes.len() <= crate::context::MAX_ATTRIBUTES);
-            prop_assert!(attributes.iter().all(|(_, v)| v.chars().count() <= crate::context::MAX_ATTRIBUTE_VALUE_CHARS));
+            prop_assert!(attributes.len() <= 50);
+            prop_assert!(attributes.iter().all(|(_, v)| v.chars().count() <= 256));
         }
 
         #[test]

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use crate::admission::AdmissionPolicy;
 use crate::admission::CapacitySnapshot;
 use crate::lifecycle::{HandoffKey, HandoffMode, HandoffRecord, Stage, StoredAnswer};
-use crate::ports::{Begin, ConversationSnapshot, HandoffEvent, LedgerError, LedgerPort, PortError};
+use crate::ports::{Begin, HandoffEvent, LedgerError, LedgerPort, PortError};
 use crate::ports::{MockLedgerPort, Receipt};
 use crate::request::HandoffRequest;
 use crate::routing::RoutingPolicy;
@@ -163,7 +163,7 @@ fn a_valid_handoff_writes_the_context_on_the_customer_then_transfers_the_holder(
     // Assert: the record and the outbox
     assert_eq!(record.stage, Stage::Transferred);
     assert_eq!(record.answer, Some(StoredAnswer::Transferred { queue: qid(DEFAULT_QUEUE) }));
-    assert_eq!((record.holder, record.customer), (Some(pid(BOT)), Some(pid(CUSTOMER))));
+    assert_eq!((record.handle, record.context_anchor), (Some(handle(&pid(BOT))), Some(anchor(&pid(CUSTOMER)))));
     for corr in ["corr-locate", "corr-write", "corr-transfer"] {
         assert!(record.correlation_ids.iter().any(|c| c == corr), "{corr} not kept: {:?}", record.correlation_ids);
     }
@@ -507,7 +507,7 @@ fn the_participant_id_of_a_holder_chooses_the_participant_replaced() {
 
     // Assert
     assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
-    assert_eq!(harness.record().holder, Some(pid(SECOND_HOLDER)));
+    assert_eq!(harness.record().handle, Some(handle(&pid(SECOND_HOLDER))));
 }
 
 #[test]
@@ -560,7 +560,7 @@ fn a_ledger_outage_answers_503_before_any_upstream_call() {
     let ports = Ports::silent();
     let service = HandoffService::new(
         Arc::new(ports.queue),
-        Arc::new(ports.transfer),
+        Arc::new(with_rules(ports.transfer)),
         Arc::new(ports.analytics),
         Arc::new(ledger),
         Arc::new(harness.clock()),

@@ -107,7 +107,7 @@ fn a_transfer_pending_record_left_by_a_failed_context_write_writes_the_context_o
     first.write_context(1, Err(transient()));
     let service = HandoffService::new(
         Arc::new(first.queue),
-        Arc::new(first.transfer),
+        Arc::new(with_rules(first.transfer)),
         Arc::new(first.analytics),
         Arc::new(FaultyLedger { inner: Arc::clone(&harness.ledger), only_pending_saves: true, failing_marks: false }),
         Arc::new(harness.clock()),
@@ -127,7 +127,7 @@ fn a_transfer_pending_record_left_by_a_failed_context_write_writes_the_context_o
     assert_eq!(report, TickReport { claimed: 1, done: 1, later: 0 });
     assert_eq!(written.lock().expect("not poisoned").len(), 1, "transferred without the context");
     assert_eq!(harness.record().stage, Stage::Transferred);
-    assert_eq!(harness.record().customer, Some(pid(CUSTOMER)));
+    assert_eq!(harness.record().context_anchor, Some(anchor(&pid(CUSTOMER))));
 }
 
 #[test]
