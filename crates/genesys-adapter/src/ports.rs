@@ -4,7 +4,8 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use handoff_domain::ports::{
-    AnalyticsPort, ConversationSnapshot, HandoffEvent, PortError, QueuePort, Receipt, TransferPort,
+    AnalyticsPort, ConversationSnapshot, HandoffEvent, Missing, PortError, QueuePort, Receipt, Refusal, TransferPort,
+    UpstreamDetail,
 };
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use crate::client::{Call, GenesysClient, Reply, Retry};
+use crate::ids::GenesysIds;
 use crate::stats::Endpoint;
 use crate::utilization::MessageCapacitySource;
 use crate::wire::{self, AttributesBody, QueueInfo, TagsBody, TransferBody};
@@ -33,24 +35,29 @@ const MISSING_PERMISSION_CODES: [&str; 4] =
 
 /// Maps a final non-2xx answer. `what` names the thing a 404 is about, unless the code says
 /// it is the participant.
-fn map_error(reply: &Reply, what: &str) -> PortError {
+fn map_error(reply: &Reply, what: Missing) -> PortError {
     let (code, correlation_id) = reply.error_code();
     let status = reply.status.as_u16();
     let code_str = code.as_deref().unwrap_or("");
     if status == 404 {
-        let what = if code_str.contains("participant") { "participant" } else { what };
-        return PortError::NotFound { what: what.to_owned(), correlation_id };
+        let what = if code_str.contains("participant") { Missing::Participant } else { what };
+        // The 502 body names what was missing the way it always has (`queue.not.found`).
+        let refusal = Some(Refusal::new(404, format!("{what}.not.found")));
+        let detail = UpstreamDetail::with_correlation(format!("genesys answered 404 ({what})"), correlation_id);
+        return PortError::NotFound { what, refusal, detail };
     }
     if matches!(status, 400 | 403 | 409) {
-        if let Some((_, detail)) = INVALID_STATE_CODES.iter().find(|(c, _)| *c == code_str) {
-            return PortError::InvalidState { detail: (*detail).to_owned(), correlation_id };
+        if let Some((_, reason)) = INVALID_STATE_CODES.iter().find(|(c, _)| *c == code_str) {
+            let detail =
+                UpstreamDetail::with_correlation(format!("genesys answered {status} {code_str}"), correlation_id);
+            return PortError::InvalidState { reason: (*reason).to_owned(), detail };
         }
     }
-    PortError::Rejected { status, code: code.unwrap_or_else(|| "unknown".to_owned()), correlation_id }
+    PortError::rejected(status, code.unwrap_or_else(|| "unknown".to_owned()), correlation_id)
 }
 
 /// `Ok(reply)` for a 2xx, the mapped error otherwise.
-fn success(reply: Reply, what: &str) -> Result<Reply, PortError> {
+fn success(reply: Reply, what: Missing) -> Result<Reply, PortError> {
     if reply.status.is_success() {
         Ok(reply)
     } else {
@@ -59,11 +66,7 @@ fn success(reply: Reply, what: &str) -> Result<Reply, PortError> {
 }
 
 fn invalid_answer(reply: &Reply) -> PortError {
-    PortError::Rejected {
-        status: reply.status.as_u16(),
-        code: "invalid_response".to_owned(),
-        correlation_id: reply.correlation_id.clone(),
-    }
+    PortError::rejected(reply.status.as_u16(), "invalid_response", reply.correlation_id.clone())
 }
 
 fn json<T: Serialize>(body: &T) -> Option<Bytes> {
@@ -128,7 +131,7 @@ impl GenesysClient {
             body: None,
             retry: Retry::Idempotent,
         };
-        let reply = success(self.execute(&call).await?, "queue")?;
+        let reply = success(self.execute(&call).await?, Missing::Queue)?;
         wire::queue_info(queue, &reply.body).ok_or_else(|| invalid_answer(&reply))
     }
 
@@ -157,7 +160,7 @@ impl GenesysClient {
             Permission::QueueObservationView => (
                 Method::POST,
                 self.api_url(&["analytics", "queues", "observations", "query"]),
-                json(&wire::observation_query(QueueId::from_uuid(Uuid::nil()))),
+                json(&wire::observation_query(GenesysIds::queue(Uuid::nil()))),
             ),
             // A read of the org setting: nothing to hide behind a nil id, and nothing changes.
             Permission::UtilizationView => (Method::GET, self.api_url(&["routing", "utilization"]), None),
@@ -191,7 +194,7 @@ impl GenesysClient {
                 body: json(&wire::observation_query(queue)),
                 retry: Retry::Idempotent,
             };
-            let reply = success(self.execute(&call).await?, "queue")?;
+            let reply = success(self.execute(&call).await?, Missing::Queue)?;
             let observed = wire::observations(queue, &reply.body).ok_or_else(|| invalid_answer(&reply))?;
             self.figures.seed(queue, &reply.body, tokio::time::Instant::now());
             Ok::<_, PortError>(observed)
@@ -372,7 +375,7 @@ impl TransferPort for GenesysClient {
             body: None,
             retry: Retry::Idempotent,
         };
-        let reply = success(self.execute(&call).await?, "conversation")?;
+        let reply = success(self.execute(&call).await?, Missing::Conversation)?;
         wire::conversation_snapshot(conversation, &reply.body, reply.correlation_id.clone())
             .ok_or_else(|| invalid_answer(&reply))
     }
@@ -398,7 +401,7 @@ impl TransferPort for GenesysClient {
             body: json(&AttributesBody::new(attributes)),
             retry: Retry::Idempotent,
         };
-        let reply = success(self.execute(&call).await?, "conversation")?;
+        let reply = success(self.execute(&call).await?, Missing::Conversation)?;
         Ok(Receipt { correlation_id: reply.correlation_id })
     }
 
@@ -423,7 +426,7 @@ impl TransferPort for GenesysClient {
             body: json(&TransferBody { queue_id: queue.to_string(), transfer_type: "Unattended" }),
             retry: Retry::Never,
         };
-        let reply = success(self.execute(&call).await?, "conversation")?;
+        let reply = success(self.execute(&call).await?, Missing::Conversation)?;
         Ok(Receipt { correlation_id: reply.correlation_id })
     }
 }
@@ -441,7 +444,7 @@ impl AnalyticsPort for GenesysClient {
             body: json(&TagsBody { external_tag: format!("bot-handoff:{}", event.reason.as_str()) }),
             retry: Retry::Idempotent,
         };
-        let reply = success(self.execute(&call).await?, "conversation")?;
+        let reply = success(self.execute(&call).await?, Missing::Conversation)?;
         Ok(Receipt { correlation_id: reply.correlation_id })
     }
 }

@@ -249,7 +249,7 @@ impl World {
             Arc::new(service_clock),
             ServiceSettings::new(routing),
         );
-        let mut state = AppState::new(Arc::new(service), auth, readiness)
+        let mut state = AppState::new(Arc::new(service), Arc::new(handoff_genesys::GenesysIds), auth, readiness)
             .with_admin(admin)
             .with_settings(settings)
             .with_clock(Arc::new(http_clock));
@@ -272,7 +272,7 @@ impl TransferPort for StalledTransfer {
     async fn locate(&self, _conversation: ConversationId) -> Result<ConversationSnapshot, PortError> {
         self.entered.notify_one();
         self.release.notified().await;
-        Err(PortError::Transient { detail: "released".to_owned(), correlation_id: None })
+        Err(PortError::transient("released", None))
     }
 
     async fn write_context(
@@ -281,7 +281,7 @@ impl TransferPort for StalledTransfer {
         _customer: ParticipantId,
         _attributes: &handoff_domain::AttributeSet,
     ) -> Result<Receipt, PortError> {
-        Err(PortError::Transient { detail: "not expected".to_owned(), correlation_id: None })
+        Err(PortError::transient("not expected", None))
     }
 
     async fn transfer(
@@ -290,7 +290,7 @@ impl TransferPort for StalledTransfer {
         _holder: ParticipantId,
         _queue: QueueId,
     ) -> Result<Receipt, PortError> {
-        Err(PortError::Transient { detail: "not expected".to_owned(), correlation_id: None })
+        Err(PortError::transient("not expected", None))
     }
 }
 

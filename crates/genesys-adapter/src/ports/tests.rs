@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use handoff_domain::ports::{
-    AnalyticsPort, ConversationSnapshot, HandoffEvent, PortError, QueuePort, Receipt, TransferPort,
+    AnalyticsPort, ConversationSnapshot, HandoffEvent, Missing, PortError, QueuePort, Receipt, Refusal, TransferPort,
 };
 use handoff_domain::{
     AttributeSet, ConversationId, HandoffId, HandoffReason, HandoffRequest, ParticipantId, QueueFigures, QueueId,
@@ -32,7 +32,10 @@ use wiremock::matchers::{basic_auth, bearer_token, body_json, body_string, heade
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::retry::BACKOFF_CAP;
-use crate::{Endpoint, GenesysClient, GenesysConfig, MessageCapacitySource, Permission, PermissionStatus, StatusClass};
+use crate::{
+    Endpoint, GenesysClient, GenesysConfig, GenesysIds, MessageCapacitySource, Permission, PermissionStatus,
+    StatusClass,
+};
 
 const CLIENT_ID: &str = "handoff-client";
 const SECRET: &str = "handoff-secret";
@@ -224,12 +227,15 @@ async fn write_context_patches_the_customer_participant_attributes() {
     // Arrange
     let server = MockServer::start().await;
     mount_token(&server, 1).await;
-    let request = HandoffRequest::from_json(&json!({
-        "conversationId": CONV,
-        "guestInfo": { "id": "guest-8842-xyz", "name": "Jane Doe", "email": "jane.doe@example.com" },
-        "handoffReason": "complex_billing_dispute",
-        "customContext": { "sentiment_score": "0.32" }
-    }))
+    let request = HandoffRequest::from_json(
+        &json!({
+            "conversationId": CONV,
+            "guestInfo": { "id": "guest-8842-xyz", "name": "Jane Doe", "email": "jane.doe@example.com" },
+            "handoffReason": "complex_billing_dispute",
+            "customContext": { "sentiment_score": "0.32" }
+        }),
+        &GenesysIds,
+    )
     .unwrap();
     let handoff = HandoffId::parse("00000000-0000-0000-0000-0000000000b1").unwrap();
     let at = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
@@ -472,7 +478,8 @@ async fn an_unknown_conversation_is_not_found_with_the_correlation_id() {
     let error = client.locate(conv()).await.unwrap_err();
 
     // Assert
-    assert_eq!(error, PortError::NotFound { what: "conversation".into(), correlation_id: Some("corr-err".into()) });
+    assert!(matches!(error, PortError::NotFound { what: Missing::Conversation, .. }), "{error:?}");
+    assert_eq!(error.correlation_id(), Some("corr-err"));
 }
 
 #[tokio::test]
@@ -498,14 +505,7 @@ async fn an_unknown_transfer_queue_is_rejected_with_its_code_and_no_upstream_tex
     let error = client.transfer(conv(), flow(), queue()).await.unwrap_err();
 
     // Assert
-    assert_eq!(
-        error,
-        PortError::Rejected {
-            status: 400,
-            code: "conversations.error.queue.not.found".into(),
-            correlation_id: Some("ctx-body".into())
-        }
-    );
+    assert_eq!(error, PortError::rejected(400, "conversations.error.queue.not.found", Some("ctx-body".into())));
     assert!(!error.to_string().contains("destination queue was not found"));
 }
 
@@ -555,14 +555,7 @@ async fn a_missing_permission_is_rejected_and_not_retried() {
     let error = client.transfer(conv(), flow(), queue()).await.unwrap_err();
 
     // Assert
-    assert_eq!(
-        error,
-        PortError::Rejected {
-            status: 403,
-            code: "missing.permissions".into(),
-            correlation_id: Some("corr-err".into())
-        }
-    );
+    assert_eq!(error, PortError::rejected(403, "missing.permissions", Some("corr-err".into())));
     assert_eq!(client.stats().retries, 0);
 }
 
@@ -689,10 +682,7 @@ async fn a_429_beyond_the_budget_is_rate_limited_at_once_without_a_second_call()
     let error = bounded(locate(&client)).await.unwrap_err();
 
     // Assert
-    assert_eq!(
-        error,
-        PortError::RateLimited { retry_after: Some(Duration::from_secs(30)), correlation_id: Some("corr-429".into()) }
-    );
+    assert_eq!(error, PortError::rate_limited(Some(Duration::from_secs(30)), Some("corr-429".into())));
     assert_eq!(Instant::now(), started, "no time was spent waiting");
 }
 
@@ -894,7 +884,7 @@ async fn a_401_twice_is_rejected_after_a_single_refresh() {
     let error = client.locate(conv()).await.unwrap_err();
 
     // Assert
-    assert!(matches!(error, PortError::Rejected { status: 401, .. }), "{error:?}");
+    assert!(matches!(error, PortError::Rejected { refusal: Refusal { status: 401, .. }, .. }), "{error:?}");
 }
 
 #[tokio::test]
@@ -921,7 +911,7 @@ async fn bad_client_credentials_are_rejected_after_one_token_call() {
     let error = client.locate(conv()).await.unwrap_err();
 
     // Assert
-    assert_eq!(error, PortError::Rejected { status: 401, code: "invalid_client".into(), correlation_id: None });
+    assert_eq!(error, PortError::rejected(401, "invalid_client", None));
     assert_eq!(client.token_fetches(), 1);
     assert_eq!(client.stats().retries, 0);
 }
