@@ -97,6 +97,7 @@ enum Attempt {
 #[derive(Debug)]
 pub struct SunshineClient {
     pub(crate) config: SunshineConfig,
+    pub(crate) rules: handoff_domain::platform::PlatformRules,
     http: reqwest::Client,
     credentials: Credentials,
     support_auth: Option<SecretString>,
@@ -139,6 +140,7 @@ impl SunshineClient {
             capacity: CapacityCache::new(config.capacity_ttl),
             last_authenticated: Mutex::new(None),
             unauthorized: AtomicU64::new(0),
+            rules: crate::ports::platform_rules(&config),
             http,
             config,
         })
@@ -218,32 +220,32 @@ impl SunshineClient {
                     self.throttle(wait);
                     let pause = wait.unwrap_or_else(|| retry::backoff_with_jitter(attempt));
                     if attempt >= self.config.max_attempts || Instant::now() + pause >= deadline {
-                        return Err(PortError::RateLimited { retry_after: wait, correlation_id: None });
+                        return Err(PortError::rate_limited(wait, None));
                     }
                     pause
                 }
                 Attempt::ServerError { status } => {
                     let detail = format!("{} answered {}", call.op.as_str(), status.as_u16());
                     if call.retry == Retry::Never {
-                        return Err(PortError::Indeterminate { detail, correlation_id: None });
+                        return Err(PortError::indeterminate(detail, None));
                     }
                     match self.backoff(attempt, deadline) {
                         Some(pause) => pause,
-                        None => return Err(PortError::Transient { detail, correlation_id: None }),
+                        None => return Err(PortError::transient(detail, None)),
                     }
                 }
                 Attempt::Unclear { detail } => {
                     if call.retry == Retry::Never {
-                        return Err(PortError::Indeterminate { detail: detail.to_owned(), correlation_id: None });
+                        return Err(PortError::indeterminate(detail, None));
                     }
                     match self.backoff(attempt, deadline) {
                         Some(pause) => pause,
-                        None => return Err(PortError::Transient { detail: detail.to_owned(), correlation_id: None }),
+                        None => return Err(PortError::transient(detail, None)),
                     }
                 }
                 Attempt::NotSent { detail } => match self.backoff(attempt, deadline) {
                     Some(pause) => pause,
-                    None => return Err(PortError::Transient { detail, correlation_id: None }),
+                    None => return Err(PortError::transient(detail, None)),
                 },
             };
             tokio::time::sleep(retry_in).await;
@@ -272,18 +274,11 @@ impl SunshineClient {
         let (authorization, generation) = match call.api {
             Api::Sunshine => match self.credentials.authorization() {
                 Ok(a) => (a.value, a.generation),
-                Err(error) => {
-                    return Attempt::Fatal(PortError::Transient { detail: error.to_string(), correlation_id: None })
-                }
+                Err(error) => return Attempt::Fatal(PortError::transient(error.to_string(), None)),
             },
             Api::Support => match &self.support_auth {
                 Some(value) => (value.clone(), 0),
-                None => {
-                    return Attempt::Fatal(PortError::Transient {
-                        detail: "no Zendesk Support credentials".to_owned(),
-                        correlation_id: None,
-                    })
-                }
+                None => return Attempt::Fatal(PortError::transient("no Zendesk Support credentials", None)),
             },
         };
         let _permit = match tokio::time::timeout_at(attempt_end, self.limiter.acquire()).await {
@@ -291,11 +286,7 @@ impl SunshineClient {
             _ => return Attempt::NotSent { detail: "too many concurrent sunshine calls".to_owned() },
         };
         let Ok(mut header) = HeaderValue::from_str(authorization.expose_secret()) else {
-            return Attempt::Fatal(PortError::Rejected {
-                status: 401,
-                code: "invalid_credentials".to_owned(),
-                correlation_id: None,
-            });
+            return Attempt::Fatal(PortError::rejected(401, "invalid_credentials", None));
         };
         header.set_sensitive(true);
         let mut request = self

@@ -2,16 +2,7 @@
 //! ids are 24 lower-case hexadecimal characters in every spec example; Zendesk group ids are
 //! integers. `SUNSHINE_ID_FORMAT=opaque` relaxes the 24-hex rule to the domain's generic bound.
 
-/// What kind of platform id a string is meant to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdKind {
-    /// A conversation id.
-    Conversation,
-    /// A routing target: a Zendesk group id.
-    Queue,
-    /// The webhook's `participantId` hint: for Sunshine, a switchboard integration id.
-    Participant,
-}
+use handoff_domain::ids::{IdKind, IdRules, OpaqueId};
 
 /// How strictly Sunshine ids are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,7 +52,7 @@ impl SunshineIds {
     ///
     /// # Errors
     /// The problem text.
-    pub fn parse<'a>(&self, kind: IdKind, raw: &'a str) -> Result<&'a str, &'static str> {
+    pub fn check<'a>(&self, kind: IdKind, raw: &'a str) -> Result<&'a str, &'static str> {
         match kind {
             IdKind::Queue => {
                 let digits = !raw.is_empty() && raw.len() <= 20 && raw.bytes().all(|b| b.is_ascii_digit());
@@ -72,6 +63,13 @@ impl SunshineIds {
                 IdFormat::Opaque => is_opaque(raw).then_some(raw).ok_or(OPAQUE_PROBLEM),
             },
         }
+    }
+}
+
+impl IdRules for SunshineIds {
+    fn parse(&self, kind: IdKind, raw: &str) -> Result<OpaqueId, &'static str> {
+        let checked = self.check(kind, raw)?;
+        OpaqueId::parse(checked).map_err(|e| e.problem)
     }
 }
 
@@ -98,23 +96,33 @@ mod tests {
         let relaxed = SunshineIds::new(IdFormat::Opaque);
 
         // Act / Assert
-        assert_eq!(strict.parse(IdKind::Conversation, "029c31f25a21b47effd7be90"), Ok("029c31f25a21b47effd7be90"));
-        assert_eq!(strict.parse(IdKind::Conversation, "029C31F25A21B47EFFD7BE90"), Err(HEX24_PROBLEM));
-        assert_eq!(strict.parse(IdKind::Participant, "029c31f25a21b47effd7be9"), Err(HEX24_PROBLEM));
-        assert_eq!(strict.parse(IdKind::Conversation, "029c31f25a21b47effd7be90a"), Err(HEX24_PROBLEM));
-        assert_eq!(strict.parse(IdKind::Conversation, "8a3f4a1e-0c4d-4c3b-9d4e-0a1b2c3d4e5f"), Err(HEX24_PROBLEM));
-        assert_eq!(relaxed.parse(IdKind::Conversation, "conv_ABC-1.2~x"), Ok("conv_ABC-1.2~x"));
-        assert_eq!(relaxed.parse(IdKind::Conversation, "a/b"), Err(OPAQUE_PROBLEM));
-        assert_eq!(relaxed.parse(IdKind::Conversation, &"a".repeat(65)), Err(OPAQUE_PROBLEM));
+        assert_eq!(strict.check(IdKind::Conversation, "029c31f25a21b47effd7be90"), Ok("029c31f25a21b47effd7be90"));
+        assert_eq!(strict.check(IdKind::Conversation, "029C31F25A21B47EFFD7BE90"), Err(HEX24_PROBLEM));
+        assert_eq!(strict.check(IdKind::Participant, "029c31f25a21b47effd7be9"), Err(HEX24_PROBLEM));
+        assert_eq!(strict.check(IdKind::Conversation, "029c31f25a21b47effd7be90a"), Err(HEX24_PROBLEM));
+        assert_eq!(strict.check(IdKind::Conversation, "8a3f4a1e-0c4d-4c3b-9d4e-0a1b2c3d4e5f"), Err(HEX24_PROBLEM));
+        assert_eq!(relaxed.check(IdKind::Conversation, "conv_ABC-1.2~x"), Ok("conv_ABC-1.2~x"));
+        assert_eq!(relaxed.check(IdKind::Conversation, "a/b"), Err(OPAQUE_PROBLEM));
+        assert_eq!(relaxed.check(IdKind::Conversation, &"a".repeat(65)), Err(OPAQUE_PROBLEM));
     }
 
     #[test]
     fn queue_ids_are_zendesk_group_ids() {
         let ids = SunshineIds::default();
-        assert_eq!(ids.parse(IdKind::Queue, "360001"), Ok("360001"));
-        assert_eq!(ids.parse(IdKind::Queue, ""), Err(GROUP_PROBLEM));
-        assert_eq!(ids.parse(IdKind::Queue, "36x"), Err(GROUP_PROBLEM));
-        assert_eq!(ids.parse(IdKind::Queue, &"1".repeat(21)), Err(GROUP_PROBLEM));
+        assert_eq!(ids.check(IdKind::Queue, "360001"), Ok("360001"));
+        assert_eq!(ids.check(IdKind::Queue, ""), Err(GROUP_PROBLEM));
+        assert_eq!(ids.check(IdKind::Queue, "36x"), Err(GROUP_PROBLEM));
+        assert_eq!(ids.check(IdKind::Queue, &"1".repeat(21)), Err(GROUP_PROBLEM));
+    }
+
+    #[test]
+    fn the_rules_give_the_domain_an_opaque_id() {
+        let rules: &dyn IdRules = &SunshineIds::default();
+        assert_eq!(
+            rules.parse(IdKind::Conversation, "029c31f25a21b47effd7be90").map(|id| id.as_str().to_owned()),
+            Ok("029c31f25a21b47effd7be90".to_owned())
+        );
+        assert_eq!(rules.parse(IdKind::Queue, "abc"), Err(GROUP_PROBLEM));
     }
 
     #[test]

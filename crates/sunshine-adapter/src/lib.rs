@@ -47,6 +47,7 @@ mod error;
 mod ids;
 pub mod metadata;
 mod ops;
+mod ports;
 mod retry;
 mod stats;
 mod wire;
@@ -58,7 +59,7 @@ pub use config::{
     DEFAULT_MAX_CONCURRENCY, DEFAULT_THROTTLE_PAUSE, DEFAULT_TOTAL_BUDGET,
 };
 pub use error::{Result, SunshineError};
-pub use ids::{is_hex24, is_opaque, IdFormat, IdKind, SunshineIds, GROUP_PROBLEM, HEX24_PROBLEM, OPAQUE_PROBLEM};
+pub use ids::{is_hex24, is_opaque, IdFormat, SunshineIds, GROUP_PROBLEM, HEX24_PROBLEM, OPAQUE_PROBLEM};
 pub use ops::{Control, Located, PassResult, ResolveError};
 pub use stats::{Op, RequestCount, StatusClass};
 pub use wire::{GroupAvailability, Integrations};

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use handoff_domain::ports::PortError;
+use handoff_domain::ports::{Missing, PortError, Refusal, UpstreamDetail};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 use tracing::instrument;
@@ -60,7 +60,7 @@ pub enum PassResult {
 }
 
 fn invalid_answer(op: Op) -> PortError {
-    PortError::Transient { detail: format!("unreadable {} answer", op.as_str()), correlation_id: None }
+    PortError::transient(format!("unreadable {} answer", op.as_str()), None)
 }
 
 /// Maps a final non-2xx answer (api-notes §4, §8; ADR 0004 §9).
@@ -68,14 +68,16 @@ fn refused(reply: &Reply, op: Op) -> PortError {
     let status = reply.status.as_u16();
     let code = reply.error_code().unwrap_or_else(|| default_code(status).to_owned());
     match (status, code.as_str()) {
-        (404, "conversation_not_found") => {
-            PortError::NotFound { what: "conversation".to_owned(), correlation_id: None }
-        }
-        (409, _) if op == Op::PassControl => PortError::Indeterminate {
-            detail: "passControl answered 409: a conflicting control change may or may not have applied".to_owned(),
-            correlation_id: None,
+        (404, "conversation_not_found") => PortError::NotFound {
+            what: Missing::Conversation,
+            refusal: Some(Refusal::new(status, code)),
+            detail: UpstreamDetail::new("conversation not found"),
         },
-        _ => PortError::Rejected { status, code, correlation_id: None },
+        (409, _) if op == Op::PassControl => PortError::indeterminate(
+            "passControl answered 409: a conflicting control change may or may not have applied",
+            None,
+        ),
+        _ => PortError::rejected(status, code, None),
     }
 }
 
@@ -248,11 +250,7 @@ impl SunshineClient {
         if self.config.support.is_none() {
             return Ok(None);
         }
-        let id: u64 = group.parse().map_err(|_| PortError::Rejected {
-            status: 400,
-            code: "invalid_group_id".to_owned(),
-            correlation_id: None,
-        })?;
+        let id: u64 = group.parse().map_err(|_| PortError::rejected(400, "invalid_group_id", None))?;
         self.capacity.get(id, || self.fetch_availability(id)).await.map(Some)
     }
 
@@ -327,14 +325,10 @@ impl From<ResolveError> for PortError {
     fn from(error: ResolveError) -> Self {
         match error {
             ResolveError::Upstream(port) => port,
-            ResolveError::Config(SunshineError::UnknownIntegration { .. }) => PortError::Rejected {
-                status: 404,
-                code: "switchboard_integration_not_found".to_owned(),
-                correlation_id: None,
-            },
-            ResolveError::Config(other) => {
-                PortError::Rejected { status: 400, code: config_code(&other).to_owned(), correlation_id: None }
+            ResolveError::Config(SunshineError::UnknownIntegration { .. }) => {
+                PortError::rejected(404, "switchboard_integration_not_found", None)
             }
+            ResolveError::Config(other) => PortError::rejected(400, config_code(&other), None),
         }
     }
 }

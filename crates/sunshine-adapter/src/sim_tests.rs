@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use handoff_domain::ports::PortError;
+use handoff_domain::ports::{Missing, PortError};
 use secrecy::SecretString;
 use serde_json::{json, Map, Value};
 use sunshine_sim::{
@@ -104,7 +104,7 @@ async fn locate_reports_each_control_state() {
     }
     s.sim.sim().mark_unknown("0123456789abcdef01234567");
     let missing = s.client.locate_control("0123456789abcdef01234567", None).await.unwrap_err();
-    assert!(matches!(missing, PortError::NotFound { ref what, .. } if what == "conversation"), "{missing:?}");
+    assert!(matches!(missing, PortError::NotFound { what: Missing::Conversation, .. }), "{missing:?}");
 }
 
 #[tokio::test]
@@ -226,10 +226,7 @@ async fn a_429_is_waited_out_when_retry_after_fits_and_reported_when_it_does_not
     // Assert
     assert_eq!(waited, Ok(PassResult::Done));
     assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(3), "{took:?}");
-    assert_eq!(
-        refused,
-        Err(PortError::RateLimited { retry_after: Some(Duration::from_secs(30)), correlation_id: None })
-    );
+    assert_eq!(refused, Err(PortError::rate_limited(Some(Duration::from_secs(30)), None)));
     assert_eq!(s.passes(), 3);
     assert!(!s.client.background_may_run(), "background work pauses after a 429");
 }
@@ -245,7 +242,7 @@ async fn a_429_without_retry_after_backs_off_within_the_budget_then_is_rate_limi
     let result = s.client.pass_control(&id, &metadata()).await;
 
     // Assert
-    assert_eq!(result, Err(PortError::RateLimited { retry_after: None, correlation_id: None }));
+    assert_eq!(result, Err(PortError::rate_limited(None, None)));
     assert_eq!(s.passes(), 3, "max attempts");
     assert!(s.sim.sim().received(&id).is_empty());
 }
@@ -298,7 +295,7 @@ async fn a_401_is_retried_once_and_a_persistent_one_is_rejected_after_two_attemp
 
     // Assert
     assert_eq!(once.map(|l| l.control), Ok(Control::BotHolds));
-    assert_eq!(always, Err(PortError::Rejected { status: 401, code: "unauthorized".to_owned(), correlation_id: None }));
+    assert_eq!(always, Err(PortError::rejected(401, "unauthorized", None)));
     assert_eq!(s.passes(), 2);
 }
 
@@ -316,15 +313,8 @@ async fn refusals_keep_the_status_and_code_and_a_missing_conversation_is_not_fou
     let no_target = s.client.pass_control(&id, &metadata()).await;
 
     // Assert
-    assert!(matches!(not_found, Err(PortError::NotFound { ref what, .. }) if what == "conversation"), "{not_found:?}");
-    assert_eq!(
-        no_target,
-        Err(PortError::Rejected {
-            status: 404,
-            code: "switchboard_integration_not_found".to_owned(),
-            correlation_id: None
-        })
-    );
+    assert!(matches!(not_found, Err(PortError::NotFound { what: Missing::Conversation, .. })), "{not_found:?}");
+    assert_eq!(no_target, Err(PortError::rejected(404, "switchboard_integration_not_found", None)));
     assert_eq!(s.passes(), 2);
 }
 
@@ -359,4 +349,123 @@ async fn capacity_is_unknown_without_support_credentials_and_counted_per_group_w
     assert_eq!(empty.expect("read").map(|f| f.online), Some(0));
     assert_eq!(with.sim.sim().count(Endpoint::AgentAvailabilities), 2, "cached per group");
     assert_eq!((exists, absent), (Ok(Some(true)), Ok(Some(false))));
+}
+
+// ---- the domain ports ---------------------------------------------------------------------
+
+mod ports {
+    use chrono::{TimeZone, Utc};
+    use handoff_domain::ports::{AnalyticsPort, ControlState, HandedTo, QueuePort, TransferPort, TransferResult};
+    use handoff_domain::{
+        AnalyticsDelivery, ContextDelivery, ContextSet, ConversationId, HandoffId, HandoffRequest, QueueId,
+        TotalMeasure,
+    };
+
+    use super::*;
+
+    fn request(
+        conversation: &str,
+        context: &Map<String, Value>,
+        rules: &handoff_domain::PlatformRules,
+    ) -> HandoffRequest {
+        let payload = json!({
+            "conversationId": conversation,
+            "guestInfo": { "id": "guest-1" },
+            "handoffReason": "billing",
+            "customContext": context,
+        });
+        HandoffRequest::from_json(&payload, rules.ids.as_ref()).expect("valid request")
+    }
+
+    fn context_set(request: &HandoffRequest, rules: &handoff_domain::PlatformRules) -> Result<ContextSet, String> {
+        let at = Utc.with_ymd_and_hms(2026, 12, 3, 10, 0, 0).single().expect("time");
+        ContextSet::for_handoff(request, HandoffId::random(), at, &rules.context).map_err(|e| e.problem())
+    }
+
+    #[tokio::test]
+    async fn the_rules_declare_context_and_analytics_with_the_transfer_and_room_for_the_group() {
+        let s = setup().await;
+        let rules = s.client.rules();
+        assert_eq!(rules.name, "sunshine");
+        assert_eq!(rules.context_delivery, ContextDelivery::WithTransfer);
+        assert_eq!(rules.analytics, AnalyticsDelivery::WithTransfer);
+        assert_eq!(rules.context.total_measure, TotalMeasure::SerializedJson);
+        assert_eq!(rules.context.max_total_bytes, Some(4000 - ("bot_handoff_group".len() + 26)));
+        assert_eq!(rules.confirm_within, Some(Duration::from_secs(30)));
+        assert_eq!(
+            rules.ids.parse(handoff_domain::IdKind::Conversation, "8a3f4a1e-0c4d-4c3b-9d4e-0a1b2c3d4e5f"),
+            Err(crate::HEX24_PROBLEM)
+        );
+    }
+
+    #[tokio::test]
+    async fn locate_and_transfer_through_the_port_deliver_a_context_at_the_limit_intact() {
+        // Arrange
+        let s = setup().await;
+        let id = s.conversation(ConversationState::Bot);
+        let rules = s.client.rules().clone();
+        let max = rules.context.max_total_bytes.expect("a limit");
+        let mut context = Map::new();
+        for n in 0..40 {
+            let probe = request(&id, &context, &rules);
+            let size = context_set(&probe, &rules).expect("fits").size(TotalMeasure::SerializedJson);
+            let room = max - size;
+            // `,"kNN":"…"` costs 9 bytes plus the value.
+            if room < 10 {
+                break;
+            }
+            context.insert(format!("k{n:02}"), Value::String("x".repeat((room - 9).min(256))));
+        }
+        let request = request(&id, &context, &rules);
+        let set = context_set(&request, &rules).expect("fits");
+        assert_eq!(set.size(TotalMeasure::SerializedJson), max, "exactly at the declared limit");
+        let conversation = ConversationId::parse_with(rules.ids.as_ref(), &id).expect("id");
+        let group = QueueId::parse_with(rules.ids.as_ref(), "360001").expect("group");
+
+        // Act
+        let located = s.client.locate(conversation, None).await.expect("located");
+        let handle = located.handle.clone().expect("transferable");
+        let result = s.client.transfer(conversation, handle, group, Some(&set)).await.expect("transferred");
+        let after = s.client.locate(conversation, None).await.expect("located");
+
+        // Assert
+        assert_eq!((located.state, located.handed_to), (ControlState::BotHolds, HandedTo::Targets(Vec::new())));
+        assert!(matches!(result, TransferResult::Done(_)));
+        assert_eq!(after.state, ControlState::Queued { target: None });
+        assert!(after.is_handed_to(group));
+        let received = s.sim.sim().received(&id);
+        assert_eq!(received.len(), 1);
+        for (key, value) in set.iter() {
+            assert_eq!(received[0].metadata.get(key).and_then(Value::as_str), Some(value), "{key}");
+        }
+        assert_eq!(received[0].metadata["bot_handoff_group"], "360001");
+        assert!(crate::metadata::serialized_len(&received[0].metadata) <= 4000);
+    }
+
+    #[tokio::test]
+    async fn capacity_without_support_credentials_is_unknown_and_analytics_makes_no_call() {
+        // Arrange
+        let s = setup().await;
+        let group = QueueId::parse_with(s.client.rules().ids.as_ref(), "360001").expect("group");
+        let conversation =
+            ConversationId::parse_with(s.client.rules().ids.as_ref(), &s.conversation(ConversationState::Bot))
+                .expect("id");
+        let event = handoff_domain::ports::HandoffEvent {
+            handoff_id: HandoffId::random(),
+            conversation_id: conversation,
+            reason: handoff_domain::HandoffReason::parse("billing").expect("reason"),
+            queue_id: group,
+            at: Utc::now(),
+        };
+        s.sim.sim().reset_calls();
+
+        // Act
+        let capacity = s.client.capacity(group, true).await.expect("answered");
+        let recorded = (s.client.record(&event).await, s.client.record(&event).await);
+
+        // Assert
+        assert!(capacity.figures.is_unknown());
+        assert!(recorded.0.is_ok() && recorded.1.is_ok());
+        assert!(s.sim.sim().calls().is_empty(), "no call at all");
+    }
 }
