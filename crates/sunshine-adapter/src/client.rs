@@ -111,6 +111,8 @@ pub struct SunshineClient {
     /// When a Sunshine call last authenticated (for readiness).
     last_authenticated: Mutex<Option<Instant>>,
     unauthorized: AtomicU64,
+    /// The last readiness answer (see `platform`).
+    pub(crate) readiness_cache: Mutex<Option<(Instant, std::result::Result<(), String>)>>,
 }
 
 impl SunshineClient {
@@ -140,6 +142,7 @@ impl SunshineClient {
             capacity: CapacityCache::new(config.capacity_ttl),
             last_authenticated: Mutex::new(None),
             unauthorized: AtomicU64::new(0),
+            readiness_cache: Mutex::new(None),
             rules: crate::ports::platform_rules(&config),
             http,
             config,

@@ -37,6 +37,8 @@
 //! - `metadata`: the passControl metadata (context, group key, tags) within 4000 bytes.
 //! - `capacity`: the per-group availability cache.
 //! - `wire`: private DTOs.
+//! - `ports`: the domain ports and [`PlatformRules`](handoff_domain::PlatformRules).
+//! - `platform`: readiness, `handoff check` lines ([`CheckLine`]) and metrics for the app's `SunshinePlatform`.
 //! - `stats`: request counters for `/metrics`.
 
 mod auth;
@@ -47,6 +49,7 @@ mod error;
 mod ids;
 pub mod metadata;
 mod ops;
+mod platform;
 mod ports;
 mod retry;
 mod stats;
@@ -61,6 +64,7 @@ pub use config::{
 pub use error::{Result, SunshineError};
 pub use ids::{is_hex24, is_opaque, IdFormat, SunshineIds, GROUP_PROBLEM, HEX24_PROBLEM, OPAQUE_PROBLEM};
 pub use ops::{Control, Located, PassResult, ResolveError};
+pub use platform::CheckLine;
 pub use stats::{Op, RequestCount, StatusClass};
 pub use wire::{GroupAvailability, Integrations};
 
