@@ -12,8 +12,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use handoff_domain::ports::{ConversationSnapshot, PortError, TransferPort};
+use handoff_domain::ports::PortError;
 use handoff_domain::ConversationId;
+use handoff_genesys::ConversationSnapshot;
 use handoff_genesys::{
     ChannelProbe, GenesysClient, MessageCapacitySource, Permission, PermissionStatus, ReplaceAnswer,
 };
@@ -187,7 +188,7 @@ pub(crate) async fn transfer_probe(settings: &Settings, raw: &str) -> ExitCode {
     }
 
     // 1. Look it up and show who holds it.
-    let before = match genesys.locate(conversation).await {
+    let before = match genesys.conversation(conversation).await {
         Ok(snapshot) => snapshot,
         Err(e) => {
             println!("FAIL  conversation {conversation} could not be read: {e}{}", correlation(e.correlation_id()));
@@ -234,13 +235,13 @@ pub(crate) async fn transfer_probe(settings: &Settings, raw: &str) -> ExitCode {
     }
 
     // 3. Read it back.
-    let mut last: Result<ConversationSnapshot, PortError> = genesys.locate(conversation).await;
+    let mut last: Result<ConversationSnapshot, PortError> = genesys.conversation(conversation).await;
     for _ in 1..PROBE_READS {
         if matches!(&last, Ok(s) if s.is_in_queue(target)) {
             break;
         }
         tokio::time::sleep(PROBE_READ_EVERY).await;
-        last = genesys.locate(conversation).await;
+        last = genesys.conversation(conversation).await;
     }
     match last {
         Ok(after) if after.is_in_queue(target) => {

@@ -514,14 +514,15 @@ mod tests {
 
     use chrono::{DateTime, TimeZone, Utc};
     use handoff_domain::ports::{
-        AnalyticsPort, Begin, Clock, ConversationSnapshot, HandoffEvent, ParticipantView, PortError, QueuePort,
-        Receipt, TransferPort,
+        AnalyticsPort, Begin, Clock, ContextAnchor, Handle, HandoffEvent, Located, PortError, QueuePort, Receipt,
+        TransferPort, TransferResult,
     };
     use handoff_domain::{
-        AgentCounts, AttributeSet, CapacitySnapshot, Confirmation, ConversationId, HandoffKey, HandoffMode,
-        HandoffOutcome, HandoffRecord, HandoffRequest, ParticipantId, QueueFigures, QueueId, RoutingPolicy,
-        ServiceSettings, StoredAnswer, Unconfirmed,
+        AgentCounts, CapacitySnapshot, Confirmation, ContextSet, ConversationId, HandoffKey, HandoffMode,
+        HandoffOutcome, HandoffRecord, HandoffRequest, ParticipantId, PlatformRules, QueueFigures, QueueId,
+        RoutingPolicy, ServiceSettings, StoredAnswer, Unconfirmed,
     };
+    use handoff_genesys::{genesys_rules, ConversationSnapshot, ParticipantView};
 
     use super::redact_url;
     use super::*;
@@ -557,7 +558,15 @@ mod tests {
 
     #[async_trait]
     impl TransferPort for Conversation {
-        async fn locate(&self, conversation: ConversationId) -> Result<ConversationSnapshot, PortError> {
+        fn rules(&self) -> &PlatformRules {
+            static RULES: std::sync::OnceLock<PlatformRules> = std::sync::OnceLock::new();
+            RULES.get_or_init(genesys_rules)
+        }
+        async fn locate(
+            &self,
+            conversation: ConversationId,
+            hint: Option<ParticipantId>,
+        ) -> Result<Located, PortError> {
             self.lookups.fetch_add(1, Ordering::SeqCst);
             self.lookup_times.lock().unwrap().push(self.start.elapsed().as_secs());
             let moved = self.flow_transfers_after.is_some_and(|after| self.start.elapsed() >= after);
@@ -575,19 +584,26 @@ mod tests {
                 transferred_to: Vec::new(),
                 external_tag: None,
                 correlation_id: None,
-            })
+            }
+            .located(hint))
         }
         async fn write_context(
             &self,
             _: ConversationId,
-            _: ParticipantId,
-            _: &AttributeSet,
+            _: ContextAnchor,
+            _: &ContextSet,
         ) -> Result<Receipt, PortError> {
             Ok(Receipt::default())
         }
-        async fn transfer(&self, _: ConversationId, _: ParticipantId, _: QueueId) -> Result<Receipt, PortError> {
+        async fn transfer<'a>(
+            &self,
+            _: ConversationId,
+            _: Handle,
+            _: QueueId,
+            _: Option<&'a ContextSet>,
+        ) -> Result<TransferResult, PortError> {
             self.transferred.store(true, Ordering::SeqCst);
-            Ok(Receipt::default())
+            Ok(TransferResult::Done(Receipt::default()))
         }
     }
 

@@ -120,6 +120,8 @@ pub struct GenesysClient {
     pub(crate) figures: FigureStore,
     pub(crate) message_capacity: MessageCapacityCache,
     pub(crate) figure_warnings: WarnLimiter,
+    /// What this adapter declares about Genesys.
+    pub(crate) rules: handoff_domain::PlatformRules,
 }
 
 impl GenesysClient {
@@ -156,6 +158,7 @@ impl GenesysClient {
             figures: FigureStore::default(),
             message_capacity: MessageCapacityCache::new(config.message_capacity, config.utilization_refresh),
             figure_warnings: WarnLimiter::new(FIGURE_WARNING_EVERY),
+            rules: crate::conversation::genesys_rules(),
             http,
             config,
         })

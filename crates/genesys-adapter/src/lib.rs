@@ -65,6 +65,7 @@ mod budget;
 mod capacity;
 mod client;
 mod config;
+mod conversation;
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -88,6 +89,10 @@ pub use client::GenesysClient;
 pub use config::{
     GenesysConfig, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CAPACITY_TTL, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TOTAL_BUDGET, DEFAULT_UTILIZATION_REFRESH,
+};
+pub use conversation::{
+    genesys_rules, ConversationSnapshot, ParticipantView, EXTERNAL_TAG_PREFIX, MAX_ATTRIBUTES,
+    MAX_ATTRIBUTE_VALUE_CHARS,
 };
 pub use error::{GenesysError, Result};
 pub use ids::{GenesysIds, NOT_A_UUID};

@@ -4,13 +4,17 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use handoff_domain::ports::{
-    AnalyticsPort, ConversationSnapshot, HandoffEvent, Missing, PortError, QueuePort, Receipt, Refusal, TransferPort,
-    UpstreamDetail,
+    AnalyticsPort, ContextAnchor, Handle, HandoffEvent, Located, Missing, PortError, QueuePort, Receipt, Refusal,
+    TransferPort, TransferResult, UpstreamDetail,
 };
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use handoff_domain::{AttributeSet, CapacitySnapshot, ConversationId, ParticipantId, QueueFigures, QueueId};
+use handoff_domain::{
+    CapacitySnapshot, ContextSet, ConversationId, ParticipantId, PlatformRules, QueueFigures, QueueId,
+};
+
+use crate::conversation::ConversationSnapshot;
 use reqwest::Method;
 use serde::Serialize;
 use tracing::instrument;
@@ -343,35 +347,42 @@ impl GenesysClient {
         holder: ParticipantId,
         queue: QueueId,
     ) -> Result<ReplaceAnswer, PortError> {
-        let call = Call {
+        let reply = self.execute(&self.replace_call(conversation, holder, queue)).await?;
+        let (code, correlation_id) = reply.error_code();
+        let code = if reply.status.is_success() { None } else { code };
+        Ok(ReplaceAnswer { status: reply.status.as_u16(), code, correlation_id })
+    }
+
+    /// `POST /api/v2/conversations/messages/{id}/participants/{holder}/replace` to `queue`, an
+    /// unattended transfer; never retried (a replace is not idempotent). The one way both the
+    /// port and `handoff check` build it.
+    fn replace_call(&self, conversation: ConversationId, holder: ParticipantId, queue: QueueId) -> Call {
+        Call {
             endpoint: Endpoint::Replace,
             method: Method::POST,
             url: self.api_url(&[
                 "conversations",
                 "messages",
-                &conversation.to_string(),
+                conversation.as_str(),
                 "participants",
-                &holder.to_string(),
+                holder.as_str(),
                 "replace",
             ]),
             body: json(&TransferBody { queue_id: queue.to_string(), transfer_type: "Unattended" }),
             retry: Retry::Never,
-        };
-        let reply = self.execute(&call).await?;
-        let (code, correlation_id) = reply.error_code();
-        let code = if reply.status.is_success() { None } else { code };
-        Ok(ReplaceAnswer { status: reply.status.as_u16(), code, correlation_id })
+        }
     }
-}
 
-#[async_trait]
-impl TransferPort for GenesysClient {
+    /// The conversation as Genesys shows it, participants and all (`handoff check`, tests).
+    ///
+    /// # Errors
+    /// [`PortError::NotFound`] (`Conversation`) for an unknown conversation; the usual others.
     #[instrument(skip_all, fields(conversation_id = %conversation))]
-    async fn locate(&self, conversation: ConversationId) -> Result<ConversationSnapshot, PortError> {
+    pub async fn conversation(&self, conversation: ConversationId) -> Result<ConversationSnapshot, PortError> {
         let call = Call {
             endpoint: Endpoint::ConversationGet,
             method: Method::GET,
-            url: self.api_url(&["conversations", "messages", &conversation.to_string()]),
+            url: self.api_url(&["conversations", "messages", conversation.as_str()]),
             body: None,
             retry: Retry::Idempotent,
         };
@@ -379,13 +390,28 @@ impl TransferPort for GenesysClient {
         wire::conversation_snapshot(conversation, &reply.body, reply.correlation_id.clone())
             .ok_or_else(|| invalid_answer(&reply))
     }
+}
 
-    #[instrument(skip_all, fields(conversation_id = %conversation, participant_id = %customer, attributes = attributes.len()))]
+#[async_trait]
+impl TransferPort for GenesysClient {
+    fn rules(&self) -> &PlatformRules {
+        &self.rules
+    }
+
+    /// The conversation's participants, told as a control state; the participant to replace is
+    /// the hint when it holds the conversation (never the customer or an agent).
+    async fn locate(&self, conversation: ConversationId, hint: Option<ParticipantId>) -> Result<Located, PortError> {
+        Ok(self.conversation(conversation).await?.located(hint))
+    }
+
+    /// `PATCH …/participants/{customer}/attributes`: merges the context into the customer's
+    /// participant data.
+    #[instrument(skip_all, fields(conversation_id = %conversation, participant_id = %anchor, attributes = context.len()))]
     async fn write_context(
         &self,
         conversation: ConversationId,
-        customer: ParticipantId,
-        attributes: &AttributeSet,
+        anchor: ContextAnchor,
+        context: &ContextSet,
     ) -> Result<Receipt, PortError> {
         let call = Call {
             endpoint: Endpoint::AttributesPatch,
@@ -393,41 +419,31 @@ impl TransferPort for GenesysClient {
             url: self.api_url(&[
                 "conversations",
                 "messages",
-                &conversation.to_string(),
+                conversation.as_str(),
                 "participants",
-                &customer.to_string(),
+                anchor.as_str(),
                 "attributes",
             ]),
-            body: json(&AttributesBody::new(attributes)),
+            body: json(&AttributesBody::new(context)),
             retry: Retry::Idempotent,
         };
         let reply = success(self.execute(&call).await?, Missing::Conversation)?;
         Ok(Receipt { correlation_id: reply.correlation_id })
     }
 
-    #[instrument(skip_all, fields(conversation_id = %conversation, participant_id = %holder, queue_id = %queue))]
-    async fn transfer(
+    /// The replace; Genesys' 202 means done. The context was written before (`Separate`).
+    #[instrument(skip_all, fields(conversation_id = %conversation, participant_id = %from, queue_id = %target))]
+    async fn transfer<'a>(
         &self,
         conversation: ConversationId,
-        holder: ParticipantId,
-        queue: QueueId,
-    ) -> Result<Receipt, PortError> {
-        let call = Call {
-            endpoint: Endpoint::Replace,
-            method: Method::POST,
-            url: self.api_url(&[
-                "conversations",
-                "messages",
-                &conversation.to_string(),
-                "participants",
-                &holder.to_string(),
-                "replace",
-            ]),
-            body: json(&TransferBody { queue_id: queue.to_string(), transfer_type: "Unattended" }),
-            retry: Retry::Never,
-        };
-        let reply = success(self.execute(&call).await?, Missing::Conversation)?;
-        Ok(Receipt { correlation_id: reply.correlation_id })
+        from: Handle,
+        target: QueueId,
+        _context: Option<&'a ContextSet>,
+    ) -> Result<TransferResult, PortError> {
+        let holder = ParticipantId::from_opaque(*from.id());
+        let reply =
+            success(self.execute(&self.replace_call(conversation, holder, target)).await?, Missing::Conversation)?;
+        Ok(TransferResult::Done(Receipt { correlation_id: reply.correlation_id }))
     }
 }
 

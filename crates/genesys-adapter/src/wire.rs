@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use handoff_domain::ports::{ConversationSnapshot, ParticipantView};
-use handoff_domain::{AttributeSet, ConversationId, ParticipantId, QueueFigures, QueueId};
+use crate::conversation::{ConversationSnapshot, ParticipantView};
+use handoff_domain::{ContextSet, ConversationId, ParticipantId, QueueFigures, QueueId};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::GenesysIds;
@@ -21,7 +21,7 @@ pub(crate) struct AttributesBody<'a> {
 }
 
 impl<'a> AttributesBody<'a> {
-    pub(crate) fn new(set: &'a AttributeSet) -> Self {
+    pub(crate) fn new(set: &'a ContextSet) -> Self {
         Self { attributes: set.iter().collect() }
     }
 }

@@ -10,6 +10,7 @@
 //! Times are kept to the microsecond (PostgreSQL's `timestamptz` precision); [`micros`] truncates
 //! so both backends store the same value.
 
+use handoff_domain::ports::{ContextAnchor, Handle};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -96,8 +97,9 @@ impl RecordColumns {
             request: record.request.to_json(),
             stage: record.stage.as_str().to_owned(),
             queue_id: record.queue.map(|q| q.as_str().to_owned()),
-            holder: record.holder.map(|p| p.as_str().to_owned()),
-            customer: record.customer.map(|p| p.as_str().to_owned()),
+            // The columns keep their names: `holder` holds the handle, `customer` the context anchor.
+            holder: record.handle.map(|h| h.as_str().to_owned()),
+            customer: record.context_anchor.map(|a| a.as_str().to_owned()),
             answer: record.answer.as_ref().map(answer_to_json),
             attempts: i64::from(record.attempts),
             created_at: micros(record.created_at),
@@ -150,8 +152,13 @@ impl RecordColumns {
             request,
             stage,
             queue: platform_id(self.queue_id.as_deref()).map_err(|e| bad("queue_id", &e))?,
-            holder: platform_id(self.holder.as_deref()).map_err(|e| bad("holder", &e))?,
-            customer: platform_id(self.customer.as_deref()).map_err(|e| bad("customer", &e))?,
+            handle: self.holder.as_deref().map(Handle::parse).transpose().map_err(|e| bad("holder", &e))?,
+            context_anchor: self
+                .customer
+                .as_deref()
+                .map(ContextAnchor::parse)
+                .transpose()
+                .map_err(|e| bad("customer", &e))?,
             answer,
             attempts,
             created_at: self.created_at,

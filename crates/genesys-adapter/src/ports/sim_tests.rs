@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use genesys_sim::{ConversationKind, ConversationSpec, Endpoint, SimConfig, SimHandle, SUPPORT_QUEUE};
-use handoff_domain::ports::{AnalyticsPort, HandoffEvent, Missing, PortError, QueuePort, TransferPort};
-use handoff_domain::{AttributeSet, HandoffId, HandoffRequest};
+use handoff_domain::ports::{
+    AnalyticsPort, ContextAnchor, Handle, HandoffEvent, Missing, PortError, QueuePort, TransferPort, TransferResult,
+};
+use handoff_domain::{ContextSet, HandoffId, HandoffRequest};
 use secrecy::SecretString;
 use serde_json::json;
 use url::Url;
@@ -40,15 +42,15 @@ async fn a_bot_conversation_is_located_annotated_transferred_and_tagged_into_the
     )
     .unwrap();
     let handoff = HandoffId::random();
-    let attributes = AttributeSet::for_handoff(&request, handoff, Utc::now()).unwrap();
+    let attributes = ContextSet::for_handoff(&request, handoff, Utc::now(), &crate::genesys_rules().context).unwrap();
 
     // Act
-    let before = client.locate(conversation).await.unwrap();
+    let before = client.conversation(conversation).await.unwrap();
     let customer = before.customer().unwrap().id;
     let holder = before.holders().next().unwrap().id;
     let capacity = client.capacity(support, true).await.unwrap();
-    client.write_context(conversation, customer, &attributes).await.unwrap();
-    client.transfer(conversation, holder, support).await.unwrap();
+    client.write_context(conversation, ContextAnchor::new(*customer.as_opaque()), &attributes).await.unwrap();
+    client.transfer(conversation, Handle::new(*holder.as_opaque()), support, None).await.map(done).unwrap();
     let event = HandoffEvent {
         handoff_id: handoff,
         conversation_id: conversation,
@@ -57,7 +59,7 @@ async fn a_bot_conversation_is_located_annotated_transferred_and_tagged_into_the
         at: Utc::now(),
     };
     client.record(&event).await.unwrap();
-    let after = client.locate(conversation).await.unwrap();
+    let after = client.conversation(conversation).await.unwrap();
 
     // Assert
     assert_eq!(customer, GenesysIds::participant(ids.customer_id));
@@ -87,12 +89,12 @@ async fn revoked_tokens_unknown_conversations_and_queues_map_as_the_ports_promis
     let unknown_uuid = uuid::Uuid::new_v4();
     let unknown = GenesysIds::conversation(unknown_uuid);
     sim.sim().mark_unknown(unknown_uuid);
-    client.locate(conversation).await.unwrap();
+    client.conversation(conversation).await.unwrap();
     sim.sim().revoke_tokens();
 
     // Act
-    let after_revocation = client.locate(conversation).await;
-    let missing = client.locate(unknown).await.unwrap_err();
+    let after_revocation = client.conversation(conversation).await;
+    let missing = client.conversation(unknown).await.unwrap_err();
     let queue = client.get_queue(GenesysIds::queue(SUPPORT_QUEUE)).await.unwrap();
     let no_queue = client.get_queue(GenesysIds::queue(uuid::Uuid::new_v4())).await.unwrap_err();
 
@@ -186,14 +188,14 @@ async fn once_the_window_cannot_hold_a_handoff_lookups_are_refused_at_once_witho
     // Act: lookups until one is refused (bounded), then a background lookup
     let mut outcomes = Vec::new();
     for n in 0..6 {
-        let result = client.locate(conversation(n)).await;
+        let result = client.conversation(conversation(n)).await;
         let refused = result.is_err();
         outcomes.push(result);
         if refused {
             break;
         }
     }
-    let background = crate::in_background(client.locate(conversation(9))).await;
+    let background = crate::in_background(client.conversation(conversation(9))).await;
 
     // Assert: the 1st passes (no headers yet), the 2nd (1 sent + 3 promised + 4 ≤ 12) and the 3rd
     // (2 + 6 + 4 ≤ 12) too; the 4th (3 + 9 + 4 > 12) is refused with the reset, with no call sent
@@ -212,4 +214,12 @@ async fn once_the_window_cannot_hold_a_handoff_lookups_are_refused_at_once_witho
     assert_eq!(budget.refused_foreground, 1);
     assert_eq!(budget.refused_background, 1);
     assert!(client.allowance_low());
+}
+
+/// The receipt of a transfer Genesys answered 202 (always `Done`).
+fn done(result: TransferResult) -> handoff_domain::ports::Receipt {
+    match result {
+        TransferResult::Done(receipt) => receipt,
+        TransferResult::Accepted(receipt) => panic!("genesys transfers are done, not accepted: {receipt:?}"),
+    }
 }

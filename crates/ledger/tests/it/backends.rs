@@ -9,7 +9,7 @@ use futures::future::join_all;
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, LedgerPort};
 use handoff_domain::{
     AdviceDecision, ConversationId, GuestId, HandoffKey, HandoffMode, HandoffRecord, HandoffRequest, OpaqueIds,
-    ParticipantId, QueueId, Stage, StoredAnswer,
+    QueueId, Stage, StoredAnswer,
 };
 use handoff_ledger::{LedgerSetupError, SqlLedger};
 use serde_json::json;
@@ -715,8 +715,8 @@ mod postgres {
                 panic!("expected a fresh record");
             };
             record.queue = Some(QueueId::from_opaque(uuid_id(1)));
-            record.holder = Some(ParticipantId::from_opaque(uuid_id(2)));
-            record.customer = Some(ParticipantId::from_opaque(uuid_id(3)));
+            record.handle = Some(handoff_domain::ports::Handle::new(uuid_id(2)));
+            record.context_anchor = Some(handoff_domain::ports::ContextAnchor::new(uuid_id(3)));
             record.advance(Stage::ContextWritten, t(1), "context written").unwrap();
             db.ledger.save(&record, None, &[]).await.unwrap();
             let raw = db.raw().await;

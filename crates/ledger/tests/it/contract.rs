@@ -601,8 +601,9 @@ pub(crate) async fn a_record_round_trips_every_field(ledger: &dyn LedgerPort) {
             panic!("expected a fresh record")
         };
         record.queue = Some(queue(7));
-        record.holder = Some(crate::support::platform_id::<ParticipantId>("participant"));
-        record.customer = Some(crate::support::platform_id::<ParticipantId>("participant"));
+        let participant = crate::support::platform_id::<ParticipantId>("participant");
+        record.handle = Some(handoff_domain::ports::Handle::new(*participant.as_opaque()));
+        record.context_anchor = Some(handoff_domain::ports::ContextAnchor::new(*participant.as_opaque()));
         record.advance(Stage::ContextWritten, at(1), "context written: 9 attributes").unwrap();
         record.advance(Stage::TransferPending, at(2), "transfer → queue").unwrap();
         record.stalled(at(3), "outcome unknown: timeout");
