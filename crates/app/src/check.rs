@@ -13,9 +13,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use handoff_domain::ports::{ConversationSnapshot, PortError, TransferPort};
+use handoff_domain::ports::PortError;
 use handoff_domain::ConversationId;
-use handoff_genesys::{GenesysClient, ReplaceAnswer};
+use handoff_genesys::{ConversationSnapshot, GenesysClient, ReplaceAnswer};
 
 use crate::config::Settings;
 use crate::platform::CheckReport;
@@ -61,7 +61,8 @@ pub(crate) async fn transfer_probe(settings: &Settings, raw: &str) -> ExitCode {
              in a sandbox org: handoff check --transfer-probe <conversationId>",
         );
     }
-    let Ok(conversation) = ConversationId::parse(raw.trim()) else {
+    // The probe drives the Genesys adapter directly, so the id is checked by Genesys' rules.
+    let Ok(conversation) = ConversationId::parse_with(&handoff_genesys::GenesysIds, raw.trim()) else {
         return refuse(&format!(
             "--transfer-probe: `{}` is not a conversation id (a UUID)",
             raw.chars().take(64).collect::<String>()
@@ -84,7 +85,7 @@ pub(crate) async fn transfer_probe(settings: &Settings, raw: &str) -> ExitCode {
     }
 
     // 1. Look it up and show who holds it.
-    let before = match genesys.locate(conversation).await {
+    let before = match genesys.conversation(conversation).await {
         Ok(snapshot) => snapshot,
         Err(e) => {
             println!("FAIL  conversation {conversation} could not be read: {e}{}", correlation(e.correlation_id()));
@@ -131,13 +132,13 @@ pub(crate) async fn transfer_probe(settings: &Settings, raw: &str) -> ExitCode {
     }
 
     // 3. Read it back.
-    let mut last: Result<ConversationSnapshot, PortError> = genesys.locate(conversation).await;
+    let mut last: Result<ConversationSnapshot, PortError> = genesys.conversation(conversation).await;
     for _ in 1..PROBE_READS {
         if matches!(&last, Ok(s) if s.is_in_queue(target)) {
             break;
         }
         tokio::time::sleep(PROBE_READ_EVERY).await;
-        last = genesys.locate(conversation).await;
+        last = genesys.conversation(conversation).await;
     }
     match last {
         Ok(after) if after.is_in_queue(target) => {

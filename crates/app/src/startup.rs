@@ -93,7 +93,7 @@ impl App {
         }
         let readiness = Arc::new(Readiness { ledger: LedgerProbe::new(ledger.clone()), platform: platform.clone() });
         let render = metrics.clone();
-        let state = AppState::new(service.clone(), auth, readiness)
+        let state = AppState::new(service.clone(), Arc::clone(&settings.ids), auth, readiness)
             .with_admin(settings.admin_auth.clone())
             .with_settings(HttpSettings {
                 request_timeout: settings.request_timeout,
@@ -393,14 +393,15 @@ mod tests {
 
     use chrono::{DateTime, TimeZone, Utc};
     use handoff_domain::ports::{
-        AnalyticsPort, Begin, Clock, ConversationSnapshot, HandoffEvent, ParticipantView, PortError, QueuePort,
-        Receipt, TransferPort,
+        AnalyticsPort, Begin, Clock, ContextAnchor, Handle, HandoffEvent, Located, PortError, QueuePort, Receipt,
+        TransferPort, TransferResult,
     };
     use handoff_domain::{
-        AgentCounts, AttributeSet, CapacitySnapshot, Confirmation, ConversationId, HandoffKey, HandoffMode,
-        HandoffOutcome, HandoffRecord, HandoffRequest, ParticipantId, QueueFigures, QueueId, RoutingPolicy,
-        ServiceSettings, StoredAnswer, Unconfirmed,
+        AgentCounts, CapacitySnapshot, Confirmation, ContextSet, ConversationId, HandoffKey, HandoffMode,
+        HandoffOutcome, HandoffRecord, HandoffRequest, ParticipantId, PlatformRules, QueueFigures, QueueId,
+        RoutingPolicy, ServiceSettings, StoredAnswer, Unconfirmed,
     };
+    use handoff_genesys::{genesys_rules, ConversationSnapshot, ParticipantView};
 
     use super::redact_url;
     use super::*;
@@ -436,7 +437,15 @@ mod tests {
 
     #[async_trait]
     impl TransferPort for Conversation {
-        async fn locate(&self, conversation: ConversationId) -> Result<ConversationSnapshot, PortError> {
+        fn rules(&self) -> &PlatformRules {
+            static RULES: std::sync::OnceLock<PlatformRules> = std::sync::OnceLock::new();
+            RULES.get_or_init(genesys_rules)
+        }
+        async fn locate(
+            &self,
+            conversation: ConversationId,
+            hint: Option<ParticipantId>,
+        ) -> Result<Located, PortError> {
             self.lookups.fetch_add(1, Ordering::SeqCst);
             self.lookup_times.lock().unwrap().push(self.start.elapsed().as_secs());
             let moved = self.flow_transfers_after.is_some_and(|after| self.start.elapsed() >= after);
@@ -454,19 +463,26 @@ mod tests {
                 transferred_to: Vec::new(),
                 external_tag: None,
                 correlation_id: None,
-            })
+            }
+            .located(hint))
         }
         async fn write_context(
             &self,
             _: ConversationId,
-            _: ParticipantId,
-            _: &AttributeSet,
+            _: ContextAnchor,
+            _: &ContextSet,
         ) -> Result<Receipt, PortError> {
             Ok(Receipt::default())
         }
-        async fn transfer(&self, _: ConversationId, _: ParticipantId, _: QueueId) -> Result<Receipt, PortError> {
+        async fn transfer<'a>(
+            &self,
+            _: ConversationId,
+            _: Handle,
+            _: QueueId,
+            _: Option<&'a ContextSet>,
+        ) -> Result<TransferResult, PortError> {
             self.transferred.store(true, Ordering::SeqCst);
-            Ok(Receipt::default())
+            Ok(TransferResult::Done(Receipt::default()))
         }
     }
 
@@ -544,9 +560,12 @@ mod tests {
             clock,
             ServiceSettings::new(RoutingPolicy::new(QueueId::parse(QUEUE).unwrap(), Default::default(), None)),
         ));
-        let request = HandoffRequest::from_json(&serde_json::json!({
-            "conversationId": CONVERSATION, "guestInfo": { "id": "guest-1" }, "handoffReason": "billing"
-        }))
+        let request = HandoffRequest::from_json(
+            &serde_json::json!({
+                "conversationId": CONVERSATION, "guestInfo": { "id": "guest-1" }, "handoffReason": "billing"
+            }),
+            &handoff_genesys::GenesysIds,
+        )
         .unwrap();
         let advice = service.advise(request, None).await.expect("advised");
         assert!(matches!(advice, HandoffOutcome::Advised(_)), "{advice:?}");
@@ -618,13 +637,16 @@ mod tests {
     /// A record of a guest with a name, e-mail and context, created `age_days` ago, finished then
     /// when `finish`.
     async fn record(ledger: &InMemoryLedger, age_days: i64, finish: bool) -> HandoffRecord {
-        let conversation = ConversationId::from_uuid(uuid::Uuid::new_v4());
-        let request = HandoffRequest::from_json(&serde_json::json!({
-            "conversationId": conversation.to_string(),
-            "guestInfo": { "id": "g", "name": "Jane Doe", "email": "jane.doe@example.com" },
-            "handoffReason": "billing",
-            "customContext": { "tier": "gold" },
-        }))
+        let conversation = handoff_genesys::GenesysIds::conversation(uuid::Uuid::new_v4());
+        let request = HandoffRequest::from_json(
+            &serde_json::json!({
+                "conversationId": conversation.to_string(),
+                "guestInfo": { "id": "g", "name": "Jane Doe", "email": "jane.doe@example.com" },
+                "handoffReason": "billing",
+                "customContext": { "tier": "gold" },
+            }),
+            &handoff_genesys::GenesysIds,
+        )
         .expect("valid request");
         let at = now() - chrono::Duration::seconds(age_days * DAY);
         let key = HandoffKey::new(conversation, None);

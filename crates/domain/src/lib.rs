@@ -6,7 +6,9 @@
 //! [`HandoffService`]. Everything is testable with mocks and property tests alone.
 //!
 //! # Layout
-//! - [`ids`]: validated identifiers (`ConversationId`, `QueueId`, `ParticipantId`, `HandoffId`).
+//! - [`ids`]: validated identifiers: the platform's (`ConversationId`, `QueueId`, `ParticipantId`,
+//!   opaque, bounded and URL-safe, each platform's format declared by its adapter through
+//!   `IdRules`) and ours (`HandoffId`, a UUID).
 //! - `request`: the validated webhook payload (`HandoffRequest` and its parts) and its parser,
 //!   which reports every problem with its field path.
 //! - `routing`: queue choice and the allowlist (CONTRACT §5.2).
@@ -14,7 +16,10 @@
 //!   and the free message slots they add up to.
 //! - `admission`: capacity snapshots, the capacity model (free slots or idle agents) and the
 //!   admission rule (CONTRACT §5.4).
-//! - `attributes`: the participant attribute set written to Genesys (CONTRACT §5.5) and its limits.
+//! - `context`: the context set handed to the agent (CONTRACT §5.5), checked against the
+//!   platform's declared limits.
+//! - [`platform`]: what an adapter declares about its platform (`PlatformRules`: id rules,
+//!   context limits, context and analytics delivery, asynchronous confirmation).
 //! - [`insights`]: what reports show: each handoff's `Outcome` (decided in one place), the
 //!   `HandoffSummary` rows the insights page, the CSV export and `handoff report` read, and the
 //!   `Insights` figures folded from them.
@@ -31,13 +36,14 @@
 //!   unit tests of the modules above.
 
 mod admission;
-mod attributes;
+mod context;
 mod figures;
 pub mod ids;
 pub mod insights;
 pub mod lifecycle;
 mod memory;
 mod outcome;
+pub mod platform;
 pub mod ports;
 mod request;
 mod routing;
@@ -46,15 +52,18 @@ mod service;
 mod testkit;
 
 pub use admission::{Admission, AdmissionPolicy, CapacityModel, CapacitySnapshot};
-pub use attributes::{AttributeLimitError, AttributeSet, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUE_CHARS, RESERVED_KEYS};
+pub use context::{ContextLimitError, ContextSet, RESERVED_KEYS};
 pub use figures::{AgentCounts, FreeSlots, QueueFigures};
-pub use ids::{ConversationId, HandoffId, InvalidId, ParticipantId, QueueId};
+pub use ids::{
+    ConversationId, HandoffId, IdKind, IdRules, InvalidId, OpaqueId, OpaqueIds, ParticipantId, QueueId, MAX_ID_BYTES,
+};
 pub use insights::{HandoffSummary, Insights, InsightsFilter};
 pub use lifecycle::{
     later, AdviceDecision, Confirmation, HandoffKey, HandoffMode, HandoffRecord, Stage, StoredAnswer, Unconfirmed,
 };
 pub use memory::{decide_begin, BeginDecision, InMemoryLedger};
 pub use outcome::{FailureCause, Outcome, OutcomeFacts, OutcomeRow, OutcomeStats, Percentiles};
+pub use platform::{AnalyticsDelivery, ContextDelivery, ContextLimits, PlatformRules, TotalMeasure};
 pub use request::{
     FieldError, GuestId, GuestInfo, HandoffContext, HandoffReason, HandoffRequest, IdempotencyKey, ValidationErrors,
     MAX_CONTEXT_KEYS,

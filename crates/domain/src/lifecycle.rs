@@ -31,7 +31,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::ids::{ConversationId, HandoffId, ParticipantId, QueueId};
+use crate::ids::{ConversationId, HandoffId, QueueId};
+use crate::ports::{ContextAnchor, Handle};
 use crate::request::{HandoffReason, HandoffRequest, IdempotencyKey};
 
 /// What makes two deliveries "the same handoff": the conversation, and the `Idempotency-Key`
@@ -316,10 +317,11 @@ pub struct HandoffRecord {
     pub stage: Stage,
     /// The queue chosen (after admission: possibly the fallback).
     pub queue: Option<QueueId>,
-    /// The participant replaced by the transfer.
-    pub holder: Option<ParticipantId>,
-    /// The customer participant that carries the context.
-    pub customer: Option<ParticipantId>,
+    /// What the transfer acts on, as the adapter located it (the ledger's `holder` column).
+    pub handle: Option<Handle>,
+    /// Where the context was written, once it was (the ledger's `customer` column): a resumed
+    /// handoff does not write it twice onto the same anchor.
+    pub context_anchor: Option<ContextAnchor>,
     /// The answer given, once there is one.
     pub answer: Option<StoredAnswer>,
     /// How many times work on it started (deliveries, resumptions, deferral checks).
@@ -383,8 +385,8 @@ impl HandoffRecord {
             request,
             stage: Stage::Received,
             queue: None,
-            holder: None,
-            customer: None,
+            handle: None,
+            context_anchor: None,
             answer: None,
             attempts: 1,
             created_at: now,
@@ -491,7 +493,8 @@ mod tests {
     }
 
     fn record() -> HandoffRecord {
-        let request = HandoffRequest::from_json(&crate::testkit::sample_payload()).expect("valid");
+        let request =
+            HandoffRequest::from_json(&crate::testkit::sample_payload(), &crate::ids::OpaqueIds).expect("valid");
         let key = HandoffKey::new(request.conversation_id(), None);
         HandoffRecord::received(HandoffId::random(), key, request, DateTime::<Utc>::UNIX_EPOCH)
     }

@@ -3,7 +3,8 @@
 //! Rules every port follows:
 //! - traits are `#[async_trait]` and `Send + Sync`, so services hold them as `Arc<dyn Port>`;
 //!   with the `mocks` feature (and in this crate's tests) each has a mockall `Mock…` twin;
-//! - signatures use domain types only: no HTTP, SQL or Genesys types cross a port;
+//! - signatures use domain types only: no HTTP, SQL or platform types cross a port, and no port
+//!   names a platform: what differs between platforms is declared in [`PlatformRules`];
 //! - upstream ports fail with [`PortError`], whose variant is its retry class: callers branch on it
 //!   and nothing else (see each method's `# Errors`);
 //! - adapters retry inside their own budget; an error that reaches the domain is final for this attempt.
@@ -14,83 +15,201 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::admission::CapacitySnapshot;
-use crate::attributes::AttributeSet;
-use crate::ids::{ConversationId, HandoffId, ParticipantId, QueueId};
+use crate::context::ContextSet;
+use crate::ids::{ConversationId, HandoffId, InvalidId, OpaqueId, ParticipantId, QueueId};
 use crate::insights::{HandoffSummary, InsightsFilter, SummaryCursor};
 use crate::lifecycle::{HandoffKey, HandoffMode, HandoffRecord, Stage};
 use crate::outcome::OutcomeFacts;
+use crate::platform::PlatformRules;
 use crate::request::{GuestId, HandoffReason, HandoffRequest};
 
-/// Why an upstream call failed, classified by what the caller may do next.
+/// What the platform said about a failed call, for logs, the record and the 502 body only: the
+/// domain never branches on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamDetail {
+    /// What failed, in the adapter's words: never an upstream body or a secret.
+    pub message: String,
+    /// The platform's correlation id of the call, when a response carried one.
+    pub correlation_id: Option<String>,
+}
+
+impl UpstreamDetail {
+    /// A detail without a correlation id.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), correlation_id: None }
+    }
+
+    /// A detail with the correlation id of the response, if any.
+    pub fn with_correlation(message: impl Into<String>, correlation_id: Option<String>) -> Self {
+        Self { message: message.into(), correlation_id }
+    }
+}
+
+impl std::fmt::Display for UpstreamDetail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The platform's refusal, as it said it: its status and error code. Reported to the caller (the
+/// 502 body's `upstreamStatus` and `upstreamCode`) and stored; the domain never branches on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The platform's status (an HTTP status for HTTP platforms).
+    pub status: u16,
+    /// The platform's error code, e.g. `missing.permissions`.
+    pub code: String,
+}
+
+impl Refusal {
+    /// A refusal.
+    pub fn new(status: u16, code: impl Into<String>) -> Self {
+        Self { status, code: code.into() }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.code)
+    }
+}
+
+/// What a [`PortError::NotFound`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// The conversation: the handoff answers 404.
+    Conversation,
+    /// The routing target (a queue).
+    Queue,
+    /// The participant or handle acted on.
+    Participant,
+}
+
+impl Missing {
+    /// `conversation`, `queue`, `participant`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Missing::Conversation => "conversation",
+            Missing::Queue => "queue",
+            Missing::Participant => "participant",
+        }
+    }
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an upstream call failed, classified by what the caller may do next: the domain branches on
+/// the variant (and [`Missing`]) only; the [`UpstreamDetail`] and [`Refusal`] are for reports.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PortError {
-    /// Temporary: 5xx, timeout, connection failure, after the adapter's own retries. For a
-    /// transfer it also means the transfer surely did not happen. Retry later.
+    /// Temporary: the platform is unavailable, timed out or could not be reached, after the
+    /// adapter's own retries. For a transfer it also means the transfer surely did not happen.
+    /// Retry later.
     #[error("upstream unavailable: {detail}")]
     Transient {
-        /// What failed, without upstream bodies or secrets.
-        detail: String,
-        /// Genesys `inin-correlation-id`, when a response arrived.
-        correlation_id: Option<String>,
+        /// What failed.
+        detail: UpstreamDetail,
     },
-    /// Throttled (429) past what the adapter's budget could wait. Retry after `retry_after`.
+    /// Throttled past what the adapter's budget could wait. Retry after `retry_after`.
     #[error("upstream rate limit reached")]
     RateLimited {
-        /// How long upstream asked us to wait, when it said.
+        /// How long the platform asked us to wait, when it said.
         retry_after: Option<Duration>,
-        /// Genesys `inin-correlation-id`.
-        correlation_id: Option<String>,
+        /// What the platform said.
+        detail: UpstreamDetail,
     },
-    /// Upstream refused the request (4xx other than 404/408/429). Retrying will not help.
-    #[error("upstream rejected the request: {status} {code}")]
+    /// The platform refused the request (not a missing thing, not a throttle, not a state).
+    /// Retrying will not help.
+    #[error("upstream rejected the request: {refusal}")]
     Rejected {
-        /// The upstream HTTP status.
-        status: u16,
-        /// The upstream error code, e.g. `missing.permissions`.
-        code: String,
-        /// Genesys `inin-correlation-id`.
-        correlation_id: Option<String>,
+        /// The platform's status and code.
+        refusal: Refusal,
+        /// What the platform said.
+        detail: UpstreamDetail,
     },
-    /// The thing asked about does not exist upstream (404).
+    /// The thing asked about does not exist on the platform.
     #[error("{what} not found upstream")]
     NotFound {
-        /// What was missing (`conversation`, `queue`, `participant`).
-        what: String,
-        /// Genesys `inin-correlation-id`.
-        correlation_id: Option<String>,
+        /// What was missing.
+        what: Missing,
+        /// The platform's own status and code for it, when it gave one (reported when the
+        /// missing thing is not the conversation).
+        refusal: Option<Refusal>,
+        /// What the platform said.
+        detail: UpstreamDetail,
     },
-    /// The conversation is not in a state that allows the operation: it ended, or the participant
-    /// no longer holds it (for Genesys: 400 `conversations.error.transfer.not.connected`, 403
-    /// `conversation.error.forbidden.not.active.participant`). The operation did not happen.
-    #[error("conversation cannot be handed off: {detail}")]
+    /// The conversation is not in a state that allows the operation: it ended, or whoever held it
+    /// no longer does. The operation did not happen.
+    #[error("conversation cannot be handed off: {reason}")]
     InvalidState {
-        /// What upstream said, in our words.
-        detail: String,
-        /// Genesys `inin-correlation-id`.
-        correlation_id: Option<String>,
+        /// Why, in our words (shown to the caller in the 422 answer).
+        reason: String,
+        /// What the platform said.
+        detail: UpstreamDetail,
     },
     /// Transfers only: the call may or may not have taken effect (a timeout or a dropped
     /// connection after the request was sent). Read the conversation back before any new attempt.
     #[error("upstream outcome unknown: {detail}")]
     Indeterminate {
         /// What happened.
-        detail: String,
-        /// Genesys `inin-correlation-id`, if any.
-        correlation_id: Option<String>,
+        detail: UpstreamDetail,
     },
 }
 
 impl PortError {
-    /// The upstream correlation id, if any.
-    pub fn correlation_id(&self) -> Option<&str> {
+    /// A [`PortError::Transient`] with this message and correlation id.
+    pub fn transient(message: impl Into<String>, correlation_id: Option<String>) -> Self {
+        PortError::Transient { detail: UpstreamDetail::with_correlation(message, correlation_id) }
+    }
+
+    /// A [`PortError::Rejected`] with this status and code and no other detail.
+    pub fn rejected(status: u16, code: impl Into<String>, correlation_id: Option<String>) -> Self {
+        let refusal = Refusal::new(status, code);
+        let detail = UpstreamDetail::with_correlation(format!("refused: {refusal}"), correlation_id);
+        PortError::Rejected { refusal, detail }
+    }
+
+    /// A [`PortError::RateLimited`] with the platform's wait, if it gave one.
+    pub fn rate_limited(retry_after: Option<Duration>, correlation_id: Option<String>) -> Self {
+        PortError::RateLimited { retry_after, detail: UpstreamDetail::with_correlation("rate limited", correlation_id) }
+    }
+
+    /// A [`PortError::NotFound`] without the platform's own refusal.
+    pub fn not_found(what: Missing, correlation_id: Option<String>) -> Self {
+        let detail = UpstreamDetail::with_correlation(format!("{what} not found"), correlation_id);
+        PortError::NotFound { what, refusal: None, detail }
+    }
+
+    /// A [`PortError::InvalidState`] whose reason is also the detail.
+    pub fn invalid_state(reason: impl Into<String>, correlation_id: Option<String>) -> Self {
+        let reason = reason.into();
+        PortError::InvalidState { detail: UpstreamDetail::with_correlation(reason.clone(), correlation_id), reason }
+    }
+
+    /// A [`PortError::Indeterminate`] with this message and correlation id.
+    pub fn indeterminate(message: impl Into<String>, correlation_id: Option<String>) -> Self {
+        PortError::Indeterminate { detail: UpstreamDetail::with_correlation(message, correlation_id) }
+    }
+
+    /// What the platform said.
+    pub fn detail(&self) -> &UpstreamDetail {
         match self {
-            PortError::Transient { correlation_id, .. }
-            | PortError::RateLimited { correlation_id, .. }
-            | PortError::Rejected { correlation_id, .. }
-            | PortError::NotFound { correlation_id, .. }
-            | PortError::InvalidState { correlation_id, .. }
-            | PortError::Indeterminate { correlation_id, .. } => correlation_id.as_deref(),
+            PortError::Transient { detail }
+            | PortError::RateLimited { detail, .. }
+            | PortError::Rejected { detail, .. }
+            | PortError::NotFound { detail, .. }
+            | PortError::InvalidState { detail, .. }
+            | PortError::Indeterminate { detail } => detail,
         }
+    }
+
+    /// The platform's correlation id, if any.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.detail().correlation_id.as_deref()
     }
 
     /// Whether a later attempt may succeed.
@@ -102,104 +221,183 @@ impl PortError {
 /// An upstream call that succeeded, with its correlation id for logs and the record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Receipt {
-    /// Genesys `inin-correlation-id`.
+    /// The platform's correlation id of the call, if any.
     pub correlation_id: Option<String>,
 }
 
-/// One participant of a conversation, as far as the handoff cares.
+/// Who holds the conversation, as far as a handoff cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParticipantView {
-    /// The participant id.
-    pub id: ParticipantId,
-    /// Whether this is the customer (Genesys `purpose == "customer"`).
-    pub is_customer: bool,
-    /// A human agent (Genesys `purpose` `agent` or `user`). Agents are never replaced: a
-    /// conversation an agent already handles is not the bot's to hand off.
-    pub is_agent: bool,
-    /// Connected and not ended.
-    pub active: bool,
-    /// The queue this participant represents, if it is a queue (ACD) participant.
-    pub queue: Option<QueueId>,
+pub enum ControlState {
+    /// The bot or flow holds it: transferable.
+    BotHolds,
+    /// Waiting for an agent at `target`; `None` when the platform does not say where.
+    Queued {
+        /// The target it waits at, when the platform says.
+        target: Option<QueueId>,
+    },
+    /// A human agent handles it: never the bot's to hand off.
+    AgentHas {
+        /// The target that handed it to the agent, when the platform says (confirms an advice).
+        via: Option<QueueId>,
+    },
+    /// Nobody holds it (only the guest is there).
+    Unheld,
+    /// It is over.
+    Ended,
 }
 
-/// A conversation as located upstream.
+/// Where the platform shows the conversation handed to: the read-back the adapter defines.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConversationSnapshot {
-    /// The conversation.
-    pub id: ConversationId,
-    /// Its participants, in upstream order.
-    pub participants: Vec<ParticipantView>,
-    /// Queues of transfers upstream reports as issued for it (`recentTransfers`).
-    pub transferred_to: Vec<QueueId>,
-    /// Genesys `inin-correlation-id` of the lookup.
+pub enum HandedTo {
+    /// These targets (e.g. the queues it waits in, then the transfers recorded for it).
+    Targets(Vec<QueueId>),
+    /// The agent side, target unreadable: counts for every target.
+    AgentSide,
+}
+
+/// What [`TransferPort::transfer`] acts on; opaque to the domain, stored in the record.
+/// (e.g. the participant to replace, or the active integration to pass control from.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Handle(OpaqueId);
+
+impl Handle {
+    /// A handle over an id the adapter read.
+    pub const fn new(id: OpaqueId) -> Self {
+        Self(id)
+    }
+
+    /// A handle from text, with the domain's generic id check.
+    ///
+    /// # Errors
+    /// [`InvalidId`] when `raw` is not an [`OpaqueId`].
+    pub fn parse(raw: &str) -> Result<Self, InvalidId> {
+        OpaqueId::parse(raw).map(Self).map_err(|e| InvalidId { kind: "handle", problem: e.problem })
+    }
+
+    /// The id.
+    pub const fn id(&self) -> &OpaqueId {
+        &self.0
+    }
+
+    /// The id's text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl std::fmt::Display for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the context lives once written (e.g. the guest's participant). The record keeps it so
+/// that a resumed handoff does not write the context twice onto the same anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContextAnchor(OpaqueId);
+
+impl ContextAnchor {
+    /// An anchor over an id the adapter read.
+    pub const fn new(id: OpaqueId) -> Self {
+        Self(id)
+    }
+
+    /// An anchor from text, with the domain's generic id check.
+    ///
+    /// # Errors
+    /// [`InvalidId`] when `raw` is not an [`OpaqueId`].
+    pub fn parse(raw: &str) -> Result<Self, InvalidId> {
+        OpaqueId::parse(raw).map(Self).map_err(|e| InvalidId { kind: "context anchor", problem: e.problem })
+    }
+
+    /// The id.
+    pub const fn id(&self) -> &OpaqueId {
+        &self.0
+    }
+
+    /// The id's text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl std::fmt::Display for ContextAnchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why nothing can be handed off, in words for the 422 answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untransferable(pub String);
+
+/// A conversation as located on the platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// Who holds it.
+    pub state: ControlState,
+    /// Where the platform shows it handed to.
+    pub handed_to: HandedTo,
+    /// What a transfer acts on, or why there is nothing to transfer from (an agent has it, it
+    /// ended, nobody holds it, the guest left, or the `participantId` hint names someone who
+    /// cannot be handed off: the adapter's words).
+    pub handle: Result<Handle, Untransferable>,
+    /// Where the context is written: `Some` for [`ContextDelivery::Separate`] platforms once
+    /// located; `None` otherwise.
+    ///
+    /// [`ContextDelivery::Separate`]: crate::platform::ContextDelivery::Separate
+    pub context_anchor: Option<ContextAnchor>,
+    /// The platform's correlation id of the lookup.
     pub correlation_id: Option<String>,
-    /// The conversation's external tag, when the lookup shows one (`None`: none, or not shown).
-    /// Genesys keeps one tag per conversation; its `MessageConversation` (the lookup) does not
-    /// carry the tag, the generic `Conversation` does (`externalTag`), so with Genesys this is
-    /// `None` unless a future lookup shows it (see `docs/genesys/api-notes.md`).
-    pub external_tag: Option<String>,
+    /// Whether the conversation carries an analytics tag someone else set, which recording ours
+    /// would replace (platforms that keep one tag per conversation); `false` when unknown.
+    pub foreign_tag: bool,
 }
 
-/// The prefix of the external tags this service writes (`bot-handoff:{reason}`).
+impl Located {
+    /// The read-back: whether the platform shows the conversation handed to `target`.
+    pub fn is_handed_to(&self, target: QueueId) -> bool {
+        match &self.handed_to {
+            HandedTo::Targets(targets) => targets.contains(&target),
+            HandedTo::AgentSide => true,
+        }
+    }
+
+    /// Whether the platform shows the conversation handed to any target `allowed` accepts.
+    pub fn is_handed_to_any(&self, allowed: impl Fn(QueueId) -> bool) -> bool {
+        match &self.handed_to {
+            HandedTo::Targets(targets) => targets.iter().any(|t| allowed(*t)),
+            HandedTo::AgentSide => true,
+        }
+    }
+
+    /// The target the conversation reached, for confirming an advice to transfer to `advised`:
+    /// the first target shown, else the one that handed it to an agent; `advised` itself when
+    /// the platform shows only "the agent side".
+    pub fn reached(&self, advised: QueueId) -> Option<QueueId> {
+        match &self.handed_to {
+            HandedTo::AgentSide => Some(advised),
+            HandedTo::Targets(targets) => targets.first().copied().or(match self.state {
+                ControlState::AgentHas { via } => via,
+                _ => None,
+            }),
+        }
+    }
+}
+
+/// What a transfer call achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferResult {
+    /// Applied.
+    Done(Receipt),
+    /// Taken, applied later or not at all (platforms that confirm asynchronously). The domain
+    /// keeps the record in `TransferPending` and reads it back within
+    /// [`PlatformRules::confirm_within`].
+    Accepted(Receipt),
+}
+
+/// The prefix of the analytics tags this service writes (`bot-handoff:{reason}`).
 pub const EXTERNAL_TAG_PREFIX: &str = "bot-handoff:";
-
-impl ConversationSnapshot {
-    /// Whether the lookup shows an external tag someone else set (not one of ours): writing
-    /// ours would replace it.
-    pub fn has_foreign_tag(&self) -> bool {
-        self.external_tag.as_deref().is_some_and(|t| !t.trim().is_empty() && !t.starts_with(EXTERNAL_TAG_PREFIX))
-    }
-
-    /// The customer participant, if present.
-    pub fn customer(&self) -> Option<&ParticipantView> {
-        self.participants.iter().find(|p| p.is_customer)
-    }
-
-    /// Active participants that may be replaced: neither the customer nor an agent (the bot or
-    /// flow participant, or a queue the conversation waits in).
-    pub fn holders(&self) -> impl Iterator<Item = &ParticipantView> {
-        self.participants.iter().filter(|p| p.active && !p.is_customer && !p.is_agent)
-    }
-
-    /// Whether an agent is connected to the conversation.
-    pub fn has_agent(&self) -> bool {
-        self.participants.iter().any(|p| p.active && p.is_agent)
-    }
-
-    /// Whether the conversation is over (no active participant).
-    pub fn has_ended(&self) -> bool {
-        !self.participants.iter().any(|p| p.active)
-    }
-
-    /// Whether the conversation already sits in `queue` (an active queue participant for it, or a
-    /// recorded transfer to it).
-    pub fn is_in_queue(&self, queue: QueueId) -> bool {
-        self.queues().any(|q| q == queue)
-    }
-
-    /// The queue the conversation reached, for confirming an advice: the queue of an active queue
-    /// participant, else of a recorded transfer, else (once an agent has it) of a queue
-    /// participant that already handed it on.
-    pub fn reached_queue(&self) -> Option<QueueId> {
-        if let Some(queue) = self.queues().next() {
-            return Some(queue);
-        }
-        if self.has_agent() {
-            return self.participants.iter().filter(|p| !p.is_customer).find_map(|p| p.queue);
-        }
-        None
-    }
-
-    /// Every queue the conversation sits in: those of active queue participants, then those of
-    /// recorded transfers.
-    pub fn queues(&self) -> impl Iterator<Item = QueueId> + '_ {
-        self.participants
-            .iter()
-            .filter(|p| p.active && !p.is_customer)
-            .filter_map(|p| p.queue)
-            .chain(self.transferred_to.iter().copied())
-    }
-}
 
 /// What was recorded about a handoff for reporting (the external tag, the stats).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,53 +428,71 @@ pub trait QueuePort: Send + Sync {
     async fn capacity(&self, queue: QueueId, with_estimated_wait: bool) -> Result<CapacitySnapshot, PortError>;
 }
 
-/// Locating, annotating and transferring conversations.
+/// Locating conversations, writing their context and handing them to a target. The adapter picks
+/// whom or what it acts on ([`Handle`], [`ContextAnchor`]); the domain never sees participants.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait TransferPort: Send + Sync {
-    /// Reads the conversation and its participants.
-    ///
-    /// # Errors
-    /// - [`PortError::NotFound`] when upstream does not know the conversation;
-    /// - [`PortError::Rejected`], [`PortError::RateLimited`], [`PortError::Transient`] as usual.
-    async fn locate(&self, conversation: ConversationId) -> Result<ConversationSnapshot, PortError>;
+    /// What the adapter declares about its platform (ids, context limits, deliveries).
+    fn rules(&self) -> &PlatformRules;
 
-    /// Merges `attributes` into the participant data of `customer` (idempotent: safe to repeat).
+    /// Reads who holds the conversation. `holder_hint` is the webhook's `participantId`: when
+    /// given, the handle is that holder or an [`Untransferable`] saying why not.
     ///
     /// # Errors
-    /// - [`PortError::NotFound`] when the conversation or participant is gone;
-    /// - [`PortError::InvalidState`] when the conversation no longer accepts participant data;
+    /// - [`PortError::NotFound`] (`Conversation`) when the platform does not know it;
     /// - [`PortError::Rejected`], [`PortError::RateLimited`], [`PortError::Transient`] as usual.
+    async fn locate(
+        &self,
+        conversation: ConversationId,
+        holder_hint: Option<ParticipantId>,
+    ) -> Result<Located, PortError>;
+
+    /// [`ContextDelivery::Separate`] platforms only: merges `context` at `anchor` (idempotent:
+    /// safe to repeat).
+    ///
+    /// # Errors
+    /// - [`PortError::NotFound`] when the conversation or anchor is gone;
+    /// - [`PortError::InvalidState`] when the conversation no longer accepts context;
+    /// - [`PortError::Rejected`] (also when called on a `WithTransfer` platform),
+    ///   [`PortError::RateLimited`], [`PortError::Transient`] as usual.
+    ///
+    /// [`ContextDelivery::Separate`]: crate::platform::ContextDelivery::Separate
     async fn write_context(
         &self,
         conversation: ConversationId,
-        customer: ParticipantId,
-        attributes: &AttributeSet,
+        anchor: ContextAnchor,
+        context: &ContextSet,
     ) -> Result<Receipt, PortError>;
 
-    /// Replaces `holder` with `queue` (an unattended transfer). Never called with the customer.
+    /// Hands the conversation from `from` to `target`. `context` is `Some` exactly for
+    /// [`ContextDelivery::WithTransfer`] platforms. Never repeated by the domain before a
+    /// read-back ([`locate`](Self::locate) then [`Located::is_handed_to`]).
     ///
     /// # Errors
-    /// - [`PortError::Rejected`] when upstream refuses (unknown queue, holder not connected,
-    ///   missing permission); the transfer did not happen;
-    /// - [`PortError::NotFound`] when the conversation or participant is gone;
-    /// - [`PortError::InvalidState`] when the holder no longer holds it or the conversation ended;
+    /// - [`PortError::Rejected`] when the platform refuses (unknown target, missing permission);
+    ///   the transfer did not happen;
+    /// - [`PortError::NotFound`] when the conversation or handle is gone;
+    /// - [`PortError::InvalidState`] when `from` no longer holds it or the conversation ended;
     /// - [`PortError::RateLimited`] / [`PortError::Transient`] only when the transfer surely did
-    ///   not happen (a 429, a refused connection);
+    ///   not happen;
     /// - [`PortError::Indeterminate`] when it may have happened.
-    async fn transfer(
+    ///
+    /// [`ContextDelivery::WithTransfer`]: crate::platform::ContextDelivery::WithTransfer
+    async fn transfer<'a>(
         &self,
         conversation: ConversationId,
-        holder: ParticipantId,
-        queue: QueueId,
-    ) -> Result<Receipt, PortError>;
+        from: Handle,
+        target: QueueId,
+        context: Option<&'a ContextSet>,
+    ) -> Result<TransferResult, PortError>;
 }
 
 /// Reporting a handoff where contact-center managers look.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait AnalyticsPort: Send + Sync {
-    /// Records the event (for Genesys: the conversation's external tag `bot-handoff:{reason}`).
+    /// Records the event (e.g. the conversation's analytics tag `bot-handoff:{reason}`).
     /// Must be idempotent: the outbox may deliver an event more than once after a crash.
     ///
     /// # Errors

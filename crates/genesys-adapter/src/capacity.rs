@@ -330,7 +330,7 @@ mod tests {
         // Arrange
         let cache = CapacityCache::new(Duration::from_secs(1));
         let counters = Counters::default();
-        let failing = || async { Err(PortError::Transient { detail: "down".into(), correlation_id: None }) };
+        let failing = || async { Err(PortError::transient("down", None)) };
         let working = || async { Ok(snapshot(3)) };
 
         // Act

@@ -120,6 +120,8 @@ pub struct GenesysClient {
     pub(crate) figures: FigureStore,
     pub(crate) message_capacity: MessageCapacityCache,
     pub(crate) figure_warnings: WarnLimiter,
+    /// What this adapter declares about Genesys.
+    pub(crate) rules: handoff_domain::PlatformRules,
 }
 
 impl GenesysClient {
@@ -156,6 +158,7 @@ impl GenesysClient {
             figures: FigureStore::default(),
             message_capacity: MessageCapacityCache::new(config.message_capacity, config.utilization_refresh),
             figure_warnings: WarnLimiter::new(FIGURE_WARNING_EVERY),
+            rules: crate::conversation::genesys_rules(),
             http,
             config,
         })
@@ -288,24 +291,24 @@ impl GenesysClient {
                 }
                 Attempt::Throttled { wait, correlation_id } => {
                     let pause = wait.unwrap_or_else(|| retry::backoff_with_jitter(attempt));
-                    (PortError::RateLimited { retry_after: wait, correlation_id }, pause)
+                    (PortError::rate_limited(wait, correlation_id), pause)
                 }
                 Attempt::ServerError { status, correlation_id } => {
                     let detail = format!("genesys answered {status} for {}", call.endpoint.as_str());
                     if call.retry == Retry::Never {
-                        return Err(PortError::Indeterminate { detail, correlation_id });
+                        return Err(PortError::indeterminate(detail, correlation_id));
                     }
-                    (PortError::Transient { detail, correlation_id }, retry::backoff_with_jitter(attempt))
+                    (PortError::transient(detail, correlation_id), retry::backoff_with_jitter(attempt))
                 }
                 Attempt::Unclear { detail } => {
                     let detail = format!("{detail} ({})", call.endpoint.as_str());
                     if call.retry == Retry::Never {
-                        return Err(PortError::Indeterminate { detail, correlation_id: None });
+                        return Err(PortError::indeterminate(detail, None));
                     }
-                    (PortError::Transient { detail, correlation_id: None }, retry::backoff_with_jitter(attempt))
+                    (PortError::transient(detail, None), retry::backoff_with_jitter(attempt))
                 }
                 Attempt::NotSent { detail } => {
-                    (PortError::Transient { detail, correlation_id: None }, retry::backoff_with_jitter(attempt))
+                    (PortError::transient(detail, None), retry::backoff_with_jitter(attempt))
                 }
             };
             // Retryable: wait and try again while attempts remain and the wait ends before the
@@ -360,7 +363,7 @@ impl GenesysClient {
         // nothing upstream and a counted call is one Genesys sees.
         if let Err(wait) = self.budget.spend(call.endpoint, Instant::now()) {
             tracing::debug!(operation = call.endpoint.as_str(), wait_secs = wait.as_secs(), "call budget spent");
-            return Attempt::Fatal(PortError::RateLimited { retry_after: Some(wait), correlation_id: None });
+            return Attempt::Fatal(PortError::rate_limited(Some(wait), None));
         }
         let mut request = self
             .http

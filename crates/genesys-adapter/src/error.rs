@@ -63,17 +63,11 @@ pub type Result<T, E = GenesysError> = std::result::Result<T, E>;
 impl From<GenesysError> for PortError {
     fn from(error: GenesysError) -> Self {
         match error {
-            GenesysError::BadCredentials => {
-                PortError::Rejected { status: 401, code: "invalid_client".to_owned(), correlation_id: None }
-            }
-            GenesysError::TokenRejected { status, code } => PortError::Rejected { status, code, correlation_id: None },
-            GenesysError::InvalidTokenResponse => {
-                PortError::Rejected { status: 200, code: "invalid_token_response".to_owned(), correlation_id: None }
-            }
-            GenesysError::TokenRateLimited { retry_after } => {
-                PortError::RateLimited { retry_after, correlation_id: None }
-            }
-            other => PortError::Transient { detail: other.to_string(), correlation_id: None },
+            GenesysError::BadCredentials => PortError::rejected(401, "invalid_client", None),
+            GenesysError::TokenRejected { status, code } => PortError::rejected(status, code, None),
+            GenesysError::InvalidTokenResponse => PortError::rejected(200, "invalid_token_response", None),
+            GenesysError::TokenRateLimited { retry_after } => PortError::rate_limited(retry_after, None),
+            other => PortError::transient(other.to_string(), None),
         }
     }
 }
@@ -85,7 +79,7 @@ mod tests {
     #[test]
     fn bad_credentials_surface_as_a_401_invalid_client_rejection() {
         let port: PortError = GenesysError::BadCredentials.into();
-        assert_eq!(port, PortError::Rejected { status: 401, code: "invalid_client".into(), correlation_id: None });
+        assert_eq!(port, PortError::rejected(401, "invalid_client", None));
     }
 
     #[test]

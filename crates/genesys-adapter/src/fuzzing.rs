@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use handoff_domain::ports::ConversationSnapshot;
+use crate::conversation::ConversationSnapshot;
 use handoff_domain::{CapacitySnapshot, ConversationId, QueueId};
 use reqwest::header::HeaderMap;
 use tokio::time::Instant;

@@ -31,6 +31,7 @@
 //! # Layout
 //! - [`regions`]: the region table, [`Region::parse`] and the API/login base URLs.
 //! - `config`: [`GenesysConfig`] (credentials, resolved URLs, timeouts, budget, caps, TTL).
+//! - `ids`: [`GenesysIds`], the platform's id rules (UUIDs, any case, canonical lower case).
 //! - `error`: [`GenesysError`], the adapter-internal error, and its mapping to [`PortError`].
 //! - `token`: the client-credentials token cache (single flight, early refresh, 401 invalidation).
 //! - `client`: [`GenesysClient`], the HTTP client, the retry policy and rate-limit awareness.
@@ -64,10 +65,12 @@ mod budget;
 mod capacity;
 mod client;
 mod config;
+mod conversation;
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod ids;
 mod notifications;
 pub mod observations;
 mod ports;
@@ -87,7 +90,12 @@ pub use config::{
     GenesysConfig, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CAPACITY_TTL, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TOTAL_BUDGET, DEFAULT_UTILIZATION_REFRESH,
 };
+pub use conversation::{
+    genesys_rules, ConversationSnapshot, ParticipantView, EXTERNAL_TAG_PREFIX, MAX_ATTRIBUTES,
+    MAX_ATTRIBUTE_VALUE_CHARS,
+};
 pub use error::{GenesysError, Result};
+pub use ids::{GenesysIds, NOT_A_UUID};
 pub use notifications::{
     ChannelProbe, ChannelStats, NotificationSettings, DEFAULT_FIGURES_MAX_AGE, UNPUSHED_GROUP_TTL,
 };

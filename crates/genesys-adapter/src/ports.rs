@@ -4,18 +4,24 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use handoff_domain::ports::{
-    AnalyticsPort, ConversationSnapshot, HandoffEvent, PortError, QueuePort, Receipt, TransferPort,
+    AnalyticsPort, ContextAnchor, Handle, HandoffEvent, Located, Missing, PortError, QueuePort, Receipt, Refusal,
+    TransferPort, TransferResult, UpstreamDetail,
 };
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use handoff_domain::{AttributeSet, CapacitySnapshot, ConversationId, ParticipantId, QueueFigures, QueueId};
+use handoff_domain::{
+    CapacitySnapshot, ContextSet, ConversationId, ParticipantId, PlatformRules, QueueFigures, QueueId,
+};
+
+use crate::conversation::ConversationSnapshot;
 use reqwest::Method;
 use serde::Serialize;
 use tracing::instrument;
 use uuid::Uuid;
 
 use crate::client::{Call, GenesysClient, Reply, Retry};
+use crate::ids::GenesysIds;
 use crate::stats::Endpoint;
 use crate::utilization::MessageCapacitySource;
 use crate::wire::{self, AttributesBody, QueueInfo, TagsBody, TransferBody};
@@ -33,24 +39,29 @@ const MISSING_PERMISSION_CODES: [&str; 4] =
 
 /// Maps a final non-2xx answer. `what` names the thing a 404 is about, unless the code says
 /// it is the participant.
-fn map_error(reply: &Reply, what: &str) -> PortError {
+fn map_error(reply: &Reply, what: Missing) -> PortError {
     let (code, correlation_id) = reply.error_code();
     let status = reply.status.as_u16();
     let code_str = code.as_deref().unwrap_or("");
     if status == 404 {
-        let what = if code_str.contains("participant") { "participant" } else { what };
-        return PortError::NotFound { what: what.to_owned(), correlation_id };
+        let what = if code_str.contains("participant") { Missing::Participant } else { what };
+        // The 502 body names what was missing the way it always has (`queue.not.found`).
+        let refusal = Some(Refusal::new(404, format!("{what}.not.found")));
+        let detail = UpstreamDetail::with_correlation(format!("genesys answered 404 ({what})"), correlation_id);
+        return PortError::NotFound { what, refusal, detail };
     }
     if matches!(status, 400 | 403 | 409) {
-        if let Some((_, detail)) = INVALID_STATE_CODES.iter().find(|(c, _)| *c == code_str) {
-            return PortError::InvalidState { detail: (*detail).to_owned(), correlation_id };
+        if let Some((_, reason)) = INVALID_STATE_CODES.iter().find(|(c, _)| *c == code_str) {
+            let detail =
+                UpstreamDetail::with_correlation(format!("genesys answered {status} {code_str}"), correlation_id);
+            return PortError::InvalidState { reason: (*reason).to_owned(), detail };
         }
     }
-    PortError::Rejected { status, code: code.unwrap_or_else(|| "unknown".to_owned()), correlation_id }
+    PortError::rejected(status, code.unwrap_or_else(|| "unknown".to_owned()), correlation_id)
 }
 
 /// `Ok(reply)` for a 2xx, the mapped error otherwise.
-fn success(reply: Reply, what: &str) -> Result<Reply, PortError> {
+fn success(reply: Reply, what: Missing) -> Result<Reply, PortError> {
     if reply.status.is_success() {
         Ok(reply)
     } else {
@@ -59,11 +70,7 @@ fn success(reply: Reply, what: &str) -> Result<Reply, PortError> {
 }
 
 fn invalid_answer(reply: &Reply) -> PortError {
-    PortError::Rejected {
-        status: reply.status.as_u16(),
-        code: "invalid_response".to_owned(),
-        correlation_id: reply.correlation_id.clone(),
-    }
+    PortError::rejected(reply.status.as_u16(), "invalid_response", reply.correlation_id.clone())
 }
 
 fn json<T: Serialize>(body: &T) -> Option<Bytes> {
@@ -128,7 +135,7 @@ impl GenesysClient {
             body: None,
             retry: Retry::Idempotent,
         };
-        let reply = success(self.execute(&call).await?, "queue")?;
+        let reply = success(self.execute(&call).await?, Missing::Queue)?;
         wire::queue_info(queue, &reply.body).ok_or_else(|| invalid_answer(&reply))
     }
 
@@ -157,7 +164,7 @@ impl GenesysClient {
             Permission::QueueObservationView => (
                 Method::POST,
                 self.api_url(&["analytics", "queues", "observations", "query"]),
-                json(&wire::observation_query(QueueId::from_uuid(Uuid::nil()))),
+                json(&wire::observation_query(GenesysIds::queue(Uuid::nil()))),
             ),
             // A read of the org setting: nothing to hide behind a nil id, and nothing changes.
             Permission::UtilizationView => (Method::GET, self.api_url(&["routing", "utilization"]), None),
@@ -191,7 +198,7 @@ impl GenesysClient {
                 body: json(&wire::observation_query(queue)),
                 retry: Retry::Idempotent,
             };
-            let reply = success(self.execute(&call).await?, "queue")?;
+            let reply = success(self.execute(&call).await?, Missing::Queue)?;
             let observed = wire::observations(queue, &reply.body).ok_or_else(|| invalid_answer(&reply))?;
             self.figures.seed(queue, &reply.body, tokio::time::Instant::now());
             Ok::<_, PortError>(observed)
@@ -340,49 +347,71 @@ impl GenesysClient {
         holder: ParticipantId,
         queue: QueueId,
     ) -> Result<ReplaceAnswer, PortError> {
-        let call = Call {
+        let reply = self.execute(&self.replace_call(conversation, holder, queue)).await?;
+        let (code, correlation_id) = reply.error_code();
+        let code = if reply.status.is_success() { None } else { code };
+        Ok(ReplaceAnswer { status: reply.status.as_u16(), code, correlation_id })
+    }
+
+    /// `POST /api/v2/conversations/messages/{id}/participants/{holder}/replace` to `queue`, an
+    /// unattended transfer; never retried (a replace is not idempotent). The one way both the
+    /// port and `handoff check` build it.
+    fn replace_call(&self, conversation: ConversationId, holder: ParticipantId, queue: QueueId) -> Call {
+        Call {
             endpoint: Endpoint::Replace,
             method: Method::POST,
             url: self.api_url(&[
                 "conversations",
                 "messages",
-                &conversation.to_string(),
+                conversation.as_str(),
                 "participants",
-                &holder.to_string(),
+                holder.as_str(),
                 "replace",
             ]),
             body: json(&TransferBody { queue_id: queue.to_string(), transfer_type: "Unattended" }),
             retry: Retry::Never,
+        }
+    }
+
+    /// The conversation as Genesys shows it, participants and all (`handoff check`, tests).
+    ///
+    /// # Errors
+    /// [`PortError::NotFound`] (`Conversation`) for an unknown conversation; the usual others.
+    #[instrument(skip_all, fields(conversation_id = %conversation))]
+    pub async fn conversation(&self, conversation: ConversationId) -> Result<ConversationSnapshot, PortError> {
+        let call = Call {
+            endpoint: Endpoint::ConversationGet,
+            method: Method::GET,
+            url: self.api_url(&["conversations", "messages", conversation.as_str()]),
+            body: None,
+            retry: Retry::Idempotent,
         };
-        let reply = self.execute(&call).await?;
-        let (code, correlation_id) = reply.error_code();
-        let code = if reply.status.is_success() { None } else { code };
-        Ok(ReplaceAnswer { status: reply.status.as_u16(), code, correlation_id })
+        let reply = success(self.execute(&call).await?, Missing::Conversation)?;
+        wire::conversation_snapshot(conversation, &reply.body, reply.correlation_id.clone())
+            .ok_or_else(|| invalid_answer(&reply))
     }
 }
 
 #[async_trait]
 impl TransferPort for GenesysClient {
-    #[instrument(skip_all, fields(conversation_id = %conversation))]
-    async fn locate(&self, conversation: ConversationId) -> Result<ConversationSnapshot, PortError> {
-        let call = Call {
-            endpoint: Endpoint::ConversationGet,
-            method: Method::GET,
-            url: self.api_url(&["conversations", "messages", &conversation.to_string()]),
-            body: None,
-            retry: Retry::Idempotent,
-        };
-        let reply = success(self.execute(&call).await?, "conversation")?;
-        wire::conversation_snapshot(conversation, &reply.body, reply.correlation_id.clone())
-            .ok_or_else(|| invalid_answer(&reply))
+    fn rules(&self) -> &PlatformRules {
+        &self.rules
     }
 
-    #[instrument(skip_all, fields(conversation_id = %conversation, participant_id = %customer, attributes = attributes.len()))]
+    /// The conversation's participants, told as a control state; the participant to replace is
+    /// the hint when it holds the conversation (never the customer or an agent).
+    async fn locate(&self, conversation: ConversationId, hint: Option<ParticipantId>) -> Result<Located, PortError> {
+        Ok(self.conversation(conversation).await?.located(hint))
+    }
+
+    /// `PATCH …/participants/{customer}/attributes`: merges the context into the customer's
+    /// participant data.
+    #[instrument(skip_all, fields(conversation_id = %conversation, participant_id = %anchor, attributes = context.len()))]
     async fn write_context(
         &self,
         conversation: ConversationId,
-        customer: ParticipantId,
-        attributes: &AttributeSet,
+        anchor: ContextAnchor,
+        context: &ContextSet,
     ) -> Result<Receipt, PortError> {
         let call = Call {
             endpoint: Endpoint::AttributesPatch,
@@ -390,41 +419,31 @@ impl TransferPort for GenesysClient {
             url: self.api_url(&[
                 "conversations",
                 "messages",
-                &conversation.to_string(),
+                conversation.as_str(),
                 "participants",
-                &customer.to_string(),
+                anchor.as_str(),
                 "attributes",
             ]),
-            body: json(&AttributesBody::new(attributes)),
+            body: json(&AttributesBody::new(context)),
             retry: Retry::Idempotent,
         };
-        let reply = success(self.execute(&call).await?, "conversation")?;
+        let reply = success(self.execute(&call).await?, Missing::Conversation)?;
         Ok(Receipt { correlation_id: reply.correlation_id })
     }
 
-    #[instrument(skip_all, fields(conversation_id = %conversation, participant_id = %holder, queue_id = %queue))]
-    async fn transfer(
+    /// The replace; Genesys' 202 means done. The context was written before (`Separate`).
+    #[instrument(skip_all, fields(conversation_id = %conversation, participant_id = %from, queue_id = %target))]
+    async fn transfer<'a>(
         &self,
         conversation: ConversationId,
-        holder: ParticipantId,
-        queue: QueueId,
-    ) -> Result<Receipt, PortError> {
-        let call = Call {
-            endpoint: Endpoint::Replace,
-            method: Method::POST,
-            url: self.api_url(&[
-                "conversations",
-                "messages",
-                &conversation.to_string(),
-                "participants",
-                &holder.to_string(),
-                "replace",
-            ]),
-            body: json(&TransferBody { queue_id: queue.to_string(), transfer_type: "Unattended" }),
-            retry: Retry::Never,
-        };
-        let reply = success(self.execute(&call).await?, "conversation")?;
-        Ok(Receipt { correlation_id: reply.correlation_id })
+        from: Handle,
+        target: QueueId,
+        _context: Option<&'a ContextSet>,
+    ) -> Result<TransferResult, PortError> {
+        let holder = ParticipantId::from_opaque(*from.id());
+        let reply =
+            success(self.execute(&self.replace_call(conversation, holder, target)).await?, Missing::Conversation)?;
+        Ok(TransferResult::Done(Receipt { correlation_id: reply.correlation_id }))
     }
 }
 
@@ -441,7 +460,7 @@ impl AnalyticsPort for GenesysClient {
             body: json(&TagsBody { external_tag: format!("bot-handoff:{}", event.reason.as_str()) }),
             retry: Retry::Idempotent,
         };
-        let reply = success(self.execute(&call).await?, "conversation")?;
+        let reply = success(self.execute(&call).await?, Missing::Conversation)?;
         Ok(Receipt { correlation_id: reply.correlation_id })
     }
 }

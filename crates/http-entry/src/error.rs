@@ -371,8 +371,8 @@ impl From<HandoffError> for ApiError {
                 ApiError::NotTransferable { message }
             }
             HandoffError::InProgress { handoff_id, retry_after } => ApiError::InProgress { handoff_id, retry_after },
-            HandoffError::UpstreamRejected { status, code, correlation_id, .. } => {
-                ApiError::UpstreamRejected { status, code, correlation_id }
+            HandoffError::UpstreamRejected { refusal, correlation_id, .. } => {
+                ApiError::UpstreamRejected { status: refusal.status, code: refusal.code, correlation_id }
             }
             HandoffError::Unavailable { handoff_id, retry_after } => {
                 ApiError::UpstreamUnavailable { handoff_id, retry_after }
@@ -431,8 +431,7 @@ mod tests {
             (
                 HandoffError::UpstreamRejected {
                     handoff_id: None,
-                    status: 403,
-                    code: "c".to_owned(),
+                    refusal: handoff_domain::ports::Refusal::new(403, "c"),
                     correlation_id: None,
                 },
                 502,

@@ -11,13 +11,15 @@ use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use handoff_domain::ports::{
-    ConversationSnapshot, MockAnalyticsPort, MockClock, MockQueuePort, MockTransferPort, ParticipantView, PortError,
-    Receipt, TransferPort,
+    ContextAnchor, Handle, Located, MockAnalyticsPort, MockClock, MockQueuePort, MockTransferPort, PortError, Receipt,
+    TransferPort, TransferResult,
 };
 use handoff_domain::{
     AgentCounts, CapacitySnapshot, ConversationId, HandoffService, InMemoryLedger, ParticipantId, QueueFigures,
     QueueId, RoutingPolicy, ServiceSettings,
 };
+use handoff_domain::{ContextSet, PlatformRules};
+use handoff_genesys::{genesys_rules, ConversationSnapshot, ParticipantView};
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt;
 use secrecy::SecretString;
@@ -139,9 +141,11 @@ impl World {
     pub(crate) fn new() -> Self {
         let mut analytics = MockAnalyticsPort::new();
         analytics.expect_record().times(0);
+        let mut transfer = MockTransferPort::new();
+        transfer.expect_rules().return_const(genesys_rules());
         Self {
             queue: MockQueuePort::new(),
-            transfer: MockTransferPort::new(),
+            transfer,
             analytics,
             ledger: Arc::new(InMemoryLedger::new()),
             auth: WebhookAuth::Secrets(vec![SecretString::from(SECRET), SecretString::from(OLD_SECRET)]),
@@ -169,7 +173,7 @@ impl World {
 
     /// The conversation lookup answers `result`, exactly `times` times.
     pub(crate) fn locating(mut self, times: usize, result: Result<ConversationSnapshot, PortError>) -> Self {
-        self.transfer.expect_locate().times(times).returning(move |_| result.clone());
+        self.transfer.expect_locate().times(times).returning(move |_, hint| result.clone().map(|s| s.located(hint)));
         self
     }
 
@@ -181,7 +185,10 @@ impl World {
 
     /// The transfer answers `result`, exactly `times` times.
     pub(crate) fn transferring(mut self, times: usize, result: Result<Receipt, PortError>) -> Self {
-        self.transfer.expect_transfer().times(times).returning(move |_, _, _| result.clone());
+        self.transfer
+            .expect_transfer()
+            .times(times)
+            .returning(move |_, _, _, _| result.clone().map(TransferResult::Done));
         self
     }
 
@@ -249,7 +256,7 @@ impl World {
             Arc::new(service_clock),
             ServiceSettings::new(routing),
         );
-        let mut state = AppState::new(Arc::new(service), auth, readiness)
+        let mut state = AppState::new(Arc::new(service), Arc::new(handoff_genesys::GenesysIds), auth, readiness)
             .with_admin(admin)
             .with_settings(settings)
             .with_clock(Arc::new(http_clock));
@@ -269,28 +276,34 @@ pub(crate) struct StalledTransfer {
 
 #[async_trait]
 impl TransferPort for StalledTransfer {
-    async fn locate(&self, _conversation: ConversationId) -> Result<ConversationSnapshot, PortError> {
+    fn rules(&self) -> &PlatformRules {
+        static RULES: std::sync::OnceLock<PlatformRules> = std::sync::OnceLock::new();
+        RULES.get_or_init(genesys_rules)
+    }
+
+    async fn locate(&self, _conversation: ConversationId, _hint: Option<ParticipantId>) -> Result<Located, PortError> {
         self.entered.notify_one();
         self.release.notified().await;
-        Err(PortError::Transient { detail: "released".to_owned(), correlation_id: None })
+        Err(PortError::transient("released", None))
     }
 
     async fn write_context(
         &self,
         _conversation: ConversationId,
-        _customer: ParticipantId,
-        _attributes: &handoff_domain::AttributeSet,
+        _anchor: ContextAnchor,
+        _context: &ContextSet,
     ) -> Result<Receipt, PortError> {
-        Err(PortError::Transient { detail: "not expected".to_owned(), correlation_id: None })
+        Err(PortError::transient("not expected", None))
     }
 
-    async fn transfer(
+    async fn transfer<'a>(
         &self,
         _conversation: ConversationId,
-        _holder: ParticipantId,
+        _from: Handle,
         _queue: QueueId,
-    ) -> Result<Receipt, PortError> {
-        Err(PortError::Transient { detail: "not expected".to_owned(), correlation_id: None })
+        _context: Option<&'a ContextSet>,
+    ) -> Result<TransferResult, PortError> {
+        Err(PortError::transient("not expected", None))
     }
 }
 

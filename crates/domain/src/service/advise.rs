@@ -6,7 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::lifecycle::{AdviceDecision, Confirmation, HandoffMode, HandoffRecord, Stage, StoredAnswer, Unconfirmed};
-use crate::ports::PortError;
+use crate::platform::ContextDelivery;
+use crate::ports::{ControlState, PortError};
 use crate::request::{HandoffRequest, IdempotencyKey};
 
 use super::types::*;
@@ -71,22 +72,35 @@ impl HandoffService {
         record.queue = Some(primary);
         self.note(record, "advisory mode: the flow transfers, the service does not");
 
-        let snapshot = match self.transfer.locate(record.request.conversation_id()).await {
-            Ok(s) => s,
+        let hint = record.request.participant();
+        let located = match self.transfer.locate(record.request.conversation_id(), hint).await {
+            Ok(l) => l,
             Err(e) => return Err(self.stop(record, e, "conversation lookup").await),
         };
-        record.add_correlation_id(snapshot.correlation_id.as_deref());
-        let customer = self.check_conversation(record, &snapshot, false).await?;
+        record.add_correlation_id(located.correlation_id.as_deref());
         // The same refusals as transfer mode: the flow could not transfer such a conversation either.
-        self.early_holder(record, &snapshot, false).await?;
+        self.refuse_early(record, &located, false).await?;
         let admitted = self.admit(record, primary).await?;
 
         // The context is written in both decisions: after a `Defer` the flow usually transfers
-        // anyway (after telling the guest), and the agent needs the context either way.
-        let attributes = self.attributes(record).await?;
-        match self.transfer.write_context(record.request.conversation_id(), customer, &attributes).await {
-            Ok(receipt) => record.add_correlation_id(receipt.correlation_id.as_deref()),
-            Err(e) => return Err(self.stop(record, e, "writing participant data").await),
+        // anyway (after telling the guest), and the agent needs the context either way. A
+        // platform that takes the context only with a transfer gets it from the flow's transfer.
+        let context = self.context(record).await?;
+        let anchor = match self.transfer.rules().context_delivery {
+            ContextDelivery::Separate => match located.context_anchor {
+                Some(anchor) => Some(anchor),
+                None => {
+                    let message = "the platform located no place for the context".to_owned();
+                    return Err(self.untransferable(record, message, false).await);
+                }
+            },
+            ContextDelivery::WithTransfer => None,
+        };
+        if let Some(anchor) = anchor {
+            match self.transfer.write_context(record.request.conversation_id(), anchor, &context).await {
+                Ok(receipt) => record.add_correlation_id(receipt.correlation_id.as_deref()),
+                Err(e) => return Err(self.stop(record, e, "writing the context").await),
+            }
         }
 
         let (queue, decision) = match admitted {
@@ -94,7 +108,7 @@ impl HandoffService {
             None => (primary, AdviceDecision::Defer { retry_after: self.settings.recheck_every }),
         };
         record.queue = Some(queue);
-        record.customer = Some(customer);
+        record.context_anchor = anchor;
         record.last_error = None;
         let note = match decision {
             AdviceDecision::Transfer => format!("advised: transfer to queue {queue}; context written, not transferred"),
@@ -135,17 +149,16 @@ impl HandoffService {
         let now = self.clock.now();
         let advised_at = record.advised_at().unwrap_or(record.updated_at);
         let elapsed = (now - advised_at).to_std().unwrap_or_default();
-        let found = match self.transfer.locate(record.request.conversation_id()).await {
-            Ok(snapshot) => {
-                record.add_correlation_id(snapshot.correlation_id.as_deref());
-                if let Some(queue) = snapshot.reached_queue() {
-                    Ok(Confirmation::Confirmed { queue, after: elapsed })
-                } else if snapshot.has_ended() {
-                    Ok(Confirmation::Unconfirmed { why: Unconfirmed::Ended })
-                } else if snapshot.has_agent() || snapshot.holders().next().is_none() {
-                    Ok(Confirmation::Unconfirmed { why: Unconfirmed::Elsewhere })
-                } else {
-                    Err(Unconfirmed::StillWithFlow)
+        let found = match self.transfer.locate(record.request.conversation_id(), None).await {
+            Ok(located) => {
+                record.add_correlation_id(located.correlation_id.as_deref());
+                match (located.reached(advised), &located.state) {
+                    (Some(queue), _) => Ok(Confirmation::Confirmed { queue, after: elapsed }),
+                    (None, ControlState::Ended) => Ok(Confirmation::Unconfirmed { why: Unconfirmed::Ended }),
+                    (None, ControlState::AgentHas { .. } | ControlState::Unheld) => {
+                        Ok(Confirmation::Unconfirmed { why: Unconfirmed::Elsewhere })
+                    }
+                    (None, ControlState::BotHolds | ControlState::Queued { .. }) => Err(Unconfirmed::StillWithFlow),
                 }
             }
             Err(PortError::NotFound { .. }) => Ok(Confirmation::Unconfirmed { why: Unconfirmed::Ended }),

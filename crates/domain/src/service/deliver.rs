@@ -4,10 +4,11 @@
 use chrono::{DateTime, Utc};
 
 use crate::admission::Admission;
-use crate::attributes::AttributeSet;
+use crate::context::ContextSet;
 use crate::ids::QueueId;
 use crate::lifecycle::{HandoffKey, HandoffMode, HandoffRecord, Stage, StoredAnswer};
-use crate::ports::{Begin, ConversationSnapshot, HandoffEvent, PortError};
+use crate::platform::{AnalyticsDelivery, ContextDelivery};
+use crate::ports::{Begin, ControlState, HandoffEvent, Located, PortError, TransferResult, Untransferable};
 use crate::request::{HandoffRequest, IdempotencyKey};
 
 use super::types::*;
@@ -42,6 +43,8 @@ impl HandoffService {
         mode: HandoffMode,
     ) -> Step<Started> {
         self.settings.routing.choose(request)?;
+        // A context the platform cannot keep is refused before anything is recorded or called.
+        ContextSet::check_request(request, &self.transfer.rules().context)?;
         let key = HandoffKey::new(request.conversation_id(), idempotency_key);
         let s = &self.settings;
         let begin = match self.ledger.begin(&key, request, started, s.lease, s.reuse_after, mode).await {
@@ -98,26 +101,26 @@ impl HandoffService {
             }
         }
 
-        let snapshot = match self.transfer.locate(record.request.conversation_id()).await {
-            Ok(s) => s,
+        let hint = record.request.participant();
+        let located = match self.transfer.locate(record.request.conversation_id(), hint).await {
+            Ok(l) => l,
             Err(e) if record.stage == Stage::TransferPending => return Err(self.read_back_failed(record, e).await),
             Err(e) => return Err(self.stop(record, e, "conversation lookup").await),
         };
-        record.add_correlation_id(snapshot.correlation_id.as_deref());
+        record.add_correlation_id(located.correlation_id.as_deref());
 
         if record.stage == Stage::TransferPending {
             // A transfer may have happened: read back before anything else.
             let queue = record.queue.unwrap_or(primary);
-            if snapshot.is_in_queue(queue) {
-                return self.transferred(record, queue, "read back: the conversation is in the queue", &snapshot).await;
+            if located.is_handed_to(queue) {
+                return self.transferred(record, queue, "read back: the conversation is in the queue", &located).await;
             }
-            if !snapshot.has_ended() {
+            if located.state != ControlState::Ended {
                 self.move_to(record, Stage::ContextWritten, "read back: the transfer did not apply")?;
             }
         }
 
-        let customer = self.check_conversation(record, &snapshot, background).await?;
-        let early_holder = self.early_holder(record, &snapshot, background).await?;
+        self.refuse_early(record, &located, background).await?;
 
         let queue = match (record.stage, admitted) {
             (_, Some(q)) => q,
@@ -127,30 +130,45 @@ impl HandoffService {
                 None => return self.defer(record, primary).await,
             },
         };
-        if snapshot.is_in_queue(queue) {
-            return self.transferred(record, queue, "the conversation was already in the queue", &snapshot).await;
+        if located.is_handed_to(queue) {
+            return self.transferred(record, queue, "the conversation was already in the queue", &located).await;
         }
 
-        let holder = match early_holder.map_or_else(|| self.select_holder(record, &snapshot), Ok) {
-            Ok(h) => h,
-            Err(message) => return Err(self.untransferable(record, message, background).await),
+        let handle = match &located.handle {
+            Ok(h) => *h,
+            Err(Untransferable(message)) => {
+                return Err(self.untransferable(record, message.clone(), background).await);
+            }
+        };
+        let rules = self.transfer.rules();
+        let anchor = match (rules.context_delivery, located.context_anchor) {
+            (ContextDelivery::Separate, Some(anchor)) => Some(anchor),
+            (ContextDelivery::Separate, None) => {
+                let message = "the platform located no place for the context".to_owned();
+                return Err(self.untransferable(record, message, background).await);
+            }
+            (ContextDelivery::WithTransfer, _) => None,
         };
 
-        let attributes = self.attributes(record).await?;
-        // A record in `ContextWritten` already wrote the context onto this customer: only the
-        // transfer is left.
-        let context_needed = !(record.stage == Stage::ContextWritten && record.customer == Some(customer));
+        let context = self.context(record).await?;
+        // A record in `ContextWritten` already wrote the context at this anchor: only the
+        // transfer is left. A platform that takes the context with the transfer writes nothing here.
+        let context_needed = anchor.is_some()
+            && !(record.stage == Stage::ContextWritten
+                && record.context_anchor.is_some()
+                && record.context_anchor == anchor);
         let mut pending = record.clone();
         pending.queue = Some(queue);
-        pending.holder = Some(holder);
-        // `customer` names whom the context was written onto: until the write succeeds, the
+        pending.handle = Some(handle);
+        // `context_anchor` names where the context was written: until the write succeeds, the
         // stored record keeps the previous value, so recovery never takes the context as written.
         if !context_needed {
-            pending.customer = Some(customer);
+            pending.context_anchor = anchor;
         }
         let note = match context_needed {
             true => format!("writing the context, then transferring to queue {queue}"),
-            false => format!("context written; transferring to queue {queue}"),
+            false if anchor.is_some() => format!("context written; transferring to queue {queue}"),
+            false => format!("transferring to queue {queue} with the context"),
         };
         self.move_to(&mut pending, Stage::TransferPending, &note)?;
         // The context write and the `TransferPending` save do not depend on each other, so they
@@ -159,37 +177,45 @@ impl HandoffService {
         // is never transferred from here. If the context write fails, the record is stored back in
         // its earlier stage (`stop`, same fence). If that store is lost (a crash, or the ledger
         // failing), the stored `TransferPending` makes recovery read the conversation back first;
-        // it then finds no customer with the context and writes it before transferring.
+        // it then finds no anchor with the context and writes it before transferring.
         let write_context = async {
-            match context_needed {
-                true => {
-                    self.transfer.write_context(record.request.conversation_id(), customer, &attributes).await.map(Some)
+            match (context_needed, anchor) {
+                (true, Some(anchor)) => {
+                    self.transfer.write_context(record.request.conversation_id(), anchor, &context).await.map(Some)
                 }
-                false => Ok(None),
+                _ => Ok(None),
             }
         };
-        let (context, saved) = futures::join!(write_context, self.ledger.save(&pending, self.hold(), &[]));
-        let receipt = match context {
+        let (written, saved) = futures::join!(write_context, self.ledger.save(&pending, self.hold(), &[]));
+        let receipt = match written {
             Ok(receipt) => receipt,
-            Err(e) => return Err(self.stop(record, e, "writing participant data").await),
+            Err(e) => return Err(self.stop(record, e, "writing the context").await),
         };
         if let Err(e) = saved {
             return Err(self.ledger_unavailable(Some(record.id), &e));
         }
         *record = pending;
-        record.customer = Some(customer);
+        record.context_anchor = anchor;
         if let Some(receipt) = receipt {
             record.add_correlation_id(receipt.correlation_id.as_deref());
         }
 
-        match self.transfer.transfer(record.request.conversation_id(), holder, queue).await {
-            Ok(receipt) => {
+        let with_transfer = match rules.context_delivery {
+            ContextDelivery::WithTransfer => Some(&context),
+            ContextDelivery::Separate => None,
+        };
+        match self.transfer.transfer(record.request.conversation_id(), handle, queue, with_transfer).await {
+            Ok(TransferResult::Done(receipt)) => {
                 record.add_correlation_id(receipt.correlation_id.as_deref());
-                self.transferred(record, queue, "transferred", &snapshot).await
+                self.transferred(record, queue, "transferred", &located).await
             }
-            Err(PortError::Indeterminate { detail, correlation_id }) => {
-                record.add_correlation_id(correlation_id.as_deref());
-                self.read_back_after_unknown(record, queue, &detail).await
+            Ok(TransferResult::Accepted(receipt)) => {
+                record.add_correlation_id(receipt.correlation_id.as_deref());
+                Err(self.accepted(record, queue).await)
+            }
+            Err(PortError::Indeterminate { detail }) => {
+                record.add_correlation_id(detail.correlation_id.as_deref());
+                self.read_back_after_unknown(record, queue, &detail.message).await
             }
             Err(e @ (PortError::Transient { .. } | PortError::RateLimited { .. })) => {
                 // The adapter guarantees the transfer did not happen.
@@ -197,12 +223,54 @@ impl HandoffService {
                 Err(self.stop(record, e, "transfer").await)
             }
             // The holder let go or the conversation ended meanwhile: nobody to hand off for.
-            Err(PortError::InvalidState { detail, correlation_id }) if background => {
-                record.add_correlation_id(correlation_id.as_deref());
-                Err(self.abandon(record, detail).await)
+            Err(PortError::InvalidState { reason, detail }) if background => {
+                record.add_correlation_id(detail.correlation_id.as_deref());
+                Err(self.abandon(record, reason).await)
             }
             Err(e) => Err(self.fail(record, e).await),
         }
+    }
+
+    /// The platform took the transfer but confirms it later (`TransferResult::Accepted`): the
+    /// record stays `TransferPending`, leased until the platform's confirmation window ends, and
+    /// the answer is a 503 whose `Retry-After` is that window. Whoever takes the record up next
+    /// (the bot's retry, or the worker once the lease lapses) reads it back before anything else,
+    /// so the transfer is never repeated before the platform had its time to show it.
+    pub(super) async fn accepted(&self, record: &mut HandoffRecord, queue: QueueId) -> HandoffError {
+        let window = self.transfer.rules().confirm_within.unwrap_or(self.settings.unavailable_retry_after);
+        let now = self.clock.now();
+        record.queue = Some(queue);
+        record.stalled(now, format!("transfer to queue {queue} accepted; waiting for the platform to confirm it"));
+        let hold = Some(crate::lifecycle::later(now, window));
+        if let Err(e) = self.ledger.save(record, hold, &[]).await {
+            return self.ledger_unavailable(Some(record.id), &e);
+        }
+        HandoffError::Unavailable {
+            handoff_id: Some(record.id),
+            retry_after: window.max(std::time::Duration::from_secs(1)),
+        }
+    }
+
+    /// Refuses a conversation that cannot be handed off as soon as it is located, so it is
+    /// refused now instead of being deferred (202) and failed by the worker later. A conversation
+    /// already waiting at an allowed target skips this (there may be nothing to hand off from; the
+    /// caller decides once the queue is chosen).
+    pub(super) async fn refuse_early(
+        &self,
+        record: &mut HandoffRecord,
+        located: &Located,
+        background: bool,
+    ) -> Step<()> {
+        let routing = &self.settings.routing;
+        let message = match (&located.state, &located.handle) {
+            (ControlState::Ended, _) => "the conversation has ended".to_owned(),
+            (ControlState::Queued { .. }, _) if located.is_handed_to_any(|q| routing.is_allowed(q)) => return Ok(()),
+            (_, Err(Untransferable(message))) => message.clone(),
+            (ControlState::AgentHas { .. }, Ok(_)) => "an agent already handles the conversation".to_owned(),
+            (ControlState::Unheld, Ok(_)) => "no participant holds the conversation".to_owned(),
+            (ControlState::BotHolds | ControlState::Queued { .. }, Ok(_)) => return Ok(()),
+        };
+        Err(self.untransferable(record, message, background).await)
     }
 
     /// The queue the request routes to; a request whose queue left the configuration is
@@ -218,80 +286,13 @@ impl HandoffService {
         }
     }
 
-    /// The participant data for the agent; a request whose context cannot fit Genesys' limits
-    /// fails the record as not transferable.
-    pub(super) async fn attributes(&self, record: &mut HandoffRecord) -> Step<AttributeSet> {
-        match AttributeSet::for_handoff(&record.request, record.id, self.clock.now()) {
+    /// The context for the agent; a request whose context cannot fit the platform's limits
+    /// fails the record as not transferable (a backstop: deliveries are checked before `begin`).
+    pub(super) async fn context(&self, record: &mut HandoffRecord) -> Step<ContextSet> {
+        let limits = &self.transfer.rules().context;
+        match ContextSet::for_handoff(&record.request, record.id, self.clock.now(), limits) {
             Ok(attributes) => Ok(attributes),
             Err(e) => Err(self.not_transferable(record, e.to_string()).await),
-        }
-    }
-
-    /// The customer participant of a conversation that can still be handed off: not ended, and
-    /// the guest still in it (a guest who left gets no agent, so nothing is transferred).
-    pub(super) async fn check_conversation(
-        &self,
-        record: &mut HandoffRecord,
-        snapshot: &ConversationSnapshot,
-        background: bool,
-    ) -> Step<crate::ids::ParticipantId> {
-        let problem = match snapshot.customer() {
-            _ if snapshot.has_ended() => "the conversation has ended",
-            None => "the conversation has no customer participant",
-            Some(c) if !c.active => "the guest has left the conversation",
-            Some(c) => return Ok(c.id),
-        };
-        Err(self.untransferable(record, problem.to_owned(), background).await)
-    }
-
-    /// The holder, checked as soon as the conversation is located, so an untransferable
-    /// conversation is refused now instead of being deferred (202) and failed by the worker later.
-    /// `None` when the conversation already sits in an allowed queue (there may be nothing to
-    /// replace; the caller decides once the queue is chosen).
-    pub(super) async fn early_holder(
-        &self,
-        record: &mut HandoffRecord,
-        snapshot: &ConversationSnapshot,
-        background: bool,
-    ) -> Step<Option<crate::ids::ParticipantId>> {
-        let routing = &self.settings.routing;
-        if snapshot.queues().any(|q| routing.is_allowed(q)) {
-            return Ok(None);
-        }
-        match self.select_holder(record, snapshot) {
-            Ok(holder) => Ok(Some(holder)),
-            Err(message) => Err(self.untransferable(record, message, background).await),
-        }
-    }
-
-    /// The participant to replace: the payload's `participantId` if it holds the conversation,
-    /// else the first active non-customer participant. Never the customer.
-    pub(super) fn select_holder(
-        &self,
-        record: &HandoffRecord,
-        snapshot: &ConversationSnapshot,
-    ) -> Result<crate::ids::ParticipantId, String> {
-        match record.request.participant() {
-            Some(wanted) => {
-                if snapshot.customer().is_some_and(|c| c.id == wanted) {
-                    return Err("participantId is the customer; the customer is never replaced".to_owned());
-                }
-                if snapshot.participants.iter().any(|p| p.id == wanted && p.is_agent) {
-                    return Err(format!("participant {wanted} is an agent; agents are never replaced"));
-                }
-                snapshot
-                    .holders()
-                    .find(|p| p.id == wanted)
-                    .map(|p| p.id)
-                    .ok_or_else(|| format!("participant {wanted} does not hold the conversation"))
-            }
-            None => snapshot.holders().next().map(|p| p.id).ok_or_else(|| {
-                if snapshot.has_agent() {
-                    "an agent already handles the conversation".to_owned()
-                } else {
-                    "no participant holds the conversation".to_owned()
-                }
-            }),
         }
     }
 
@@ -340,15 +341,16 @@ impl HandoffService {
         Ok(None)
     }
 
-    /// The transfer happened. `snapshot` is the latest lookup of the conversation: the external
-    /// tag is queued (through the outbox) unless it is switched off or the lookup shows a tag
+    /// The transfer happened. `located` is the latest lookup of the conversation: the analytics
+    /// event is queued (through the outbox) for platforms that take analytics separately, unless
+    /// the tag is switched off or the lookup shows a tag
     /// someone else set, which ours would replace.
     pub(super) async fn transferred(
         &self,
         record: &mut HandoffRecord,
         queue: QueueId,
         note: &str,
-        snapshot: &ConversationSnapshot,
+        located: &Located,
     ) -> Step<HandoffOutcome> {
         let now = self.clock.now();
         record.queue = Some(queue);
@@ -356,8 +358,9 @@ impl HandoffService {
         record.last_error = None;
         self.move_to(record, Stage::Transferred, note)?;
         record.answer = Some(StoredAnswer::Transferred { queue });
-        let tag = self.settings.external_tag && !snapshot.has_foreign_tag();
-        if self.settings.external_tag && !tag {
+        let separate = self.transfer.rules().analytics == AnalyticsDelivery::Separate;
+        let tag = separate && self.settings.external_tag && !located.foreign_tag;
+        if separate && self.settings.external_tag && !tag {
             self.note(record, "external tag not written: the conversation carries a tag someone else set");
         }
         let event = HandoffEvent {

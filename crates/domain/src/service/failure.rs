@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::ids::{HandoffId, QueueId};
 use crate::lifecycle::{HandoffRecord, Stage, StoredAnswer};
-use crate::ports::{LedgerError, OutcomeReport, PortError};
+use crate::ports::{LedgerError, Missing, OutcomeReport, PortError, Refusal, UpstreamDetail};
 use crate::request::HandoffRequest;
 
 use super::types::*;
@@ -22,15 +22,15 @@ impl HandoffService {
         queue: QueueId,
         detail: &str,
     ) -> Step<HandoffOutcome> {
-        match self.transfer.locate(record.request.conversation_id()).await {
-            Ok(snapshot) if snapshot.is_in_queue(queue) => {
-                record.add_correlation_id(snapshot.correlation_id.as_deref());
-                self.transferred(record, queue, "transfer outcome unknown; read back: in the queue", &snapshot).await
+        match self.transfer.locate(record.request.conversation_id(), record.request.participant()).await {
+            Ok(located) if located.is_handed_to(queue) => {
+                record.add_correlation_id(located.correlation_id.as_deref());
+                self.transferred(record, queue, "transfer outcome unknown; read back: in the queue", &located).await
             }
-            Ok(snapshot) => {
-                record.add_correlation_id(snapshot.correlation_id.as_deref());
+            Ok(located) => {
+                record.add_correlation_id(located.correlation_id.as_deref());
                 self.move_to(record, Stage::ContextWritten, "transfer outcome unknown; read back: not applied")?;
-                let error = PortError::Transient { detail: detail.to_owned(), correlation_id: None };
+                let error = PortError::Transient { detail: UpstreamDetail::new(detail) };
                 Err(self.stop(record, error, "transfer").await)
             }
             Err(e) => Err(self.read_back_failed(record, e).await),
@@ -44,7 +44,7 @@ impl HandoffService {
     pub(super) async fn read_back_failed(&self, record: &mut HandoffRecord, error: PortError) -> HandoffError {
         let error = match error {
             e if e.is_retryable() => e,
-            e => PortError::Transient { detail: e.to_string(), correlation_id: e.correlation_id().map(str::to_owned) },
+            e => PortError::transient(e.to_string(), e.correlation_id().map(str::to_owned)),
         };
         self.stop(record, error, "reading the conversation back").await
     }
@@ -77,18 +77,18 @@ impl HandoffService {
     pub(super) async fn fail(&self, record: &mut HandoffRecord, error: PortError) -> HandoffError {
         let id = Some(record.id);
         let err = match error {
-            PortError::NotFound { what, correlation_id } if what == "conversation" => {
-                HandoffError::ConversationNotFound { handoff_id: id, correlation_id }
+            PortError::NotFound { what: Missing::Conversation, detail, .. } => {
+                HandoffError::ConversationNotFound { handoff_id: id, correlation_id: detail.correlation_id }
             }
-            PortError::NotFound { what, correlation_id } => HandoffError::UpstreamRejected {
+            // Something the handoff needs other than the conversation: the platform's refusal.
+            PortError::NotFound { what, refusal, detail } => HandoffError::UpstreamRejected {
                 handoff_id: id,
-                status: 404,
-                code: format!("{what}.not.found"),
-                correlation_id,
+                refusal: refusal.unwrap_or_else(|| Refusal::new(404, format!("{what}.not.found"))),
+                correlation_id: detail.correlation_id,
             },
-            PortError::InvalidState { detail, .. } => HandoffError::NotTransferable { handoff_id: id, message: detail },
-            PortError::Rejected { status, code, correlation_id } => {
-                HandoffError::UpstreamRejected { handoff_id: id, status, code, correlation_id }
+            PortError::InvalidState { reason, .. } => HandoffError::NotTransferable { handoff_id: id, message: reason },
+            PortError::Rejected { refusal, detail } => {
+                HandoffError::UpstreamRejected { handoff_id: id, refusal, correlation_id: detail.correlation_id }
             }
             // Retryable classes are handled by `stop`; treat a stray one as unavailable.
             other => return HandoffError::Unavailable { handoff_id: id, retry_after: self.retry_after(&other) },
@@ -97,7 +97,7 @@ impl HandoffService {
         err
     }
 
-    /// `Retry-After` for a retryable failure: Genesys' own wait (at least 1 s) when it gave one.
+    /// `Retry-After` for a retryable failure: the platform's own wait (at least 1 s) when it gave one.
     pub(super) fn retry_after(&self, error: &PortError) -> Duration {
         match error {
             PortError::RateLimited { retry_after: Some(d), .. } => (*d).max(Duration::from_secs(1)),
@@ -137,7 +137,9 @@ impl HandoffService {
             HandoffError::ConversationNotFound { .. } => (404, "conversation_not_found".to_owned()),
             HandoffError::NotTransferable { .. } => (422, "conversation_not_transferable".to_owned()),
             HandoffError::Invalid(_) => (400, "invalid_payload".to_owned()),
-            HandoffError::UpstreamRejected { status, code, .. } => (502, format!("upstream_rejected:{status}:{code}")),
+            HandoffError::UpstreamRejected { refusal, .. } => {
+                (502, format!("upstream_rejected:{}:{}", refusal.status, refusal.code))
+            }
             HandoffError::Abandoned { .. } => (422, "handoff_abandoned".to_owned()),
             _ => (503, "upstream_unavailable".to_owned()),
         };

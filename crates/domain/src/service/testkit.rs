@@ -5,15 +5,18 @@ use std::sync::Mutex;
 
 use crate::admission::AdmissionPolicy;
 use crate::admission::CapacitySnapshot;
-use crate::attributes::AttributeSet;
+use crate::context::ContextSet;
 use crate::ids::ParticipantId;
 use crate::ids::{ConversationId, HandoffId, QueueId};
 use crate::lifecycle::{HandoffKey, HandoffMode, HandoffRecord, Stage};
 use crate::memory::InMemoryLedger;
-use crate::ports::{ConversationSnapshot, HandoffEvent, LedgerError, LedgerPort, PortError};
+use crate::platform::{AnalyticsDelivery, ContextDelivery, ContextLimits, PlatformRules};
+use crate::ports::Missing;
 use crate::ports::{
-    MockAnalyticsPort, MockClock, MockOutcomeObserver, MockQueuePort, MockTransferPort, ParticipantView, Receipt,
+    ContextAnchor, ControlState, HandedTo, Handle, HandoffEvent, LedgerError, LedgerPort, Located, PortError,
+    TransferResult, Untransferable,
 };
+use crate::ports::{MockAnalyticsPort, MockClock, MockOutcomeObserver, MockQueuePort, MockTransferPort, Receipt};
 use crate::request::HandoffRequest;
 use crate::routing::RoutingPolicy;
 use crate::service::types::*;
@@ -49,13 +52,13 @@ pub(crate) fn qid(raw: &str) -> QueueId {
 
 /// The tutorial's sample request (reason `complex_billing_dispute`: not routed, so the default queue).
 pub(crate) fn request() -> HandoffRequest {
-    HandoffRequest::from_json(&sample_payload()).expect("valid")
+    HandoffRequest::from_json(&sample_payload(), &crate::ids::OpaqueIds).expect("valid")
 }
 
 pub(crate) fn request_with(field: &str, value: serde_json::Value) -> HandoffRequest {
     let mut payload = sample_payload();
     payload[field] = value;
-    HandoffRequest::from_json(&payload).expect("valid")
+    HandoffRequest::from_json(&payload, &crate::ids::OpaqueIds).expect("valid")
 }
 
 pub(crate) fn routing() -> RoutingPolicy {
@@ -67,6 +70,128 @@ pub(crate) fn routing() -> RoutingPolicy {
 }
 
 // ---- upstream fixtures ----------------------------------------------------------------
+
+/// A participant of the fake platform the tests locate conversations on (participants that hold
+/// the conversation, a guest, agents, queues), as far as a handoff cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ParticipantView {
+    pub(crate) id: ParticipantId,
+    pub(crate) is_customer: bool,
+    pub(crate) is_agent: bool,
+    pub(crate) active: bool,
+    pub(crate) queue: Option<QueueId>,
+}
+
+/// A conversation of the fake platform; the mocked `locate` turns it into a [`Located`] with
+/// [`located`], choosing the handle the way a participant-based adapter does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConversationSnapshot {
+    pub(crate) id: ConversationId,
+    pub(crate) participants: Vec<ParticipantView>,
+    pub(crate) transferred_to: Vec<QueueId>,
+    pub(crate) correlation_id: Option<String>,
+    pub(crate) external_tag: Option<String>,
+}
+
+impl ConversationSnapshot {
+    pub(crate) fn customer(&self) -> Option<&ParticipantView> {
+        self.participants.iter().find(|p| p.is_customer)
+    }
+    pub(crate) fn holders(&self) -> impl Iterator<Item = &ParticipantView> {
+        self.participants.iter().filter(|p| p.active && !p.is_customer && !p.is_agent)
+    }
+    pub(crate) fn has_agent(&self) -> bool {
+        self.participants.iter().any(|p| p.active && p.is_agent)
+    }
+    pub(crate) fn has_ended(&self) -> bool {
+        !self.participants.iter().any(|p| p.active)
+    }
+    pub(crate) fn queues(&self) -> impl Iterator<Item = QueueId> + '_ {
+        self.participants
+            .iter()
+            .filter(|p| p.active && !p.is_customer)
+            .filter_map(|p| p.queue)
+            .chain(self.transferred_to.iter().copied())
+    }
+    fn handle(&self, hint: Option<ParticipantId>) -> Result<ParticipantId, String> {
+        match self.customer() {
+            None => return Err("the conversation has no customer participant".to_owned()),
+            Some(c) if !c.active => return Err("the guest has left the conversation".to_owned()),
+            Some(_) => {}
+        }
+        match hint {
+            Some(wanted) => {
+                if self.customer().is_some_and(|c| c.id == wanted) {
+                    return Err("participantId is the customer; the customer is never replaced".to_owned());
+                }
+                if self.participants.iter().any(|p| p.id == wanted && p.is_agent) {
+                    return Err(format!("participant {wanted} is an agent; agents are never replaced"));
+                }
+                self.holders()
+                    .find(|p| p.id == wanted)
+                    .map(|p| p.id)
+                    .ok_or_else(|| format!("participant {wanted} does not hold the conversation"))
+            }
+            None => self.holders().next().map(|p| p.id).ok_or_else(|| {
+                if self.has_agent() {
+                    "an agent already handles the conversation".to_owned()
+                } else {
+                    "no participant holds the conversation".to_owned()
+                }
+            }),
+        }
+    }
+}
+
+/// What a participant-based adapter reports for `snapshot` (with the webhook's hint).
+pub(crate) fn located(snapshot: &ConversationSnapshot, hint: Option<ParticipantId>) -> Located {
+    let queued = snapshot.participants.iter().find(|p| p.active && !p.is_customer && p.queue.is_some());
+    let state = if snapshot.has_ended() {
+        ControlState::Ended
+    } else if snapshot.has_agent() && snapshot.holders().next().is_none() {
+        let via = snapshot.participants.iter().filter(|p| !p.is_customer).find_map(|p| p.queue);
+        ControlState::AgentHas { via }
+    } else if let Some(q) = queued {
+        ControlState::Queued { target: q.queue }
+    } else if snapshot.holders().next().is_some() {
+        ControlState::BotHolds
+    } else {
+        ControlState::Unheld
+    };
+    let foreign_tag = snapshot
+        .external_tag
+        .as_deref()
+        .is_some_and(|t| !t.trim().is_empty() && !t.starts_with(crate::ports::EXTERNAL_TAG_PREFIX));
+    Located {
+        state,
+        handed_to: HandedTo::Targets(snapshot.queues().collect()),
+        handle: snapshot.handle(hint).map(|p| handle(&p)).map_err(Untransferable),
+        context_anchor: snapshot.customer().map(|c| anchor(&c.id)),
+        correlation_id: snapshot.correlation_id.clone(),
+        foreign_tag,
+    }
+}
+
+pub(crate) fn handle(p: &ParticipantId) -> Handle {
+    Handle::new(*p.as_opaque())
+}
+
+pub(crate) fn anchor(p: &ParticipantId) -> ContextAnchor {
+    ContextAnchor::new(*p.as_opaque())
+}
+
+/// Fifty keys of at most 256 characters each, context written before the transfer, analytics
+/// through the outbox, transfers done at once.
+pub(crate) fn rules() -> PlatformRules {
+    PlatformRules {
+        name: "test",
+        ids: Arc::new(crate::ids::OpaqueIds),
+        context: ContextLimits { max_keys: Some(50), max_value_chars: Some(256), ..ContextLimits::NONE },
+        context_delivery: ContextDelivery::Separate,
+        analytics: AnalyticsDelivery::Separate,
+        confirm_within: None,
+    }
+}
 
 pub(crate) fn participant(id: &str, is_customer: bool, active: bool, queue: Option<QueueId>) -> ParticipantView {
     ParticipantView { id: pid(id), is_customer, is_agent: false, active, queue }
@@ -108,7 +233,7 @@ pub(crate) fn capacity(queue: &str, idle: u32) -> CapacitySnapshot {
 }
 
 pub(crate) fn transient() -> PortError {
-    PortError::Transient { detail: "timeout".to_owned(), correlation_id: Some("corr-transient".to_owned()) }
+    PortError::transient("timeout", Some("corr-transient".to_owned()))
 }
 
 pub(crate) fn receipt(corr: &str) -> Receipt {
@@ -141,9 +266,9 @@ impl Ports {
     pub(crate) fn locate(&mut self, times: usize, result: Result<ConversationSnapshot, PortError>) -> &mut Self {
         self.transfer
             .expect_locate()
-            .withf(|c| *c == conversation_id())
+            .withf(|c, _| *c == conversation_id())
             .times(times)
-            .returning(move |_| result.clone());
+            .returning(move |_, hint| result.clone().map(|s| located(&s, hint)));
         self
     }
 
@@ -163,12 +288,12 @@ impl Ports {
         &mut self,
         times: usize,
         result: Result<Receipt, PortError>,
-    ) -> Arc<Mutex<Vec<AttributeSet>>> {
+    ) -> Arc<Mutex<Vec<ContextSet>>> {
         let written = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&written);
         self.transfer
             .expect_write_context()
-            .withf(|c, customer, _| *c == conversation_id() && *customer == pid(CUSTOMER))
+            .withf(|c, customer, _| *c == conversation_id() && *customer == anchor(&pid(CUSTOMER)))
             .times(times)
             .returning(move |_, _, attributes| {
                 sink.lock().expect("not poisoned").push(attributes.clone());
@@ -184,12 +309,12 @@ impl Ports {
         times: usize,
         result: Result<Receipt, PortError>,
     ) -> &mut Self {
-        let (holder, queue) = (pid(holder), qid(queue));
+        let (holder, queue) = (handle(&pid(holder)), qid(queue));
         self.transfer
             .expect_transfer()
-            .withf(move |c, h, q| *c == conversation_id() && *h == holder && *q == queue)
+            .withf(move |c, h, q, context| *c == conversation_id() && *h == holder && *q == queue && context.is_none())
             .times(times)
-            .returning(move |_, _, _| result.clone());
+            .returning(move |_, _, _, _| result.clone().map(TransferResult::Done));
         self
     }
 
@@ -230,6 +355,8 @@ pub(crate) struct Harness {
     pub(crate) ledger: Arc<InMemoryLedger>,
     pub(crate) now: Arc<Mutex<DateTime<Utc>>>,
     pub(crate) settings: ServiceSettings,
+    /// What the mocked transfer port declares.
+    pub(crate) rules: PlatformRules,
 }
 
 impl Harness {
@@ -241,7 +368,7 @@ impl Harness {
         let mut settings = ServiceSettings::new(routing());
         tune(&mut settings);
         let start = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(1_750_000_000);
-        Self { ledger: Arc::new(InMemoryLedger::new()), now: Arc::new(Mutex::new(start)), settings }
+        Self { ledger: Arc::new(InMemoryLedger::new()), now: Arc::new(Mutex::new(start)), settings, rules: rules() }
     }
 
     pub(crate) fn clock(&self) -> MockClock {
@@ -251,7 +378,8 @@ impl Harness {
         clock
     }
 
-    pub(crate) fn service(&self, ports: Ports) -> HandoffService {
+    pub(crate) fn service(&self, mut ports: Ports) -> HandoffService {
+        ports.transfer.expect_rules().return_const(self.rules.clone());
         HandoffService::new(
             Arc::new(ports.queue),
             Arc::new(ports.transfer),
@@ -435,12 +563,7 @@ pub(crate) fn lose_a_transfer_response(
         .locate(1, Ok(live()))
         .locate(1, Err(read_back))
         .capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1)))
-        .transfer(
-            BOT,
-            DEFAULT_QUEUE,
-            1,
-            Err(PortError::Indeterminate { detail: "response timed out".to_owned(), correlation_id: None }),
-        );
+        .transfer(BOT, DEFAULT_QUEUE, 1, Err(PortError::indeterminate("response timed out", None)));
     ports.write_context(1, Ok(Receipt::default()));
     harness.deliver(ports, request())
 }
@@ -466,17 +589,13 @@ pub(crate) enum Fault {
 }
 
 impl Fault {
-    pub(crate) fn error(self, what: &str) -> PortError {
+    pub(crate) fn error(self, what: Missing) -> PortError {
         match self {
             Fault::Transient => transient(),
-            Fault::RateLimited => {
-                PortError::RateLimited { retry_after: Some(Duration::from_secs(3)), correlation_id: None }
-            }
-            Fault::Rejected => {
-                PortError::Rejected { status: 400, code: "bad.request".to_owned(), correlation_id: None }
-            }
-            Fault::NotFound => PortError::NotFound { what: what.to_owned(), correlation_id: None },
-            Fault::InvalidState => PortError::InvalidState { detail: "not connected".to_owned(), correlation_id: None },
+            Fault::RateLimited => PortError::rate_limited(Some(Duration::from_secs(3)), None),
+            Fault::Rejected => PortError::rejected(400, "bad.request", None),
+            Fault::NotFound => PortError::not_found(what, None),
+            Fault::InvalidState => PortError::invalid_state("not connected", None),
         }
     }
 }
@@ -546,7 +665,7 @@ impl World {
     pub(crate) fn locate(&mut self) -> Result<ConversationSnapshot, PortError> {
         self.calls.push(Call::Locate);
         match pop(&mut self.script.locate).flatten() {
-            Some(fault) => Err(fault.error("conversation")),
+            Some(fault) => Err(fault.error(Missing::Conversation)),
             None => Ok(self.conversation()),
         }
     }
@@ -556,26 +675,26 @@ impl World {
         let result = step.map(|(idle, waiting)| CapacitySnapshot::idle_for_tests(queue, idle, waiting));
         let admitted = matches!(&result, Ok(s) if self.admission.judge(s).admits());
         self.calls.push(Call::Capacity { queue, admitted });
-        result.map_err(|fault| fault.error("queue"))
+        result.map_err(|fault| fault.error(Missing::Queue))
     }
 
     pub(crate) fn write(&mut self, customer: ParticipantId) -> Result<Receipt, PortError> {
         self.calls.push(Call::Write { customer });
         match pop(&mut self.script.write).flatten() {
-            Some(fault) => Err(fault.error("participant")),
+            Some(fault) => Err(fault.error(Missing::Participant)),
             None => Ok(Receipt::default()),
         }
     }
 
     pub(crate) fn transfer(&mut self, holder: ParticipantId, queue: QueueId) -> Result<Receipt, PortError> {
         self.calls.push(Call::Transfer { holder, queue, already_in: self.in_queue });
-        let unknown = || PortError::Indeterminate { detail: "timed out".to_owned(), correlation_id: None };
+        let unknown = || PortError::indeterminate("timed out", None);
         match pop(&mut self.script.transfer).unwrap_or(TransferStep::Applied) {
             TransferStep::Applied => {
                 self.in_queue = Some(queue);
                 Ok(Receipt::default())
             }
-            TransferStep::Refused(fault) => Err(fault.error("participant")),
+            TransferStep::Refused(fault) => Err(fault.error(Missing::Participant)),
             TransferStep::UnknownButApplied => {
                 self.in_queue = Some(queue);
                 Err(unknown())
@@ -589,11 +708,17 @@ impl World {
 pub(crate) fn world_ports(world: &Arc<Mutex<World>>) -> Ports {
     let mut p = Ports::default();
     let w = Arc::clone(world);
-    p.transfer.expect_locate().returning(move |_| w.lock().expect("not poisoned").locate());
+    p.transfer
+        .expect_locate()
+        .returning(move |_, hint| w.lock().expect("not poisoned").locate().map(|s| located(&s, hint)));
     let w = Arc::clone(world);
-    p.transfer.expect_write_context().returning(move |_, c, _| w.lock().expect("not poisoned").write(c));
+    p.transfer
+        .expect_write_context()
+        .returning(move |_, c, _| w.lock().expect("not poisoned").write(ParticipantId::from_opaque(*c.id())));
     let w = Arc::clone(world);
-    p.transfer.expect_transfer().returning(move |_, h, q| w.lock().expect("not poisoned").transfer(h, q));
+    p.transfer.expect_transfer().returning(move |_, h, q, _| {
+        w.lock().expect("not poisoned").transfer(ParticipantId::from_opaque(*h.id()), q).map(TransferResult::Done)
+    });
     let w = Arc::clone(world);
     p.queue.expect_capacity().returning(move |q, _| w.lock().expect("not poisoned").capacity(q));
     p.analytics.expect_record().never();
@@ -671,7 +796,7 @@ prop_compose! {
         payload["conversationId"] = json!(CONVERSATION);
         if let Some(p) = participant { payload["participantId"] = json!(p); }
         if let Some(q) = ask { payload["queueId"] = json!(q); }
-        let request = HandoffRequest::from_json(&payload).expect("still valid");
+        let request = HandoffRequest::from_json(&payload, &crate::ids::OpaqueIds).expect("still valid");
         let routes = if route_reason {
             [(request.reason().as_str().to_owned(), qid(RESET_QUEUE))].into_iter().collect()
         } else {
@@ -692,4 +817,10 @@ pub(crate) fn transfers(calls: &[Call]) -> impl Iterator<Item = (usize, Particip
 
 pub(crate) fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// `transfer` declaring [`rules`] (for services built without [`Harness::service`]).
+pub(crate) fn with_rules(mut transfer: MockTransferPort) -> MockTransferPort {
+    transfer.expect_rules().return_const(rules());
+    transfer
 }

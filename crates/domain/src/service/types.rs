@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::admission::AdmissionPolicy;
 use crate::ids::{ConversationId, HandoffId, QueueId};
 use crate::lifecycle::{AdviceDecision, HandoffRecord, StoredAnswer};
+use crate::ports::Refusal;
 use crate::request::ValidationErrors;
 use crate::routing::RoutingPolicy;
 
@@ -13,7 +14,7 @@ use super::Step;
 /// What a handoff delivery achieved (the 2xx answers of CONTRACT §4.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HandoffOutcome {
-    /// 200: Genesys accepted the transfer.
+    /// 200: the platform accepted the transfer.
     Transferred {
         /// Our record.
         handoff_id: HandoffId,
@@ -66,12 +67,12 @@ pub enum HandoffError {
     /// 400: the request is invalid (here: a `queueId` outside the allowlist).
     #[error(transparent)]
     Invalid(#[from] ValidationErrors),
-    /// 404: Genesys does not know the conversation.
+    /// 404: the platform does not know the conversation.
     #[error("conversation not found")]
     ConversationNotFound {
         /// Our record.
         handoff_id: Option<HandoffId>,
-        /// Genesys `inin-correlation-id`.
+        /// The platform's correlation id.
         correlation_id: Option<String>,
     },
     /// 422: the conversation ended, or no participant holds it.
@@ -90,19 +91,17 @@ pub enum HandoffError {
         /// When to try again.
         retry_after: Duration,
     },
-    /// 502: Genesys refused.
-    #[error("upstream rejected the handoff: {status} {code}")]
+    /// 502: the platform refused.
+    #[error("upstream rejected the handoff: {refusal}")]
     UpstreamRejected {
         /// Our record.
         handoff_id: Option<HandoffId>,
-        /// The upstream status.
-        status: u16,
-        /// The upstream error code.
-        code: String,
-        /// Genesys `inin-correlation-id`.
+        /// The platform's status and code, as the adapter reported them.
+        refusal: Refusal,
+        /// The platform's correlation id.
         correlation_id: Option<String>,
     },
-    /// 503: Genesys (or our ledger) is unavailable or rate-limited past the budget. Safe to retry;
+    /// 503: the platform (or our ledger) is unavailable or rate-limited past the budget. Safe to retry;
     /// the retry resumes the same handoff.
     #[error("upstream unavailable")]
     Unavailable {
@@ -170,7 +169,7 @@ pub struct ServiceSettings {
     /// [`Stage::Abandoned`].
     pub resume_after: Duration,
     /// `HANDOFF_EXTERNAL_TAG`: whether a transfer writes the conversation's external tag
-    /// (`bot-handoff:{reason}`). Genesys keeps one tag per conversation, so the write replaces
+    /// (`bot-handoff:{reason}`). A platform that keeps one tag per conversation replaces
     /// any tag already there; it is skipped when the lookup shows a tag someone else set.
     pub external_tag: bool,
     /// The first confirmation read after an advice to transfer (5 s); each later one waits twice

@@ -81,7 +81,7 @@ enum SetupError {
 
 fn setup_error(e: PortError) -> SetupError {
     match e {
-        PortError::Rejected { status, code, .. } => SetupError::Refused(format!("genesys answered {status} {code}")),
+        PortError::Rejected { refusal, .. } => SetupError::Refused(format!("genesys answered {refusal}")),
         PortError::NotFound { what, .. } => SetupError::Refused(format!("{what} not found")),
         other => SetupError::Failed(other.to_string()),
     }

@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 use genesys_sim::{ConversationKind, ConversationSpec, Endpoint, SimConfig, SimHandle, SUPPORT_QUEUE};
-use handoff_domain::ports::{AnalyticsPort, HandoffEvent, PortError, QueuePort, TransferPort};
-use handoff_domain::{AttributeSet, ConversationId, HandoffId, HandoffRequest, ParticipantId, QueueId};
+use handoff_domain::ports::{
+    AnalyticsPort, ContextAnchor, Handle, HandoffEvent, Missing, PortError, QueuePort, TransferPort, TransferResult,
+};
+use handoff_domain::{ContextSet, HandoffId, HandoffRequest};
 use secrecy::SecretString;
 use serde_json::json;
 use url::Url;
 
-use crate::{GenesysClient, GenesysConfig};
+use crate::{GenesysClient, GenesysConfig, GenesysIds};
 
 async fn sim_and_client() -> (SimHandle, Arc<GenesysClient>) {
     let sim = genesys_sim::spawn(SimConfig::default()).await.unwrap();
@@ -27,25 +29,28 @@ async fn a_bot_conversation_is_located_annotated_transferred_and_tagged_into_the
     // Arrange
     let (sim, client) = sim_and_client().await;
     let ids = sim.sim().create_conversation(ConversationSpec::new(ConversationKind::Bot));
-    let conversation = ConversationId::from_uuid(ids.conversation_id);
-    let support = QueueId::from_uuid(SUPPORT_QUEUE);
-    let request = HandoffRequest::from_json(&json!({
-        "conversationId": conversation.to_string(),
-        "guestInfo": { "id": "guest-1", "name": "Jane Doe" },
-        "handoffReason": "complex_billing_dispute",
-        "customContext": { "sentiment_score": "0.32" }
-    }))
+    let conversation = GenesysIds::conversation(ids.conversation_id);
+    let support = GenesysIds::queue(SUPPORT_QUEUE);
+    let request = HandoffRequest::from_json(
+        &json!({
+            "conversationId": conversation.to_string(),
+            "guestInfo": { "id": "guest-1", "name": "Jane Doe" },
+            "handoffReason": "complex_billing_dispute",
+            "customContext": { "sentiment_score": "0.32" }
+        }),
+        &GenesysIds,
+    )
     .unwrap();
     let handoff = HandoffId::random();
-    let attributes = AttributeSet::for_handoff(&request, handoff, Utc::now()).unwrap();
+    let attributes = ContextSet::for_handoff(&request, handoff, Utc::now(), &crate::genesys_rules().context).unwrap();
 
     // Act
-    let before = client.locate(conversation).await.unwrap();
+    let before = client.conversation(conversation).await.unwrap();
     let customer = before.customer().unwrap().id;
     let holder = before.holders().next().unwrap().id;
     let capacity = client.capacity(support, true).await.unwrap();
-    client.write_context(conversation, customer, &attributes).await.unwrap();
-    client.transfer(conversation, holder, support).await.unwrap();
+    client.write_context(conversation, ContextAnchor::new(*customer.as_opaque()), &attributes).await.unwrap();
+    client.transfer(conversation, Handle::new(*holder.as_opaque()), support, None).await.map(done).unwrap();
     let event = HandoffEvent {
         handoff_id: handoff,
         conversation_id: conversation,
@@ -54,11 +59,11 @@ async fn a_bot_conversation_is_located_annotated_transferred_and_tagged_into_the
         at: Utc::now(),
     };
     client.record(&event).await.unwrap();
-    let after = client.locate(conversation).await.unwrap();
+    let after = client.conversation(conversation).await.unwrap();
 
     // Assert
-    assert_eq!(customer, ParticipantId::from_uuid(ids.customer_id));
-    assert_eq!(Some(holder.as_uuid()), ids.holder_id.as_ref());
+    assert_eq!(customer, GenesysIds::participant(ids.customer_id));
+    assert_eq!(Some(holder), ids.holder_id.map(GenesysIds::participant));
     let agents = capacity.figures.agents.unwrap();
     assert_eq!((agents.idle, agents.on_queue(), capacity.figures.waiting), (3, 5, Some(0)));
     assert_eq!(capacity.message_capacity, Some(4));
@@ -80,25 +85,26 @@ async fn revoked_tokens_unknown_conversations_and_queues_map_as_the_ports_promis
     // Arrange
     let (sim, client) = sim_and_client().await;
     let ids = sim.sim().create_conversation(ConversationSpec::new(ConversationKind::Bot));
-    let conversation = ConversationId::from_uuid(ids.conversation_id);
-    let unknown = ConversationId::from_uuid(uuid::Uuid::new_v4());
-    sim.sim().mark_unknown(*unknown.as_uuid());
-    client.locate(conversation).await.unwrap();
+    let conversation = GenesysIds::conversation(ids.conversation_id);
+    let unknown_uuid = uuid::Uuid::new_v4();
+    let unknown = GenesysIds::conversation(unknown_uuid);
+    sim.sim().mark_unknown(unknown_uuid);
+    client.conversation(conversation).await.unwrap();
     sim.sim().revoke_tokens();
 
     // Act
-    let after_revocation = client.locate(conversation).await;
-    let missing = client.locate(unknown).await.unwrap_err();
-    let queue = client.get_queue(QueueId::from_uuid(SUPPORT_QUEUE)).await.unwrap();
-    let no_queue = client.get_queue(QueueId::from_uuid(uuid::Uuid::new_v4())).await.unwrap_err();
+    let after_revocation = client.conversation(conversation).await;
+    let missing = client.conversation(unknown).await.unwrap_err();
+    let queue = client.get_queue(GenesysIds::queue(SUPPORT_QUEUE)).await.unwrap();
+    let no_queue = client.get_queue(GenesysIds::queue(uuid::Uuid::new_v4())).await.unwrap_err();
 
     // Assert
     assert!(after_revocation.is_ok(), "{after_revocation:?}");
     assert_eq!(client.token_fetches(), 2);
-    assert!(matches!(missing, PortError::NotFound { ref what, .. } if what == "conversation"), "{missing:?}");
+    assert!(matches!(missing, PortError::NotFound { what: Missing::Conversation, .. }), "{missing:?}");
     assert_eq!(queue.name, "Support");
     assert!(queue.accepts_messages);
-    assert!(matches!(no_queue, PortError::NotFound { ref what, .. } if what == "queue"), "{no_queue:?}");
+    assert!(matches!(no_queue, PortError::NotFound { what: Missing::Queue, .. }), "{no_queue:?}");
 }
 
 #[tokio::test]
@@ -120,7 +126,7 @@ async fn three_agents_in_one_chat_each_with_capacity_four_leave_nine_free_slots_
     sim.sim().set_message_capacity(Some(4));
 
     // Act
-    let snapshot = client.capacity(QueueId::from_uuid(queue), false).await.unwrap();
+    let snapshot = client.capacity(GenesysIds::queue(queue), false).await.unwrap();
 
     // Assert: the queueId-only query gets the user metrics anyway; nobody idle, 9 slots free
     assert_eq!(snapshot.figures.agents.map(|a| (a.idle, a.interacting)), Some((0, 3)));
@@ -141,7 +147,7 @@ async fn a_missing_utilization_permission_leaves_the_capacity_unknown_and_warns_
         GenesysConfig::new(defaults.client_id, SecretString::from(defaults.client_secret), base.clone(), base);
     config.capacity_ttl = Duration::ZERO;
     let client = GenesysClient::new(config).unwrap();
-    let support = QueueId::from_uuid(SUPPORT_QUEUE);
+    let support = GenesysIds::queue(SUPPORT_QUEUE);
 
     // Act: three checks in a row
     let mut verdicts = Vec::new();
@@ -174,7 +180,7 @@ async fn once_the_window_cannot_hold_a_handoff_lookups_are_refused_at_once_witho
     config.reserve_percent = 25;
     let client = Arc::new(GenesysClient::new(config).unwrap());
     let conversation = |_: usize| {
-        ConversationId::from_uuid(
+        GenesysIds::conversation(
             sim.sim().create_conversation(ConversationSpec::new(ConversationKind::Bot)).conversation_id,
         )
     };
@@ -182,14 +188,14 @@ async fn once_the_window_cannot_hold_a_handoff_lookups_are_refused_at_once_witho
     // Act: lookups until one is refused (bounded), then a background lookup
     let mut outcomes = Vec::new();
     for n in 0..6 {
-        let result = client.locate(conversation(n)).await;
+        let result = client.conversation(conversation(n)).await;
         let refused = result.is_err();
         outcomes.push(result);
         if refused {
             break;
         }
     }
-    let background = crate::in_background(client.locate(conversation(9))).await;
+    let background = crate::in_background(client.conversation(conversation(9))).await;
 
     // Assert: the 1st passes (no headers yet), the 2nd (1 sent + 3 promised + 4 ≤ 12) and the 3rd
     // (2 + 6 + 4 ≤ 12) too; the 4th (3 + 9 + 4 > 12) is refused with the reset, with no call sent
@@ -208,4 +214,12 @@ async fn once_the_window_cannot_hold_a_handoff_lookups_are_refused_at_once_witho
     assert_eq!(budget.refused_foreground, 1);
     assert_eq!(budget.refused_background, 1);
     assert!(client.allowance_low());
+}
+
+/// The receipt of a transfer Genesys answered 202 (always `Done`).
+fn done(result: TransferResult) -> handoff_domain::ports::Receipt {
+    match result {
+        TransferResult::Done(receipt) => receipt,
+        TransferResult::Accepted(receipt) => panic!("genesys transfers are done, not accepted: {receipt:?}"),
+    }
 }

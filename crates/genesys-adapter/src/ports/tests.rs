@@ -19,10 +19,11 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use handoff_domain::ports::{
-    AnalyticsPort, ConversationSnapshot, HandoffEvent, PortError, QueuePort, Receipt, TransferPort,
+    AnalyticsPort, ContextAnchor, Handle, HandoffEvent, Missing, PortError, QueuePort, Receipt, Refusal, TransferPort,
+    TransferResult,
 };
 use handoff_domain::{
-    AttributeSet, ConversationId, HandoffId, HandoffReason, HandoffRequest, ParticipantId, QueueFigures, QueueId,
+    ContextSet, ConversationId, HandoffId, HandoffReason, HandoffRequest, ParticipantId, QueueFigures, QueueId,
 };
 use secrecy::SecretString;
 use serde_json::json;
@@ -32,7 +33,10 @@ use wiremock::matchers::{basic_auth, bearer_token, body_json, body_string, heade
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::retry::BACKOFF_CAP;
-use crate::{Endpoint, GenesysClient, GenesysConfig, MessageCapacitySource, Permission, PermissionStatus, StatusClass};
+use crate::{
+    ConversationSnapshot, Endpoint, GenesysClient, GenesysConfig, GenesysIds, MessageCapacitySource, Permission,
+    PermissionStatus, StatusClass,
+};
 
 const CLIENT_ID: &str = "handoff-client";
 const SECRET: &str = "handoff-secret";
@@ -180,12 +184,12 @@ fn locate(
     client: &Arc<GenesysClient>,
 ) -> impl Future<Output = Result<ConversationSnapshot, PortError>> + Send + 'static {
     let client = Arc::clone(client);
-    async move { client.locate(conv()).await }
+    async move { client.conversation(conv()).await }
 }
 
 fn transfer(client: &Arc<GenesysClient>) -> impl Future<Output = Result<Receipt, PortError>> + Send + 'static {
     let client = Arc::clone(client);
-    async move { client.transfer(conv(), flow(), queue()).await }
+    async move { client.transfer(conv(), Handle::new(*flow().as_opaque()), queue(), None).await.map(done) }
 }
 
 // ---- 2xx: exact request shapes --------------------------------------------------------------
@@ -209,7 +213,7 @@ async fn locate_sends_an_authorized_get_and_maps_the_conversation() {
     let client = client_for(&server, |_| {});
 
     // Act
-    let snapshot = client.locate(conv()).await.unwrap();
+    let snapshot = client.conversation(conv()).await.unwrap();
 
     // Assert
     assert_eq!(snapshot.id, conv());
@@ -224,16 +228,19 @@ async fn write_context_patches_the_customer_participant_attributes() {
     // Arrange
     let server = MockServer::start().await;
     mount_token(&server, 1).await;
-    let request = HandoffRequest::from_json(&json!({
-        "conversationId": CONV,
-        "guestInfo": { "id": "guest-8842-xyz", "name": "Jane Doe", "email": "jane.doe@example.com" },
-        "handoffReason": "complex_billing_dispute",
-        "customContext": { "sentiment_score": "0.32" }
-    }))
+    let request = HandoffRequest::from_json(
+        &json!({
+            "conversationId": CONV,
+            "guestInfo": { "id": "guest-8842-xyz", "name": "Jane Doe", "email": "jane.doe@example.com" },
+            "handoffReason": "complex_billing_dispute",
+            "customContext": { "sentiment_score": "0.32" }
+        }),
+        &GenesysIds,
+    )
     .unwrap();
     let handoff = HandoffId::parse("00000000-0000-0000-0000-0000000000b1").unwrap();
     let at = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
-    let attributes = AttributeSet::for_handoff(&request, handoff, at).unwrap();
+    let attributes = ContextSet::for_handoff(&request, handoff, at, &crate::genesys_rules().context).unwrap();
     Mock::given(method("PATCH"))
         .and(path(attributes_path()))
         .and(bearer_token("tok-1"))
@@ -254,7 +261,7 @@ async fn write_context_patches_the_customer_participant_attributes() {
     let client = client_for(&server, |_| {});
 
     // Act
-    let receipt = client.write_context(conv(), customer(), &attributes).await.unwrap();
+    let receipt = client.write_context(conv(), ContextAnchor::new(*customer().as_opaque()), &attributes).await.unwrap();
 
     // Assert
     assert_eq!(receipt.correlation_id.as_deref(), Some("corr-patch"));
@@ -276,7 +283,7 @@ async fn transfer_posts_an_unattended_replace_of_the_holder_to_the_queue() {
     let client = client_for(&server, |_| {});
 
     // Act
-    let receipt = client.transfer(conv(), flow(), queue()).await.unwrap();
+    let receipt = client.transfer(conv(), Handle::new(*flow().as_opaque()), queue(), None).await.map(done).unwrap();
 
     // Assert
     assert_eq!(receipt.correlation_id.as_deref(), Some("corr-replace"));
@@ -469,10 +476,11 @@ async fn an_unknown_conversation_is_not_found_with_the_correlation_id() {
     let client = client_for(&server, |_| {});
 
     // Act
-    let error = client.locate(conv()).await.unwrap_err();
+    let error = client.conversation(conv()).await.unwrap_err();
 
     // Assert
-    assert_eq!(error, PortError::NotFound { what: "conversation".into(), correlation_id: Some("corr-err".into()) });
+    assert!(matches!(error, PortError::NotFound { what: Missing::Conversation, .. }), "{error:?}");
+    assert_eq!(error.correlation_id(), Some("corr-err"));
 }
 
 #[tokio::test]
@@ -495,17 +503,10 @@ async fn an_unknown_transfer_queue_is_rejected_with_its_code_and_no_upstream_tex
     let client = client_for(&server, |_| {});
 
     // Act
-    let error = client.transfer(conv(), flow(), queue()).await.unwrap_err();
+    let error = client.transfer(conv(), Handle::new(*flow().as_opaque()), queue(), None).await.map(done).unwrap_err();
 
     // Assert
-    assert_eq!(
-        error,
-        PortError::Rejected {
-            status: 400,
-            code: "conversations.error.queue.not.found".into(),
-            correlation_id: Some("ctx-body".into())
-        }
-    );
+    assert_eq!(error, PortError::rejected(400, "conversations.error.queue.not.found", Some("ctx-body".into())));
     assert!(!error.to_string().contains("destination queue was not found"));
 }
 
@@ -529,8 +530,12 @@ async fn a_holder_that_is_not_connected_is_an_invalid_state() {
     let client = client_for(&server, |_| {});
 
     // Act
-    let transfer = client.transfer(conv(), flow(), queue()).await.unwrap_err();
-    let patch = client.write_context(conv(), customer(), &AttributeSet::default()).await.unwrap_err();
+    let transfer =
+        client.transfer(conv(), Handle::new(*flow().as_opaque()), queue(), None).await.map(done).unwrap_err();
+    let patch = client
+        .write_context(conv(), ContextAnchor::new(*customer().as_opaque()), &ContextSet::default())
+        .await
+        .unwrap_err();
 
     // Assert
     assert!(matches!(transfer, PortError::InvalidState { .. }), "{transfer:?}");
@@ -552,17 +557,10 @@ async fn a_missing_permission_is_rejected_and_not_retried() {
     let client = client_for(&server, |_| {});
 
     // Act
-    let error = client.transfer(conv(), flow(), queue()).await.unwrap_err();
+    let error = client.transfer(conv(), Handle::new(*flow().as_opaque()), queue(), None).await.map(done).unwrap_err();
 
     // Assert
-    assert_eq!(
-        error,
-        PortError::Rejected {
-            status: 403,
-            code: "missing.permissions".into(),
-            correlation_id: Some("corr-err".into())
-        }
-    );
+    assert_eq!(error, PortError::rejected(403, "missing.permissions", Some("corr-err".into())));
     assert_eq!(client.stats().retries, 0);
 }
 
@@ -689,10 +687,7 @@ async fn a_429_beyond_the_budget_is_rate_limited_at_once_without_a_second_call()
     let error = bounded(locate(&client)).await.unwrap_err();
 
     // Assert
-    assert_eq!(
-        error,
-        PortError::RateLimited { retry_after: Some(Duration::from_secs(30)), correlation_id: Some("corr-429".into()) }
-    );
+    assert_eq!(error, PortError::rate_limited(Some(Duration::from_secs(30)), Some("corr-429".into())));
     assert_eq!(Instant::now(), started, "no time was spent waiting");
 }
 
@@ -866,10 +861,10 @@ async fn a_401_mid_run_refreshes_the_token_once_and_retries_once() {
         .mount(&server)
         .await;
     let client = client_for(&server, |_| {});
-    client.locate(conv()).await.unwrap();
+    client.conversation(conv()).await.unwrap();
 
     // Act: the token is revoked upstream between two lookups.
-    let result = client.locate(conv()).await;
+    let result = client.conversation(conv()).await;
 
     // Assert
     assert!(result.is_ok(), "{result:?}");
@@ -891,10 +886,10 @@ async fn a_401_twice_is_rejected_after_a_single_refresh() {
     let client = client_for(&server, |_| {});
 
     // Act
-    let error = client.locate(conv()).await.unwrap_err();
+    let error = client.conversation(conv()).await.unwrap_err();
 
     // Assert
-    assert!(matches!(error, PortError::Rejected { status: 401, .. }), "{error:?}");
+    assert!(matches!(error, PortError::Rejected { refusal: Refusal { status: 401, .. }, .. }), "{error:?}");
 }
 
 #[tokio::test]
@@ -918,10 +913,10 @@ async fn bad_client_credentials_are_rejected_after_one_token_call() {
     let client = client_for(&server, |_| {});
 
     // Act
-    let error = client.locate(conv()).await.unwrap_err();
+    let error = client.conversation(conv()).await.unwrap_err();
 
     // Assert
-    assert_eq!(error, PortError::Rejected { status: 401, code: "invalid_client".into(), correlation_id: None });
+    assert_eq!(error, PortError::rejected(401, "invalid_client", None));
     assert_eq!(client.token_fetches(), 1);
     assert_eq!(client.stats().retries, 0);
 }
@@ -966,7 +961,7 @@ async fn a_thousand_concurrent_cold_lookups_fetch_exactly_one_token() {
     let lookups: Vec<_> = (0..1000)
         .map(|_| {
             let client = Arc::clone(&client);
-            tokio::spawn(async move { client.locate(conv()).await })
+            tokio::spawn(async move { client.conversation(conv()).await })
         })
         .collect();
     let mut failures = 0;
@@ -1096,10 +1091,18 @@ async fn rate_limit_headers_are_remembered_and_a_low_allowance_is_reported() {
     assert!(!client.allowance_low());
 
     // Act
-    client.locate(conv()).await.unwrap();
+    client.conversation(conv()).await.unwrap();
 
     // Assert
     let snapshot = client.rate_limit().unwrap();
     assert_eq!((snapshot.allowed, snapshot.count, snapshot.remaining()), (300, 295, 5));
     assert!(client.allowance_low());
+}
+
+/// The receipt of a transfer Genesys answered 202 (always `Done`).
+fn done(result: TransferResult) -> handoff_domain::ports::Receipt {
+    match result {
+        TransferResult::Done(receipt) => receipt,
+        TransferResult::Accepted(receipt) => panic!("genesys transfers are done, not accepted: {receipt:?}"),
+    }
 }

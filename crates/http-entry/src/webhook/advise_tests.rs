@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use handoff_domain::ports::{LedgerPort, PortError, Receipt};
+use handoff_domain::ports::{LedgerPort, Missing, PortError, Receipt};
 use handoff_domain::{HandoffKey, HandoffRequest, InMemoryLedger};
 use serde_json::json;
 
@@ -184,10 +184,9 @@ async fn a_caller_without_credentials_gets_401_whatever_the_mode() {
 #[tokio::test]
 async fn advisory_errors_are_answered_with_the_statuses_of_transfer_mode() {
     // Arrange
-    let not_found = PortError::NotFound { what: "conversation".to_owned(), correlation_id: None };
-    let refused =
-        PortError::Rejected { status: 403, code: "missing.permissions".to_owned(), correlation_id: Some("c".into()) };
-    let down = PortError::Transient { detail: "connection refused".to_owned(), correlation_id: None };
+    let not_found = PortError::not_found(Missing::Conversation, None);
+    let refused = PortError::rejected(403, "missing.permissions", Some("c".into()));
+    let down = PortError::transient("connection refused", None);
     let cases = [
         ("not found", World::new().locating(1, Err(not_found)).writing_context(0), 404, "conversation_not_found"),
         (
@@ -224,7 +223,7 @@ async fn advisory_errors_are_answered_with_the_statuses_of_transfer_mode() {
 async fn an_advice_for_a_handoff_being_processed_right_now_is_answered_409() {
     // Arrange: someone else holds the lease of this conversation's handoff.
     let world = World::new().expecting_no_upstream_call();
-    let request = HandoffRequest::from_json(&payload()).expect("valid payload");
+    let request = HandoffRequest::from_json(&payload(), &handoff_genesys::GenesysIds).expect("valid payload");
     let key = HandoffKey::new(conversation(), None);
     let lease = (Duration::from_secs(30), Duration::from_secs(600));
     world

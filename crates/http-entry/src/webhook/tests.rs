@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use handoff_domain::ports::{LedgerPort, PortError, Receipt};
+use handoff_domain::ports::{LedgerPort, Missing, PortError, Receipt};
 use handoff_domain::{HandoffKey, HandoffRequest, IdempotencyKey};
 use serde_json::json;
 
@@ -397,8 +397,7 @@ async fn a_forged_signature_is_answered_401_even_with_a_wrong_content_type() {
 #[tokio::test]
 async fn a_conversation_genesys_does_not_know_is_answered_404() {
     // Arrange
-    let not_found =
-        PortError::NotFound { what: "conversation".to_owned(), correlation_id: Some("corr-404".to_owned()) };
+    let not_found = PortError::not_found(Missing::Conversation, Some("corr-404".to_owned()));
     let app = World::new().locating(1, Err(not_found)).writing_context(0).transferring(0, Ok(Receipt::default())).app();
 
     // Act
@@ -413,7 +412,7 @@ async fn a_conversation_genesys_does_not_know_is_answered_404() {
 async fn a_handoff_being_processed_right_now_is_answered_409_with_retry_after() {
     // Arrange: someone else holds the lease of this conversation's handoff.
     let world = World::new().expecting_no_upstream_call();
-    let request = HandoffRequest::from_json(&payload()).expect("valid payload");
+    let request = HandoffRequest::from_json(&payload(), &handoff_genesys::GenesysIds).expect("valid payload");
     let begin = world
         .ledger
         .begin(
@@ -442,7 +441,7 @@ async fn a_handoff_being_processed_right_now_is_answered_409_with_retry_after() 
 async fn a_different_idempotency_key_starts_a_separate_handoff() {
     // Arrange: the key-less handoff is held by someone else.
     let world = World::new().transferring_once();
-    let request = HandoffRequest::from_json(&payload()).expect("valid payload");
+    let request = HandoffRequest::from_json(&payload(), &handoff_genesys::GenesysIds).expect("valid payload");
     world
         .ledger
         .begin(
@@ -563,11 +562,7 @@ async fn an_ended_conversation_is_answered_422_with_a_message() {
 #[tokio::test]
 async fn an_upstream_refusal_is_answered_502_with_status_code_and_correlation_id() {
     // Arrange
-    let refused = PortError::Rejected {
-        status: 403,
-        code: "missing.permissions".to_owned(),
-        correlation_id: Some("corr-502".to_owned()),
-    };
+    let refused = PortError::rejected(403, "missing.permissions", Some("corr-502".to_owned()));
     let app = World::new()
         .with_idle_agents(1)
         .locating(1, Ok(reachable_conversation()))
@@ -594,7 +589,7 @@ async fn an_upstream_refusal_is_answered_502_with_status_code_and_correlation_id
 #[tokio::test]
 async fn an_unreachable_upstream_is_answered_503_with_the_handoff_id_and_retry_after() {
     // Arrange
-    let down = PortError::Transient { detail: "connection refused".to_owned(), correlation_id: None };
+    let down = PortError::transient("connection refused", None);
     let world = World::new().locating(1, Err(down)).writing_context(0).transferring(0, Ok(Receipt::default()));
     let ledger = Arc::clone(&world.ledger);
     let app = world.app();
@@ -613,7 +608,7 @@ async fn an_unreachable_upstream_is_answered_503_with_the_handoff_id_and_retry_a
 #[tokio::test]
 async fn a_rate_limited_upstream_passes_its_retry_after_on_in_whole_seconds() {
     // Arrange
-    let limited = PortError::RateLimited { retry_after: Some(Duration::from_millis(7_400)), correlation_id: None };
+    let limited = PortError::rate_limited(Some(Duration::from_millis(7_400)), None);
     let app = World::new().locating(1, Err(limited)).writing_context(0).transferring(0, Ok(Receipt::default())).app();
 
     // Act

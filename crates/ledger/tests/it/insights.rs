@@ -9,10 +9,9 @@ use handoff_domain::insights::{collect_insights, HandoffSummary, InsightsBuilder
 use handoff_domain::ports::{Begin, InsightsPort, LedgerPort};
 use handoff_domain::{
     AdviceDecision, Confirmation, ConversationId, HandoffKey, HandoffMode, HandoffReason, HandoffRecord,
-    HandoffRequest, QueueId, Stage, StoredAnswer, Unconfirmed,
+    HandoffRequest, OpaqueIds, QueueId, Stage, StoredAnswer, Unconfirmed,
 };
 use serde_json::json;
-use uuid::Uuid;
 
 macro_rules! insights_suite {
     ($($case:ident),* $(,)?) => {
@@ -62,13 +61,16 @@ fn queue(n: u8) -> QueueId {
 /// A record created at `t(created)` for `reason`, with the guest's name and e-mail set, finished as
 /// `how` at `t(created + took)`, saved.
 async fn seed<L: LedgerPort>(ledger: &L, created: i64, reason: &str, how: &str, took: i64) -> HandoffRecord {
-    let conversation = ConversationId::from_uuid(Uuid::new_v4());
-    let request = HandoffRequest::from_json(&json!({
-        "conversationId": conversation.to_string(),
-        "guestInfo": { "id": "guest-1", "name": "Jane Doe", "email": "jane.doe@example.com" },
-        "handoffReason": reason,
-        "customContext": { "order": "secret-order-42" },
-    }))
+    let conversation = crate::support::platform_id::<ConversationId>("conv");
+    let request = HandoffRequest::from_json(
+        &json!({
+            "conversationId": conversation.to_string(),
+            "guestInfo": { "id": "guest-1", "name": "Jane Doe", "email": "jane.doe@example.com" },
+            "handoffReason": reason,
+            "customContext": { "order": "secret-order-42" },
+        }),
+        &OpaqueIds,
+    )
     .unwrap();
     let key = HandoffKey::new(conversation, None);
     let Begin::Fresh(mut record) =

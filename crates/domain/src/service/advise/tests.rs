@@ -1,12 +1,13 @@
 use super::*;
+use crate::ports::Missing;
 use std::sync::Mutex;
 
-use crate::attributes::AttributeSet;
+use crate::context::ContextSet;
 use crate::lifecycle::{
     AdviceDecision, Confirmation, HandoffKey, HandoffMode, HandoffRecord, Stage, StoredAnswer, Unconfirmed,
 };
-use crate::ports::{Begin, ConversationSnapshot, LedgerPort, OutcomeObserver, PortError};
-use crate::ports::{MockOutcomeObserver, ParticipantView, Receipt};
+use crate::ports::{Begin, LedgerPort, OutcomeObserver, PortError};
+use crate::ports::{MockOutcomeObserver, Receipt};
 use crate::request::HandoffRequest;
 use crate::service::testkit::*;
 use futures::executor::block_on;
@@ -36,7 +37,7 @@ fn advice(outcome: &Result<HandoffOutcome, HandoffError>) -> &Advice {
 
 /// Locate, capacity on the default queue with `idle` agents (and the fallback with none when
 /// the default has none), one context write; never a transfer or an analytics event.
-fn advisory_ports(idle: u32) -> (Ports, Arc<Mutex<Vec<AttributeSet>>>) {
+fn advisory_ports(idle: u32) -> (Ports, Arc<Mutex<Vec<ContextSet>>>) {
     let mut p = Ports::default();
     p.locate(1, Ok(live())).capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, idle)));
     if idle == 0 {
@@ -80,7 +81,7 @@ fn an_advice_with_capacity_writes_the_context_on_the_customer_and_transfers_noth
             confirmation: None
         })
     );
-    assert_eq!((record.holder, record.customer), (None, Some(pid(CUSTOMER))));
+    assert_eq!((record.handle, record.context_anchor), (None, Some(anchor(&pid(CUSTOMER)))));
     assert!(!record.history.iter().any(|h| h.stage == Stage::Transferred || h.stage == Stage::TransferPending));
     assert!(harness.outbox().is_empty(), "an advice adds no analytics event");
 }
@@ -182,8 +183,8 @@ fn an_advice_for_a_queue_outside_the_allowlist_is_refused_before_any_write_or_ca
 #[test]
 fn advisory_errors_are_the_errors_of_transfer_mode() {
     // Arrange
-    let gone = PortError::NotFound { what: "conversation".to_owned(), correlation_id: None };
-    let refused = PortError::Rejected { status: 403, code: "missing.permissions".to_owned(), correlation_id: None };
+    let gone = PortError::not_found(Missing::Conversation, None);
+    let refused = PortError::rejected(403, "missing.permissions", None);
     let cases: Vec<(&str, Ports, &str)> = vec![
         (
             "unknown conversation",
@@ -450,10 +451,10 @@ fn confirm_with(
     let reads = Arc::new(Mutex::new(Vec::new()));
     let mut ports = Ports::default();
     let (log, now) = (Arc::clone(&reads), Arc::clone(&harness.now));
-    ports.transfer.expect_locate().returning(move |_| {
+    ports.transfer.expect_locate().returning(move |_, hint| {
         let mut log = log.lock().expect("not poisoned");
         log.push((*now.lock().expect("not poisoned") - advised_at).num_seconds());
-        script(log.len() - 1)
+        script(log.len() - 1).map(|s| located(&s, hint))
     });
     ports.no_capacity_call().no_write().no_transfer().no_analytics();
     let service = harness.service(ports);
@@ -509,7 +510,7 @@ fn an_advice_whose_conversation_ends_or_is_taken_elsewhere_is_unconfirmed_at_onc
     );
     for (found, why) in [
         (Ok(ended()), Unconfirmed::Ended),
-        (Err(PortError::NotFound { what: "conversation".to_owned(), correlation_id: None }), Unconfirmed::Ended),
+        (Err(PortError::not_found(Missing::Conversation, None)), Unconfirmed::Ended),
         (Ok(agent), Unconfirmed::Elsewhere),
     ] {
         // Act

@@ -1,11 +1,12 @@
 use super::*;
+use crate::ports::Missing;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::admission::AdmissionPolicy;
 use crate::admission::CapacitySnapshot;
 use crate::lifecycle::{HandoffKey, HandoffMode, HandoffRecord, Stage, StoredAnswer};
-use crate::ports::{Begin, ConversationSnapshot, HandoffEvent, LedgerError, LedgerPort, PortError};
+use crate::ports::{Begin, HandoffEvent, LedgerError, LedgerPort, PortError};
 use crate::ports::{MockLedgerPort, Receipt};
 use crate::request::HandoffRequest;
 use crate::routing::RoutingPolicy;
@@ -162,7 +163,7 @@ fn a_valid_handoff_writes_the_context_on_the_customer_then_transfers_the_holder(
     // Assert: the record and the outbox
     assert_eq!(record.stage, Stage::Transferred);
     assert_eq!(record.answer, Some(StoredAnswer::Transferred { queue: qid(DEFAULT_QUEUE) }));
-    assert_eq!((record.holder, record.customer), (Some(pid(BOT)), Some(pid(CUSTOMER))));
+    assert_eq!((record.handle, record.context_anchor), (Some(handle(&pid(BOT))), Some(anchor(&pid(CUSTOMER)))));
     for corr in ["corr-locate", "corr-write", "corr-transfer"] {
         assert!(record.correlation_ids.iter().any(|c| c == corr), "{corr} not kept: {:?}", record.correlation_ids);
     }
@@ -363,10 +364,7 @@ fn an_unknown_conversation_is_not_found() {
     let harness = Harness::new();
     let mut ports = Ports::default();
     ports
-        .locate(
-            1,
-            Err(PortError::NotFound { what: "conversation".to_owned(), correlation_id: Some("corr-404".to_owned()) }),
-        )
+        .locate(1, Err(PortError::not_found(Missing::Conversation, Some("corr-404".to_owned()))))
         .no_capacity_call()
         .no_write()
         .no_transfer();
@@ -509,7 +507,7 @@ fn the_participant_id_of_a_holder_chooses_the_participant_replaced() {
 
     // Assert
     assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
-    assert_eq!(harness.record().holder, Some(pid(SECOND_HOLDER)));
+    assert_eq!(harness.record().handle, Some(handle(&pid(SECOND_HOLDER))));
 }
 
 #[test]
@@ -562,7 +560,7 @@ fn a_ledger_outage_answers_503_before_any_upstream_call() {
     let ports = Ports::silent();
     let service = HandoffService::new(
         Arc::new(ports.queue),
-        Arc::new(ports.transfer),
+        Arc::new(with_rules(ports.transfer)),
         Arc::new(ports.analytics),
         Arc::new(ledger),
         Arc::new(harness.clock()),
@@ -686,7 +684,7 @@ prop_compose! {
             obj.remove("participantId");
         }
         if let Some(p) = participant { payload["participantId"] = json!(p); }
-        let request = HandoffRequest::from_json(&payload).expect("still valid");
+        let request = HandoffRequest::from_json(&payload, &crate::ids::OpaqueIds).expect("still valid");
         let routing = RoutingPolicy::new(qid(DEFAULT_QUEUE), BTreeMap::new(), fallback.then(|| qid(FALLBACK_QUEUE)));
         let admission = AdmissionPolicy { model, minimum: min_idle, max_waiting: None, max_wait: None };
         let script = Script { locate, capacity, idle_when_unscripted: 1, write, transfer };

@@ -1,4 +1,5 @@
 use super::*;
+use crate::ports::{Missing, Refusal};
 
 use crate::ports::{MockOutcomeObserver, Receipt};
 use futures::executor::block_on;
@@ -20,11 +21,7 @@ fn a_rejected_transfer_is_reported_with_upstream_status_code_and_correlation_id(
         BOT,
         DEFAULT_QUEUE,
         1,
-        Err(PortError::Rejected {
-            status: 403,
-            code: "missing.permissions".to_owned(),
-            correlation_id: Some("corr-403".to_owned()),
-        }),
+        Err(PortError::rejected(403, "missing.permissions", Some("corr-403".to_owned()))),
     );
     ports.write_context(1, Ok(Receipt::default()));
 
@@ -37,8 +34,7 @@ fn a_rejected_transfer_is_reported_with_upstream_status_code_and_correlation_id(
         outcome,
         Err(HandoffError::UpstreamRejected {
             handoff_id: Some(record.id),
-            status: 403,
-            code: "missing.permissions".to_owned(),
+            refusal: Refusal::new(403, "missing.permissions"),
             correlation_id: Some("corr-403".to_owned()),
         })
     );
@@ -111,7 +107,7 @@ fn a_transfer_pending_record_left_by_a_failed_context_write_writes_the_context_o
     first.write_context(1, Err(transient()));
     let service = HandoffService::new(
         Arc::new(first.queue),
-        Arc::new(first.transfer),
+        Arc::new(with_rules(first.transfer)),
         Arc::new(first.analytics),
         Arc::new(FaultyLedger { inner: Arc::clone(&harness.ledger), only_pending_saves: true, failing_marks: false }),
         Arc::new(harness.clock()),
@@ -131,7 +127,7 @@ fn a_transfer_pending_record_left_by_a_failed_context_write_writes_the_context_o
     assert_eq!(report, TickReport { claimed: 1, done: 1, later: 0 });
     assert_eq!(written.lock().expect("not poisoned").len(), 1, "transferred without the context");
     assert_eq!(harness.record().stage, Stage::Transferred);
-    assert_eq!(harness.record().customer, Some(pid(CUSTOMER)));
+    assert_eq!(harness.record().context_anchor, Some(anchor(&pid(CUSTOMER))));
 }
 
 #[test]
@@ -140,7 +136,7 @@ fn a_rate_limit_answers_503_with_the_upstream_retry_after() {
     let harness = Harness::new();
     let mut ports = Ports::default();
     ports
-        .locate(1, Err(PortError::RateLimited { retry_after: Some(Duration::from_secs(7)), correlation_id: None }))
+        .locate(1, Err(PortError::rate_limited(Some(Duration::from_secs(7)), None)))
         .no_capacity_call()
         .no_write()
         .no_transfer();
@@ -159,7 +155,7 @@ fn a_rate_limit_without_retry_after_answers_the_configured_retry_after() {
     let mut ports = Ports::default();
     ports
         .locate(1, Ok(live()))
-        .capacity(DEFAULT_QUEUE, 1, Err(PortError::RateLimited { retry_after: None, correlation_id: None }))
+        .capacity(DEFAULT_QUEUE, 1, Err(PortError::rate_limited(None, None)))
         .no_write()
         .no_transfer();
 
@@ -204,12 +200,7 @@ fn an_indeterminate_transfer_that_applied_is_confirmed_by_read_back_with_one_tra
         .locate(1, Ok(live()))
         .locate(1, Ok(in_queue(DEFAULT_QUEUE)))
         .capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1)))
-        .transfer(
-            BOT,
-            DEFAULT_QUEUE,
-            1,
-            Err(PortError::Indeterminate { detail: "response timed out".to_owned(), correlation_id: None }),
-        );
+        .transfer(BOT, DEFAULT_QUEUE, 1, Err(PortError::indeterminate("response timed out", None)));
     ports.write_context(1, Ok(Receipt::default()));
 
     // Act
@@ -230,7 +221,7 @@ fn an_indeterminate_transfer_that_did_not_apply_answers_503_and_the_retry_transf
         BOT,
         DEFAULT_QUEUE,
         1,
-        Err(PortError::Indeterminate { detail: "connection reset".to_owned(), correlation_id: None }),
+        Err(PortError::indeterminate("connection reset", None)),
     );
     first.write_context(1, Ok(Receipt::default()));
     let (id, _) = unavailable(&harness.deliver(first, request()));
@@ -255,12 +246,7 @@ fn a_record_left_transfer_pending_is_read_back_before_any_new_transfer() {
         .locate(1, Ok(live()))
         .locate(1, Err(transient()))
         .capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1)))
-        .transfer(
-            BOT,
-            DEFAULT_QUEUE,
-            1,
-            Err(PortError::Indeterminate { detail: "response timed out".to_owned(), correlation_id: None }),
-        );
+        .transfer(BOT, DEFAULT_QUEUE, 1, Err(PortError::indeterminate("response timed out", None)));
     first.write_context(1, Ok(Receipt::default()));
     unavailable(&harness.deliver(first, request()));
     assert_eq!(harness.record().stage, Stage::TransferPending);
@@ -284,12 +270,7 @@ fn a_record_left_transfer_pending_that_did_not_apply_is_transferred_once_on_resu
         .locate(1, Ok(live()))
         .locate(1, Err(transient()))
         .capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1)))
-        .transfer(
-            BOT,
-            DEFAULT_QUEUE,
-            1,
-            Err(PortError::Indeterminate { detail: "response timed out".to_owned(), correlation_id: None }),
-        );
+        .transfer(BOT, DEFAULT_QUEUE, 1, Err(PortError::indeterminate("response timed out", None)));
     first.write_context(1, Ok(Receipt::default()));
     unavailable(&harness.deliver(first, request()));
     let mut retry = Ports::default();
@@ -309,7 +290,7 @@ fn a_rejected_read_back_keeps_the_transfer_pending_so_no_later_delivery_transfer
     // Arrange: found by the property below. A 4xx on the read-back used to fail the record,
     // and a failed record let the next delivery start a new handoff and transfer again.
     let harness = Harness::new();
-    let rejected = PortError::Rejected { status: 400, code: "bad.request".to_owned(), correlation_id: None };
+    let rejected = PortError::rejected(400, "bad.request", None);
     let first = lose_a_transfer_response(&harness, rejected);
     let mut retry = Ports::default();
     retry.locate(1, Ok(in_queue(DEFAULT_QUEUE))).no_capacity_call().no_write().no_transfer();
@@ -329,11 +310,7 @@ fn a_resumed_transfer_pending_record_stays_pending_whatever_its_lookup_fails_wit
     let harness = Harness::new();
     unavailable(&lose_a_transfer_response(&harness, transient()));
     let mut retry = Ports::default();
-    retry
-        .locate(1, Err(PortError::NotFound { what: "conversation".to_owned(), correlation_id: None }))
-        .no_capacity_call()
-        .no_write()
-        .no_transfer();
+    retry.locate(1, Err(PortError::not_found(Missing::Conversation, None))).no_capacity_call().no_write().no_transfer();
 
     // Act
     let outcome = harness.deliver(retry, request());
@@ -382,7 +359,7 @@ fn the_observer_gets_one_report_per_outcome() {
     down.locate(1, Err(transient()));
     deliver(down, Some("d")).expect_err("unavailable");
     let mut gone = Ports::default();
-    gone.locate(1, Err(PortError::NotFound { what: "conversation".to_owned(), correlation_id: None }));
+    gone.locate(1, Err(PortError::not_found(Missing::Conversation, None)));
     deliver(gone, Some("e")).expect_err("not found");
     // ... and the worker's transfer of the deferred handoff
     harness.advance(harness.settings.defer_for);
@@ -407,7 +384,7 @@ fn every_error_has_a_stable_kind() {
         (HandoffError::NotTransferable { handoff_id: None, message: String::new() }, "not_transferable"),
         (HandoffError::InProgress { handoff_id: id, retry_after: Duration::ZERO }, "in_progress"),
         (
-            HandoffError::UpstreamRejected { handoff_id: None, status: 400, code: String::new(), correlation_id: None },
+            HandoffError::UpstreamRejected { handoff_id: None, refusal: Refusal::new(400, ""), correlation_id: None },
             "rejected",
         ),
         (HandoffError::Unavailable { handoff_id: None, retry_after: Duration::ZERO }, "unavailable"),

@@ -126,7 +126,7 @@ fn the_outbox_delivers_a_batch_concurrently_never_more_than_its_share_at_once_an
     let ports = Ports::silent();
     let service = HandoffService::new(
         Arc::new(ports.queue),
-        Arc::new(ports.transfer),
+        Arc::new(with_rules(ports.transfer)),
         Arc::clone(&analytics) as Arc<dyn AnalyticsPort>,
         Arc::clone(&harness.ledger) as Arc<dyn LedgerPort>,
         Arc::new(harness.clock()),
@@ -155,7 +155,7 @@ fn once_the_ledger_cannot_mark_a_delivery_the_rest_of_the_batch_is_not_sent() {
     let ledger = FaultyLedger { inner: Arc::clone(&harness.ledger), only_pending_saves: false, failing_marks: true };
     let service = HandoffService::new(
         Arc::new(ports.queue),
-        Arc::new(ports.transfer),
+        Arc::new(with_rules(ports.transfer)),
         Arc::clone(&analytics) as Arc<dyn AnalyticsPort>,
         Arc::new(ledger),
         Arc::new(harness.clock()),

@@ -1,12 +1,14 @@
 use super::*;
+use crate::platform::PlatformRules;
+use crate::ports::{ContextAnchor, Handle, Located, TransferResult};
 use std::sync::Mutex;
 
 use crate::admission::CapacitySnapshot;
-use crate::attributes::AttributeSet;
+use crate::context::ContextSet;
 use crate::ids::ParticipantId;
 use crate::ids::{ConversationId, HandoffId, QueueId};
 use crate::lifecycle::{HandoffKey, HandoffMode, Stage};
-use crate::ports::{Begin, ConversationSnapshot, LedgerPort, PortError, TransferPort};
+use crate::ports::{Begin, LedgerPort, PortError, TransferPort};
 use crate::ports::{MockOutcomeObserver, Receipt};
 use crate::request::IdempotencyKey;
 use crate::service::testkit::*;
@@ -298,7 +300,7 @@ fn a_transfer_the_worker_finds_refused_because_the_holder_let_go_ends_abandoned(
     harness.defer_one();
     harness.advance(harness.settings.recheck_every);
     let mut ports = Ports::default();
-    let gone = PortError::InvalidState { detail: "the holder is no longer connected".to_owned(), correlation_id: None };
+    let gone = PortError::invalid_state("the holder is no longer connected", None);
     ports.capacity(DEFAULT_QUEUE, 1, Ok(capacity(DEFAULT_QUEUE, 1))).locate(1, Ok(live())).transfer(
         BOT,
         DEFAULT_QUEUE,
@@ -341,11 +343,15 @@ fn a_delivery_for_a_conversation_the_guest_left_is_not_transferable() {
 struct GatedLookups {
     started: Arc<std::sync::atomic::AtomicUsize>,
     expected: usize,
+    rules: PlatformRules,
 }
 
 #[async_trait::async_trait]
 impl TransferPort for GatedLookups {
-    async fn locate(&self, _c: ConversationId) -> Result<ConversationSnapshot, PortError> {
+    fn rules(&self) -> &PlatformRules {
+        &self.rules
+    }
+    async fn locate(&self, _c: ConversationId, _hint: Option<ParticipantId>) -> Result<Located, PortError> {
         use std::sync::atomic::Ordering::SeqCst;
         self.started.fetch_add(1, SeqCst);
         futures::future::poll_fn(|cx| match self.started.load(SeqCst) >= self.expected {
@@ -361,12 +367,18 @@ impl TransferPort for GatedLookups {
     async fn write_context(
         &self,
         _c: ConversationId,
-        _p: ParticipantId,
-        _a: &AttributeSet,
+        _a: ContextAnchor,
+        _context: &ContextSet,
     ) -> Result<Receipt, PortError> {
         panic!("no context write expected")
     }
-    async fn transfer(&self, _c: ConversationId, _h: ParticipantId, _q: QueueId) -> Result<Receipt, PortError> {
+    async fn transfer<'a>(
+        &self,
+        _c: ConversationId,
+        _h: Handle,
+        _q: QueueId,
+        _context: Option<&'a ContextSet>,
+    ) -> Result<TransferResult, PortError> {
         panic!("no transfer expected")
     }
 }
@@ -395,7 +407,7 @@ fn the_worker_drives_the_records_of_one_tick_concurrently() {
     let ports = Ports::silent();
     let service = HandoffService::new(
         Arc::new(ports.queue),
-        Arc::new(GatedLookups { started: Arc::clone(&started), expected: 3 }),
+        Arc::new(GatedLookups { started: Arc::clone(&started), expected: 3, rules: rules() }),
         Arc::new(ports.analytics),
         Arc::clone(&harness.ledger) as Arc<dyn LedgerPort>,
         Arc::new(harness.clock()),
