@@ -23,8 +23,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the webhook server against Genesys Cloud (configuration from the environment and `.env`).
     Serve(ServeArgs),
-    /// Start the Genesys simulator and the server on loopback and walk through sample handoffs.
+    /// Start a platform simulator (Genesys by default) and the server on loopback and walk through
+    /// sample handoffs, printing the calls each one caused.
     Demo {
+        /// The platform to simulate: `genesys` or `sunshine`.
+        #[arg(long, default_value = "genesys", value_parser = ["genesys", "sunshine"])]
+        platform: String,
         /// Leave both servers running afterwards and print curl lines to try.
         #[arg(long)]
         keep_running: bool,
@@ -97,9 +101,13 @@ fn settings(overrides: &HashMap<&'static str, String>) -> Result<Settings, crate
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Demo { keep_running, port, sim_port } => {
+        Command::Demo { platform, keep_running, port, sim_port } => {
             telemetry::init(telemetry::subscriber("warn", crate::config::LogFormat::Pretty, std::io::stderr));
-            match crate::demo::run(keep_running, port, sim_port).await {
+            let result = match platform.as_str() {
+                "sunshine" => crate::demo_sunshine::run(keep_running, port, sim_port).await,
+                _ => crate::demo::run(keep_running, port, sim_port).await,
+            };
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("demo failed: {e:#}");

@@ -11,6 +11,7 @@ use std::time::Duration;
 use handoff_domain::{AdmissionPolicy, CapacityModel, IdRules, QueueId, RoutingPolicy, ServiceSettings};
 use handoff_genesys::{GenesysIds, MessageCapacitySource};
 use handoff_http::{AdminAuth, WebhookAuth};
+use handoff_sunshine::{IdFormat, SunshineConfig, SunshineIds};
 use secrecy::{ExposeSecret, SecretString};
 
 /// Log output format.
@@ -77,6 +78,8 @@ impl PlatformKind {
 pub enum PlatformSettings {
     /// `HANDOFF_PLATFORM=genesys`: the `GENESYS_*` settings.
     Genesys(GenesysSettings),
+    /// `HANDOFF_PLATFORM=sunshine`: the `SUNSHINE_*` and `ZENDESK_SUPPORT_*` settings.
+    Sunshine(Box<SunshineConfig>),
 }
 
 impl PlatformSettings {
@@ -84,6 +87,7 @@ impl PlatformSettings {
     pub fn kind(&self) -> PlatformKind {
         match self {
             Self::Genesys(_) => PlatformKind::Genesys,
+            Self::Sunshine(_) => PlatformKind::Sunshine,
         }
     }
 
@@ -91,6 +95,7 @@ impl PlatformSettings {
     pub fn genesys(&self) -> Option<&GenesysSettings> {
         match self {
             Self::Genesys(g) => Some(g),
+            Self::Sunshine(_) => None,
         }
     }
 }
@@ -162,9 +167,22 @@ const COUNT: (u64, u64) = (1, 1_000_000);
 const DAY_SECS: u64 = 86_400;
 const WEEK_SECS: u64 = 7 * DAY_SECS;
 
-/// The id rules of the contact-center platform: Genesys' for now (`HANDOFF_PLATFORM` will choose).
+/// The id rules of the default platform (Genesys); [`Settings::from_env`] picks the configured
+/// platform's ([`ids_for`]).
 pub fn platform_ids() -> Arc<dyn IdRules> {
     Arc::new(GenesysIds)
+}
+
+/// The id rules of the platform `HANDOFF_PLATFORM` names (Sunshine: `SUNSHINE_ID_FORMAT`; a bad
+/// value is reported by the Sunshine settings, the strict rules are used meanwhile).
+fn ids_for(platform: Option<&str>, get: &impl Fn(&str) -> Option<String>) -> Arc<dyn IdRules> {
+    match platform {
+        Some("sunshine") => {
+            let format = get("SUNSHINE_ID_FORMAT").and_then(|raw| IdFormat::parse(&raw).ok()).unwrap_or_default();
+            Arc::new(SunshineIds::new(format))
+        }
+        _ => platform_ids(),
+    }
 }
 
 /// Reads variables through `get`, so tests need no process environment.
@@ -239,7 +257,8 @@ impl Settings {
     /// # Errors
     /// [`ConfigErrors`] listing every bad or missing setting.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
-        let ids = platform_ids();
+        let chosen = get("HANDOFF_PLATFORM").map(|v| v.trim().to_ascii_lowercase());
+        let ids = ids_for(chosen.as_deref(), &get);
         let mut r = Reader { get: &get, ids: Arc::clone(&ids), errors: Vec::new() };
 
         let platform = match r.raw("HANDOFF_PLATFORM").map(|v| v.to_ascii_lowercase()).as_deref() {
@@ -248,11 +267,8 @@ impl Settings {
                 Some((settings.map(PlatformSettings::Genesys), limits))
             }
             Some("sunshine") => {
-                r.errors.push(
-                    "HANDOFF_PLATFORM=sunshine is not built into this version yet: use HANDOFF_PLATFORM=genesys"
-                        .to_owned(),
-                );
-                None
+                let (settings, limits) = sunshine_settings(&mut r);
+                Some((settings.map(|c| PlatformSettings::Sunshine(Box::new(c))), limits))
             }
             Some(other) => {
                 r.errors.push(format!("HANDOFF_PLATFORM={other:?} is not valid: expected genesys or sunshine"));
@@ -399,6 +415,7 @@ impl Settings {
                 service.resume_after = resume_after;
                 match &mut platform {
                     PlatformSettings::Genesys(genesys) => genesys.message_capacity = message_capacity,
+                    PlatformSettings::Sunshine(_) => {}
                 }
                 Ok(Settings {
                     ids,
@@ -417,6 +434,28 @@ impl Settings {
                 })
             }
             _ => Err(ConfigErrors(errors)),
+        }
+    }
+}
+
+/// The `SUNSHINE_*` / `ZENDESK_SUPPORT_*` settings (read only for `HANDOFF_PLATFORM=sunshine`;
+/// `SunshineConfig::from_settings` names the variable in each error), `None` when one is bad.
+fn sunshine_settings<F: Fn(&str) -> Option<String>>(r: &mut Reader<'_, F>) -> (Option<SunshineConfig>, UpstreamLimits) {
+    let config = SunshineConfig::from_settings(|name| r.raw(name));
+    let limits = |c: Option<&SunshineConfig>| UpstreamLimits {
+        budget: c.map_or(handoff_sunshine::DEFAULT_TOTAL_BUDGET, |c| c.total_budget),
+        budget_var: "SUNSHINE_BUDGET_MS",
+        max_concurrency: c.map_or(handoff_sunshine::DEFAULT_MAX_CONCURRENCY, |c| c.max_concurrency),
+        max_concurrency_var: "SUNSHINE_MAX_CONCURRENCY",
+    };
+    match config {
+        Ok(config) => {
+            let limits = limits(Some(&config));
+            (Some(config), limits)
+        }
+        Err(error) => {
+            r.errors.push(error.to_string());
+            (None, limits(None))
         }
     }
 }
@@ -914,7 +953,7 @@ mod tests {
         // Assert
         assert!(unknown.contains("HANDOFF_PLATFORM=\"avaya\" is not valid: expected genesys or sunshine"), "{unknown}");
         assert!(!unknown.contains("GENESYS_"), "an unknown platform reads no platform's settings: {unknown}");
-        assert!(sunshine.contains("HANDOFF_PLATFORM=sunshine is not built into this version yet"), "{sunshine}");
+        assert!(sunshine.contains("invalid SUNSHINE_APP_ID: is required for HANDOFF_PLATFORM=sunshine"), "{sunshine}");
         assert!(!sunshine.contains("GENESYS_CLIENT_ID"), "sunshine needs no GENESYS_* settings: {sunshine}");
     }
 }

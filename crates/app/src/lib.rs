@@ -20,6 +20,7 @@ mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod demo_sunshine;
 pub mod observer;
 pub mod platform;
 pub mod report;

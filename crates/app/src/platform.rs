@@ -6,6 +6,7 @@
 //! # Layout
 //! - this module: [`Platform`], [`PlatformPorts`], [`CheckReport`] and [`build`].
 //! - [`genesys`]: [`GenesysPlatform`] over the Genesys adapter's client.
+//! - [`sunshine`]: [`SunshinePlatform`] over the Sunshine adapter's client.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,8 +22,10 @@ use tokio::task::JoinHandle;
 use crate::config::{PlatformSettings, Settings};
 
 pub mod genesys;
+pub mod sunshine;
 
 pub use genesys::GenesysPlatform;
+pub use sunshine::SunshinePlatform;
 
 /// Background work handed to [`Platform::in_background`].
 pub type BackgroundWork<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -97,6 +100,7 @@ pub trait Platform: Send + Sync + std::fmt::Debug {
 pub fn build(settings: &Settings) -> anyhow::Result<Arc<dyn Platform>> {
     match &settings.platform {
         PlatformSettings::Genesys(genesys) => Ok(Arc::new(GenesysPlatform::new(genesys, settings)?)),
+        PlatformSettings::Sunshine(sunshine) => Ok(Arc::new(SunshinePlatform::new(sunshine)?)),
     }
 }
 
