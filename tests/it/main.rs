@@ -11,3 +11,4 @@ mod kit;
 mod operations;
 mod privacy;
 mod restart;
+mod sunshine;

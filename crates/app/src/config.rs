@@ -956,4 +956,38 @@ mod tests {
         assert!(sunshine.contains("invalid SUNSHINE_APP_ID: is required for HANDOFF_PLATFORM=sunshine"), "{sunshine}");
         assert!(!sunshine.contains("GENESYS_CLIENT_ID"), "sunshine needs no GENESYS_* settings: {sunshine}");
     }
+
+    #[test]
+    fn sunshine_settings_use_sunshine_ids_for_the_groups_and_name_their_variables() {
+        // Arrange
+        let base = [
+            ("HANDOFF_PLATFORM", "sunshine"),
+            ("SUNSHINE_APP_ID", "5d8cff3cd55b040010928b5b"),
+            ("SUNSHINE_KEY_ID", "app_5723a347f82ba0516cb4ea34"),
+            ("SUNSHINE_KEY_SECRET", "s3cr3t"),
+            ("SUNSHINE_REGION", "eu"),
+            ("SUNSHINE_AGENT_INTEGRATION", "zd-agentWorkspace"),
+            ("WEBHOOK_SECRET", "a"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            Settings::from_env(env(&pairs))
+        };
+
+        // Act
+        let ok = with(&[("TARGET_QUEUE_ID", "360001"), ("HANDOFF_ROUTES", "billing=360002")]).expect("valid");
+        let uuid_queue = with(&[("TARGET_QUEUE_ID", QUEUE)]).unwrap_err().to_string();
+        let bad_auth = with(&[("TARGET_QUEUE_ID", "360001"), ("SUNSHINE_AUTH", "oauth")]).unwrap_err().to_string();
+
+        // Assert
+        assert_eq!(ok.platform.kind(), PlatformKind::Sunshine);
+        assert_eq!(format!("{:?}", ok.ids), "SunshineIds { format: Hex24 }");
+        assert!(
+            uuid_queue.contains("TARGET_QUEUE_ID") && uuid_queue.contains("must be a Zendesk group id (digits)"),
+            "{uuid_queue}"
+        );
+        assert!(bad_auth.contains("invalid SUNSHINE_AUTH: must be basic or jwt"), "{bad_auth}");
+        assert!(!format!("{ok:?}").contains("s3cr3t"));
+    }
 }
