@@ -169,8 +169,17 @@ fn context_at_the_limits<H: Harness>(harness: &H) -> (Map<String, Value>, Vec<Ma
         over.push(more);
     }
     if let Some(total) = limits.max_total_bytes {
+        // Entries the request's own rules allow, until the entries alone pass the total.
         let mut larger = at_limit.clone();
-        larger.insert("overflow".to_owned(), json!("v".repeat(256.min(total))));
+        let mut size = bytes;
+        for i in 0..handoff_domain::MAX_CONTEXT_KEYS {
+            if size > total || larger.len() >= handoff_domain::MAX_CONTEXT_KEYS {
+                break;
+            }
+            larger.insert(format!("o{i:02}"), json!("v".repeat(256)));
+            size += 3 + 256 + 6;
+        }
+        assert!(size > total, "the request's own rules cannot pass a {total}-byte context limit");
         over.push(larger);
     }
     (at_limit, over)
