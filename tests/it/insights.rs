@@ -47,8 +47,7 @@ fn target_dir() -> PathBuf {
 
 /// Seeds one record created at `at` and finished `took` seconds later as `how`.
 async fn seed(ledger: &handoff_ledger::SqlLedger, n: usize, at: DateTime<Utc>, reason: &str, how: &str, took: i64) {
-    let conversation =
-        handoff_domain::ConversationId::parse(&Uuid::new_v4().to_string()).expect("a UUID is a platform id");
+    let conversation = ConversationId::parse(&Uuid::new_v4().to_string()).expect("a UUID is a platform id");
     let request = HandoffRequest::from_json(
         &json!({
             "conversationId": conversation.to_string(),

@@ -41,7 +41,7 @@ impl Rng {
 }
 
 async fn seed_one(ledger: &SqlLedger, n: u64, created: DateTime<Utc>, roll: u64) -> anyhow::Result<()> {
-    let conversation = handoff_domain::ConversationId::parse(&uuid::Uuid::new_v4().to_string())?;
+    let conversation = ConversationId::parse(&uuid::Uuid::new_v4().to_string())?;
     let reason = REASONS[(roll % 5) as usize];
     let request = HandoffRequest::from_json(
         &serde_json::json!({
