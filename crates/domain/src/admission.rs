@@ -27,9 +27,17 @@ pub struct CapacitySnapshot {
 }
 
 impl CapacitySnapshot {
-    /// A snapshot of `queue` with nothing known.
+    /// A snapshot of `queue` with nothing known: how an adapter without a capacity source for
+    /// the target answers [`QueuePort::capacity`](crate::ports::QueuePort::capacity) (never an
+    /// error, never a guessed zero). Admission admits it and says so in the record's history
+    /// ([`Admission::AdmitUnchecked`]), so a platform that cannot tell never defers every guest.
     pub fn unknown(queue: QueueId) -> Self {
         Self { queue, figures: QueueFigures::UNKNOWN, message_capacity: None, estimated_wait: None }
+    }
+
+    /// Whether nothing at all is known about the target's capacity.
+    pub fn is_unknown(&self) -> bool {
+        self.figures.is_unknown() && self.message_capacity.is_none() && self.estimated_wait.is_none()
     }
 
     /// The free message slots the figures and the capacity give.
@@ -246,6 +254,17 @@ mod tests {
         let policy = policy(CapacityModel::Slots, 1, Some(3), None);
         assert_eq!(policy.judge(&snapshot(2, 0, 0, 3, 4)), Admission::Admit);
         assert!(matches!(policy.judge(&snapshot(2, 0, 0, 4, 4)), Admission::Refuse(why) if why.contains("waiting")));
+    }
+
+    #[test]
+    fn a_target_without_a_capacity_source_is_unknown_and_admitted_under_every_model() {
+        let snapshot = CapacitySnapshot::unknown(queue());
+        assert!(snapshot.is_unknown());
+        assert!(!CapacitySnapshot::idle_for_tests(queue(), 0, 0).is_unknown());
+        for model in [CapacityModel::Slots, CapacityModel::Idle] {
+            let verdict = policy(model, 1, Some(0), None).judge(&snapshot);
+            assert!(matches!(verdict, Admission::AdmitUnchecked(_)), "{model:?}: {verdict:?}");
+        }
     }
 
     #[test]

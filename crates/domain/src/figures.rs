@@ -6,7 +6,7 @@
 //! `oWaiting` would over-admit. The admission rule decides on what is known (see
 //! [`FreeSlots`] and `AdmissionPolicy::judge`).
 
-/// On-queue agents by routing status (the qualifiers of Genesys `oOnQueueUsers`).
+/// On-queue agents by routing status (the routing-status qualifiers the platform reports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AgentCounts {
     /// `IDLE`: on queue, no ACD conversation.
@@ -60,7 +60,7 @@ impl QueueFigures {
         self.missing().is_empty()
     }
 
-    /// The names of the unknown figures (Genesys metric names, for logs and history notes).
+    /// The names of the unknown figures (the platform's metric names, for logs and history notes).
     pub fn missing(&self) -> Vec<&'static str> {
         let mut missing = Vec::new();
         if self.agents.is_none() {

@@ -3,9 +3,9 @@
 //! The platform's ids (conversation, queue, participant) are [`OpaqueId`]s: 1 to
 //! [`MAX_ID_BYTES`] bytes of RFC 3986 unreserved characters, so they are safe in a URL path
 //! segment and in the ledger key `{conversationId}#{key}` without escaping. The domain checks
-//! nothing more; each platform's adapter declares its own format through [`IdRules`] (a UUID for
-//! Genesys), which the request parser, the HTTP read side and the configuration parser apply to
-//! every id before anything is stored or called. Stored rows are re-read with the generic check
+//! nothing more; each platform's adapter declares its own format through [`IdRules`] (e.g. a UUID),
+//! which the request parser, the HTTP read side and the configuration parser apply to every id
+//! before anything is stored or called. Stored rows are re-read with the generic check
 //! only ([`OpaqueIds`]), so a row is never refused because a platform's rules got stricter.
 //!
 //! [`HandoffId`] is ours, not the platform's, and stays a UUID.
@@ -120,7 +120,7 @@ impl fmt::Debug for OpaqueId {
 pub enum IdKind {
     /// `conversationId`.
     Conversation,
-    /// `queueId`: a routing target (a Genesys queue, a Zendesk group).
+    /// `queueId`: a routing target (a contact-center queue, a help-desk group).
     Queue,
     /// `participantId`: the webhook's optional hint of who holds the conversation.
     Participant,
@@ -194,7 +194,7 @@ macro_rules! platform_id {
                 Self::parse_with(&OpaqueIds, raw)
             }
 
-            /// Parses with the platform's `rules`, which may also canonicalise it (Genesys: lower
+            /// Parses with the platform's `rules`, which may also canonicalise it (UUID platforms: lower
             /// case).
             ///
             /// # Errors
@@ -263,12 +263,12 @@ macro_rules! platform_id {
 }
 
 platform_id!(
-    /// The platform's conversation id (a Genesys conversation, a Sunshine conversation).
+    /// The platform's conversation id (whatever the platform calls one).
     ConversationId,
     IdKind::Conversation
 );
 platform_id!(
-    /// A routing target: a Genesys queue, a Zendesk group.
+    /// A routing target: a contact-center queue, a help-desk group.
     QueueId,
     IdKind::Queue
 );

@@ -73,7 +73,7 @@ pub enum Stage {
     ContextWritten,
     /// The replace call was (or is about to be) made; its effect is unknown until confirmed.
     TransferPending,
-    /// Genesys accepted the transfer. Terminal.
+    /// The platform accepted the transfer. Terminal.
     Transferred,
     /// Advisory mode: the flow was told what to do and transfers itself; the service never
     /// transfers it. Terminal; the confirmation of an advice to transfer is filled in later
@@ -231,11 +231,11 @@ pub enum Confirmation {
 pub enum Unconfirmed {
     /// The flow still held the conversation at the last read.
     StillWithFlow,
-    /// The conversation ended (or Genesys no longer knows it) before reaching a queue.
+    /// The conversation ended (or the platform no longer knows it) before reaching a queue.
     Ended,
     /// Someone else holds it (an agent without a queue, another participant).
     Elsewhere,
-    /// The last read failed (Genesys unavailable or refusing).
+    /// The last read failed (the platform unavailable or refusing).
     Unknown,
 }
 
@@ -336,7 +336,7 @@ pub struct HandoffRecord {
     pub defer_until: Option<DateTime<Utc>>,
     /// The last retryable error, if the last attempt stopped on one.
     pub last_error: Option<String>,
-    /// Genesys `inin-correlation-id`s of the calls made for it (at most [`MAX_CORRELATION_IDS`]).
+    /// The platform's correlation ids of the calls made for it (at most [`MAX_CORRELATION_IDS`]).
     pub correlation_ids: Vec<String>,
     /// Every transition, oldest first.
     pub history: Vec<HistoryEntry>,

@@ -62,11 +62,11 @@ impl Outcome {
 /// Why a handoff failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FailureCause {
-    /// Genesys did not know the conversation (404).
+    /// The platform did not know the conversation (404).
     NotFound,
     /// The conversation ended, nobody held it, or an agent already had it (422).
     NotTransferable,
-    /// Genesys refused a call, e.g. a missing permission or a refused replace (502).
+    /// The platform refused a call, e.g. a missing permission or a refused replace (502).
     Rejected,
     /// The request became invalid, e.g. its queue left the configuration (400).
     Invalid,

@@ -10,7 +10,7 @@ use crate::ids::IdRules;
 /// What an adapter declares about its platform. The domain reads it; it never names a vendor.
 #[derive(Debug, Clone)]
 pub struct PlatformRules {
-    /// A short lower-case name (`genesys`, `sunshine`): logs, metrics label, conformance test names.
+    /// A short lower-case name of the platform: logs, metrics label, conformance test names.
     pub name: &'static str,
     /// The platform's id formats.
     pub ids: Arc<dyn IdRules>,

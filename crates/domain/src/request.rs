@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use crate::context::is_reserved_key;
 use crate::ids::{ConversationId, IdKind, IdRules, OpaqueIds, ParticipantId, QueueId};
 
-/// At most this many `customContext` entries (leaves room for the reserved keys within Genesys'
+/// At most this many `customContext` entries (leaves room for the reserved keys within a platform's
 /// 50-attribute limit).
 pub const MAX_CONTEXT_KEYS: usize = 40;
 const MAX_CONTEXT_KEY_CHARS: usize = 64;
@@ -79,7 +79,7 @@ impl fmt::Display for ValidationErrors {
 }
 
 /// Who the guest is, as the bot knows them. Carried to the agent as participant data; the guest is
-/// never re-created in Genesys.
+/// never re-created on the platform.
 #[derive(Clone, PartialEq, Eq)]
 pub struct GuestInfo {
     id: String,
@@ -279,7 +279,7 @@ impl HandoffRequest {
     }
 
     /// Parses and validates the webhook payload, its ids with the platform's `ids` rules (which
-    /// word the problems, e.g. `conversationId: must be a UUID` for Genesys). Unknown top-level
+    /// word the problems, e.g. `conversationId: must be a UUID` on a UUID platform). Unknown top-level
     /// fields are ignored.
     ///
     /// # Errors

@@ -36,7 +36,7 @@ impl RoutingPolicy {
     ///
     /// # Errors
     /// Every bad entry: no `=`, an invalid reason, a queue id the rules refuse (`the queue id must
-    /// be a UUID` for Genesys), or a reason given twice.
+    /// be a UUID` on a UUID platform), or a reason given twice.
     pub fn parse_routes(raw: &str, ids: &dyn IdRules) -> Result<BTreeMap<String, QueueId>, Vec<RoutingPolicyError>> {
         let mut routes = BTreeMap::new();
         let mut errors = Vec::new();

@@ -10,7 +10,7 @@ use crate::context::is_reserved_key;
 use crate::ids::{IdKind, IdRules, OpaqueId};
 use crate::request::{HandoffRequest, MAX_CONTEXT_KEYS};
 
-/// A platform whose ids are UUIDs, as Genesys' are (the real rules live in its adapter): any case,
+/// A platform whose ids are UUIDs, as a participant-based platform's are (real rules live in the adapters): any case,
 /// canonical lower case, `must be a UUID`. Lets the domain's tests show that the parser uses the
 /// platform's rules and words.
 #[derive(Debug, Clone, Copy)]

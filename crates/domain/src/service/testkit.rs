@@ -619,7 +619,7 @@ pub(crate) struct Script {
     pub(crate) transfer: Vec<TransferStep>,
 }
 
-/// One upstream call, as the fake Genesys saw it.
+/// One upstream call, as the fake platform saw it.
 #[derive(Debug, Clone)]
 pub(crate) enum Call {
     Locate,
@@ -628,7 +628,7 @@ pub(crate) enum Call {
     Transfer { holder: ParticipantId, queue: QueueId, already_in: Option<QueueId> },
 }
 
-/// A tiny stateful Genesys: the conversation moves into a queue when a transfer applies.
+/// A tiny stateful platform: the conversation moves into a queue when a transfer applies.
 #[derive(Debug)]
 pub(crate) struct World {
     pub(crate) ended: bool,

@@ -1,4 +1,6 @@
 use super::*;
+use crate::platform::{AnalyticsDelivery, ContextDelivery, ContextLimits, PlatformRules, TotalMeasure};
+use crate::ports::HandedTo;
 use crate::ports::Missing;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -575,7 +577,7 @@ fn a_ledger_outage_answers_503_before_any_upstream_call() {
 }
 
 /// Runs a scenario: two deliveries of the same handoff, then the worker past the deferral
-/// deadline; then checks every upstream call the fake Genesys saw.
+/// deadline; then checks every upstream call the fake platform saw.
 fn check(sc: &Scenario) -> Result<(), TestCaseError> {
     // Arrange
     let harness = Harness::with(|s| {
@@ -706,4 +708,172 @@ proptest! {
     fn no_sequence_of_upstream_faults_makes_a_handoff_transfer_twice(sc in flaky_scenario()) {
         check(&sc)?;
     }
+}
+
+// ---- platforms that take the context with the transfer, or confirm it later ------------------
+
+/// A platform that takes context and analytics with the transfer and confirms within `confirm`.
+fn with_transfer_rules(confirm: Option<Duration>) -> PlatformRules {
+    PlatformRules {
+        context_delivery: ContextDelivery::WithTransfer,
+        analytics: AnalyticsDelivery::WithTransfer,
+        confirm_within: confirm,
+        ..rules()
+    }
+}
+
+/// Locate (the bot holds it, no anchor), admit on the default queue; `transfer` answers `result`
+/// `times` times and must carry the context.
+fn with_transfer_ports(times: usize, result: TransferResult) -> (Ports, Arc<Mutex<Vec<ContextSet>>>) {
+    with_transfer_ports_admitting(true, times, result)
+}
+
+/// [`with_transfer_ports`], reading capacity only when `admit` (a resumed transfer does not).
+fn with_transfer_ports_admitting(
+    admit: bool,
+    times: usize,
+    result: TransferResult,
+) -> (Ports, Arc<Mutex<Vec<ContextSet>>>) {
+    let mut ports = Ports::default();
+    let mut bot_holds = located(&live(), None);
+    bot_holds.context_anchor = None;
+    ports.transfer.expect_locate().times(1).returning(move |_, _| Ok(bot_holds.clone()));
+    ports.capacity(DEFAULT_QUEUE, usize::from(admit), Ok(capacity(DEFAULT_QUEUE, 1))).no_write().no_analytics();
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&sent);
+    let from = handle(&pid(BOT));
+    ports
+        .transfer
+        .expect_transfer()
+        .withf(move |c, h, q, context| {
+            *c == conversation_id() && *h == from && *q == qid(DEFAULT_QUEUE) && context.is_some()
+        })
+        .times(times)
+        .returning(move |_, _, _, context| {
+            sink.lock().expect("not poisoned").extend(context.cloned());
+            Ok(result.clone())
+        });
+    (ports, sent)
+}
+
+#[test]
+fn a_platform_that_takes_the_context_with_the_transfer_gets_it_there_and_no_separate_write_or_outbox_event() {
+    // Arrange
+    let mut harness = Harness::new();
+    harness.rules = with_transfer_rules(None);
+    let (ports, sent) = with_transfer_ports(1, TransferResult::Done(receipt("corr-pass")));
+
+    // Act
+    let outcome = harness.deliver(ports, request());
+
+    // Assert
+    assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
+    let sent = sent.lock().expect("not poisoned");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].get("bot_handoff_reason"), Some("complex_billing_dispute"));
+    assert_eq!(sent[0].get("attempted_resolution"), Some("refund_policy_explained"));
+    let record = harness.record();
+    assert_eq!(record.stage, Stage::Transferred);
+    assert_eq!(record.context_anchor, None);
+    assert!(harness.outbox().is_empty(), "analytics travel with the transfer");
+}
+
+#[test]
+fn an_accepted_transfer_answers_503_for_the_confirmation_window_and_is_read_back_without_a_second_transfer() {
+    // Arrange
+    let window = Duration::from_secs(30);
+    let mut harness = Harness::new();
+    harness.rules = with_transfer_rules(Some(window));
+    let (ports, _) = with_transfer_ports(1, TransferResult::Accepted(receipt("corr-pass")));
+
+    // Act: the delivery, a repeat inside the window, the worker after it.
+    let first = harness.deliver(ports, request());
+    let repeat = harness.deliver(Ports::silent(), request());
+    harness.advance(window + Duration::from_secs(1));
+    let mut later = Ports::default();
+    let mut handed = located(&in_queue(DEFAULT_QUEUE), None);
+    handed.handed_to = HandedTo::AgentSide;
+    later.transfer.expect_locate().times(1).returning(move |_, _| Ok(handed.clone()));
+    later.no_capacity_call().no_write().no_transfer().no_analytics();
+    let report = harness.tick(later);
+
+    // Assert
+    assert_eq!(unavailable(&first), (Some(harness.record().id), window));
+    assert!(matches!(repeat, Err(HandoffError::InProgress { .. })), "{repeat:?}");
+    assert_eq!(report, TickReport { claimed: 1, done: 1, later: 0 });
+    let record = harness.record();
+    assert_eq!(record.stage, Stage::Transferred);
+    assert!(harness.outbox().is_empty());
+}
+
+#[test]
+fn an_accepted_transfer_that_never_shows_is_transferred_once_more_after_the_window() {
+    // Arrange
+    let window = Duration::from_secs(30);
+    let mut harness = Harness::new();
+    harness.rules = with_transfer_rules(Some(window));
+    let (ports, _) = with_transfer_ports(1, TransferResult::Accepted(Receipt::default()));
+    unavailable(&harness.deliver(ports, request()));
+    harness.advance(window + Duration::from_secs(1));
+    // The read-back shows the bot still holding it: the transfer did not apply.
+    let (retry, sent) = with_transfer_ports_admitting(false, 1, TransferResult::Done(Receipt::default()));
+
+    // Act
+    let outcome = harness.deliver(retry, request());
+
+    // Assert
+    assert_eq!(transferred_to(&outcome), (qid(DEFAULT_QUEUE), false));
+    assert_eq!(sent.lock().expect("not poisoned").len(), 1);
+    let stages: Vec<Stage> = harness.record().history.iter().map(|h| h.stage).collect();
+    assert!(stages.ends_with(&[Stage::ContextWritten, Stage::TransferPending, Stage::Transferred]), "{stages:?}");
+}
+
+#[test]
+fn a_context_over_the_platform_limit_is_refused_400_before_anything_is_recorded_or_called() {
+    // Arrange: 4000 bytes of serialized context, and a request whose context alone is larger.
+    let mut harness = Harness::new();
+    harness.rules.context = ContextLimits {
+        max_total_bytes: Some(4000),
+        total_measure: TotalMeasure::SerializedJson,
+        ..ContextLimits::NONE
+    };
+    let big: serde_json::Map<String, serde_json::Value> =
+        (0..20).map(|i| (format!("key_{i}"), json!("x".repeat(200)))).collect();
+    let request = request_with("customContext", serde_json::Value::Object(big));
+
+    // Act
+    let outcome = harness.deliver(Ports::silent(), request);
+
+    // Assert
+    match outcome {
+        Err(HandoffError::Invalid(errors)) => {
+            assert_eq!(errors.errors()[0].field, "customContext");
+            assert!(errors.errors()[0].problem.contains("4000 bytes"), "{errors:?}");
+        }
+        other => panic!("expected 400, got {other:?}"),
+    }
+    let records = block_on(harness.ledger.find_by_conversation(conversation_id())).expect("ledger works");
+    assert!(records.is_empty(), "nothing may be recorded: {records:?}");
+}
+
+#[test]
+fn a_context_at_exactly_the_key_limit_is_handed_off_and_one_key_more_is_refused() {
+    // Arrange: the sample has 2 context keys and 6 reserved ones; the limit counts all of them.
+    let at_limit = Harness::new();
+    let over = {
+        let mut h = Harness::new();
+        h.rules.context.max_keys = Some(7);
+        h
+    };
+    let mut at_limit_rules = rules();
+    at_limit_rules.context.max_keys = Some(8);
+    let at_limit = Harness { rules: at_limit_rules, ..at_limit };
+
+    // Act
+    let accepted = at_limit.deliver(Ports::happy(DEFAULT_QUEUE), request());
+    let refused = over.deliver(Ports::silent(), request());
+
+    // Assert
+    assert_eq!(transferred_to(&accepted), (qid(DEFAULT_QUEUE), false));
+    assert!(matches!(&refused, Err(HandoffError::Invalid(e)) if e.errors()[0].field == "customContext"), "{refused:?}");
 }
