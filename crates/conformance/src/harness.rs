@@ -83,31 +83,6 @@ pub enum SimFault {
     TimeoutWithoutApplying,
 }
 
-/// Whether a platform writes the context in its own call or with the transfer (ADR 0004 §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// A call of its own (`write_context`, `record`).
-    Separate,
-    /// Carried by the transfer; no call of its own.
-    WithTransfer,
-}
-
-/// What the adapter declares about its platform, as far as the scenarios use it. Read from
-/// `TransferPort::rules()` once the ports carry `PlatformRules`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Declared {
-    /// At most this many context keys, reserved keys included.
-    pub max_context_keys: Option<usize>,
-    /// At most this many characters per context value.
-    pub max_context_value_chars: Option<usize>,
-    /// At most this many bytes of context in total.
-    pub max_context_total_bytes: Option<usize>,
-    /// How the context travels.
-    pub context: Delivery,
-    /// How the analytics event travels.
-    pub analytics: Delivery,
-}
-
 /// What the platform shows for a conversation, read from the simulator (not through the adapter).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlatformView {
@@ -138,9 +113,6 @@ pub trait Harness: Send + Sync + Sized + 'static {
 
     /// The adapter as the use case's analytics port.
     fn analytics(&self) -> Arc<dyn AnalyticsPort>;
-
-    /// What the adapter declares.
-    fn declared(&self) -> Declared;
 
     /// A target the platform knows and that has capacity.
     fn target(&self) -> QueueId;

@@ -13,13 +13,14 @@
 //!
 //! # Layout
 //! - [`harness`]: [`Harness`], [`HarnessOptions`], [`SimState`], [`Op`], [`SimFault`],
-//!   [`Declared`], [`PlatformView`]: what a scenario asks of an adapter and its simulator.
-//! - [`located`]: the read-back the scenarios assert on (control state, handed-to, handle), the
-//!   one place that knows the shape of today's `TransferPort`.
+//!   [`PlatformView`]: what a scenario asks of an adapter and its simulator. What the adapter
+//!   declares (limits, deliveries, ids) is read from `TransferPort::rules()`.
+//! - [`located`]: `locate` without a hint, and a transfer from what it located (with the context
+//!   when the adapter declares `ContextDelivery::WithTransfer`).
 //! - [`scenarios`]: the scenarios, and the [`conformance_suite!`] macro that lists them.
 
 pub mod harness;
 pub mod located;
 pub mod scenarios;
 
-pub use harness::{Declared, Delivery, Harness, HarnessOptions, Op, PlatformView, SimFault, SimState};
+pub use harness::{Harness, HarnessOptions, Op, PlatformView, SimFault, SimState};

@@ -7,16 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use handoff_domain::ports::{HandoffEvent, PortError, SystemClock};
+use handoff_domain::ports::{ControlState, HandoffEvent, Missing, PortError, SystemClock, TransferResult};
+use handoff_domain::{AnalyticsDelivery, HandoffService, ValidationErrors};
 use handoff_domain::{
     ConversationId, HandoffError, HandoffId, HandoffOutcome, HandoffRequest, InMemoryLedger, QueueId, RoutingPolicy,
     ServiceSettings,
 };
-use handoff_domain::{HandoffService, ValidationErrors};
 use serde_json::{json, Map, Value};
 
-use crate::harness::{all_calls, Delivery, Harness, HarnessOptions, Op, SimFault, SimState};
-use crate::located::{self, Control};
+use crate::harness::{all_calls, Harness, HarnessOptions, Op, SimFault, SimState};
+use crate::located;
 
 /// Generates one `#[tokio::test]` per scenario for `$harness`, in a module named `$platform`, so
 /// the adapter's name is in every test name: `conformance::genesys::not_found`.
@@ -49,14 +49,22 @@ macro_rules! conformance_suite {
     };
 }
 
-/// The bot's handoff of `conversation` with `context`.
-fn request(conversation: ConversationId, context: &Map<String, Value>) -> Result<HandoffRequest, ValidationErrors> {
-    HandoffRequest::from_json(&json!({
-        "conversationId": conversation.to_string(),
-        "guestInfo": { "id": "guest-1", "name": "Jane Doe" },
-        "handoffReason": "billing_dispute",
-        "customContext": context,
-    }))
+/// The bot's handoff of `conversation` with `context`, parsed with the platform's id rules.
+fn request<H: Harness>(
+    harness: &H,
+    conversation: ConversationId,
+    context: &Map<String, Value>,
+) -> Result<HandoffRequest, ValidationErrors> {
+    let transfer = harness.transfer();
+    HandoffRequest::from_json(
+        &json!({
+            "conversationId": conversation.to_string(),
+            "guestInfo": { "id": "guest-1", "name": "Jane Doe" },
+            "handoffReason": "billing_dispute",
+            "customContext": context,
+        }),
+        transfer.rules().ids.as_ref(),
+    )
 }
 
 fn small_context() -> Map<String, Value> {
@@ -103,20 +111,18 @@ pub async fn locate_reports_each_control_state<H: Harness>() {
             .unwrap_or_else(|e| panic!("{}: locate of a {state:?} conversation failed: {e}", H::NAME));
 
         // Assert
-        let expected = match state {
-            SimState::BotHolds => Control::BotHolds,
-            SimState::Queued => Control::Queued { target: Some(target) },
-            SimState::AgentHas => Control::AgentHas,
-            SimState::Unheld => Control::Unheld,
-            SimState::Ended => Control::Ended,
-        };
-        match (located.state, expected) {
+        let as_declared = match (state, &located.state) {
+            (SimState::BotHolds, ControlState::BotHolds)
+            | (SimState::AgentHas, ControlState::AgentHas { .. })
+            | (SimState::Unheld, ControlState::Unheld)
+            | (SimState::Ended, ControlState::Ended) => true,
             // A platform that cannot tell where a conversation waits says `None`.
-            (Control::Queued { target: None }, Control::Queued { .. }) => {}
-            (got, want) => assert_eq!(got, want, "{}: {state:?}", H::NAME),
-        }
+            (SimState::Queued, ControlState::Queued { target: where_ }) => where_.is_none_or(|q| q == target),
+            _ => false,
+        };
+        assert!(as_declared, "{}: a {state:?} conversation located as {located:?}", H::NAME);
         let transferable = matches!(state, SimState::BotHolds | SimState::Queued);
-        assert_eq!(located.handle.is_some(), transferable, "{}: handle of {state:?}: {located:?}", H::NAME);
+        assert_eq!(located.handle.is_ok(), transferable, "{}: handle of {state:?}: {located:?}", H::NAME);
         assert_eq!(located.is_handed_to(target), state == SimState::Queued, "{}: {state:?}: {located:?}", H::NAME);
     }
     assert!(harness.calls(Op::Transfer).await == 0, "{}: locating never transfers", H::NAME);
@@ -125,19 +131,20 @@ pub async fn locate_reports_each_control_state<H: Harness>() {
 /// The context entries that fill the platform's declared limits (capped by the request's own
 /// rules: 40 keys, 256 characters), and the entry that would go one past them.
 fn context_at_the_limits<H: Harness>(harness: &H) -> (Map<String, Value>, Vec<Map<String, Value>>) {
-    let declared = harness.declared();
+    let transfer = harness.transfer();
+    let limits = transfer.rules().context;
     // The six reserved keys and their values ride along (ADR 0004 §2).
     let reserved = handoff_domain::RESERVED_KEYS.len();
-    let keys = declared
-        .max_context_keys
+    let keys = limits
+        .max_keys
         .map_or(handoff_domain::MAX_CONTEXT_KEYS, |max| (max - reserved).min(handoff_domain::MAX_CONTEXT_KEYS));
-    let value_chars = declared.max_context_value_chars.unwrap_or(256).min(256);
+    let value_chars = limits.max_value_chars.unwrap_or(256).min(256);
     let mut at_limit = Map::new();
     let mut bytes = 0;
     for i in 0..keys {
         let key = format!("k{i:02}");
         let mut value = "v".repeat(value_chars);
-        if let Some(total) = declared.max_context_total_bytes {
+        if let Some(total) = limits.max_total_bytes {
             // Leave room for the reserved entries (a generous 600 bytes).
             let room = total.saturating_sub(600 + bytes + key.len() + 6);
             value.truncate(room.min(value_chars));
@@ -149,21 +156,30 @@ fn context_at_the_limits<H: Harness>(harness: &H) -> (Map<String, Value>, Vec<Ma
         at_limit.insert(key, json!(value));
     }
     let mut over = Vec::new();
-    if let Some(max) = declared.max_context_value_chars {
+    if let Some(max) = limits.max_value_chars {
         let mut longer = at_limit.clone();
         longer.insert("k00".to_owned(), json!("v".repeat(max + 1)));
         over.push(longer);
     }
-    if declared.max_context_keys.is_some() {
+    if limits.max_keys.is_some() {
         let mut more = at_limit.clone();
         for i in keys..=keys.max(handoff_domain::MAX_CONTEXT_KEYS) {
             more.insert(format!("x{i:02}"), json!("v"));
         }
         over.push(more);
     }
-    if let Some(total) = declared.max_context_total_bytes {
+    if let Some(total) = limits.max_total_bytes {
+        // Entries the request's own rules allow, until the entries alone pass the total.
         let mut larger = at_limit.clone();
-        larger.insert("overflow".to_owned(), json!("v".repeat(256.min(total))));
+        let mut size = bytes;
+        for i in 0..handoff_domain::MAX_CONTEXT_KEYS {
+            if size > total || larger.len() >= handoff_domain::MAX_CONTEXT_KEYS {
+                break;
+            }
+            larger.insert(format!("o{i:02}"), json!("v".repeat(256)));
+            size += 3 + 256 + 6;
+        }
+        assert!(size > total, "the request's own rules cannot pass a {total}-byte context limit");
         over.push(larger);
     }
     (at_limit, over)
@@ -181,7 +197,7 @@ pub async fn context_over_the_limits_is_refused_before_any_call<H: Harness>() {
 
     for context in over {
         // Act
-        let refused = match request(conversation, &context) {
+        let refused = match request(&harness, conversation, &context) {
             Err(errors) => errors,
             Ok(request) => match service.handle(request, None).await {
                 Err(HandoffError::Invalid(errors)) => errors,
@@ -211,8 +227,9 @@ pub async fn context_at_the_limits_arrives_intact<H: Harness>() {
     let (at_limit, _) = context_at_the_limits(&harness);
 
     // Act
-    let outcome =
-        service.handle(request(conversation, &at_limit).expect("a context at the limits is valid"), None).await;
+    let outcome = service
+        .handle(request(&harness, conversation, &at_limit).expect("a context at the limits is valid"), None)
+        .await;
 
     // Assert
     assert!(matches!(outcome, Ok(HandoffOutcome::Transferred { replayed: false, .. })), "{}: {outcome:?}", H::NAME);
@@ -231,7 +248,7 @@ pub async fn a_repeated_transfer_happens_once<H: Harness>() {
     let conversation = conversation(&harness, SimState::BotHolds).await;
     let target = harness.target();
     let service = service(&harness, target);
-    let request = request(conversation, &small_context()).expect("valid");
+    let request = request(&harness, conversation, &small_context()).expect("valid");
 
     // Act
     let first = service.handle(request.clone(), None).await;
@@ -254,7 +271,7 @@ pub async fn an_unknown_outcome_is_read_back<H: Harness>() {
     let conversation = conversation(&harness, SimState::BotHolds).await;
     let target = harness.target();
     let service = service(&harness, target);
-    let request = request(conversation, &small_context()).expect("valid");
+    let request = request(&harness, conversation, &small_context()).expect("valid");
     harness.fault(Op::Transfer, SimFault::ApplyThenTimeout, 1).await;
 
     // Act
@@ -277,7 +294,7 @@ pub async fn a_transfer_that_surely_did_not_happen_is_made_once_on_the_next_deli
     let conversation = conversation(&harness, SimState::BotHolds).await;
     let target = harness.target();
     let service = service(&harness, target);
-    let request = request(conversation, &small_context()).expect("valid");
+    let request = request(&harness, conversation, &small_context()).expect("valid");
     harness.fault(Op::Transfer, SimFault::TimeoutWithoutApplying, 1).await;
 
     // Act
@@ -311,6 +328,7 @@ pub async fn rate_limited_with_retry_after<H: Harness>() {
     let port = harness.transfer();
     let conversation = conversation(&harness, SimState::BotHolds).await;
     let throttled = |retry_after| SimFault::Status { status: 429, code: "too.many.requests", retry_after };
+    let handoff = request(&harness, conversation, &small_context()).expect("valid");
 
     // Act / Assert: a lookup throttled for 1 s
     harness.fault(Op::Locate, throttled(Some(1)), 1).await;
@@ -331,14 +349,14 @@ pub async fn rate_limited_with_retry_after<H: Harness>() {
 
     // Act / Assert: a transfer throttled for longer than the budget surely did not happen
     harness.fault(Op::Transfer, throttled(Some(60)), 1).await;
-    let transfer = located::transfer(port.as_ref(), conversation, &located, harness.target()).await;
+    let transfer = located::transfer(port.as_ref(), conversation, &located, harness.target(), &handoff).await;
     assert!(matches!(transfer, Err(PortError::RateLimited { .. })), "{}: {transfer:?}", H::NAME);
     assert_eq!(harness.calls(Op::Transfer).await, 1, "{}", H::NAME);
 
     // Act / Assert: throttled for 1 s, then done
     harness.fault(Op::Transfer, throttled(Some(1)), 1).await;
-    let transfer = located::transfer(port.as_ref(), conversation, &located, harness.target()).await;
-    assert!(transfer.is_ok(), "{}: {transfer:?}", H::NAME);
+    let transfer = located::transfer(port.as_ref(), conversation, &located, harness.target(), &handoff).await;
+    assert!(matches!(transfer, Ok(TransferResult::Done(_))), "{}: {transfer:?}", H::NAME);
     assert_eq!(harness.calls(Op::Transfer).await, 3, "{}: one 429, one retry", H::NAME);
     assert_eq!(harness.platform_view(conversation).await.transfers_applied, 1, "{}", H::NAME);
 }
@@ -353,11 +371,11 @@ pub async fn not_found<H: Harness>() {
 
     // Act
     let located = located::locate(harness.transfer().as_ref(), unknown).await;
-    let handled = service.handle(request(unknown, &small_context()).expect("valid"), None).await;
+    let handled = service.handle(request(&harness, unknown, &small_context()).expect("valid"), None).await;
 
     // Assert
     assert!(
-        matches!(located, Err(PortError::NotFound { ref what, .. }) if what == "conversation"),
+        matches!(located, Err(PortError::NotFound { what: Missing::Conversation, .. })),
         "{}: {located:?}",
         H::NAME
     );
@@ -367,17 +385,19 @@ pub async fn not_found<H: Harness>() {
     // Arrange: a known conversation, an unknown target
     let conversation = conversation(&harness, SimState::BotHolds).await;
     let located = located::locate(harness.transfer().as_ref(), conversation).await.expect("located");
+    let handoff = request(&harness, conversation, &small_context()).expect("valid");
 
     // Act
     let refused =
-        located::transfer(harness.transfer().as_ref(), conversation, &located, harness.unknown_target()).await;
+        located::transfer(harness.transfer().as_ref(), conversation, &located, harness.unknown_target(), &handoff)
+            .await;
 
     // Assert
     match refused {
-        Err(PortError::Rejected { status, ref code, .. }) => {
-            assert!((400..500).contains(&status) && !code.is_empty(), "{}: {refused:?}", H::NAME);
+        Err(PortError::Rejected { ref refusal, .. }) => {
+            assert!((400..500).contains(&refusal.status) && !refusal.code.is_empty(), "{}: {refused:?}", H::NAME);
         }
-        Err(PortError::NotFound { ref what, .. }) => assert_ne!(what, "conversation", "{}", H::NAME),
+        Err(PortError::NotFound { ref what, .. }) => assert_ne!(*what, Missing::Conversation, "{}", H::NAME),
         other => panic!("{}: an unknown target must be refused, got {other:?}", H::NAME),
     }
     assert_eq!(harness.platform_view(conversation).await.transfers_applied, 0, "{}", H::NAME);
@@ -412,7 +432,11 @@ pub async fn unauthorized_reauthenticates_once<H: Harness>() {
     let refused = located::locate(port.as_ref(), conversation).await;
 
     // Assert
-    assert!(matches!(refused, Err(PortError::Rejected { status: 401, .. })), "{}: {refused:?}", H::NAME);
+    assert!(
+        matches!(refused, Err(PortError::Rejected { ref refusal, .. }) if refusal.status == 401),
+        "{}: {refused:?}",
+        H::NAME
+    );
     assert_eq!(harness.calls(Op::Locate).await, looked_up + 2, "{}: exactly two attempts", H::NAME);
     assert!(harness.credentials_issued().await <= issued + 1, "{}: at most one new credential", H::NAME);
 }
@@ -430,7 +454,7 @@ pub async fn capacity_unknown_is_declared_not_guessed<H: Harness>() {
 
     // Act
     let capacity = harness.queue().capacity(target, false).await;
-    let outcome = service.handle(request(conversation, &small_context()).expect("valid"), None).await;
+    let outcome = service.handle(request(&harness, conversation, &small_context()).expect("valid"), None).await;
 
     // Assert
     let snapshot = capacity.unwrap_or_else(|e| panic!("{}: unknown capacity is not an error: {e}", H::NAME));
@@ -449,7 +473,7 @@ pub async fn analytics_is_idempotent<H: Harness>() {
     let event = HandoffEvent {
         handoff_id: HandoffId::random(),
         conversation_id: conversation,
-        reason: request(conversation, &small_context()).expect("valid").reason().clone(),
+        reason: request(&harness, conversation, &small_context()).expect("valid").reason().clone(),
         queue_id: harness.target(),
         at: Utc::now(),
     };
@@ -464,9 +488,9 @@ pub async fn analytics_is_idempotent<H: Harness>() {
     // Assert
     assert!(first.is_ok() && second.is_ok(), "{}: {first:?} {second:?}", H::NAME);
     assert_eq!(once, twice, "{}: a second record changes nothing", H::NAME);
-    let per_record = match harness.declared().analytics {
-        Delivery::Separate => 1,
-        Delivery::WithTransfer => 0,
+    let per_record = match harness.transfer().rules().analytics {
+        AnalyticsDelivery::Separate => 1,
+        AnalyticsDelivery::WithTransfer => 0,
     };
     assert_eq!(harness.calls(Op::Analytics).await, 2 * per_record, "{}", H::NAME);
     if per_record == 1 {

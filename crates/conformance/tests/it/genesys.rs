@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use genesys_sim::{ConversationKind, ConversationSpec, Endpoint, Fault, FaultKind, QueueSpec, SimConfig, SimHandle};
-use handoff_conformance::{Declared, Delivery, Harness, HarnessOptions, Op, PlatformView, SimFault, SimState};
+use handoff_conformance::{Harness, HarnessOptions, Op, PlatformView, SimFault, SimState};
 use handoff_domain::ports::{AnalyticsPort, QueuePort, TransferPort};
-use handoff_domain::{ConversationId, QueueId, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUE_CHARS};
+use handoff_domain::{ConversationId, QueueId};
 use handoff_genesys::{GenesysClient, GenesysConfig};
 use secrecy::SecretString;
 use serde_json::Value;
@@ -30,6 +30,18 @@ fn endpoint(op: Op) -> Endpoint {
         Op::Capacity => Endpoint::ObservationsQuery,
         Op::Analytics => Endpoint::PutTags,
     }
+}
+
+fn queue(id: Uuid) -> QueueId {
+    QueueId::parse(&id.to_string()).expect("a UUID is a queue id")
+}
+
+fn conversation_id(id: Uuid) -> ConversationId {
+    ConversationId::parse(&id.to_string()).expect("a UUID is a conversation id")
+}
+
+fn uuid(id: &str) -> Uuid {
+    Uuid::parse_str(id).expect("Genesys ids are UUIDs")
 }
 
 fn queue_of(value: &Value) -> Option<QueueId> {
@@ -64,45 +76,35 @@ impl Harness for GenesysHarness {
         self.client.clone()
     }
 
-    fn declared(&self) -> Declared {
-        Declared {
-            max_context_keys: Some(MAX_ATTRIBUTES),
-            max_context_value_chars: Some(MAX_ATTRIBUTE_VALUE_CHARS),
-            max_context_total_bytes: None,
-            context: Delivery::Separate,
-            analytics: Delivery::Separate,
-        }
-    }
-
     fn target(&self) -> QueueId {
-        QueueId::from_uuid(genesys_sim::SUPPORT_QUEUE)
+        queue(genesys_sim::SUPPORT_QUEUE)
     }
 
     fn unknown_target(&self) -> QueueId {
-        QueueId::from_uuid(Uuid::new_v4())
+        queue(Uuid::new_v4())
     }
 
     async fn target_without_capacity(&self) -> Option<QueueId> {
         let id = Uuid::new_v4();
         self.sim.sim().add_queue(QueueSpec { observed: false, ..QueueSpec::new(id, "Unobserved") });
-        Some(QueueId::from_uuid(id))
+        Some(queue(id))
     }
 
     async fn conversation(&self, state: SimState) -> Option<ConversationId> {
         let spec = match state {
             SimState::BotHolds => ConversationSpec::new(ConversationKind::Bot),
-            SimState::Queued => ConversationSpec::queued(*self.target().as_uuid()),
+            SimState::Queued => ConversationSpec::queued(uuid(self.target().as_str())),
             SimState::AgentHas => ConversationSpec::new(ConversationKind::AgentHeld),
             SimState::Unheld => ConversationSpec::new(ConversationKind::NoHolder),
             SimState::Ended => ConversationSpec::new(ConversationKind::Ended),
         };
-        Some(ConversationId::from_uuid(self.sim.sim().create_conversation(spec).conversation_id))
+        Some(conversation_id(self.sim.sim().create_conversation(spec).conversation_id))
     }
 
     async fn unknown_conversation(&self) -> ConversationId {
         let id = Uuid::new_v4();
         self.sim.sim().mark_unknown(id);
-        ConversationId::from_uuid(id)
+        conversation_id(id)
     }
 
     async fn fault(&self, op: Op, fault: SimFault, times: u32) {
@@ -130,7 +132,7 @@ impl Harness for GenesysHarness {
     }
 
     async fn platform_view(&self, conversation: ConversationId) -> PlatformView {
-        let id = *conversation.as_uuid();
+        let id = uuid(conversation.as_str());
         let Some(json) = self.sim.sim().conversation(id) else {
             return PlatformView::default();
         };
