@@ -18,7 +18,8 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use genesys_sim::{SimConfig, SUPPORT_QUEUE};
 use handoff_domain::ports::{Begin, LedgerPort};
 use handoff_domain::{
-    AdviceDecision, Confirmation, HandoffKey, HandoffMode, HandoffRequest, QueueId, Stage, StoredAnswer, Unconfirmed,
+    AdviceDecision, Confirmation, ConversationId, HandoffKey, HandoffMode, HandoffRequest, QueueId, Stage,
+    StoredAnswer, Unconfirmed,
 };
 use serde_json::json;
 use uuid::Uuid;

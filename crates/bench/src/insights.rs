@@ -12,7 +12,8 @@ use futures::StreamExt as _;
 use handoff_domain::insights::{collect_insights, InsightsFilter, SUMMARY_PAGE};
 use handoff_domain::ports::{Begin, InsightsPort, LedgerPort};
 use handoff_domain::{
-    AdviceDecision, Confirmation, HandoffKey, HandoffMode, HandoffReason, HandoffRequest, QueueId, Stage, StoredAnswer,
+    AdviceDecision, Confirmation, ConversationId, HandoffKey, HandoffMode, HandoffReason, HandoffRequest, QueueId,
+    Stage, StoredAnswer,
 };
 use handoff_http::{csv_line, render_page, InsightsForm, PageInputs};
 use handoff_ledger::SqlLedger;
