@@ -44,7 +44,7 @@ use serde_json::Value;
 use self::thread::{ConnectionThread, Role};
 use crate::codec::{
     answer_column, corrupt, event_to_json, lease_end, micros, outbox_entry, outcome_facts, sql_limit, stat_row,
-    time_from_micros, uuid_from_text, RecordColumns,
+    time_from_micros, uuid_from_text, Decided, RecordColumns,
 };
 use crate::error::LedgerSetupError;
 use crate::plan::{plan_begin, BeginPlan};
@@ -352,7 +352,7 @@ fn save_work(
     events: &[HandoffEvent],
 ) -> impl FnOnce(&Connection) -> Result<(), LedgerError> + Send + 'static {
     let columns = RecordColumns::from_record(record);
-    let upsert = UpsertParams::new(&columns, hold_until);
+    let upsert = UpsertParams::new(&columns, Decided::of_record(record), hold_until);
     let updated_at = columns.updated_at.timestamp_micros();
     let events: Vec<String> = events.iter().map(|e| event_to_json(e).to_string()).collect();
     let handoff_id = record.id.to_string();
@@ -408,7 +408,7 @@ fn begin(
             Begin::Resume(record)
         }
         BeginPlan::Create { record, lease_until } => {
-            UpsertParams::new(&RecordColumns::from_record(&record), Some(lease_until))
+            UpsertParams::new(&RecordColumns::from_record(&record), Decided::of_record(&record), Some(lease_until))
                 .execute(conn)
                 .map_err(ledger_error(OP))?;
             conn.prepare_cached(sqlite_sql!(SET_KEY))
@@ -448,12 +448,12 @@ fn select_record(
     conn.prepare_cached(sqlite_sql!(SELECT_RECORD))?.query_row([id], |row| Ok(decode_record(row))).optional()
 }
 
-/// The parameters of [`sql::UPSERT_RECORD`]: the columns, then the lease to hold (`None`
-/// releases). Encoded by the caller, so the single writer thread only binds them.
-struct UpsertParams([SqlValue; 20]);
+/// The parameters of [`sql::UPSERT_RECORD`]: the columns, the lease to hold (`None` releases),
+/// the outcome and time to queue. Encoded by the caller, so the single writer thread only binds them.
+struct UpsertParams([SqlValue; 22]);
 
 impl UpsertParams {
-    fn new(c: &RecordColumns, hold_until: Option<DateTime<Utc>>) -> Self {
+    fn new(c: &RecordColumns, decided: Decided, hold_until: Option<DateTime<Utc>>) -> Self {
         let text = |t: String| SqlValue::Text(t);
         let opt_text = |t: Option<String>| t.map_or(SqlValue::Null, SqlValue::Text);
         let micros = |t: DateTime<Utc>| SqlValue::Integer(t.timestamp_micros());
@@ -479,6 +479,8 @@ impl UpsertParams {
             text(c.correlation_ids.to_string()),
             text(c.history.to_string()),
             opt_micros(hold_until),
+            text(decided.outcome),
+            decided.to_queue_ms.map_or(SqlValue::Null, SqlValue::Integer),
         ])
     }
 

@@ -16,6 +16,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up_with_hook(include_str!("../../migrations/sqlite/0003_abandoned_stage.sql"), allow_new_stages),
         M::up(include_str!("../../migrations/sqlite/0004_guest_privacy.sql")),
         M::up(include_str!("../../migrations/sqlite/0005_insights.sql")),
+        M::up(include_str!("../../migrations/sqlite/0006_insights_rollup.sql")),
     ])
 });
 
@@ -70,7 +71,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), LedgerSetupError> {
             conn.pragma_update(None, "user_version", applied).map_err(|e| failed(&e))?;
         }
     }
-    MIGRATIONS.to_latest(conn).map_err(|e| failed(&e))
+    MIGRATIONS.to_latest(conn).map_err(|e| failed(&e))?;
+    // 0006 added the outcome columns: fill them in for the records written before.
+    super::insights::backfill_outcomes(conn).map(|_| ()).map_err(|e| failed(&e))
 }
 
 #[cfg(test)]
