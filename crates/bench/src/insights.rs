@@ -186,7 +186,7 @@ async fn explain(
                     ("records of whole days not rolled up", format!("SELECT created_at, reason, queue_id, outcome FROM handoffs WHERE created_at >= {fs} AND created_at < {eu} AND rolled_up = 0")),
                     ("records of an edge", format!("SELECT created_at, reason, queue_id, outcome FROM handoffs WHERE created_at >= {s} AND created_at < {fs}")),
                     ("times to queue", format!("SELECT to_queue_ms, outcome = 'transferred_after_deferral' FROM handoffs WHERE created_at >= {s} AND created_at < {u} AND to_queue_ms IS NOT NULL")),
-                    ("roll-up batch", "SELECT id FROM handoffs WHERE rolled_up = 0 AND outcome <> 'in_progress' ORDER BY created_at, id LIMIT 2000".to_owned()),
+                    ("roll-up batch", "SELECT id FROM handoffs WHERE rolled_up = 0 AND outcome <> 'in_progress' ORDER BY created_at LIMIT 2000".to_owned()),
                     ("summaries (export)", format!("SELECT id, conversation_id, reason, queue_id, stage, defer_until IS NOT NULL AS was_deferred, created_at, updated_at, attempts FROM handoffs WHERE (created_at, id) > ({s}, '00000000-0000-0000-0000-000000000000') AND created_at < {u} ORDER BY created_at, id LIMIT 5000")),
                     ("outbox backlog", "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL".to_owned()),
                 ] {
@@ -217,10 +217,20 @@ async fn explain(
                 ("records of an edge", format!("SELECT created_at, reason, queue_id, outcome FROM handoffs WHERE created_at >= '{s}' AND created_at < '{fs}'")),
                 ("time-to-queue percentiles", format!("{times} WHERE created_at >= '{s}' AND created_at < '{u}' AND to_queue_ms IS NOT NULL")),
                 ("time-to-queue percentiles, 365 days", format!("{times} WHERE created_at >= '{}' AND created_at < '{u}' AND to_queue_ms IS NOT NULL", (until - TimeDelta::days(365)).to_rfc3339())),
+                ("time-to-queue percentiles, 365 days, as the ledger reads them (seq and bitmap scans off)", format!("/*noseq*/ {times} WHERE created_at >= '{}' AND created_at < '{u}' AND to_queue_ms IS NOT NULL", (until - TimeDelta::days(365)).to_rfc3339())),
                 ("outbox backlog", "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL".to_owned()),
             ] {
                 out.push_str(&format!("-- {label}\n"));
+                let noseq = sql.starts_with("/*noseq*/");
+                if noseq {
+                    sqlx::query("SET enable_seqscan = off").execute(&mut conn).await?;
+                    sqlx::query("SET enable_bitmapscan = off").execute(&mut conn).await?;
+                }
                 let rows: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}")).fetch_all(&mut conn).await?;
+                if noseq {
+                    sqlx::query("RESET enable_seqscan").execute(&mut conn).await?;
+                    sqlx::query("RESET enable_bitmapscan").execute(&mut conn).await?;
+                }
                 for row in rows {
                     out.push_str(&row);
                     out.push('\n');
