@@ -48,13 +48,16 @@ fn target_dir() -> PathBuf {
 
 /// Seeds one record created at `at` and finished `took` seconds later as `how`.
 async fn seed(ledger: &handoff_ledger::SqlLedger, n: usize, at: DateTime<Utc>, reason: &str, how: &str, took: i64) {
-    let conversation = ConversationId::from_uuid(Uuid::new_v4());
-    let request = HandoffRequest::from_json(&json!({
-        "conversationId": conversation.to_string(),
-        "guestInfo": { "id": format!("guest-{n}"), "name": GUEST_NAMES[n % 3], "email": GUEST_EMAILS[n % 3] },
-        "handoffReason": reason,
-        "customContext": { "order_ref": CONTEXT_VALUE },
-    }))
+    let conversation = ConversationId::parse(&Uuid::new_v4().to_string()).expect("a UUID is a platform id");
+    let request = HandoffRequest::from_json(
+        &json!({
+            "conversationId": conversation.to_string(),
+            "guestInfo": { "id": format!("guest-{n}"), "name": GUEST_NAMES[n % 3], "email": GUEST_EMAILS[n % 3] },
+            "handoffReason": reason,
+            "customContext": { "order_ref": CONTEXT_VALUE },
+        }),
+        &handoff_domain::OpaqueIds,
+    )
     .expect("valid payload");
     let Begin::Fresh(mut record) = ledger
         .begin(
@@ -71,7 +74,7 @@ async fn seed(ledger: &handoff_ledger::SqlLedger, n: usize, at: DateTime<Utc>, r
         panic!("a fresh record")
     };
     let done = at + TimeDelta::seconds(took);
-    let queue = QueueId::from_uuid(SUPPORT_QUEUE);
+    let queue = QueueId::parse(&SUPPORT_QUEUE.to_string()).expect("a UUID is a platform id");
     match how {
         "transferred" | "after_deferral" => {
             record.queue = Some(queue);

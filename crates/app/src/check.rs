@@ -169,7 +169,8 @@ pub(crate) async fn transfer_probe(settings: &Settings, raw: &str) -> ExitCode {
              in a sandbox org: handoff check --transfer-probe <conversationId>",
         );
     }
-    let Ok(conversation) = ConversationId::parse(raw.trim()) else {
+    // The probe drives the Genesys adapter directly, so the id is checked by Genesys' rules.
+    let Ok(conversation) = ConversationId::parse_with(&handoff_genesys::GenesysIds, raw.trim()) else {
         return refuse(&format!(
             "--transfer-probe: `{}` is not a conversation id (a UUID)",
             raw.chars().take(64).collect::<String>()

@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use handoff_domain::{AdmissionPolicy, CapacityModel, QueueId, RoutingPolicy, ServiceSettings};
-use handoff_genesys::MessageCapacitySource;
+use handoff_domain::{AdmissionPolicy, CapacityModel, IdRules, QueueId, RoutingPolicy, ServiceSettings};
+use handoff_genesys::{GenesysIds, MessageCapacitySource};
 use handoff_http::{AdminAuth, WebhookAuth};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -55,6 +56,9 @@ pub struct GenesysSettings {
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The platform's id formats ([`platform_ids`]): the configured queues were parsed with them,
+    /// and the HTTP entry checks the webhook's ids and the read side's parameters with them.
+    pub ids: Arc<dyn IdRules>,
     /// Genesys connection.
     pub genesys: GenesysSettings,
     /// Queue choice and admission (the domain's settings).
@@ -107,9 +111,16 @@ const COUNT: (u64, u64) = (1, 1_000_000);
 const DAY_SECS: u64 = 86_400;
 const WEEK_SECS: u64 = 7 * DAY_SECS;
 
+/// The id rules of the contact-center platform: Genesys' for now (`HANDOFF_PLATFORM` will choose).
+pub fn platform_ids() -> Arc<dyn IdRules> {
+    Arc::new(GenesysIds)
+}
+
 /// Reads variables through `get`, so tests need no process environment.
 struct Reader<'a, F: Fn(&str) -> Option<String>> {
     get: &'a F,
+    /// The platform's id rules, for the queue ids.
+    ids: Arc<dyn IdRules>,
     errors: Vec<String>,
 }
 
@@ -157,12 +168,14 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
         }
     }
 
+    /// A queue id, checked by the platform's rules; the error names the variable and says what
+    /// the rules want (`TARGET_QUEUE_ID="x" is not valid: the queue id must be a UUID`).
     fn queue(&mut self, name: &str, required: bool) -> Option<QueueId> {
-        let raw = if required { self.required(name, "a queue id (UUID)")? } else { self.raw(name)? };
-        match QueueId::parse(&raw) {
+        let raw = if required { self.required(name, "the platform's queue id")? } else { self.raw(name)? };
+        match QueueId::parse_with(self.ids.as_ref(), &raw) {
             Ok(q) => Some(q),
-            Err(_) => {
-                self.errors.push(format!("{name}={raw:?} is not valid: expected a queue id (UUID)"));
+            Err(e) => {
+                self.errors.push(format!("{name}={raw:?} is not valid: the queue id {}", e.problem));
                 None
             }
         }
@@ -175,7 +188,8 @@ impl Settings {
     /// # Errors
     /// [`ConfigErrors`] listing every bad or missing setting.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
-        let mut r = Reader { get: &get, errors: Vec::new() };
+        let ids = platform_ids();
+        let mut r = Reader { get: &get, ids: Arc::clone(&ids), errors: Vec::new() };
 
         let client_id = r.required("GENESYS_CLIENT_ID", "the OAuth client-credentials client id");
         let client_secret = r.required("GENESYS_CLIENT_SECRET", "the OAuth client secret");
@@ -223,7 +237,7 @@ impl Settings {
         let target = r.queue("TARGET_QUEUE_ID", true);
         let routes = match r.raw("HANDOFF_ROUTES") {
             None => BTreeMap::new(),
-            Some(raw) => RoutingPolicy::parse_routes(&raw).unwrap_or_else(|errors| {
+            Some(raw) => RoutingPolicy::parse_routes(&raw, r.ids.as_ref()).unwrap_or_else(|errors| {
                 r.errors.extend(errors.into_iter().map(|e| format!("HANDOFF_ROUTES: {e}")));
                 BTreeMap::new()
             }),
@@ -342,6 +356,7 @@ impl Settings {
                 service.outbox_concurrency = outbox_concurrency;
                 service.resume_after = resume_after;
                 Ok(Settings {
+                    ids,
                     genesys: GenesysSettings {
                         client_id,
                         client_secret: SecretString::from(client_secret),
@@ -556,6 +571,43 @@ mod tests {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
         assert!(errors.0.len() >= 9, "{text}");
+    }
+
+    #[test]
+    fn queue_ids_are_checked_by_the_platform_rules_and_the_errors_name_the_variable() {
+        // Act
+        let errors = Settings::from_env(env(&[
+            ("GENESYS_CLIENT_ID", "id"),
+            ("GENESYS_CLIENT_SECRET", "s3cret"),
+            ("WEBHOOK_SECRET", "hook"),
+            ("TARGET_QUEUE_ID", "support"),
+            ("HANDOFF_ROUTES", &format!("billing={QUEUE},sales=0123456789abcdef01234567")),
+            ("HANDOFF_FALLBACK_QUEUE_ID", "../../admin"),
+        ]))
+        .unwrap_err();
+
+        // Assert
+        assert_eq!(
+            errors.0,
+            [
+                "TARGET_QUEUE_ID=\"support\" is not valid: the queue id must be a UUID",
+                "HANDOFF_ROUTES: route \"sales=0123456789abcdef01234567\": the queue id must be a UUID",
+                "HANDOFF_FALLBACK_QUEUE_ID=\"../../admin\" is not valid: the queue id must be a UUID",
+            ]
+        );
+    }
+
+    #[test]
+    fn configured_queue_ids_are_kept_in_the_platform_canonical_form() {
+        let settings = Settings::from_env(env(&[
+            ("GENESYS_CLIENT_ID", "id"),
+            ("GENESYS_CLIENT_SECRET", "s3cret"),
+            ("WEBHOOK_SECRET", "hook"),
+            ("TARGET_QUEUE_ID", &QUEUE.to_uppercase()),
+        ]))
+        .unwrap();
+        assert_eq!(settings.service.routing.default_queue().as_str(), QUEUE.to_lowercase());
+        assert_eq!(format!("{:?}", settings.ids), "GenesysIds");
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl App {
         }
         let readiness = Arc::new(Readiness { ledger: LedgerProbe::new(ledger.clone()), genesys: genesys.clone() });
         let render = metrics.clone();
-        let state = AppState::new(service.clone(), auth, readiness)
+        let state = AppState::new(service.clone(), Arc::clone(&settings.ids), auth, readiness)
             .with_admin(settings.admin_auth.clone())
             .with_settings(HttpSettings {
                 request_timeout: settings.request_timeout,
@@ -640,9 +640,12 @@ mod tests {
             clock,
             ServiceSettings::new(RoutingPolicy::new(QueueId::parse(QUEUE).unwrap(), Default::default(), None)),
         ));
-        let request = HandoffRequest::from_json(&serde_json::json!({
-            "conversationId": CONVERSATION, "guestInfo": { "id": "guest-1" }, "handoffReason": "billing"
-        }))
+        let request = HandoffRequest::from_json(
+            &serde_json::json!({
+                "conversationId": CONVERSATION, "guestInfo": { "id": "guest-1" }, "handoffReason": "billing"
+            }),
+            &handoff_genesys::GenesysIds,
+        )
         .unwrap();
         let advice = service.advise(request, None).await.expect("advised");
         assert!(matches!(advice, HandoffOutcome::Advised(_)), "{advice:?}");
@@ -709,13 +712,16 @@ mod tests {
     /// A record of a guest with a name, e-mail and context, created `age_days` ago, finished then
     /// when `finish`.
     async fn record(ledger: &InMemoryLedger, age_days: i64, finish: bool) -> HandoffRecord {
-        let conversation = ConversationId::from_uuid(uuid::Uuid::new_v4());
-        let request = HandoffRequest::from_json(&serde_json::json!({
-            "conversationId": conversation.to_string(),
-            "guestInfo": { "id": "g", "name": "Jane Doe", "email": "jane.doe@example.com" },
-            "handoffReason": "billing",
-            "customContext": { "tier": "gold" },
-        }))
+        let conversation = handoff_genesys::GenesysIds::conversation(uuid::Uuid::new_v4());
+        let request = HandoffRequest::from_json(
+            &serde_json::json!({
+                "conversationId": conversation.to_string(),
+                "guestInfo": { "id": "g", "name": "Jane Doe", "email": "jane.doe@example.com" },
+                "handoffReason": "billing",
+                "customContext": { "tier": "gold" },
+            }),
+            &handoff_genesys::GenesysIds,
+        )
         .expect("valid request");
         let at = now() - chrono::Duration::seconds(age_days * DAY);
         let key = HandoffKey::new(conversation, None);

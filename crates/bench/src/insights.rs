@@ -43,14 +43,17 @@ impl Rng {
 }
 
 async fn seed_one(ledger: &SqlLedger, n: u64, created: DateTime<Utc>, roll: u64) -> anyhow::Result<()> {
-    let conversation = ConversationId::from_uuid(uuid::Uuid::new_v4());
+    let conversation = ConversationId::parse(&uuid::Uuid::new_v4().to_string())?;
     let reason = REASONS[(roll % 5) as usize];
-    let request = HandoffRequest::from_json(&serde_json::json!({
-        "conversationId": conversation.to_string(),
-        "guestInfo": { "id": format!("guest-{n}"), "name": "Bench Guest", "email": "bench@example.com" },
-        "handoffReason": reason,
-        "customContext": { "attempted_resolution": "refund_policy_explained", "sentiment_score": "0.32" },
-    }))
+    let request = HandoffRequest::from_json(
+        &serde_json::json!({
+            "conversationId": conversation.to_string(),
+            "guestInfo": { "id": format!("guest-{n}"), "name": "Bench Guest", "email": "bench@example.com" },
+            "handoffReason": reason,
+            "customContext": { "attempted_resolution": "refund_policy_explained", "sentiment_score": "0.32" },
+        }),
+        &handoff_domain::OpaqueIds,
+    )
     .map_err(|e| anyhow::anyhow!("seed payload: {e}"))?;
     let key = HandoffKey::new(conversation, None);
     let Begin::Fresh(mut record) = ledger
@@ -59,8 +62,9 @@ async fn seed_one(ledger: &SqlLedger, n: u64, created: DateTime<Utc>, roll: u64)
     else {
         anyhow::bail!("seed {n} was not fresh");
     };
-    let queue =
-        QueueId::from_uuid(uuid::Uuid::from_u128(0x7b0a_2a4e_5f1c_4a53_9d0e_2f6a_1c3b_9d00 + u128::from(roll % 3)));
+    let queue = QueueId::parse(
+        &uuid::Uuid::from_u128(0x7b0a_2a4e_5f1c_4a53_9d0e_2f6a_1c3b_9d00 + u128::from(roll % 3)).to_string(),
+    )?;
     let took = TimeDelta::milliseconds(500 + i64::try_from(roll % 20_000).unwrap_or(0));
     let kind = (roll / 7) % 100;
     if kind < 80 {

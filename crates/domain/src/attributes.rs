@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn the_set_holds_every_context_entry_plus_the_reserved_keys() {
         // Arrange
-        let request = HandoffRequest::from_json(&sample_payload()).expect("valid");
+        let request = HandoffRequest::from_json(&sample_payload(), &crate::ids::OpaqueIds).expect("valid");
 
         // Act
         let attributes = AttributeSet::for_handoff(&request, handoff_id(), at()).expect("within limits");
@@ -140,7 +140,7 @@ mod tests {
         let mut payload = sample_payload();
         payload["guestInfo"] = serde_json::json!({ "id": "guest-1", "name": "" });
         payload["customContext"] = Value::Null;
-        let request = HandoffRequest::from_json(&payload).expect("valid");
+        let request = HandoffRequest::from_json(&payload, &crate::ids::OpaqueIds).expect("valid");
 
         // Act
         let attributes = AttributeSet::for_handoff(&request, handoff_id(), at()).expect("within limits");

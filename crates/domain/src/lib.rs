@@ -6,7 +6,9 @@
 //! [`HandoffService`]. Everything is testable with mocks and property tests alone.
 //!
 //! # Layout
-//! - [`ids`]: validated identifiers (`ConversationId`, `QueueId`, `ParticipantId`, `HandoffId`).
+//! - [`ids`]: validated identifiers: the platform's (`ConversationId`, `QueueId`, `ParticipantId`,
+//!   opaque, bounded and URL-safe, each platform's format declared by its adapter through
+//!   `IdRules`) and ours (`HandoffId`, a UUID).
 //! - `request`: the validated webhook payload (`HandoffRequest` and its parts) and its parser,
 //!   which reports every problem with its field path.
 //! - `routing`: queue choice and the allowlist (CONTRACT §5.2).
@@ -48,7 +50,9 @@ mod testkit;
 pub use admission::{Admission, AdmissionPolicy, CapacityModel, CapacitySnapshot};
 pub use attributes::{AttributeLimitError, AttributeSet, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUE_CHARS, RESERVED_KEYS};
 pub use figures::{AgentCounts, FreeSlots, QueueFigures};
-pub use ids::{ConversationId, HandoffId, InvalidId, ParticipantId, QueueId};
+pub use ids::{
+    ConversationId, HandoffId, IdKind, IdRules, InvalidId, OpaqueId, OpaqueIds, ParticipantId, QueueId, MAX_ID_BYTES,
+};
 pub use insights::{HandoffSummary, Insights, InsightsFilter};
 pub use lifecycle::{
     later, AdviceDecision, Confirmation, HandoffKey, HandoffMode, HandoffRecord, Stage, StoredAnswer, Unconfirmed,

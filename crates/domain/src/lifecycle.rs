@@ -491,7 +491,8 @@ mod tests {
     }
 
     fn record() -> HandoffRecord {
-        let request = HandoffRequest::from_json(&crate::testkit::sample_payload()).expect("valid");
+        let request =
+            HandoffRequest::from_json(&crate::testkit::sample_payload(), &crate::ids::OpaqueIds).expect("valid");
         let key = HandoffKey::new(request.conversation_id(), None);
         HandoffRecord::received(HandoffId::random(), key, request, DateTime::<Utc>::UNIX_EPOCH)
     }

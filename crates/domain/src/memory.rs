@@ -367,7 +367,7 @@ mod tests {
     }
 
     fn request() -> HandoffRequest {
-        HandoffRequest::from_json(&sample_payload()).expect("valid")
+        HandoffRequest::from_json(&sample_payload(), &crate::ids::OpaqueIds).expect("valid")
     }
 
     fn key() -> HandoffKey {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::attributes::is_reserved_key;
-use crate::ids::{ConversationId, ParticipantId, QueueId};
+use crate::ids::{ConversationId, IdKind, IdRules, OpaqueIds, ParticipantId, QueueId};
 
 /// At most this many `customContext` entries (leaves room for the reserved keys within Genesys'
 /// 50-attribute limit).
@@ -278,19 +278,21 @@ impl HandoffRequest {
         Self { conversation_id, guest, reason, context, queue, participant }
     }
 
-    /// Parses and validates the webhook payload. Unknown top-level fields are ignored.
+    /// Parses and validates the webhook payload, its ids with the platform's `ids` rules (which
+    /// word the problems, e.g. `conversationId: must be a UUID` for Genesys). Unknown top-level
+    /// fields are ignored.
     ///
     /// # Errors
     /// [`ValidationErrors`] listing every problem found, with its field path.
-    pub fn from_json(payload: &Value) -> Result<Self, ValidationErrors> {
+    pub fn from_json(payload: &Value, ids: &dyn IdRules) -> Result<Self, ValidationErrors> {
         let Some(obj) = payload.as_object() else {
             return Err(ValidationErrors::single("$", "must be a JSON object"));
         };
         let mut errors = Vec::new();
 
         let conversation_id = required_str(&mut errors, obj, "conversationId").and_then(|raw| {
-            ConversationId::parse(raw)
-                .map_err(|_| errors.push(FieldError::new("conversationId", "must be a UUID")))
+            ConversationId::parse_with(ids, raw)
+                .map_err(|e| errors.push(FieldError::new("conversationId", e.problem)))
                 .ok()
         });
 
@@ -344,8 +346,8 @@ impl HandoffRequest {
             }
         };
 
-        let queue = optional_uuid(&mut errors, obj, "queueId", QueueId::parse);
-        let participant = optional_uuid(&mut errors, obj, "participantId", ParticipantId::parse);
+        let queue = optional_id(&mut errors, obj, ids, IdKind::Queue).map(|q| q.map(QueueId::from));
+        let participant = optional_id(&mut errors, obj, ids, IdKind::Participant).map(|p| p.map(ParticipantId::from));
 
         match (conversation_id, guest, reason, context, ValidationErrors::from_vec(errors)) {
             (Some(c), Some(g), Some(r), Some(ctx), None) => {
@@ -357,8 +359,19 @@ impl HandoffRequest {
         }
     }
 
-    /// The canonical payload JSON of this request; [`from_json`](Self::from_json) reads it back
-    /// unchanged. The ledger stores requests in this form.
+    /// Reads back a request the ledger stored ([`to_json`](Self::to_json)), its ids with the
+    /// domain's generic check only ([`OpaqueIds`]): a stored row is never refused because the
+    /// platform's rules got stricter.
+    ///
+    /// # Errors
+    /// [`ValidationErrors`] listing every problem found, with its field path.
+    pub fn from_stored_json(payload: &Value) -> Result<Self, ValidationErrors> {
+        Self::from_json(payload, &OpaqueIds)
+    }
+
+    /// The canonical payload JSON of this request; [`from_json`](Self::from_json) (with the rules
+    /// that accepted it) and [`from_stored_json`](Self::from_stored_json) read it back unchanged.
+    /// The ledger stores requests in this form.
     pub fn to_json(&self) -> Value {
         let mut guest = Map::new();
         guest.insert("id".into(), self.guest.id.clone().into());
@@ -467,23 +480,25 @@ fn optional_str<'a>(
     }
 }
 
-fn optional_uuid<T>(
+/// An optional id field: `Some(None)` when absent or null, `None` (already reported) when invalid.
+fn optional_id(
     errors: &mut Vec<FieldError>,
     obj: &Map<String, Value>,
-    key: &str,
-    parse: impl Fn(&str) -> Result<T, crate::ids::InvalidId>,
-) -> Option<Option<T>> {
+    ids: &dyn IdRules,
+    kind: IdKind,
+) -> Option<Option<crate::ids::OpaqueId>> {
+    let key = kind.field();
     match obj.get(key) {
         None | Some(Value::Null) => Some(None),
-        Some(Value::String(s)) => match parse(s) {
+        Some(Value::String(s)) => match ids.parse(kind, s) {
             Ok(v) => Some(Some(v)),
-            Err(_) => {
-                errors.push(FieldError::new(key, "must be a UUID"));
+            Err(problem) => {
+                errors.push(FieldError::new(key, problem));
                 None
             }
         },
         Some(_) => {
-            errors.push(FieldError::new(key, "must be a UUID string"));
+            errors.push(FieldError::new(key, ids.not_a_string(kind)));
             None
         }
     }
@@ -588,7 +603,7 @@ mod tests {
     use super::*;
     use crate::attributes::AttributeSet;
     use crate::ids::HandoffId;
-    use crate::testkit::{any_json, mutated_payload, sample_payload as sample, valid_payload};
+    use crate::testkit::{any_json, mutated_payload, sample_payload as sample, valid_payload, UuidIds};
     use chrono::{TimeZone, Utc};
     use proptest::prelude::*;
     use serde_json::json;
@@ -611,7 +626,7 @@ mod tests {
     }
 
     fn rejected(payload: &Value) -> Vec<FieldError> {
-        match HandoffRequest::from_json(payload) {
+        match HandoffRequest::from_json(payload, &UuidIds) {
             Ok(request) => panic!("payload was accepted: {request:?}"),
             Err(errors) => errors.errors().to_vec(),
         }
@@ -635,7 +650,7 @@ mod tests {
         let payload = sample();
 
         // Act
-        let request = HandoffRequest::from_json(&payload).expect("the sample is valid");
+        let request = HandoffRequest::from_json(&payload, &UuidIds).expect("the sample is valid");
 
         // Assert
         assert_eq!(request.conversation_id().to_string(), "a1b2c3d4-e5f6-7890-abcd-ef1234567890");
@@ -666,10 +681,10 @@ mod tests {
         let payload = with("/botPlatform", json!({ "name": "anything", "nested": [1, 2, 3] }));
 
         // Act
-        let request = HandoffRequest::from_json(&payload);
+        let request = HandoffRequest::from_json(&payload, &UuidIds);
 
         // Assert
-        assert_eq!(request, HandoffRequest::from_json(&sample()));
+        assert_eq!(request, HandoffRequest::from_json(&sample(), &UuidIds));
     }
 
     #[test]
@@ -698,10 +713,66 @@ mod tests {
         let payload = with("/conversationId", json!("A1B2C3D4-E5F6-7890-ABCD-EF1234567890"));
 
         // Act
-        let request = HandoffRequest::from_json(&payload).expect("upper case UUIDs are valid");
+        let request = HandoffRequest::from_json(&payload, &UuidIds).expect("upper case UUIDs are valid");
 
         // Assert
         assert_eq!(request.conversation_id().to_string(), "a1b2c3d4-e5f6-7890-abcd-ef1234567890");
+    }
+
+    #[test]
+    fn ids_are_checked_and_worded_by_the_platform_rules() {
+        // Arrange: ids a UUID platform refuses, but the domain's generic check accepts.
+        let payload = json!({
+            "conversationId": "0123456789abcdef01234567",
+            "guestInfo": { "id": "guest-1" },
+            "handoffReason": "billing",
+            "queueId": "360001234567",
+            "participantId": "bot.integration~1",
+        });
+
+        // Act
+        let strict = HandoffRequest::from_json(&payload, &UuidIds).unwrap_err();
+        let generic = HandoffRequest::from_json(&payload, &OpaqueIds).expect("opaque ids are valid");
+
+        // Assert
+        assert_eq!(
+            strict.errors(),
+            [
+                FieldError::new("conversationId", "must be a UUID"),
+                FieldError::new("queueId", "must be a UUID"),
+                FieldError::new("participantId", "must be a UUID"),
+            ]
+        );
+        assert_eq!(generic.conversation_id().as_str(), "0123456789abcdef01234567");
+        assert_eq!(generic.requested_queue().map(|q| q.to_string()).as_deref(), Some("360001234567"));
+        assert_eq!(generic.participant().map(|p| p.to_string()).as_deref(), Some("bot.integration~1"));
+    }
+
+    #[test]
+    fn the_generic_rules_refuse_ids_that_are_not_url_safe_or_too_long() {
+        for bad in ["", "../../admin", "a b", "a#b", "ü", &"c".repeat(65)] {
+            let errors = HandoffRequest::from_json(&with("/conversationId", json!(bad)), &OpaqueIds).unwrap_err();
+            assert_eq!(errors.errors(), [FieldError::new("conversationId", crate::ids::OPAQUE_ID_PROBLEM)], "{bad:?}");
+        }
+        let errors = HandoffRequest::from_json(&with("/queueId", json!(7)), &OpaqueIds).unwrap_err();
+        assert_eq!(errors.errors(), [FieldError::new("queueId", "must be a string")]);
+    }
+
+    #[test]
+    fn a_stored_request_is_read_back_with_the_generic_check_only() {
+        // Arrange: stored under rules that accepted a non-UUID id.
+        let stored =
+            HandoffRequest::from_json(&with("/conversationId", json!("conv-42")), &OpaqueIds).expect("valid").to_json();
+
+        // Act
+        let read = HandoffRequest::from_stored_json(&stored);
+
+        // Assert
+        assert_eq!(
+            read.expect("a stored row is never refused by stricter rules").conversation_id().as_str(),
+            "conv-42"
+        );
+        assert!(HandoffRequest::from_json(&stored, &UuidIds).is_err());
     }
 
     #[test]
@@ -726,7 +797,7 @@ mod tests {
         let payload = with("/guestInfo/id", json!("é".repeat(256)));
 
         // Act
-        let request = HandoffRequest::from_json(&payload);
+        let request = HandoffRequest::from_json(&payload, &UuidIds);
 
         // Assert
         assert!(request.is_ok(), "{request:?}");
@@ -744,7 +815,7 @@ mod tests {
         payload["guestInfo"].as_object_mut().expect("object").remove("email");
 
         // Act
-        let request = HandoffRequest::from_json(&payload).expect("name and email are optional");
+        let request = HandoffRequest::from_json(&payload, &UuidIds).expect("name and email are optional");
 
         // Assert
         assert_eq!(request.guest().name(), None);
@@ -768,7 +839,7 @@ mod tests {
     #[test]
     fn guest_debug_output_never_shows_name_or_email() {
         // Arrange
-        let request = HandoffRequest::from_json(&sample()).expect("valid");
+        let request = HandoffRequest::from_json(&sample(), &UuidIds).expect("valid");
 
         // Act
         let debug = format!("{request:?}");
@@ -789,7 +860,7 @@ mod tests {
 
     #[test]
     fn a_reason_of_exactly_128_characters_is_accepted() {
-        assert!(HandoffRequest::from_json(&with("/handoffReason", json!("r".repeat(128)))).is_ok());
+        assert!(HandoffRequest::from_json(&with("/handoffReason", json!("r".repeat(128))), &UuidIds).is_ok());
     }
 
     #[test]
@@ -805,7 +876,7 @@ mod tests {
             [without("/customContext"), with("/customContext", Value::Null), with("/customContext", json!({}))]
         {
             // Act
-            let request = HandoffRequest::from_json(&payload).expect("context is optional");
+            let request = HandoffRequest::from_json(&payload, &UuidIds).expect("context is optional");
 
             // Assert
             assert!(request.context().is_empty(), "{payload}");
@@ -824,7 +895,8 @@ mod tests {
     #[test]
     fn custom_context_with_exactly_40_keys_is_accepted() {
         // Act
-        let request = HandoffRequest::from_json(&with("/customContext", context_of(40))).expect("40 keys are allowed");
+        let request =
+            HandoffRequest::from_json(&with("/customContext", context_of(40)), &UuidIds).expect("40 keys are allowed");
 
         // Assert
         assert_eq!(request.context().len(), MAX_CONTEXT_KEYS);
@@ -865,7 +937,7 @@ mod tests {
     #[test]
     fn a_context_key_of_exactly_64_allowed_characters_is_accepted() {
         let key = format!("{}.A-9_", "k".repeat(59));
-        assert!(HandoffRequest::from_json(&with("/customContext", json!({ key: "v" }))).is_ok());
+        assert!(HandoffRequest::from_json(&with("/customContext", json!({ key: "v" })), &UuidIds).is_ok());
     }
 
     #[test]
@@ -910,7 +982,7 @@ mod tests {
             with("/customContext", json!({ "score": 0.32, "count": 3, "negative": -7, "vip": true, "churn": false }));
 
         // Act
-        let request = HandoffRequest::from_json(&payload).expect("numbers and booleans are accepted");
+        let request = HandoffRequest::from_json(&payload, &UuidIds).expect("numbers and booleans are accepted");
 
         // Assert
         let ctx = request.context();
@@ -936,7 +1008,7 @@ mod tests {
         payload["participantId"] = json!("66666666-7777-8888-9999-AAAAAAAAAAAA");
 
         // Act
-        let request = HandoffRequest::from_json(&payload).expect("valid");
+        let request = HandoffRequest::from_json(&payload, &UuidIds).expect("valid");
 
         // Assert
         assert_eq!(
@@ -1045,7 +1117,7 @@ mod tests {
             millis in 0i64..4_102_444_800_000,
         ) {
             // Act
-            let request = HandoffRequest::from_json(&payload);
+            let request = HandoffRequest::from_json(&payload, &UuidIds);
 
             // Assert: accepted
             let request = match request {
@@ -1057,7 +1129,7 @@ mod tests {
             prop_assert_eq!(&context, &expected_context);
 
             // Assert: round trip
-            let again = HandoffRequest::from_json(&request.to_json());
+            let again = HandoffRequest::from_json(&request.to_json(), &UuidIds);
             prop_assert_eq!(again.as_ref(), Ok(&request));
 
             // Assert: every context entry reaches the attribute set unchanged, within the limits
@@ -1079,7 +1151,7 @@ mod tests {
             payload in prop_oneof![any_json(), mutated_payload()],
         ) {
             // Act
-            let result = HandoffRequest::from_json(&payload);
+            let result = HandoffRequest::from_json(&payload, &UuidIds);
 
             // Assert
             if let Err(errors) = result {
@@ -1098,11 +1170,11 @@ mod tests {
             payload in prop_oneof![mutated_payload(), any_json()],
         ) {
             // Arrange
-            let Ok(request) = HandoffRequest::from_json(&payload) else { return Ok(()) };
+            let Ok(request) = HandoffRequest::from_json(&payload, &UuidIds) else { return Ok(()) };
 
             // Act
             let bytes = serde_json::to_vec(&request.to_json()).expect("a JSON value serialises");
-            let again = serde_json::from_slice::<Value>(&bytes).map(|v| HandoffRequest::from_json(&v));
+            let again = serde_json::from_slice::<Value>(&bytes).map(|v| HandoffRequest::from_json(&v, &UuidIds));
 
             // Assert
             prop_assert_eq!(again.ok(), Some(Ok(request)));

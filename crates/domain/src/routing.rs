@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::ids::QueueId;
+use crate::ids::{IdRules, QueueId};
 use crate::request::{HandoffReason, HandoffRequest, ValidationErrors};
 
 /// A bad `HANDOFF_ROUTES` entry.
@@ -31,11 +31,13 @@ impl RoutingPolicy {
         Self { default_queue, routes, fallback }
     }
 
-    /// Parses `HANDOFF_ROUTES` (`reason=queueId,reason=queueId`; blanks around entries allowed).
+    /// Parses `HANDOFF_ROUTES` (`reason=queueId,reason=queueId`; blanks around entries allowed),
+    /// the queue ids with the platform's `ids` rules.
     ///
     /// # Errors
-    /// Every bad entry: no `=`, an invalid reason, a queue that is not a UUID, or a reason given twice.
-    pub fn parse_routes(raw: &str) -> Result<BTreeMap<String, QueueId>, Vec<RoutingPolicyError>> {
+    /// Every bad entry: no `=`, an invalid reason, a queue id the rules refuse (`the queue id must
+    /// be a UUID` for Genesys), or a reason given twice.
+    pub fn parse_routes(raw: &str, ids: &dyn IdRules) -> Result<BTreeMap<String, QueueId>, Vec<RoutingPolicyError>> {
         let mut routes = BTreeMap::new();
         let mut errors = Vec::new();
         for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -49,9 +51,12 @@ impl RoutingPolicy {
                 errors.push(err("the reason must be 1-128 characters without control characters"));
                 continue;
             }
-            let Ok(queue) = QueueId::parse(queue) else {
-                errors.push(err("the queue id must be a UUID"));
-                continue;
+            let queue = match QueueId::parse_with(ids, queue) {
+                Ok(queue) => queue,
+                Err(e) => {
+                    errors.push(err(&format!("the queue id {}", e.problem)));
+                    continue;
+                }
             };
             if routes.insert(reason.to_owned(), queue).is_some() {
                 errors.push(err("this reason is routed twice"));
@@ -111,7 +116,7 @@ impl RoutingPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::{sample_payload, uuid_text, valid_request_with};
+    use crate::testkit::{sample_payload, uuid_text, valid_request_with, UuidIds};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -135,7 +140,7 @@ mod tests {
         if let Some(queue) = queue {
             payload["queueId"] = json!(queue);
         }
-        HandoffRequest::from_json(&payload).expect("valid")
+        HandoffRequest::from_json(&payload, &crate::ids::OpaqueIds).expect("valid")
     }
 
     #[test]
@@ -185,23 +190,29 @@ mod tests {
     #[test]
     fn routes_parse_with_blanks_and_any_case_queue_ids() {
         // Act
-        let routes = RoutingPolicy::parse_routes(&format!(" billing = {} , ,sales={BILLING},", BILLING.to_uppercase()));
+        let routes = RoutingPolicy::parse_routes(
+            &format!(" billing = {} , ,sales={BILLING},", BILLING.to_uppercase()),
+            &UuidIds,
+        );
 
         // Assert
         assert_eq!(routes, Ok(BTreeMap::from([("billing".to_owned(), q(BILLING)), ("sales".to_owned(), q(BILLING))])));
-        assert_eq!(RoutingPolicy::parse_routes(""), Ok(BTreeMap::new()));
+        assert_eq!(RoutingPolicy::parse_routes("", &UuidIds), Ok(BTreeMap::new()));
     }
 
     #[test]
     fn every_bad_route_entry_is_reported() {
         // Act
-        let errors =
-            RoutingPolicy::parse_routes(&format!("noequals,={DEFAULT},billing=not-a-uuid,x={DEFAULT},x={BILLING}"))
-                .expect_err("bad routes");
+        let errors = RoutingPolicy::parse_routes(
+            &format!("noequals,={DEFAULT},billing=not-a-uuid,x={DEFAULT},x={BILLING}"),
+            &UuidIds,
+        )
+        .expect_err("bad routes");
 
         // Assert
         let entries: Vec<&str> = errors.iter().map(|e| e.entry.as_str()).collect();
         assert_eq!(entries, vec!["noequals", &format!("={DEFAULT}"), "billing=not-a-uuid", &format!("x={BILLING}")]);
+        assert_eq!(errors[2].problem, "the queue id must be a UUID", "the platform's words");
         assert!(errors[3].problem.contains("twice"), "{errors:?}");
     }
 
@@ -239,7 +250,7 @@ mod tests {
                 routes.insert(request.reason().as_str().to_owned(), *pick.get(&policy.allowed_queues()));
                 policy = RoutingPolicy::new(policy.default_queue(), routes, policy.fallback());
             }
-            let request = HandoffRequest::from_json(&payload).expect("still valid");
+            let request = HandoffRequest::from_json(&payload, &crate::ids::OpaqueIds).expect("still valid");
 
             // Act
             let chosen = policy.choose(&request);

@@ -7,7 +7,29 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 use crate::attributes::is_reserved_key;
+use crate::ids::{IdKind, IdRules, OpaqueId};
 use crate::request::{HandoffRequest, MAX_CONTEXT_KEYS};
+
+/// A platform whose ids are UUIDs, as Genesys' are (the real rules live in its adapter): any case,
+/// canonical lower case, `must be a UUID`. Lets the domain's tests show that the parser uses the
+/// platform's rules and words.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UuidIds;
+
+impl IdRules for UuidIds {
+    fn parse(&self, _kind: IdKind, raw: &str) -> Result<OpaqueId, &'static str> {
+        const PROBLEM: &str = "must be a UUID";
+        if raw.len() != 36 {
+            return Err(PROBLEM);
+        }
+        let uuid = uuid::Uuid::try_parse(raw).map_err(|_| PROBLEM)?;
+        OpaqueId::parse(&uuid.hyphenated().to_string()).map_err(|_| PROBLEM)
+    }
+
+    fn not_a_string(&self, _kind: IdKind) -> &'static str {
+        "must be a UUID string"
+    }
+}
 
 /// The payload of the tutorial this project started from (CONTRACT §4.1).
 pub(crate) fn sample_payload() -> Value {
@@ -174,7 +196,7 @@ pub(crate) fn valid_payload() -> impl Strategy<Value = (Value, BTreeMap<String, 
 prop_compose! {
     /// A valid request with up to `max_context` context entries.
     pub(crate) fn valid_request_with(max_context: usize)((payload, _) in valid_payload_with(max_context)) -> HandoffRequest {
-        HandoffRequest::from_json(&payload).expect("valid_payload_with() only builds valid payloads")
+        HandoffRequest::from_json(&payload, &UuidIds).expect("valid_payload_with() only builds valid payloads")
     }
 }
 
@@ -202,6 +224,6 @@ prop_compose! {
             "handoffReason": reason,
             "customContext": context,
         });
-        HandoffRequest::from_json(&payload).expect("the largest payload is still valid")
+        HandoffRequest::from_json(&payload, &UuidIds).expect("the largest payload is still valid")
     }
 }

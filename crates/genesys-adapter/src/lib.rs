@@ -31,6 +31,7 @@
 //! # Layout
 //! - [`regions`]: the region table, [`Region::parse`] and the API/login base URLs.
 //! - `config`: [`GenesysConfig`] (credentials, resolved URLs, timeouts, budget, caps, TTL).
+//! - `ids`: [`GenesysIds`], the platform's id rules (UUIDs, any case, canonical lower case).
 //! - `error`: [`GenesysError`], the adapter-internal error, and its mapping to [`PortError`].
 //! - `token`: the client-credentials token cache (single flight, early refresh, 401 invalidation).
 //! - `client`: [`GenesysClient`], the HTTP client, the retry policy and rate-limit awareness.
@@ -68,6 +69,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod ids;
 mod notifications;
 pub mod observations;
 mod ports;
@@ -88,6 +90,7 @@ pub use config::{
     DEFAULT_TOTAL_BUDGET, DEFAULT_UTILIZATION_REFRESH,
 };
 pub use error::{GenesysError, Result};
+pub use ids::{GenesysIds, NOT_A_UUID};
 pub use notifications::{
     ChannelProbe, ChannelStats, NotificationSettings, DEFAULT_FIGURES_MAX_AGE, UNPUSHED_GROUP_TTL,
 };

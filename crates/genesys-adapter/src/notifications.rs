@@ -34,6 +34,8 @@ use handoff_domain::QueueId;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
+use crate::ids::GenesysIds;
+
 mod channel;
 
 pub use channel::ChannelProbe;
@@ -144,7 +146,7 @@ fn group_key(group: &Map<String, Value>) -> String {
 }
 
 fn queue_of(group: &Map<String, Value>) -> Option<QueueId> {
-    group.get("queueId").and_then(Value::as_str).and_then(|q| QueueId::parse(q).ok())
+    group.get("queueId").and_then(Value::as_str).and_then(|q| QueueId::parse_with(&GenesysIds, q).ok())
 }
 
 impl FigureStore {

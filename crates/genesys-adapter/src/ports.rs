@@ -16,6 +16,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use crate::client::{Call, GenesysClient, Reply, Retry};
+use crate::ids::GenesysIds;
 use crate::stats::Endpoint;
 use crate::utilization::MessageCapacitySource;
 use crate::wire::{self, AttributesBody, QueueInfo, TagsBody, TransferBody};
@@ -157,7 +158,7 @@ impl GenesysClient {
             Permission::QueueObservationView => (
                 Method::POST,
                 self.api_url(&["analytics", "queues", "observations", "query"]),
-                json(&wire::observation_query(QueueId::from_uuid(Uuid::nil()))),
+                json(&wire::observation_query(GenesysIds::queue(Uuid::nil()))),
             ),
             // A read of the org setting: nothing to hide behind a nil id, and nothing changes.
             Permission::UtilizationView => (Method::GET, self.api_url(&["routing", "utilization"]), None),

@@ -9,6 +9,7 @@ use handoff_domain::ports::{ConversationSnapshot, ParticipantView};
 use handoff_domain::{AttributeSet, ConversationId, ParticipantId, QueueFigures, QueueId};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::GenesysIds;
 use crate::observations::{queue_figures, GroupDimensions, MetricData};
 
 // ---- requests -------------------------------------------------------------------------------
@@ -142,11 +143,12 @@ pub(crate) fn conversation_snapshot(
         .participants
         .iter()
         .filter_map(|p| {
-            let id = ParticipantId::parse(p.id.as_deref()?).ok()?;
+            let id = ParticipantId::parse_with(&GenesysIds, p.id.as_deref()?).ok()?;
             let is_customer = p.purpose.as_deref().is_some_and(|purpose| purpose.eq_ignore_ascii_case("customer"));
             let connected = p.state.as_deref().is_some_and(|state| state.eq_ignore_ascii_case("connected"));
             let ended = p.end_time.as_deref().is_some_and(|t| !t.is_empty());
-            let queue = p.queue.as_ref().and_then(|q| q.id.as_deref()).and_then(|q| QueueId::parse(q).ok());
+            let queue =
+                p.queue.as_ref().and_then(|q| q.id.as_deref()).and_then(|q| QueueId::parse_with(&GenesysIds, q).ok());
             // Genesys marks human agents with purpose `agent` (or `user` for direct conversations).
             let is_agent = p
                 .purpose
@@ -177,13 +179,13 @@ fn transfer_queue(transfer: &Transfer) -> Option<QueueId> {
         return None;
     }
     let destination = transfer.destination.as_ref()?;
-    if let Some(queue) = destination.queue_id.as_deref().and_then(|q| QueueId::parse(q).ok()) {
+    if let Some(queue) = destination.queue_id.as_deref().and_then(|q| QueueId::parse_with(&GenesysIds, q).ok()) {
         return Some(queue);
     }
     if destination.user_id.is_some() {
         return None;
     }
-    destination.address.as_deref().and_then(|a| QueueId::parse(a).ok())
+    destination.address.as_deref().and_then(|a| QueueId::parse_with(&GenesysIds, a).ok())
 }
 
 #[derive(Debug, Deserialize)]
@@ -530,7 +532,7 @@ mod tests {
                 let snapshot = conversation_snapshot(conv(), body.to_string().as_bytes(), None).unwrap();
 
                 // Assert
-                let has_uuid = |id: &Option<String>| id.as_deref().is_some_and(|id| ParticipantId::parse(id).is_ok());
+                let has_uuid = |id: &Option<String>| id.as_deref().is_some_and(|id| ParticipantId::parse_with(&GenesysIds, id).is_ok());
                 let kept: Vec<_> = generated.iter().filter(|g| has_uuid(&g.1)).collect();
                 prop_assert_eq!(snapshot.participants.len(), kept.len());
                 for (view, (_, id, purpose, state, end_time)) in snapshot.participants.iter().zip(kept) {

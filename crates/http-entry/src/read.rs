@@ -66,9 +66,9 @@ pub(crate) async fn get_handoff(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
-    /// The conversation (required).
+    /// The conversation (required): the platform's conversation id; a UUID for Genesys.
     #[serde(rename = "conversationId")]
-    #[param(rename = "conversationId", required = true, format = Uuid)]
+    #[param(rename = "conversationId", required = true)]
     conversation_id: Option<String>,
 }
 
@@ -82,7 +82,8 @@ pub(crate) struct ListQuery {
     params(ListQuery),
     responses(
         (status = 200, body = HandoffList, description = "The records (an empty list when there are none)."),
-        (status = 400, body = InvalidPayloadBody, description = "`conversationId` is missing or not a UUID."),
+        (status = 400, body = InvalidPayloadBody, description = "`conversationId` is missing or not the platform's \
+conversation id (a UUID for Genesys)."),
         (status = 401, body = ErrorBody, description = "Missing or wrong admin token (or, while HANDOFF_ADMIN_TOKEN \
 is unset, webhook credentials).", example = json!({"error": "unauthorized"})),
         (status = 503, description = "The ledger could not be read.",
@@ -100,8 +101,8 @@ pub(crate) async fn list_handoffs(
         .0
         .conversation_id
         .ok_or_else(|| ApiError::invalid_parameter("conversationId", "is required"))?;
-    let id =
-        ConversationId::parse(&raw).map_err(|_| ApiError::invalid_parameter("conversationId", "must be a UUID"))?;
+    let id = ConversationId::parse_with(state.ids(), &raw)
+        .map_err(|e| ApiError::invalid_parameter("conversationId", e.problem))?;
     let records = state.service().ledger().find_by_conversation(id).await?;
     Ok(Json(HandoffList { handoffs: records.iter().map(HandoffView::from).collect() }))
 }
@@ -182,8 +183,8 @@ pub(crate) struct HandoffView {
     /// The record.
     #[schema(value_type = String, format = Uuid)]
     handoff_id: HandoffId,
-    /// The conversation.
-    #[schema(value_type = String, format = Uuid)]
+    /// The conversation (the platform's conversation id; a UUID for Genesys).
+    #[schema(value_type = String)]
     conversation_id: ConversationId,
     /// The `Idempotency-Key` it was delivered with.
     idempotency_key: Option<String>,
@@ -204,8 +205,8 @@ pub(crate) struct HandoffView {
     cause: Option<&'static str>,
     /// `handoffReason`.
     reason: String,
-    /// The queue chosen.
-    #[schema(value_type = Option<String>, format = Uuid)]
+    /// The queue chosen (the platform's queue id; a UUID for Genesys).
+    #[schema(value_type = Option<String>)]
     queue_id: Option<QueueId>,
     /// Deliveries, resumptions and worker checks that worked on it.
     attempts: u32,
@@ -264,15 +265,15 @@ pub(crate) enum AnswerView {
     /// 200 transferred.
     #[serde(rename_all = "camelCase")]
     Transferred {
-        /// The queue it went to.
-        #[schema(value_type = String, format = Uuid)]
+        /// The queue it went to (the platform's queue id; a UUID for Genesys).
+        #[schema(value_type = String)]
         queue_id: QueueId,
     },
     /// 202 deferred.
     #[serde(rename_all = "camelCase")]
     Deferred {
-        /// The queue it waits for.
-        #[schema(value_type = String, format = Uuid)]
+        /// The queue it waits for (the platform's queue id; a UUID for Genesys).
+        #[schema(value_type = String)]
         queue_id: QueueId,
         /// When the worker checks again.
         retry_after_seconds: u64,
@@ -295,8 +296,9 @@ pub(crate) enum AnswerView {
         /// `transfer` or `defer`.
         #[schema(example = "transfer")]
         decision: &'static str,
-        /// The queue advised (`transfer`) or the chosen queue that had no capacity (`defer`).
-        #[schema(value_type = String, format = Uuid)]
+        /// The queue advised (`transfer`) or the chosen queue that had no capacity (`defer`): the
+        /// platform's queue id (a UUID for Genesys).
+        #[schema(value_type = String)]
         queue_id: QueueId,
         /// `defer` only.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -315,8 +317,8 @@ pub(crate) enum ConfirmationView {
     /// It did.
     #[serde(rename_all = "camelCase")]
     Confirmed {
-        /// The queue it reached.
-        #[schema(value_type = String, format = Uuid)]
+        /// The queue it reached (the platform's queue id; a UUID for Genesys).
+        #[schema(value_type = String)]
         queue_id: QueueId,
         /// From the advice to the read that saw it in the queue.
         seconds_to_queue: f64,
@@ -418,8 +420,8 @@ pub(crate) struct StatsView {
 pub(crate) struct OutcomeRowView {
     /// The handoff reason.
     reason: String,
-    /// The queue chosen or advised, if one was.
-    #[schema(value_type = Option<String>, format = Uuid)]
+    /// The queue chosen or advised, if one was (the platform's queue id; a UUID for Genesys).
+    #[schema(value_type = Option<String>)]
     queue_id: Option<QueueId>,
     /// `in_progress`, `transferred`, `transferred_after_deferral`, `advised_defer`, `confirmed`,
     /// `unconfirmed`, `failed` or `abandoned`.
@@ -486,8 +488,8 @@ impl From<Percentiles> for TimeToQueueView {
 pub(crate) struct StatRowView {
     /// The handoff reason.
     reason: String,
-    /// The queue chosen, if one was.
-    #[schema(value_type = Option<String>, format = Uuid)]
+    /// The queue chosen, if one was (the platform's queue id; a UUID for Genesys).
+    #[schema(value_type = Option<String>)]
     queue_id: Option<QueueId>,
     /// The stage the handoffs are in (see `HandoffView.stage`).
     stage: &'static str,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use handoff_domain::ports::{Clock, InsightsPort, SystemClock};
-use handoff_domain::HandoffService;
+use handoff_domain::{HandoffService, IdRules};
 use tokio::sync::Semaphore;
 
 use crate::admin::AdminAuth;
@@ -66,6 +66,9 @@ impl Default for HttpSettings {
 #[derive(Clone)]
 pub struct AppState {
     service: Arc<HandoffService>,
+    /// The platform's id formats: the webhook's ids and the read side's parameters are checked
+    /// (and worded) by them.
+    ids: Arc<dyn IdRules>,
     auth: Arc<WebhookAuth>,
     admin: Arc<AdminAuth>,
     insights: Option<Arc<dyn InsightsPort>>,
@@ -82,6 +85,7 @@ impl fmt::Debug for AppState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AppState")
             .field("service", &self.service)
+            .field("ids", &self.ids)
             .field("auth", &self.auth)
             .field("admin", &self.admin)
             .field("metrics", &self.metrics.is_some())
@@ -91,11 +95,18 @@ impl fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// State over the use case, with default [`HttpSettings`], the system clock and no `/metrics`.
-    pub fn new(service: Arc<HandoffService>, auth: WebhookAuth, readiness: Arc<dyn ReadinessProbe>) -> Self {
+    /// State over the use case and the platform's id rules (the adapter's, e.g. `GenesysIds`), with
+    /// default [`HttpSettings`], the system clock and no `/metrics`.
+    pub fn new(
+        service: Arc<HandoffService>,
+        ids: Arc<dyn IdRules>,
+        auth: WebhookAuth,
+        readiness: Arc<dyn ReadinessProbe>,
+    ) -> Self {
         let settings = HttpSettings::default();
         Self {
             service,
+            ids,
             auth: Arc::new(auth),
             admin: Arc::new(AdminAuth::default()),
             insights: None,
@@ -168,6 +179,10 @@ impl AppState {
 
     pub(crate) fn service(&self) -> &Arc<HandoffService> {
         &self.service
+    }
+
+    pub(crate) fn ids(&self) -> &dyn IdRules {
+        self.ids.as_ref()
     }
 
     pub(crate) fn auth(&self) -> &WebhookAuth {

@@ -249,7 +249,7 @@ impl World {
             Arc::new(service_clock),
             ServiceSettings::new(routing),
         );
-        let mut state = AppState::new(Arc::new(service), auth, readiness)
+        let mut state = AppState::new(Arc::new(service), Arc::new(handoff_genesys::GenesysIds), auth, readiness)
             .with_admin(admin)
             .with_settings(settings)
             .with_clock(Arc::new(http_clock));

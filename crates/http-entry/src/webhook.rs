@@ -208,18 +208,20 @@ pub(crate) async fn bot_handoff(
     query: Result<Query<WebhookQuery>, QueryRejection>,
     SignedJson { payload, idempotency_key }: SignedJson,
 ) -> Result<Response, ApiError> {
-    let (request, key, mode) = match (HandoffRequest::from_json(&payload), idempotency_key, handoff_mode(query)) {
-        (Ok(request), Ok(key), Ok(mode)) => (request, key, mode),
-        (request, key, mode) => {
-            // Report the payload's problems, the header's and the query's together; at least one
-            // of the three failed.
-            let problems = [request.err(), key.err(), mode.err()].into_iter().flatten().reduce(ValidationErrors::merge);
-            return Err(problems.map_or_else(
-                || ApiError::Internal("validation failed without a problem".to_owned()),
-                ApiError::InvalidPayload,
-            ));
-        }
-    };
+    let (request, key, mode) =
+        match (HandoffRequest::from_json(&payload, state.ids()), idempotency_key, handoff_mode(query)) {
+            (Ok(request), Ok(key), Ok(mode)) => (request, key, mode),
+            (request, key, mode) => {
+                // Report the payload's problems, the header's and the query's together; at least one
+                // of the three failed.
+                let problems =
+                    [request.err(), key.err(), mode.err()].into_iter().flatten().reduce(ValidationErrors::merge);
+                return Err(problems.map_or_else(
+                    || ApiError::Internal("validation failed without a problem".to_owned()),
+                    ApiError::InvalidPayload,
+                ));
+            }
+        };
     let permit = Arc::clone(state.in_flight()).try_acquire_owned().map_err(|_| ApiError::Overloaded)?;
     let service = Arc::clone(state.service());
     // The handoff runs on its own task: a request timeout or a dropped connection answers the
@@ -286,8 +288,8 @@ fn outcome_response(outcome: &HandoffOutcome) -> Response {
     "customContext": { "attempted_resolution": "refund_policy_explained", "sentiment_score": "0.32" }
 }))]
 pub(crate) struct HandoffPayload {
-    /// The Web Messaging conversation (a UUID, any case).
-    #[schema(format = Uuid)]
+    /// The conversation: the platform's conversation id (for Genesys, the Web Messaging
+    /// conversation: a UUID, any case).
     conversation_id: String,
     /// Who the guest is. Never re-created in Genesys; written as participant data.
     guest_info: GuestInfoPayload,
@@ -301,11 +303,11 @@ pub(crate) struct HandoffPayload {
     /// `bot_handoff_*`) are refused.
     #[serde(default)]
     custom_context: BTreeMap<String, ContextValue>,
-    /// Forces a queue: must be TARGET_QUEUE_ID, a HANDOFF_ROUTES queue or the fallback queue.
-    #[schema(format = Uuid)]
+    /// Forces a queue: must be TARGET_QUEUE_ID, a HANDOFF_ROUTES queue or the fallback queue (the
+    /// platform's queue id; a UUID for Genesys).
     queue_id: Option<String>,
-    /// The participant that holds the conversation (the bot or flow); never the customer or an agent.
-    #[schema(format = Uuid)]
+    /// The participant that holds the conversation (the bot or flow); never the customer or an agent
+    /// (the platform's participant id; a UUID for Genesys).
     participant_id: Option<String>,
 }
 
@@ -364,11 +366,11 @@ pub(crate) struct TransferredBody {
     /// Our record (`GET /handoffs/{handoffId}`).
     #[schema(value_type = String, format = Uuid)]
     handoff_id: HandoffId,
-    /// The conversation.
-    #[schema(value_type = String, format = Uuid)]
+    /// The conversation (the platform's conversation id; a UUID for Genesys).
+    #[schema(value_type = String)]
     conversation_id: ConversationId,
-    /// The queue it went to (possibly the fallback).
-    #[schema(value_type = String, format = Uuid)]
+    /// The queue it went to, possibly the fallback (the platform's queue id; a UUID for Genesys).
+    #[schema(value_type = String)]
     queue_id: QueueId,
     /// This answer repeats an earlier one; nothing was written upstream now.
     replayed: bool,
@@ -399,11 +401,11 @@ pub(crate) struct DeferredBody {
     /// Our record.
     #[schema(value_type = String, format = Uuid)]
     handoff_id: HandoffId,
-    /// The conversation.
-    #[schema(value_type = String, format = Uuid)]
+    /// The conversation (the platform's conversation id; a UUID for Genesys).
+    #[schema(value_type = String)]
     conversation_id: ConversationId,
-    /// The queue it waits for.
-    #[schema(value_type = String, format = Uuid)]
+    /// The queue it waits for (the platform's queue id; a UUID for Genesys).
+    #[schema(value_type = String)]
     queue_id: QueueId,
     /// When the service checks capacity again. Informational: not a request to call again.
     retry_after_seconds: u64,
@@ -444,11 +446,12 @@ pub(crate) struct AdviceBody {
     /// Our record.
     #[schema(value_type = String, format = Uuid)]
     handoff_id: HandoffId,
-    /// The conversation.
-    #[schema(value_type = String, format = Uuid)]
+    /// The conversation (the platform's conversation id; a UUID for Genesys).
+    #[schema(value_type = String)]
     conversation_id: ConversationId,
-    /// `transfer`: the queue to transfer to (possibly the fallback). `defer`: the chosen queue.
-    #[schema(value_type = String, format = Uuid)]
+    /// `transfer`: the queue to transfer to (possibly the fallback). `defer`: the chosen queue. The
+    /// platform's queue id (a UUID for Genesys).
+    #[schema(value_type = String)]
     queue_id: QueueId,
     /// Always `true`: the context (customContext, guest identity, `bot_handoff_*`) is on the
     /// customer participant, in both decisions. The flow need not Set Participant Data.

@@ -1,13 +1,16 @@
 //! Converting domain values to column values and back, shared by both backends.
 //!
-//! A record is written as [`RecordColumns`] (plain values: UUIDs, text, JSON, UTC times) and read
-//! back through [`RecordColumns::into_record`], which re-validates everything: the request through
-//! [`HandoffRequest::from_json`], ids through their parsers, stages through [`Stage::parse`]. A row
-//! that no longer validates is [`LedgerError::Corrupt`], never a panic.
+//! A record is written as [`RecordColumns`] (plain values: our UUIDs, the platform's ids as text,
+//! JSON, UTC times) and read back through [`RecordColumns::into_record`], which re-validates
+//! everything: the request through [`HandoffRequest::from_stored_json`], the platform's ids with the
+//! domain's generic check only (a row is never refused because a platform's rules got stricter),
+//! stages through [`Stage::parse`]. A row that no longer validates is [`LedgerError::Corrupt`],
+//! never a panic.
 //!
 //! Times are kept to the microsecond (PostgreSQL's `timestamptz` precision); [`micros`] truncates
 //! so both backends store the same value.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,7 +19,7 @@ use handoff_domain::lifecycle::HistoryEntry;
 use handoff_domain::ports::{HandoffEvent, LedgerError, OutboxEntry, StatRow};
 use handoff_domain::{
     AdviceDecision, Confirmation, ConversationId, HandoffId, HandoffKey, HandoffReason, HandoffRecord, HandoffRequest,
-    IdempotencyKey, OutcomeFacts, ParticipantId, QueueId, Stage, StoredAnswer, Unconfirmed,
+    IdempotencyKey, InvalidId, OutcomeFacts, QueueId, Stage, StoredAnswer, Unconfirmed,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -46,6 +49,12 @@ pub(crate) fn corrupt(what: &str, problem: impl std::fmt::Display) -> LedgerErro
     LedgerError::Corrupt(format!("{what}: {problem}"))
 }
 
+/// An optional platform id column (`queue_id`, `holder`, `customer`), with the domain's generic
+/// check only.
+fn platform_id<T: FromStr<Err = InvalidId>>(raw: Option<&str>) -> Result<Option<T>, InvalidId> {
+    raw.map(str::parse).transpose()
+}
+
 /// Parses a UUID column stored as text (SQLite).
 pub(crate) fn uuid_from_text(raw: &str, what: &str) -> Result<Uuid, LedgerError> {
     Uuid::try_parse(raw).map_err(|_| corrupt(what, "not a UUID"))
@@ -56,14 +65,14 @@ pub(crate) fn uuid_from_text(raw: &str, what: &str) -> Result<Uuid, LedgerError>
 pub(crate) struct RecordColumns {
     pub(crate) id: Uuid,
     pub(crate) key: String,
-    pub(crate) conversation_id: Uuid,
+    pub(crate) conversation_id: String,
     pub(crate) idempotency_key: Option<String>,
     pub(crate) reason: String,
     pub(crate) request: Value,
     pub(crate) stage: String,
-    pub(crate) queue_id: Option<Uuid>,
-    pub(crate) holder: Option<Uuid>,
-    pub(crate) customer: Option<Uuid>,
+    pub(crate) queue_id: Option<String>,
+    pub(crate) holder: Option<String>,
+    pub(crate) customer: Option<String>,
     pub(crate) answer: Option<Value>,
     pub(crate) attempts: i64,
     pub(crate) created_at: DateTime<Utc>,
@@ -115,14 +124,14 @@ impl RecordColumns {
         Self {
             id: *record.id.as_uuid(),
             key: record.key.to_string(),
-            conversation_id: *record.key.conversation_id.as_uuid(),
+            conversation_id: record.key.conversation_id.as_str().to_owned(),
             idempotency_key: record.key.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
             reason: record.reason().as_str().to_owned(),
             request: record.request.to_json(),
             stage: record.stage.as_str().to_owned(),
-            queue_id: record.queue.map(|q| *q.as_uuid()),
-            holder: record.holder.map(|p| *p.as_uuid()),
-            customer: record.customer.map(|p| *p.as_uuid()),
+            queue_id: record.queue.map(|q| q.as_str().to_owned()),
+            holder: record.holder.map(|p| p.as_str().to_owned()),
+            customer: record.customer.map(|p| p.as_str().to_owned()),
             answer: record.answer.as_ref().map(answer_to_json),
             attempts: i64::from(record.attempts),
             created_at: micros(record.created_at),
@@ -143,8 +152,8 @@ impl RecordColumns {
         let what = format!("handoff {}", self.id);
         let bad = |column: &str, problem: &dyn std::fmt::Display| corrupt(&what, format_args!("{column}: {problem}"));
 
-        let request = HandoffRequest::from_json(&self.request).map_err(|e| bad("request", &e))?;
-        let conversation_id = ConversationId::from_uuid(self.conversation_id);
+        let request = HandoffRequest::from_stored_json(&self.request).map_err(|e| bad("request", &e))?;
+        let conversation_id = ConversationId::parse(&self.conversation_id).map_err(|e| bad("conversation_id", &e))?;
         if request.conversation_id() != conversation_id {
             return Err(bad("request", &"conversationId differs from the conversation_id column"));
         }
@@ -174,9 +183,9 @@ impl RecordColumns {
             key,
             request,
             stage,
-            queue: self.queue_id.map(QueueId::from_uuid),
-            holder: self.holder.map(ParticipantId::from_uuid),
-            customer: self.customer.map(ParticipantId::from_uuid),
+            queue: platform_id(self.queue_id.as_deref()).map_err(|e| bad("queue_id", &e))?,
+            holder: platform_id(self.holder.as_deref()).map_err(|e| bad("holder", &e))?,
+            customer: platform_id(self.customer.as_deref()).map_err(|e| bad("customer", &e))?,
             answer,
             attempts,
             created_at: self.created_at,
@@ -342,9 +351,9 @@ fn history_from_json(value: Value) -> Result<Vec<HistoryEntry>, String> {
 #[derive(Debug)]
 pub(crate) struct SummaryColumns {
     pub(crate) id: Uuid,
-    pub(crate) conversation_id: Uuid,
+    pub(crate) conversation_id: String,
     pub(crate) reason: String,
-    pub(crate) queue_id: Option<Uuid>,
+    pub(crate) queue_id: Option<String>,
     pub(crate) stage: String,
     pub(crate) was_deferred: bool,
     pub(crate) created_at: DateTime<Utc>,
@@ -367,9 +376,9 @@ impl SummaryColumns {
         let answer = answer.map(answer_from_json).transpose().map_err(|e| corrupt(WHAT, e))?;
         Ok(HandoffSummary::from_facts(SummaryFacts {
             handoff_id: HandoffId::from_uuid(self.id),
-            conversation_id: ConversationId::from_uuid(self.conversation_id),
+            conversation_id: ConversationId::parse(&self.conversation_id).map_err(|e| corrupt(WHAT, e))?,
             reason: self.reason,
-            queue_id: self.queue_id.map(QueueId::from_uuid),
+            queue_id: platform_id(self.queue_id.as_deref()).map_err(|e| corrupt(WHAT, e))?,
             stage,
             answer,
             was_deferred: self.was_deferred,
@@ -426,13 +435,14 @@ pub(crate) fn event_from_json(id: i64, value: Value) -> Result<HandoffEvent, Led
 /// [`LedgerError::Corrupt`] when the stage is unknown or the count negative.
 pub(crate) fn stat_row(
     reason: String,
-    queue_id: Option<Uuid>,
+    queue_id: Option<String>,
     stage: &str,
     count: i64,
 ) -> Result<StatRow, LedgerError> {
     let outcome = Stage::parse(stage).ok_or_else(|| corrupt("stats", format_args!("unknown stage `{stage}`")))?;
     let count = u64::try_from(count).map_err(|e| corrupt("stats", e))?;
-    Ok(StatRow { reason, queue_id: queue_id.map(QueueId::from_uuid), outcome, count })
+    let queue_id = platform_id(queue_id.as_deref()).map_err(|e| corrupt("stats", e))?;
+    Ok(StatRow { reason, queue_id, outcome, count })
 }
 
 /// The answer column of `record` (for `begin`'s resume, which may mark it advisory).
@@ -446,7 +456,7 @@ pub(crate) fn answer_column(record: &HandoffRecord) -> Option<Value> {
 /// [`LedgerError::Corrupt`] when the stage or the answer does not decode.
 pub(crate) fn outcome_facts(
     reason: String,
-    queue_id: Option<Uuid>,
+    queue_id: Option<String>,
     stage: &str,
     answer: Option<Value>,
     deferred: bool,
@@ -457,7 +467,7 @@ pub(crate) fn outcome_facts(
     let answer = answer.map(|v| answer_from_json(&v)).transpose().map_err(|e| corrupt("outcomes answer", e))?;
     Ok(OutcomeFacts {
         reason,
-        queue_id: queue_id.map(QueueId::from_uuid),
+        queue_id: platform_id(queue_id.as_deref()).map_err(|e| corrupt("outcomes", e))?,
         stage,
         answer,
         deferred,

@@ -320,7 +320,7 @@ impl PostgresBackend {
         conversation: ConversationId,
     ) -> Result<Vec<HandoffRecord>, LedgerError> {
         let rows = sqlx::query(sql::SELECT_BY_CONVERSATION)
-            .bind(*conversation.as_uuid())
+            .bind(conversation.as_str())
             .fetch_all(&self.pool)
             .await
             .map_err(ledger_error("find_by_conversation"))?;

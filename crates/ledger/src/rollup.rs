@@ -12,7 +12,6 @@ use chrono::{DateTime, Utc};
 use handoff_domain::insights::{Bucket, InsightsBuilder, InsightsFilter, Outcome};
 use handoff_domain::ports::LedgerError;
 use handoff_domain::QueueId;
-use uuid::Uuid;
 
 use crate::codec::{corrupt, micros};
 
@@ -69,9 +68,10 @@ pub(crate) fn outcome(name: Option<&str>) -> Result<Outcome, LedgerError> {
 pub(crate) fn queue(text: Option<&str>) -> Result<Option<QueueId>, LedgerError> {
     match text {
         None | Some("") => Ok(None),
-        Some(raw) => Uuid::parse_str(raw)
-            .map(|u| Some(QueueId::from_uuid(u)))
-            .map_err(|e| corrupt("insights queue_id", format_args!("`{raw}`: {e}"))),
+        // The domain's generic check only, as for every stored platform id (codec).
+        Some(raw) => {
+            raw.parse::<QueueId>().map(Some).map_err(|e| corrupt("insights queue_id", format_args!("`{raw}`: {e}")))
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::*;
-use crate::{GenesysClient, GenesysConfig};
+use crate::{GenesysClient, GenesysConfig, GenesysIds};
 
 const QUEUE: &str = "7b0a2a4e-5f1c-4a53-9d0e-2f6a1c3b9d01";
 
@@ -178,7 +178,7 @@ async fn start(config: SimConfig, max_age: Duration) -> Running {
     let client = Arc::new(GenesysClient::new(config).unwrap());
     let (stop, stopped) = watch::channel(false);
     let settings = NotificationSettings {
-        queues: vec![QueueId::from_uuid(SUPPORT_QUEUE), QueueId::from_uuid(BILLING_QUEUE)],
+        queues: vec![GenesysIds::queue(SUPPORT_QUEUE), GenesysIds::queue(BILLING_QUEUE)],
         max_age,
     };
     let task = tokio::spawn(client.clone().run_notifications(settings, stopped));
@@ -207,7 +207,7 @@ async fn with_the_channel_live_capacity_costs_one_query_per_queue_up_front_and_t
     let run = start(SimConfig::default(), Duration::from_secs(10)).await;
     let client = run.client.clone();
     until("the channel to go live", || client.channel_stats().live).await;
-    let support = QueueId::from_uuid(SUPPORT_QUEUE);
+    let support = GenesysIds::queue(SUPPORT_QUEUE);
 
     until("the starting figures", || run.sim.sim().count(SimEndpoint::ObservationsQuery) == 2).await;
 
@@ -300,7 +300,7 @@ async fn an_org_that_refuses_channels_is_polled_and_asked_again_only_much_later(
     let run = start(SimConfig { notifications: false, ..SimConfig::default() }, Duration::from_secs(10)).await;
     let client = run.client.clone();
     until("the refusal", || client.channel_stats().refused).await;
-    let support = QueueId::from_uuid(SUPPORT_QUEUE);
+    let support = GenesysIds::queue(SUPPORT_QUEUE);
 
     // Act: two checks more than a capacity TTL apart
     let first = client.capacity(support, false).await.unwrap();

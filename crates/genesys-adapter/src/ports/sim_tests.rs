@@ -7,12 +7,12 @@ use std::time::Duration;
 use chrono::Utc;
 use genesys_sim::{ConversationKind, ConversationSpec, Endpoint, SimConfig, SimHandle, SUPPORT_QUEUE};
 use handoff_domain::ports::{AnalyticsPort, HandoffEvent, PortError, QueuePort, TransferPort};
-use handoff_domain::{AttributeSet, ConversationId, HandoffId, HandoffRequest, ParticipantId, QueueId};
+use handoff_domain::{AttributeSet, HandoffId, HandoffRequest};
 use secrecy::SecretString;
 use serde_json::json;
 use url::Url;
 
-use crate::{GenesysClient, GenesysConfig};
+use crate::{GenesysClient, GenesysConfig, GenesysIds};
 
 async fn sim_and_client() -> (SimHandle, Arc<GenesysClient>) {
     let sim = genesys_sim::spawn(SimConfig::default()).await.unwrap();
@@ -27,14 +27,17 @@ async fn a_bot_conversation_is_located_annotated_transferred_and_tagged_into_the
     // Arrange
     let (sim, client) = sim_and_client().await;
     let ids = sim.sim().create_conversation(ConversationSpec::new(ConversationKind::Bot));
-    let conversation = ConversationId::from_uuid(ids.conversation_id);
-    let support = QueueId::from_uuid(SUPPORT_QUEUE);
-    let request = HandoffRequest::from_json(&json!({
-        "conversationId": conversation.to_string(),
-        "guestInfo": { "id": "guest-1", "name": "Jane Doe" },
-        "handoffReason": "complex_billing_dispute",
-        "customContext": { "sentiment_score": "0.32" }
-    }))
+    let conversation = GenesysIds::conversation(ids.conversation_id);
+    let support = GenesysIds::queue(SUPPORT_QUEUE);
+    let request = HandoffRequest::from_json(
+        &json!({
+            "conversationId": conversation.to_string(),
+            "guestInfo": { "id": "guest-1", "name": "Jane Doe" },
+            "handoffReason": "complex_billing_dispute",
+            "customContext": { "sentiment_score": "0.32" }
+        }),
+        &GenesysIds,
+    )
     .unwrap();
     let handoff = HandoffId::random();
     let attributes = AttributeSet::for_handoff(&request, handoff, Utc::now()).unwrap();
@@ -57,8 +60,8 @@ async fn a_bot_conversation_is_located_annotated_transferred_and_tagged_into_the
     let after = client.locate(conversation).await.unwrap();
 
     // Assert
-    assert_eq!(customer, ParticipantId::from_uuid(ids.customer_id));
-    assert_eq!(Some(holder.as_uuid()), ids.holder_id.as_ref());
+    assert_eq!(customer, GenesysIds::participant(ids.customer_id));
+    assert_eq!(Some(holder), ids.holder_id.map(GenesysIds::participant));
     let agents = capacity.figures.agents.unwrap();
     assert_eq!((agents.idle, agents.on_queue(), capacity.figures.waiting), (3, 5, Some(0)));
     assert_eq!(capacity.message_capacity, Some(4));
@@ -80,17 +83,18 @@ async fn revoked_tokens_unknown_conversations_and_queues_map_as_the_ports_promis
     // Arrange
     let (sim, client) = sim_and_client().await;
     let ids = sim.sim().create_conversation(ConversationSpec::new(ConversationKind::Bot));
-    let conversation = ConversationId::from_uuid(ids.conversation_id);
-    let unknown = ConversationId::from_uuid(uuid::Uuid::new_v4());
-    sim.sim().mark_unknown(*unknown.as_uuid());
+    let conversation = GenesysIds::conversation(ids.conversation_id);
+    let unknown_uuid = uuid::Uuid::new_v4();
+    let unknown = GenesysIds::conversation(unknown_uuid);
+    sim.sim().mark_unknown(unknown_uuid);
     client.locate(conversation).await.unwrap();
     sim.sim().revoke_tokens();
 
     // Act
     let after_revocation = client.locate(conversation).await;
     let missing = client.locate(unknown).await.unwrap_err();
-    let queue = client.get_queue(QueueId::from_uuid(SUPPORT_QUEUE)).await.unwrap();
-    let no_queue = client.get_queue(QueueId::from_uuid(uuid::Uuid::new_v4())).await.unwrap_err();
+    let queue = client.get_queue(GenesysIds::queue(SUPPORT_QUEUE)).await.unwrap();
+    let no_queue = client.get_queue(GenesysIds::queue(uuid::Uuid::new_v4())).await.unwrap_err();
 
     // Assert
     assert!(after_revocation.is_ok(), "{after_revocation:?}");
@@ -120,7 +124,7 @@ async fn three_agents_in_one_chat_each_with_capacity_four_leave_nine_free_slots_
     sim.sim().set_message_capacity(Some(4));
 
     // Act
-    let snapshot = client.capacity(QueueId::from_uuid(queue), false).await.unwrap();
+    let snapshot = client.capacity(GenesysIds::queue(queue), false).await.unwrap();
 
     // Assert: the queueId-only query gets the user metrics anyway; nobody idle, 9 slots free
     assert_eq!(snapshot.figures.agents.map(|a| (a.idle, a.interacting)), Some((0, 3)));
@@ -141,7 +145,7 @@ async fn a_missing_utilization_permission_leaves_the_capacity_unknown_and_warns_
         GenesysConfig::new(defaults.client_id, SecretString::from(defaults.client_secret), base.clone(), base);
     config.capacity_ttl = Duration::ZERO;
     let client = GenesysClient::new(config).unwrap();
-    let support = QueueId::from_uuid(SUPPORT_QUEUE);
+    let support = GenesysIds::queue(SUPPORT_QUEUE);
 
     // Act: three checks in a row
     let mut verdicts = Vec::new();
@@ -174,7 +178,7 @@ async fn once_the_window_cannot_hold_a_handoff_lookups_are_refused_at_once_witho
     config.reserve_percent = 25;
     let client = Arc::new(GenesysClient::new(config).unwrap());
     let conversation = |_: usize| {
-        ConversationId::from_uuid(
+        GenesysIds::conversation(
             sim.sim().create_conversation(ConversationSpec::new(ConversationKind::Bot)).conversation_id,
         )
     };

@@ -32,7 +32,10 @@ use wiremock::matchers::{basic_auth, bearer_token, body_json, body_string, heade
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::retry::BACKOFF_CAP;
-use crate::{Endpoint, GenesysClient, GenesysConfig, MessageCapacitySource, Permission, PermissionStatus, StatusClass};
+use crate::{
+    Endpoint, GenesysClient, GenesysConfig, GenesysIds, MessageCapacitySource, Permission, PermissionStatus,
+    StatusClass,
+};
 
 const CLIENT_ID: &str = "handoff-client";
 const SECRET: &str = "handoff-secret";
@@ -224,12 +227,15 @@ async fn write_context_patches_the_customer_participant_attributes() {
     // Arrange
     let server = MockServer::start().await;
     mount_token(&server, 1).await;
-    let request = HandoffRequest::from_json(&json!({
-        "conversationId": CONV,
-        "guestInfo": { "id": "guest-8842-xyz", "name": "Jane Doe", "email": "jane.doe@example.com" },
-        "handoffReason": "complex_billing_dispute",
-        "customContext": { "sentiment_score": "0.32" }
-    }))
+    let request = HandoffRequest::from_json(
+        &json!({
+            "conversationId": CONV,
+            "guestInfo": { "id": "guest-8842-xyz", "name": "Jane Doe", "email": "jane.doe@example.com" },
+            "handoffReason": "complex_billing_dispute",
+            "customContext": { "sentiment_score": "0.32" }
+        }),
+        &GenesysIds,
+    )
     .unwrap();
     let handoff = HandoffId::parse("00000000-0000-0000-0000-0000000000b1").unwrap();
     let at = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();

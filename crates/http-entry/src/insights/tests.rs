@@ -7,7 +7,7 @@ use axum::Router;
 use chrono::TimeDelta;
 use handoff_domain::insights::{HandoffSummary, SUMMARY_PAGE};
 use handoff_domain::ports::{Begin, LedgerPort};
-use handoff_domain::{ConversationId, HandoffKey, HandoffRequest, InMemoryLedger, Stage, StoredAnswer};
+use handoff_domain::{HandoffKey, HandoffRequest, InMemoryLedger, Stage, StoredAnswer};
 use serde_json::json;
 
 use super::*;
@@ -17,13 +17,16 @@ use crate::test_support::*;
 
 /// `how`: `transferred`, `deferred_then_transferred`, `failed`, `advised`, `open`.
 async fn seed(ledger: &InMemoryLedger, minutes_ago: i64, reason: &str, how: &str, took_secs: i64) {
-    let conversation = ConversationId::from_uuid(uuid::Uuid::new_v4());
-    let request = HandoffRequest::from_json(&json!({
-        "conversationId": conversation.to_string(),
-        "guestInfo": { "id": "guest-id-7731", "name": GUEST_NAME, "email": GUEST_EMAIL },
-        "handoffReason": reason,
-        "customContext": { "order_number": "ctx-secret-4711" },
-    }))
+    let conversation = handoff_genesys::GenesysIds::conversation(uuid::Uuid::new_v4());
+    let request = HandoffRequest::from_json(
+        &json!({
+            "conversationId": conversation.to_string(),
+            "guestInfo": { "id": "guest-id-7731", "name": GUEST_NAME, "email": GUEST_EMAIL },
+            "handoffReason": reason,
+            "customContext": { "order_number": "ctx-secret-4711" },
+        }),
+        &handoff_genesys::GenesysIds,
+    )
     .expect("valid payload");
     let created = now() - TimeDelta::minutes(minutes_ago);
     let Begin::Fresh(mut record) = ledger

@@ -224,7 +224,7 @@ async fn advisory_errors_are_answered_with_the_statuses_of_transfer_mode() {
 async fn an_advice_for_a_handoff_being_processed_right_now_is_answered_409() {
     // Arrange: someone else holds the lease of this conversation's handoff.
     let world = World::new().expecting_no_upstream_call();
-    let request = HandoffRequest::from_json(&payload()).expect("valid payload");
+    let request = HandoffRequest::from_json(&payload(), &handoff_genesys::GenesysIds).expect("valid payload");
     let key = HandoffKey::new(conversation(), None);
     let lease = (Duration::from_secs(30), Duration::from_secs(600));
     world

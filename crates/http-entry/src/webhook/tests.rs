@@ -413,7 +413,7 @@ async fn a_conversation_genesys_does_not_know_is_answered_404() {
 async fn a_handoff_being_processed_right_now_is_answered_409_with_retry_after() {
     // Arrange: someone else holds the lease of this conversation's handoff.
     let world = World::new().expecting_no_upstream_call();
-    let request = HandoffRequest::from_json(&payload()).expect("valid payload");
+    let request = HandoffRequest::from_json(&payload(), &handoff_genesys::GenesysIds).expect("valid payload");
     let begin = world
         .ledger
         .begin(
@@ -442,7 +442,7 @@ async fn a_handoff_being_processed_right_now_is_answered_409_with_retry_after() 
 async fn a_different_idempotency_key_starts_a_separate_handoff() {
     // Arrange: the key-less handoff is held by someone else.
     let world = World::new().transferring_once();
-    let request = HandoffRequest::from_json(&payload()).expect("valid payload");
+    let request = HandoffRequest::from_json(&payload(), &handoff_genesys::GenesysIds).expect("valid payload");
     world
         .ledger
         .begin(

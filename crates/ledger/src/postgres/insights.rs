@@ -132,9 +132,9 @@ async fn add_rows(
     for row in query.fetch_all(&mut *conn).await.map_err(ledger_error(OP))? {
         let created: DateTime<Utc> = row.try_get(0).map_err(ledger_error(OP))?;
         let reason: &str = row.try_get(1).map_err(ledger_error(OP))?;
-        let queue: Option<Uuid> = row.try_get(2).map_err(ledger_error(OP))?;
+        let queue: Option<&str> = row.try_get(2).map_err(ledger_error(OP))?;
         let outcome: Option<&str> = row.try_get(3).map_err(ledger_error(OP))?;
-        rollup::add(builder, created, reason, queue.map(handoff_domain::QueueId::from_uuid), outcome, 1)?;
+        rollup::add(builder, created, reason, rollup::queue(queue)?, outcome, 1)?;
     }
     Ok(())
 }

@@ -72,9 +72,9 @@ impl SqliteBackend {
                     row.map_err(ledger_error(OP))?;
                 columns.push(SummaryColumns {
                     id: uuid_from_text(&id, "summary id")?,
-                    conversation_id: uuid_from_text(&conversation, "summary conversation_id")?,
+                    conversation_id: conversation,
                     reason,
-                    queue_id: queue.map(|q| uuid_from_text(&q, "summary queue_id")).transpose()?,
+                    queue_id: queue,
                     stage,
                     was_deferred,
                     created_at: time_from_micros(created, "summary created_at")?,

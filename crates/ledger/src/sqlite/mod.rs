@@ -9,8 +9,8 @@
 //! them (see `save_detached`); the aggregate reads (`stats`, the backlog, `ping`) run on a second
 //! connection and thread, which also checkpoints the WAL, and never wait for the writer.
 //!
-//! Times are stored as INTEGER microseconds since the epoch, ids as hyphenated UUID text, JSON as
-//! text.
+//! Times are stored as INTEGER microseconds since the epoch, our ids as hyphenated UUID text, the
+//! platform's ids as their text, JSON as text.
 //!
 //! **One owner.** A file ledger is used by one process at a time: `connect` takes an exclusive OS
 //! file lock (`flock`, through `fs4`) on `PATH.lock` beside the database and fails with
@@ -287,7 +287,6 @@ impl SqliteBackend {
                 .map_err(ledger_error(OP))?;
             rows.map(|row| {
                 let (reason, queue, stage, n) = row.map_err(ledger_error(OP))?;
-                let queue = queue.map(|q| uuid_from_text(&q, "stats queue_id")).transpose()?;
                 stat_row(reason, queue, &stage, n)
             })
             .collect::<Result<Vec<_>, _>>()
@@ -315,7 +314,6 @@ impl SqliteBackend {
                 .map_err(ledger_error(OP))?;
             rows.map(|row| {
                 let (reason, queue, stage, answer, defer_until, created, updated) = row.map_err(ledger_error(OP))?;
-                let queue = queue.map(|q| uuid_from_text(&q, "outcomes queue_id")).transpose()?;
                 let answer = answer
                     .map(|raw| serde_json::from_str::<Value>(&raw).map_err(|e| corrupt("outcomes answer", e)))
                     .transpose()?;
@@ -461,14 +459,14 @@ impl UpsertParams {
         Self([
             text(c.id.to_string()),
             text(c.key.clone()),
-            text(c.conversation_id.to_string()),
+            text(c.conversation_id.clone()),
             opt_text(c.idempotency_key.clone()),
             text(c.reason.clone()),
             text(c.request.to_string()),
             text(c.stage.clone()),
-            opt_text(c.queue_id.map(|u| u.to_string())),
-            opt_text(c.holder.map(|u| u.to_string())),
-            opt_text(c.customer.map(|u| u.to_string())),
+            opt_text(c.queue_id.clone()),
+            opt_text(c.holder.clone()),
+            opt_text(c.customer.clone()),
             opt_text(c.answer.as_ref().map(Value::to_string)),
             SqlValue::Integer(c.attempts),
             micros(c.created_at),
@@ -498,9 +496,6 @@ fn decode_record(row: &Row<'_>) -> Result<(HandoffRecord, Option<DateTime<Utc>>)
     let id = text(0)?;
     let what = format!("handoff {id}");
     let uuid = |raw: &str, column: &str| uuid_from_text(raw, &format!("{what} {column}"));
-    let opt_uuid = |i: usize, name: &str| -> Result<Option<uuid::Uuid>, LedgerError> {
-        opt_text(i)?.map(|raw| uuid(&raw, name)).transpose()
-    };
     let json = |raw: String, column: &str| -> Result<Value, LedgerError> {
         serde_json::from_str(&raw).map_err(|e| corrupt(&format!("{what} {column}"), e))
     };
@@ -515,14 +510,14 @@ fn decode_record(row: &Row<'_>) -> Result<(HandoffRecord, Option<DateTime<Utc>>)
     let columns = RecordColumns {
         id: uuid(&id, "id")?,
         key: text(1)?,
-        conversation_id: uuid(&text(2)?, "conversation_id")?,
+        conversation_id: text(2)?,
         idempotency_key: opt_text(3)?,
         reason: text(4)?,
         request: json(text(5)?, "request")?,
         stage: text(6)?,
-        queue_id: opt_uuid(7, "queue_id")?,
-        holder: opt_uuid(8, "holder")?,
-        customer: opt_uuid(9, "customer")?,
+        queue_id: opt_text(7)?,
+        holder: opt_text(8)?,
+        customer: opt_text(9)?,
         answer: opt_text(10)?.map(|raw| json(raw, "answer")).transpose()?,
         attempts: row.get(11).map_err(ledger_error(OP))?,
         created_at: time(12, "created_at")?,

@@ -17,6 +17,8 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("../../migrations/sqlite/0004_guest_privacy.sql")),
         M::up(include_str!("../../migrations/sqlite/0005_insights.sql")),
         M::up(include_str!("../../migrations/sqlite/0006_insights_rollup.sql")),
+        // 0007 only marks the platform ids as opaque text.
+        M::up(include_str!("../../migrations/sqlite/0007_platform_ids.sql")),
     ])
 });
 

@@ -8,8 +8,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures::future::join_all;
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, LedgerPort};
 use handoff_domain::{
-    AdviceDecision, ConversationId, GuestId, HandoffKey, HandoffMode, HandoffRecord, HandoffRequest, QueueId, Stage,
-    StoredAnswer,
+    AdviceDecision, ConversationId, GuestId, HandoffKey, HandoffMode, HandoffRecord, HandoffRequest, OpaqueIds,
+    ParticipantId, QueueId, Stage, StoredAnswer,
 };
 use handoff_ledger::{LedgerSetupError, SqlLedger};
 use serde_json::json;
@@ -25,12 +25,15 @@ fn t(secs: i64) -> DateTime<Utc> {
 }
 
 fn new_key() -> (HandoffKey, HandoffRequest) {
-    let conversation = ConversationId::from_uuid(Uuid::new_v4());
-    let request = HandoffRequest::from_json(&json!({
-        "conversationId": conversation.to_string(),
-        "guestInfo": { "id": "guest-1" },
-        "handoffReason": "billing",
-    }))
+    let conversation = crate::support::platform_id::<ConversationId>("conv");
+    let request = HandoffRequest::from_json(
+        &json!({
+            "conversationId": conversation.to_string(),
+            "guestInfo": { "id": "guest-1" },
+            "handoffReason": "billing",
+        }),
+        &OpaqueIds,
+    )
     .unwrap();
     (HandoffKey::new(conversation, None), request)
 }
@@ -146,13 +149,16 @@ async fn a_row_that_no_longer_validates_is_reported_corrupt(ledger: &SqlLedger, 
 /// A transfer of a guest with a name, e-mail and context, saved with its analytics event; returns
 /// what must not be in the outbox.
 async fn a_transfer_with_personal_data(ledger: &SqlLedger) -> [&'static str; 4] {
-    let conversation = ConversationId::from_uuid(Uuid::new_v4());
-    let request = HandoffRequest::from_json(&json!({
-        "conversationId": conversation.to_string(),
-        "guestInfo": { "id": "guest-outbox-id", "name": "Outbox Name", "email": "outbox@example.com" },
-        "handoffReason": "billing",
-        "customContext": { "note": "outbox-context-value" },
-    }))
+    let conversation = crate::support::platform_id::<ConversationId>("conv");
+    let request = HandoffRequest::from_json(
+        &json!({
+            "conversationId": conversation.to_string(),
+            "guestInfo": { "id": "guest-outbox-id", "name": "Outbox Name", "email": "outbox@example.com" },
+            "handoffReason": "billing",
+            "customContext": { "note": "outbox-context-value" },
+        }),
+        &OpaqueIds,
+    )
     .unwrap();
     let key = HandoffKey::new(conversation, None);
     let Begin::Fresh(mut record) =
@@ -580,13 +586,16 @@ mod sqlite {
         let personal = |guest: &str, name: &str| {
             let context: serde_json::Map<String, serde_json::Value> =
                 (0..30).map(|n| (format!("note_{n}"), json!(format!("{name} said {n} {}", "x".repeat(180))))).collect();
-            let conversation = ConversationId::from_uuid(Uuid::new_v4());
-            let request = HandoffRequest::from_json(&json!({
-                "conversationId": conversation.to_string(),
-                "guestInfo": { "id": guest, "name": name, "email": EMAIL },
-                "handoffReason": "billing",
-                "customContext": context,
-            }))
+            let conversation = crate::support::platform_id::<ConversationId>("conv");
+            let request = HandoffRequest::from_json(
+                &json!({
+                    "conversationId": conversation.to_string(),
+                    "guestInfo": { "id": guest, "name": name, "email": EMAIL },
+                    "handoffReason": "billing",
+                    "customContext": context,
+                }),
+                &OpaqueIds,
+            )
             .unwrap();
             (HandoffKey::new(conversation, None), request)
         };
@@ -750,6 +759,82 @@ mod postgres {
                 .execute(&raw)
                 .await;
             assert!(refused.is_err(), "the stage constraint is back in place");
+            migrated.close().await;
+            raw.close().await;
+        })
+        .await;
+    }
+
+    /// The type of each platform-id column of `handoffs`, in column order.
+    async fn platform_id_types(raw: &sqlx::PgPool) -> Vec<(String, String)> {
+        sqlx::query_as(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns \
+             WHERE table_name = 'handoffs' AND column_name IN ('conversation_id', 'queue_id', 'holder', 'customer') \
+             ORDER BY ordinal_position",
+        )
+        .fetch_all(raw)
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn migration_0007_turns_the_platform_id_columns_into_text_and_keeps_every_row() {
+        on_postgres(async |db| {
+            // Arrange: a record with every platform id set (Genesys UUIDs), held in the uuid
+            // columns of the schema before 0007, and 0007 not applied yet
+            let uuid_id = |n: u128| handoff_domain::OpaqueId::parse(&Uuid::from_u128(n).to_string()).unwrap();
+            let conversation = ConversationId::from_opaque(uuid_id(0xa1b2_c3d4_e5f6_4890_abcd_ef12_3456_7890));
+            let request = HandoffRequest::from_json(
+                &json!({
+                    "conversationId": conversation.as_str(),
+                    "guestInfo": { "id": "guest-0007", "name": "Jane Doe" },
+                    "handoffReason": "migration",
+                    "participantId": uuid_id(4).as_str(),
+                }),
+                &OpaqueIds,
+            )
+            .unwrap();
+            let key = HandoffKey::new(conversation, None);
+            let Begin::Fresh(mut record) =
+                db.ledger.begin(&key, &request, t(0), LEASE, REUSE_AFTER, HandoffMode::Transfer).await.unwrap()
+            else {
+                panic!("expected a fresh record");
+            };
+            record.queue = Some(QueueId::from_opaque(uuid_id(1)));
+            record.holder = Some(ParticipantId::from_opaque(uuid_id(2)));
+            record.customer = Some(ParticipantId::from_opaque(uuid_id(3)));
+            record.advance(Stage::ContextWritten, t(1), "context written").unwrap();
+            db.ledger.save(&record, None, &[]).await.unwrap();
+            let raw = db.raw().await;
+            sqlx::raw_sql(
+                "ALTER TABLE handoffs ALTER COLUMN conversation_id TYPE uuid USING conversation_id::uuid, \
+                 ALTER COLUMN queue_id TYPE uuid USING queue_id::uuid, \
+                 ALTER COLUMN holder TYPE uuid USING holder::uuid, \
+                 ALTER COLUMN customer TYPE uuid USING customer::uuid; \
+                 DELETE FROM _sqlx_migrations WHERE version = 7;",
+            )
+            .execute(&raw)
+            .await
+            .unwrap();
+            let before = platform_id_types(&raw).await;
+
+            // Act
+            let migrated = SqlLedger::connect_with(&db.url, &test_options()).await.unwrap();
+
+            // Assert: text columns, the row read back as it was written, and found by conversation
+            let after = platform_id_types(&raw).await;
+            assert!(before.iter().all(|(_, t)| t == "uuid"), "arrangement: the old schema {before:?}");
+            assert_eq!(after.len(), 4, "{after:?}");
+            assert!(after.iter().all(|(_, t)| t == "text"), "{after:?}");
+            let back = migrated.get(record.id).await.unwrap().expect("kept");
+            assert_eq!(back, record);
+            assert_eq!(migrated.find_by_conversation(conversation).await.unwrap(), vec![record.clone()]);
+            // A platform id that is not a UUID now fits.
+            let (other_key, other_request) = new_key();
+            assert!(!other_key.conversation_id.as_str().contains('-'), "the test's platform ids are not UUIDs");
+            let other =
+                migrated.begin(&other_key, &other_request, t(2), LEASE, REUSE_AFTER, HandoffMode::Transfer).await;
+            assert!(matches!(other, Ok(Begin::Fresh(_))), "{other:?}");
             migrated.close().await;
             raw.close().await;
         })

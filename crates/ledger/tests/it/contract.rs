@@ -11,8 +11,8 @@ use handoff_domain::lifecycle::HistoryEntry;
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, LedgerPort, StatRow};
 use handoff_domain::{
     AdviceDecision, Confirmation, ConversationId, FailureCause, GuestId, HandoffId, HandoffKey, HandoffMode,
-    HandoffReason, HandoffRecord, HandoffRequest, IdempotencyKey, Outcome, ParticipantId, QueueId, Stage, StoredAnswer,
-    Unconfirmed,
+    HandoffReason, HandoffRecord, HandoffRequest, IdempotencyKey, OpaqueIds, Outcome, ParticipantId, QueueId, Stage,
+    StoredAnswer, Unconfirmed,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -95,7 +95,7 @@ fn t(secs: i64) -> DateTime<Utc> {
 }
 
 fn conversation() -> ConversationId {
-    ConversationId::from_uuid(Uuid::new_v4())
+    crate::support::platform_id::<ConversationId>("conv")
 }
 
 fn queue(n: u8) -> QueueId {
@@ -103,11 +103,14 @@ fn queue(n: u8) -> QueueId {
 }
 
 fn request(conversation: ConversationId, reason: &str) -> HandoffRequest {
-    HandoffRequest::from_json(&json!({
-        "conversationId": conversation.to_string(),
-        "guestInfo": { "id": "guest-1" },
-        "handoffReason": reason,
-    }))
+    HandoffRequest::from_json(
+        &json!({
+            "conversationId": conversation.to_string(),
+            "guestInfo": { "id": "guest-1" },
+            "handoffReason": reason,
+        }),
+        &OpaqueIds,
+    )
     .unwrap()
 }
 
@@ -582,13 +585,14 @@ pub(crate) async fn a_record_round_trips_every_field(ledger: &dyn LedgerPort) {
         let at = |secs: i64| t(secs) + chrono::Duration::microseconds(123_456);
         let conversation = conversation();
         let request = HandoffRequest::from_json(&json!({
-            "conversationId": conversation.to_string().to_uppercase(),
+            // Case folding is the platform's (GenesysIds); the ledger keeps ids as they are.
+            "conversationId": conversation.to_string(),
             "guestInfo": { "id": "guest-8842-xyz", "name": "Zoë \"Jane\" Doe", "email": "jane.doe@example.com" },
             "handoffReason": "complex_billing_dispute",
             "customContext": { "attempted_resolution": "refund_policy_explained", "sentiment_score": 0.32, "vip": true },
             "queueId": queue(7).to_string(),
             "participantId": Uuid::new_v4().to_string(),
-        }))
+        }), &OpaqueIds)
         .unwrap();
         let key = HandoffKey::new(conversation, Some(IdempotencyKey::parse(&format!("retry#{n}")).unwrap()));
         let Begin::Fresh(mut record) =
@@ -597,8 +601,8 @@ pub(crate) async fn a_record_round_trips_every_field(ledger: &dyn LedgerPort) {
             panic!("expected a fresh record")
         };
         record.queue = Some(queue(7));
-        record.holder = Some(ParticipantId::from_uuid(Uuid::new_v4()));
-        record.customer = Some(ParticipantId::from_uuid(Uuid::new_v4()));
+        record.holder = Some(crate::support::platform_id::<ParticipantId>("participant"));
+        record.customer = Some(crate::support::platform_id::<ParticipantId>("participant"));
         record.advance(Stage::ContextWritten, at(1), "context written: 9 attributes").unwrap();
         record.advance(Stage::TransferPending, at(2), "transfer → queue").unwrap();
         record.stalled(at(3), "outcome unknown: timeout");
@@ -893,12 +897,15 @@ const EMAIL: &str = "jane.doe@example.com";
 
 /// A request of `guest` with a name, an e-mail and a context entry.
 fn personal_request(conversation: ConversationId, guest: &str, reason: &str) -> HandoffRequest {
-    HandoffRequest::from_json(&json!({
-        "conversationId": conversation.to_string(),
-        "guestInfo": { "id": guest, "name": NAME, "email": EMAIL },
-        "handoffReason": reason,
-        "customContext": { "account_tier": "gold" },
-    }))
+    HandoffRequest::from_json(
+        &json!({
+            "conversationId": conversation.to_string(),
+            "guestInfo": { "id": guest, "name": NAME, "email": EMAIL },
+            "handoffReason": reason,
+            "customContext": { "account_tier": "gold" },
+        }),
+        &OpaqueIds,
+    )
     .unwrap()
 }
 

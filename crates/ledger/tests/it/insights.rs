@@ -12,10 +12,9 @@ use handoff_domain::insights::{collect_insights, HandoffSummary, InsightsBuilder
 use handoff_domain::ports::{Begin, InsightsPort, LedgerPort};
 use handoff_domain::{
     AdviceDecision, Confirmation, ConversationId, GuestId, HandoffKey, HandoffMode, HandoffReason, HandoffRecord,
-    HandoffRequest, QueueId, Stage, StoredAnswer, Unconfirmed,
+    HandoffRequest, OpaqueIds, QueueId, Stage, StoredAnswer, Unconfirmed,
 };
 use serde_json::json;
-use uuid::Uuid;
 
 macro_rules! insights_suite {
     ($($case:ident),* $(,)?) => {
@@ -80,13 +79,16 @@ async fn seed_at<L: LedgerPort>(
     how: &str,
     took: TimeDelta,
 ) -> HandoffRecord {
-    let conversation = ConversationId::from_uuid(Uuid::new_v4());
-    let request = HandoffRequest::from_json(&json!({
-        "conversationId": conversation.to_string(),
-        "guestInfo": { "id": "guest-1", "name": "Jane Doe", "email": "jane.doe@example.com" },
-        "handoffReason": reason,
-        "customContext": { "order": "secret-order-42" },
-    }))
+    let conversation = crate::support::platform_id::<ConversationId>("conv");
+    let request = HandoffRequest::from_json(
+        &json!({
+            "conversationId": conversation.to_string(),
+            "guestInfo": { "id": "guest-1", "name": "Jane Doe", "email": "jane.doe@example.com" },
+            "handoffReason": reason,
+            "customContext": { "order": "secret-order-42" },
+        }),
+        &OpaqueIds,
+    )
     .unwrap();
     let key = HandoffKey::new(conversation, None);
     let Begin::Fresh(mut record) =

@@ -111,3 +111,10 @@ async fn drop_database(admin: &mut PgConnection, name: &str) {
         eprintln!("could not drop test database {name}: {e}");
     }
 }
+
+/// A fresh platform id that is not a UUID (`{prefix}_` and 32 hex digits): the ledger keeps any
+/// platform's ids (Genesys UUIDs, Sunshine hex ids, …) as text.
+pub(crate) fn platform_id<T: From<handoff_domain::OpaqueId>>(prefix: &str) -> T {
+    let text = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    handoff_domain::OpaqueId::parse(&text).expect("letters, digits and `_` are an opaque id").into()
+}

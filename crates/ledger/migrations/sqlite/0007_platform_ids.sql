@@ -1,0 +1,6 @@
+-- The platform's ids become opaque text (issue 14, ADR 0004 §1): a marker, so both dialects keep
+-- the same migration numbers.
+--
+-- In SQLite `conversation_id`, `queue_id`, `holder` and `customer` were TEXT from the start
+-- (0001: lower-case hyphenated UUIDs); the ledger now writes any platform id there (1-64 URL-safe
+-- characters) and re-reads it with the domain's generic check. No row changes.
