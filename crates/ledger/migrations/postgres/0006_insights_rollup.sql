@@ -28,19 +28,23 @@ CREATE INDEX handoffs_unrolled_idx ON handoffs (created_at) WHERE NOT rolled_up;
 
 -- Should a counted record's outcome or queue ever change (no transition does that today), it
 -- leaves its row and is counted again by the next roll-up.
+-- (The queue comparison is in the function body, not in the trigger's WHEN: a column a trigger
+-- definition names cannot change its type, and migration 0007 turns queue_id into text. Every save
+-- sets `outcome`, so `UPDATE OF outcome` sees queue changes too.)
 CREATE FUNCTION handoffs_unroll() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE insights_rollup SET handoffs = handoffs - 1
-    WHERE day = floor(extract(epoch FROM OLD.created_at) / 86400)::bigint AND reason = OLD.reason
-      AND queue_id = COALESCE(OLD.queue_id::text, '') AND outcome = OLD.outcome;
-    NEW.rolled_up := false;
+    IF NEW.outcome IS DISTINCT FROM OLD.outcome OR NEW.queue_id IS DISTINCT FROM OLD.queue_id THEN
+        UPDATE insights_rollup SET handoffs = handoffs - 1
+        WHERE day = floor(extract(epoch FROM OLD.created_at) / 86400)::bigint AND reason = OLD.reason
+          AND queue_id = COALESCE(OLD.queue_id::text, '') AND outcome = OLD.outcome;
+        NEW.rolled_up := false;
+    END IF;
     RETURN NEW;
 END
 $$;
 
-CREATE TRIGGER handoffs_unroll BEFORE UPDATE OF outcome, queue_id ON handoffs
-FOR EACH ROW WHEN (OLD.rolled_up AND (NEW.outcome IS DISTINCT FROM OLD.outcome
-                                      OR NEW.queue_id IS DISTINCT FROM OLD.queue_id))
+CREATE TRIGGER handoffs_unroll BEFORE UPDATE OF outcome ON handoffs
+FOR EACH ROW WHEN (OLD.rolled_up)
 EXECUTE FUNCTION handoffs_unroll();
 
 -- 3. The covering index of 0005 also carries the two new columns.
