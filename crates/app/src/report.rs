@@ -1,14 +1,14 @@
 //! `handoff report`: the figures of the insights page as a terminal table, read from the ledger
-//! through the same [`collect_insights`] fold (so the page, the export and the report agree), and
-//! the queue capacity figures the page shows, taken from the platform adapter's cache.
+//! through the same [`InsightsPort::insights`] as the page (so the page, the export and the report
+//! agree), and the queue capacity figures the page shows, taken from the platform adapter's cache.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
-use handoff_domain::insights::{collect_insights, format_seconds, Bucket, Insights, OutcomeKind, SUMMARY_PAGE};
-use handoff_domain::ports::LedgerPort;
+use handoff_domain::insights::{format_seconds, Bucket, Insights, OutcomeKind};
+use handoff_domain::ports::{InsightsPort, LedgerPort};
 use handoff_domain::{CapacitySnapshot, HandoffReason, InsightsFilter, RoutingPolicy};
 use handoff_http::{CapacityFigures, QueueFigures};
 
@@ -123,7 +123,7 @@ pub async fn run(database_url: &str, filter: &InsightsFilter) -> anyhow::Result<
     let ledger = handoff_ledger::SqlLedger::connect(database_url)
         .await
         .with_context(|| format!("failed to open the ledger at {}", crate::startup::redact_url(database_url)))?;
-    let insights = collect_insights(&ledger, filter, SUMMARY_PAGE).await.context("failed to read the ledger")?;
+    let insights = ledger.insights(filter).await.context("failed to read the ledger")?;
     let backlog = ledger.outbox_backlog().await.ok();
     ledger.close().await;
     Ok(render(&insights, backlog))

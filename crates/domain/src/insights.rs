@@ -143,6 +143,30 @@ impl Outcome {
         }
     }
 
+    /// The outcome named `name`, as [`Display`](fmt::Display) writes it (`transferred`,
+    /// `failed:not_found`, …); `None` for a name that is none.
+    pub fn parse(name: &str) -> Option<Outcome> {
+        if let Some(cause) = name.strip_prefix("failed:") {
+            return Some(Outcome::Failed { cause: cause.to_owned() });
+        }
+        Some(match OutcomeKind::ALL.into_iter().find(|k| k.as_str() == name)? {
+            OutcomeKind::Transferred => Outcome::Transferred,
+            OutcomeKind::TransferredAfterDeferral => Outcome::TransferredAfterDeferral,
+            OutcomeKind::AdvisedDefer => Outcome::AdvisedDefer,
+            OutcomeKind::Confirmed => Outcome::Confirmed,
+            OutcomeKind::Unconfirmed => Outcome::Unconfirmed,
+            OutcomeKind::Failed => return None,
+            OutcomeKind::Abandoned => Outcome::Abandoned,
+            OutcomeKind::InProgress => Outcome::InProgress,
+        })
+    }
+
+    /// Whether the outcome can still change: only [`Outcome::InProgress`] can. A ledger may count
+    /// a handoff with any other outcome once and for all.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Outcome::InProgress)
+    }
+
     /// The kind (the outcome without its cause).
     pub fn kind(&self) -> OutcomeKind {
         match self {
@@ -431,7 +455,9 @@ impl ReasonQueueRow {
     }
 }
 
-/// Nearest-rank percentiles of a set of durations.
+/// Nearest-rank percentiles of a set of durations, in whole milliseconds, as the page and the
+/// report show them: [`crate::outcome::Percentiles`] (the one nearest-rank computation, also
+/// behind `/handoffs/stats`) with the empty set allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Percentiles {
     /// How many durations.
@@ -443,19 +469,15 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    /// Of `millis` (sorted here).
-    pub fn of_millis(mut millis: Vec<u64>) -> Self {
-        millis.sort_unstable();
-        let rank = |p: f64| -> Option<Duration> {
-            if millis.is_empty() {
-                return None;
-            }
-            // Nearest rank: the smallest value with at least p of the values at or below it.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-            let index = ((p * millis.len() as f64).ceil() as usize).clamp(1, millis.len()) - 1;
-            Some(Duration::from_millis(millis[index]))
-        };
-        Self { count: millis.len() as u64, p50: rank(0.50), p95: rank(0.95) }
+    /// Of `millis`.
+    pub fn of_millis(millis: Vec<u64>) -> Self {
+        crate::outcome::Percentiles::of(millis.into_iter().map(Duration::from_millis).collect()).into()
+    }
+}
+
+impl From<Option<crate::outcome::Percentiles>> for Percentiles {
+    fn from(p: Option<crate::outcome::Percentiles>) -> Self {
+        p.map_or_else(Self::default, |p| Self { count: p.count, p50: Some(p.p50), p95: Some(p.p95) })
     }
 }
 
@@ -530,7 +552,7 @@ pub struct InsightsBuilder {
     bucket: Bucket,
     first_bucket: DateTime<Utc>,
     buckets: Vec<OutcomeCounts>,
-    by_reason_queue: BTreeMap<(String, Option<QueueId>), OutcomeCounts>,
+    by_reason_queue: BTreeMap<String, BTreeMap<Option<QueueId>, OutcomeCounts>>,
     to_queue: Vec<u64>,
     deferral_wait: Vec<u64>,
     failures: BTreeMap<String, u64>,
@@ -576,31 +598,65 @@ impl InsightsBuilder {
         if !self.filter.covers(summary) {
             return;
         }
-        let kind = summary.outcome.kind();
-        self.total += 1;
-        let width = self.bucket.width().num_seconds();
-        let offset = (summary.created_at - self.first_bucket).num_seconds() / width;
-        if let Some(counts) = usize::try_from(offset).ok().and_then(|i| self.buckets.get_mut(i)) {
-            *counts.entry(kind).or_default() += 1;
-        }
-        let row = self.by_reason_queue.entry((summary.reason.clone(), summary.queue_id)).or_insert_with(zero_counts);
-        *row.entry(kind).or_default() += 1;
+        self.add_count(summary.created_at, &summary.reason, summary.queue_id, &summary.outcome, 1);
         if let Some(d) = summary.to_queue {
             self.to_queue.push(millis(d));
-            if kind == OutcomeKind::TransferredAfterDeferral {
+            if summary.outcome.kind() == OutcomeKind::TransferredAfterDeferral {
                 self.deferral_wait.push(millis(d));
             }
         }
-        match &summary.outcome {
-            Outcome::Failed { cause } => *self.failures.entry(cause.clone()).or_default() += 1,
-            Outcome::Confirmed => self.confirmation.confirmed += 1,
-            Outcome::Unconfirmed => self.confirmation.unconfirmed += 1,
+    }
+
+    /// Adds `n` handoffs of `reason`, `queue_id` and `outcome` created at `created_at` (or, for
+    /// counts kept per bucket, at its start): what a ledger that keeps counts adds instead of
+    /// summaries. Their times to queue come with [`finish_with_times`](Self::finish_with_times).
+    /// The caller applies the reason filter; a time outside the window is ignored.
+    pub fn add_count(
+        &mut self,
+        created_at: DateTime<Utc>,
+        reason: &str,
+        queue_id: Option<QueueId>,
+        outcome: &Outcome,
+        n: u64,
+    ) {
+        if created_at < self.filter.since() || created_at >= self.filter.until() || n == 0 {
+            return;
+        }
+        let kind = outcome.kind();
+        self.total += n;
+        let width = self.bucket.width().num_seconds();
+        let offset = (created_at - self.first_bucket).num_seconds() / width;
+        if let Some(counts) = usize::try_from(offset).ok().and_then(|i| self.buckets.get_mut(i)) {
+            *counts.entry(kind).or_default() += n;
+        }
+        let queues = match self.by_reason_queue.get_mut(reason) {
+            Some(queues) => queues,
+            None => self.by_reason_queue.entry(reason.to_owned()).or_default(),
+        };
+        *queues.entry(queue_id).or_insert_with(zero_counts).entry(kind).or_default() += n;
+        match outcome {
+            Outcome::Failed { cause } => match self.failures.get_mut(cause.as_str()) {
+                Some(count) => *count += n,
+                None => {
+                    self.failures.insert(cause.clone(), n);
+                }
+            },
+            Outcome::Confirmed => self.confirmation.confirmed += n,
+            Outcome::Unconfirmed => self.confirmation.unconfirmed += n,
             _ => {}
         }
     }
 
     /// The figures.
-    pub fn finish(self) -> Insights {
+    pub fn finish(mut self) -> Insights {
+        let to_queue = Percentiles::of_millis(std::mem::take(&mut self.to_queue));
+        let deferral_wait = Percentiles::of_millis(std::mem::take(&mut self.deferral_wait));
+        self.finish_with_times(to_queue, deferral_wait)
+    }
+
+    /// The figures, with the time-to-queue percentiles given (a ledger that keeps counts computes
+    /// them in its store); any summary times added are ignored.
+    pub fn finish_with_times(self, to_queue: Percentiles, deferral_wait: Percentiles) -> Insights {
         let over_time: Vec<TimeBucket> = self
             .buckets
             .into_iter()
@@ -610,9 +666,20 @@ impl InsightsBuilder {
                 counts,
             })
             .collect();
+        let by_reason_queue: Vec<ReasonQueueRow> = self
+            .by_reason_queue
+            .into_iter()
+            .flat_map(|(reason, queues)| {
+                queues.into_iter().map(move |(queue_id, counts)| ReasonQueueRow {
+                    reason: reason.clone(),
+                    queue_id,
+                    counts,
+                })
+            })
+            .collect();
         let mut by_outcome = zero_counts();
-        for row in self.by_reason_queue.values() {
-            for (kind, n) in row {
+        for row in &by_reason_queue {
+            for (kind, n) in &row.counts {
                 *by_outcome.entry(*kind).or_default() += n;
             }
         }
@@ -622,13 +689,9 @@ impl InsightsBuilder {
             total: self.total,
             by_outcome,
             over_time,
-            by_reason_queue: self
-                .by_reason_queue
-                .into_iter()
-                .map(|((reason, queue_id), counts)| ReasonQueueRow { reason, queue_id, counts })
-                .collect(),
-            to_queue: Percentiles::of_millis(self.to_queue),
-            deferral_wait: Percentiles::of_millis(self.deferral_wait),
+            by_reason_queue,
+            to_queue,
+            deferral_wait,
             failures: self.failures,
             confirmation: self.confirmation,
         }
@@ -639,8 +702,8 @@ impl InsightsBuilder {
 ///
 /// # Errors
 /// [`LedgerError`] when the store cannot be read.
-pub async fn collect_insights(
-    port: &dyn InsightsPort,
+pub async fn collect_insights<P: InsightsPort + ?Sized>(
+    port: &P,
     filter: &InsightsFilter,
     page: usize,
 ) -> Result<Insights, LedgerError> {

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use crate::admission::CapacitySnapshot;
 use crate::context::ContextSet;
 use crate::ids::{ConversationId, HandoffId, InvalidId, OpaqueId, ParticipantId, QueueId};
-use crate::insights::{HandoffSummary, InsightsFilter, SummaryCursor};
+use crate::insights::{HandoffSummary, Insights, InsightsFilter, SummaryCursor};
 use crate::lifecycle::{HandoffKey, HandoffMode, HandoffRecord, Stage};
 use crate::outcome::OutcomeFacts;
 use crate::platform::PlatformRules;
@@ -738,6 +738,17 @@ pub trait InsightsPort: Send + Sync {
         after: Option<SummaryCursor>,
         limit: usize,
     ) -> Result<Vec<HandoffSummary>, LedgerError>;
+
+    /// The figures of the handoffs `filter` covers: equal to folding every summary `filter` covers
+    /// into an [`InsightsBuilder`](crate::insights::InsightsBuilder), which is what this default
+    /// does ([`collect_insights`](crate::insights::collect_insights)). A store that keeps counts
+    /// answers from them instead (the SQL ledger: docs/insights.md).
+    ///
+    /// # Errors
+    /// As [`summaries`](Self::summaries).
+    async fn insights(&self, filter: &InsightsFilter) -> Result<Insights, LedgerError> {
+        crate::insights::collect_insights(self, filter, crate::insights::SUMMARY_PAGE).await
+    }
 }
 
 /// The time, as the domain sees it (injected so tests are deterministic).

@@ -2,10 +2,10 @@
 //! and `GET /handoffs/export.csv`, one CSV row per handoff. Both are admin routes (the admin
 //! token; the page challenges a browser with Basic, see [`crate::admin`]).
 //!
-//! Both read the ledger's [`InsightsPort`] only: summaries without the guest's name, e-mail or
-//! context, paged by keyset. The page folds them with the domain's
-//! [`collect_insights`](handoff_domain::insights::collect_insights) (the same fold `handoff report`
-//! uses), and the export streams them page by page, so 100,000 rows are never held at once.
+//! Both read the ledger's [`InsightsPort`] only, never the guest's name, e-mail or context. The page
+//! takes its figures from [`InsightsPort::insights`] (what `handoff report` shows: the SQL ledger
+//! answers from pre-aggregated counts, equal to folding every summary), and the export streams the
+//! summaries page by page, so 100,000 rows are never held at once.
 //!
 //! The page has no script at all and loads nothing from elsewhere: its one `<style>` element is
 //! allowed by its SHA-256 hash in the `Content-Security-Policy` header, the charts are inline SVG
@@ -23,7 +23,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, SecondsFormat, TimeDelta, Utc};
-use handoff_domain::insights::{collect_insights, HandoffSummary, InsightsFilter, SUMMARY_PAGE};
+use handoff_domain::insights::{HandoffSummary, InsightsFilter, SUMMARY_PAGE};
 use handoff_domain::ports::InsightsPort;
 use handoff_domain::{FieldError, HandoffReason, ValidationErrors};
 
@@ -187,7 +187,7 @@ pub(crate) async fn insights_page(
     let pairs = query_pairs(query, &["range", "since", "until", "reason"])?;
     let now = state.now();
     let (filter, form) = page_filter(&pairs, now)?;
-    let insights = collect_insights(port.as_ref(), &filter, SUMMARY_PAGE).await?;
+    let insights = port.insights(&filter).await?;
     let backlog = state.service().ledger().outbox_backlog().await.ok();
     let html = render_page(&PageInputs {
         insights: &insights,

@@ -85,6 +85,40 @@ pub(crate) struct RecordColumns {
     pub(crate) history: Value,
 }
 
+/// The outcome and time to queue stored beside a record (migration 0006), decided by the domain
+/// from the record as stored (times to the microsecond), so a read never decides them again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decided {
+    /// [`insights::Outcome`](handoff_domain::insights::Outcome)'s name: `transferred`, `failed:not_found`, ….
+    pub(crate) outcome: String,
+    /// Whole milliseconds to the queue, for an outcome that reached one.
+    pub(crate) to_queue_ms: Option<i64>,
+}
+
+impl Decided {
+    /// Of `record`.
+    pub(crate) fn of_record(record: &HandoffRecord) -> Self {
+        Self::of_facts(&OutcomeFacts {
+            reason: String::new(),
+            queue_id: record.queue,
+            stage: record.stage,
+            answer: record.answer.clone(),
+            deferred: record.defer_until.is_some(),
+            created_at: micros(record.created_at),
+            updated_at: micros(record.updated_at),
+        })
+    }
+
+    /// Of the stored facts of a record.
+    pub(crate) fn of_facts(facts: &OutcomeFacts) -> Self {
+        let outcome = handoff_domain::insights::Outcome::of(facts.stage, facts.answer.as_ref(), facts.deferred);
+        Self {
+            outcome: outcome.to_string(),
+            to_queue_ms: facts.time_to_queue().map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
 impl RecordColumns {
     /// The columns of `record`, times truncated to the microsecond.
     pub(crate) fn from_record(record: &HandoffRecord) -> Self {

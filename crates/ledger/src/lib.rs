@@ -21,6 +21,8 @@
 //!   TLS through rustls by `sslmode`/`sslrootcert`, never falling back to plaintext when asked for).
 //! - `sql`: the SQL text, shared where the dialects agree.
 //! - `codec`: records, answers, history and events to column values and back, re-validated on read.
+//! - `rollup`: the pre-aggregated insights counts (migration 0006): which part of a window comes
+//!   from the day counts and which from the records, and adding both into the domain's builder.
 //! - `plan`: what `begin` writes, decided once from the domain's `decide_begin`.
 //! - `error`: [`LedgerSetupError`] and the mapping of PostgreSQL errors onto `LedgerError`.
 
@@ -28,6 +30,7 @@ mod codec;
 mod error;
 mod plan;
 mod postgres;
+mod rollup;
 mod sql;
 mod sqlite;
 
@@ -35,7 +38,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use handoff_domain::insights::{HandoffSummary, InsightsFilter, SummaryCursor};
+use handoff_domain::insights::{HandoffSummary, Insights, InsightsFilter, SummaryCursor};
 use handoff_domain::ports::{Begin, HandoffEvent, InsightsPort, LedgerError, LedgerPort, OutboxEntry, StatRow};
 use handoff_domain::{
     ConversationId, GuestId, HandoffId, HandoffKey, HandoffMode, HandoffRecord, HandoffRequest, OutcomeFacts,
@@ -284,6 +287,27 @@ impl InsightsPort for SqlLedger {
             return Ok(Vec::new());
         }
         dispatch!(self.summaries(filter, after, limit))
+    }
+
+    /// From the pre-aggregated counts (migration 0006, `rollup`): the counts of the window's whole
+    /// days, the records of those days not rolled up yet and every record of the hours around
+    /// them, read in one snapshot after a bounded roll-up; the time-to-queue percentiles from the
+    /// stored times (`handoffs_insights_idx`). Equal to the default fold (the contract suite).
+    async fn insights(&self, filter: &InsightsFilter) -> Result<Insights, LedgerError> {
+        dispatch!(self.insights(filter))
+    }
+}
+
+impl SqlLedger {
+    /// Rolls finished records up into the insights counts, at most `batches` batches of a few
+    /// thousand, each its own short transaction; returns how many records were counted. Insights
+    /// reads do a few batches each, so this is needed only to catch up at once (the benchmark,
+    /// after seeding a year).
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`] when the store cannot be written.
+    pub async fn roll_up_insights(&self, batches: usize) -> Result<u64, LedgerError> {
+        dispatch!(self.roll_up_insights(batches))
     }
 }
 

@@ -29,22 +29,24 @@ use uuid::Uuid;
 
 use crate::codec::{
     answer_column, corrupt, event_to_json, lease_end, micros, outbox_entry, outcome_facts, sql_limit, stat_row,
-    RecordColumns, SummaryColumns,
+    Decided, RecordColumns, SummaryColumns,
 };
 use crate::error::{ledger_error, LedgerSetupError};
 use crate::plan::{plan_begin, BeginPlan};
 use crate::{sql, LedgerOptions};
 
+mod insights;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
-/// [`sql::UPSERT_RECORD`] ($1..$20) and the insert of one outbox event ($21, due at the record's
+/// [`sql::UPSERT_RECORD`] ($1..$22) and the insert of one outbox event ($23, due at the record's
 /// `updated_at`, $14) in one statement: the event row exists only if the fenced upsert wrote.
 static SAVE_WITH_ONE_EVENT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH saved AS ({} RETURNING id) \
-         INSERT INTO outbox (handoff_id, event, attempts, due_at, created_at) SELECT id, $21, 0, $14, $14 FROM saved",
+         INSERT INTO outbox (handoff_id, event, attempts, due_at, created_at) SELECT id, $23, 0, $14, $14 FROM saved",
         sql::UPSERT_RECORD
     )
 });
@@ -142,6 +144,10 @@ impl PostgresBackend {
             .run(&pool)
             .await
             .map_err(|e| LedgerSetupError::Migrate { backend: "postgres", problem: e.to_string() })?;
+        // 0006 added the outcome columns: fill them in for the records written before.
+        insights::backfill_outcomes(&pool)
+            .await
+            .map_err(|e| LedgerSetupError::Migrate { backend: "postgres", problem: format!("outcomes: {e}") })?;
         let every = options.heartbeat_every.max(Duration::from_millis(100));
         let registration = Registration {
             instance,
@@ -183,7 +189,8 @@ impl PostgresBackend {
         if let BeginPlan::Create { record, lease_until } = plan_begin(None, key, request, now, lease, reuse_after, mode)
         {
             let columns = RecordColumns::from_record(&record);
-            let inserted = bind_upsert(sqlx::query(sql::PG_BEGIN_NEW_KEY), columns, Some(lease_until))
+            let decided = Decided::of_record(&record);
+            let inserted = bind_upsert(sqlx::query(sql::PG_BEGIN_NEW_KEY), columns, decided, Some(lease_until))
                 .bind(key.to_string())
                 .execute(&self.pool)
                 .await
@@ -230,10 +237,15 @@ impl PostgresBackend {
                 Begin::Resume(record)
             }
             BeginPlan::Create { record, lease_until } => {
-                bind_upsert(sqlx::query(sql::UPSERT_RECORD), RecordColumns::from_record(&record), Some(lease_until))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(ledger_error(OP))?;
+                bind_upsert(
+                    sqlx::query(sql::UPSERT_RECORD),
+                    RecordColumns::from_record(&record),
+                    Decided::of_record(&record),
+                    Some(lease_until),
+                )
+                .execute(&mut *tx)
+                .await
+                .map_err(ledger_error(OP))?;
                 sqlx::query(sql::SET_KEY)
                     .bind(key_text)
                     .bind(*record.id.as_uuid())
@@ -255,11 +267,12 @@ impl PostgresBackend {
     ) -> Result<(), LedgerError> {
         const OP: &str = "save";
         let columns = RecordColumns::from_record(record);
+        let decided = Decided::of_record(record);
         let updated_at = columns.updated_at;
         let upsert = match events {
             // One statement is its own transaction: one round trip.
             [] => {
-                let done = bind_upsert(sqlx::query(sql::UPSERT_RECORD), columns, hold_until)
+                let done = bind_upsert(sqlx::query(sql::UPSERT_RECORD), columns, decided, hold_until)
                     .execute(&self.pool)
                     .await
                     .map_err(ledger_error(OP))?;
@@ -268,14 +281,14 @@ impl PostgresBackend {
             // The usual `Transferred` save: the record and its event in one statement, the event
             // inserted only when the fenced upsert wrote the record.
             [event] => {
-                let done = bind_upsert(sqlx::query(&SAVE_WITH_ONE_EVENT), columns, hold_until)
+                let done = bind_upsert(sqlx::query(&SAVE_WITH_ONE_EVENT), columns, decided, hold_until)
                     .bind(event_to_json(event))
                     .execute(&self.pool)
                     .await
                     .map_err(ledger_error(OP))?;
                 return fenced(done.rows_affected());
             }
-            _ => bind_upsert(sqlx::query(sql::UPSERT_RECORD), columns, hold_until),
+            _ => bind_upsert(sqlx::query(sql::UPSERT_RECORD), columns, decided, hold_until),
         };
         let mut tx = self.pool.begin().await.map_err(ledger_error(OP))?;
         let done = upsert.execute(&mut *tx).await.map_err(ledger_error(OP))?;
@@ -554,8 +567,9 @@ async fn beat(pool: PgPool, registration: Registration, every: Duration, conn: s
     }
 }
 
-/// Binds [`sql::UPSERT_RECORD`]: the columns and the lease to hold (`None` releases).
-fn bind_upsert<'q>(q: Query<'q>, c: RecordColumns, hold_until: Option<DateTime<Utc>>) -> Query<'q> {
+/// Binds [`sql::UPSERT_RECORD`]: the columns, the lease to hold (`None` releases), the outcome
+/// and time to queue.
+fn bind_upsert<'q>(q: Query<'q>, c: RecordColumns, decided: Decided, hold_until: Option<DateTime<Utc>>) -> Query<'q> {
     q.bind(c.id)
         .bind(c.key)
         .bind(c.conversation_id)
@@ -576,6 +590,8 @@ fn bind_upsert<'q>(q: Query<'q>, c: RecordColumns, hold_until: Option<DateTime<U
         .bind(c.correlation_ids)
         .bind(c.history)
         .bind(hold_until)
+        .bind(decided.outcome)
+        .bind(decided.to_queue_ms)
 }
 
 /// `Ok` when the upsert wrote the row, `LeaseLost` when the fence kept it unchanged.

@@ -31,7 +31,8 @@ macro_rules! keeps_personal_data {
     };
 }
 
-/// Inserts a record ($1..$19 in column order, $20 its lease) or, for an existing id, replaces
+/// Inserts a record ($1..$19 in column order, $20 its lease, $21 and $22 its outcome and time to
+/// queue in ms, decided by the domain: `codec::RecordColumns`) or, for an existing id, replaces
 /// every column that can change and sets the lease to $20 — only while the stored `attempts` still
 /// equal the caller's (the fence: a record resumed or claimed by someone else since is not
 /// overwritten, and no row is affected). The columns fixed at creation (key, conversation,
@@ -40,30 +41,31 @@ macro_rules! keeps_personal_data {
 pub(crate) const UPSERT_RECORD: &str =
     "INSERT INTO handoffs (id, key, conversation_id, idempotency_key, reason, request, stage, queue_id, holder, \
      customer, answer, attempts, created_at, updated_at, next_check_at, defer_until, last_error, correlation_ids, \
-     history, lease_until) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
+     history, lease_until, outcome, to_queue_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
      ON CONFLICT (id) DO UPDATE SET \
      stage = excluded.stage, queue_id = excluded.queue_id, \
      holder = excluded.holder, customer = excluded.customer, answer = excluded.answer, attempts = excluded.attempts, \
      updated_at = excluded.updated_at, next_check_at = excluded.next_check_at, \
      defer_until = excluded.defer_until, last_error = excluded.last_error, \
      correlation_ids = excluded.correlation_ids, history = excluded.history, \
-     lease_until = excluded.lease_until \
+     lease_until = excluded.lease_until, outcome = excluded.outcome, to_queue_ms = excluded.to_queue_ms \
      WHERE handoffs.attempts = excluded.attempts";
 
 /// PostgreSQL: `begin` for a key seen for the first time, in one statement: claims the key for
-/// the new record ($1..$20 as in [`UPSERT_RECORD`], $21 the key) and inserts the record only if
+/// the new record ($1..$22 as in [`UPSERT_RECORD`], $23 the key) and inserts the record only if
 /// the key was new. No row is inserted when the key exists (or another instance is claiming it
 /// right now: the insert waits for that one to commit, then does nothing); the caller then takes
 /// the locking path. The key's foreign key is checked at the end of the statement, when the record
 /// exists.
 pub(crate) const PG_BEGIN_NEW_KEY: &str = "WITH k AS (\
-       INSERT INTO handoff_keys (key, handoff_id) VALUES ($21, $1) ON CONFLICT (key) DO NOTHING \
+       INSERT INTO handoff_keys (key, handoff_id) VALUES ($23, $1) ON CONFLICT (key) DO NOTHING \
        RETURNING handoff_id) \
      INSERT INTO handoffs (id, key, conversation_id, idempotency_key, reason, request, stage, queue_id, holder, \
      customer, answer, attempts, created_at, updated_at, next_check_at, defer_until, last_error, correlation_ids, \
-     history, lease_until) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20 FROM k";
+     history, lease_until, outcome, to_queue_ms) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22 \
+     FROM k";
 
 /// Points a key at its latest record.
 pub(crate) const SET_KEY: &str = "INSERT INTO handoff_keys (key, handoff_id) VALUES ($1, $2) \
@@ -244,6 +246,117 @@ pub(crate) const SUMMARY_ANSWER: &str = "SELECT answer FROM handoffs WHERE id = 
 
 /// The stored answers of records ($1 an array of ids; PostgreSQL): one round trip per page.
 pub(crate) const SUMMARY_ANSWERS: &str = "SELECT id, answer FROM handoffs WHERE id = ANY($1)";
+
+/// Records written before migration 0006, whose outcome is still to be filled in (at most $1).
+pub(crate) const OUTCOMES_TO_FILL: &str = "SELECT id, stage, answer, defer_until, created_at, updated_at \
+     FROM handoffs WHERE outcome IS NULL LIMIT $1";
+
+/// Fills in the outcome ($2) and time to queue ($3) of record $1, unless a save did meanwhile.
+pub(crate) const FILL_OUTCOME: &str =
+    "UPDATE handoffs SET outcome = $2, to_queue_ms = $3 WHERE id = $1 AND outcome IS NULL";
+
+/// SQLite: the next batch of finished records to roll up (at most $1), oldest first. Run twice in
+/// one write transaction (no other writer in between), it names the same records both times. Ordered
+/// by `created_at` alone, the order of `handoffs_unrolled_idx`, so the plan walks that small partial
+/// index (with `, id` SQLite walked the whole covering index instead).
+macro_rules! sqlite_roll_up_batch {
+    () => {
+        "SELECT id FROM handoffs WHERE rolled_up = 0 AND outcome <> 'in_progress' ORDER BY created_at LIMIT $1"
+    };
+}
+
+/// SQLite: adds the batch to the counts ...
+pub(crate) const SQLITE_ROLL_UP_COUNT: &str = concat!(
+    "INSERT INTO insights_rollup (day, reason, queue_id, outcome, handoffs) \
+     SELECT created_at / 86400000000, reason, COALESCE(queue_id, ''), outcome, COUNT(*) FROM handoffs \
+     WHERE id IN (",
+    sqlite_roll_up_batch!(),
+    ") GROUP BY 1, 2, 3, 4 \
+     ON CONFLICT (day, reason, queue_id, outcome) DO UPDATE SET handoffs = handoffs + excluded.handoffs"
+);
+
+/// ... and marks it counted.
+pub(crate) const SQLITE_ROLL_UP_MARK: &str =
+    concat!("UPDATE handoffs SET rolled_up = 1 WHERE id IN (", sqlite_roll_up_batch!(), ")");
+
+/// PostgreSQL: the same in one statement, passing over records another instance is rolling up or
+/// writing; answers how many records it counted.
+pub(crate) const PG_ROLL_UP: &str = "WITH picked AS (\
+       SELECT id FROM handoffs WHERE NOT rolled_up AND outcome <> 'in_progress' \
+       ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
+     marked AS (\
+       UPDATE handoffs AS h SET rolled_up = true FROM picked WHERE h.id = picked.id \
+       RETURNING h.created_at, h.reason, h.queue_id, h.outcome), \
+     counted AS (\
+       INSERT INTO insights_rollup (day, reason, queue_id, outcome, handoffs) \
+       SELECT floor(extract(epoch FROM created_at) / 86400)::bigint, reason, COALESCE(queue_id::text, ''), \
+              outcome, COUNT(*) FROM marked GROUP BY 1, 2, 3, 4 \
+       ON CONFLICT (day, reason, queue_id, outcome) \
+       DO UPDATE SET handoffs = insights_rollup.handoffs + excluded.handoffs) \
+     SELECT COUNT(*) FROM marked";
+
+/// The counts of days [$1, $2) (UTC day numbers), of every reason ...
+pub(crate) const ROLLUP_DAYS: &str = "SELECT day, reason, queue_id, outcome, handoffs FROM insights_rollup \
+     WHERE day >= $1 AND day < $2 AND handoffs > 0";
+
+/// ... or of reason $3.
+pub(crate) const ROLLUP_DAYS_OF_REASON: &str = "SELECT day, reason, queue_id, outcome, handoffs FROM insights_rollup \
+     WHERE day >= $1 AND day < $2 AND reason = $3 AND handoffs > 0";
+
+/// What a record adds to the counts, for the records created in [$1, $2) (from
+/// `handoffs_insights_idx` alone) ...
+macro_rules! counted_rows {
+    () => {
+        "SELECT created_at, reason, queue_id, outcome FROM handoffs WHERE created_at >= $1 AND created_at < $2"
+    };
+}
+
+/// Every record of the window's edges (the hours outside whole days, or a window of hours).
+pub(crate) const COUNT_ROWS: &str = counted_rows!();
+
+/// [`COUNT_ROWS`] of reason $3.
+pub(crate) const COUNT_ROWS_OF_REASON: &str = concat!(counted_rows!(), " AND reason = $3");
+
+/// SQLite: the records of whole days not rolled up yet (from `handoffs_unrolled_idx`) ...
+pub(crate) const SQLITE_UNROLLED_ROWS: &str = concat!(counted_rows!(), " AND rolled_up = 0");
+
+/// ... of reason $3.
+pub(crate) const SQLITE_UNROLLED_ROWS_OF_REASON: &str = concat!(counted_rows!(), " AND rolled_up = 0 AND reason = $3");
+
+/// PostgreSQL: the same.
+pub(crate) const PG_UNROLLED_ROWS: &str = concat!(counted_rows!(), " AND NOT rolled_up");
+
+/// ... of reason $3.
+pub(crate) const PG_UNROLLED_ROWS_OF_REASON: &str = concat!(counted_rows!(), " AND NOT rolled_up AND reason = $3");
+
+/// SQLite: the times to queue of the window [$1, $2), and whether each waited for a deferral
+/// first; the ledger takes the nearest-rank percentiles of them (`handoffs_insights_idx` alone).
+pub(crate) const SQLITE_TIMES: &str = "SELECT to_queue_ms, outcome = 'transferred_after_deferral' FROM handoffs \
+     WHERE created_at >= $1 AND created_at < $2 AND to_queue_ms IS NOT NULL";
+
+/// ... of reason $3.
+pub(crate) const SQLITE_TIMES_OF_REASON: &str = "SELECT to_queue_ms, outcome = 'transferred_after_deferral' \
+     FROM handoffs WHERE created_at >= $1 AND created_at < $2 AND to_queue_ms IS NOT NULL AND reason = $3";
+
+/// PostgreSQL: the nearest-rank percentiles in the database. `percentile_disc(p)` is the value at
+/// position ⌈p·n⌉ of the ordered values, the nearest rank of `outcome::Percentiles` (docs/insights.md).
+macro_rules! pg_times {
+    () => {
+        "SELECT COUNT(to_queue_ms), \
+           percentile_disc(0.5) WITHIN GROUP (ORDER BY to_queue_ms), \
+           percentile_disc(0.95) WITHIN GROUP (ORDER BY to_queue_ms), \
+           COUNT(to_queue_ms) FILTER (WHERE outcome = 'transferred_after_deferral'), \
+           percentile_disc(0.5) WITHIN GROUP (ORDER BY to_queue_ms) FILTER (WHERE outcome = 'transferred_after_deferral'), \
+           percentile_disc(0.95) WITHIN GROUP (ORDER BY to_queue_ms) FILTER (WHERE outcome = 'transferred_after_deferral') \
+         FROM handoffs WHERE created_at >= $1 AND created_at < $2 AND to_queue_ms IS NOT NULL"
+    };
+}
+
+/// PostgreSQL: the window's time-to-queue percentiles (count, p50, p95; then of deferrals) ...
+pub(crate) const PG_TIMES: &str = pg_times!();
+
+/// ... of reason $3.
+pub(crate) const PG_TIMES_OF_REASON: &str = concat!(pg_times!(), " AND reason = $3");
 
 /// SQLite: `request` without personal data (guest name and e-mail removed, context emptied).
 macro_rules! sqlite_without_personal_data {

@@ -2,7 +2,7 @@
 -- nobody waited for it any more).
 --
 -- SQLite cannot alter a CHECK constraint. The migration's hook (`allow_new_stages` in
--- `src/sqlite/mod.rs`) widens the `stage` CHECK of `handoffs` to accept 'abandoned' (and
+-- `src/sqlite/schema.rs`) widens the `stage` CHECK of `handoffs` to accept 'abandoned' (and
 -- 'advised', added by another change) by editing the table's stored definition, SQLite's documented
 -- procedure for loosening a constraint: no row is rewritten. Nothing else changes here.
 

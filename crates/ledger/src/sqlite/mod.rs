@@ -21,82 +21,34 @@
 //! `close` ends this process's leases the same way. (SQLite's own `locking_mode = EXCLUSIVE` would
 //! also keep other processes out, but it locks out this ledger's second connection, the reader,
 //! too; and an advisory lock file is what an operator can see and reason about.)
+//!
+//! # Layout
+//! - this module: the backend, the hot-path operations (`begin`, `save`, claims, the outbox) and
+//!   the row codecs;
+//! - `thread`: the connection threads (writer with group commit, reader with checkpoints);
+//! - `target`: the URL, opening connections, the owner's file lock;
+//! - `schema`: the migrations and their Rust hook;
+//! - `insights`: the reads of the insights page, the export and the report;
+//! - `privacy`: guest erasure, the retention purge, and the WAL truncation that makes them physical.
 
-mod thread;
-
-use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use handoff_domain::insights::{HandoffSummary, InsightsFilter, SummaryCursor};
 use handoff_domain::ports::{Begin, HandoffEvent, LedgerError, OutboxEntry, StatRow};
-use handoff_domain::{
-    ConversationId, GuestId, HandoffId, HandoffKey, HandoffMode, HandoffRecord, HandoffRequest, OutcomeFacts,
-};
+use handoff_domain::{ConversationId, HandoffId, HandoffKey, HandoffMode, HandoffRecord, HandoffRequest, OutcomeFacts};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
-use rusqlite_migration::{Migrations, M};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
-use uuid::Uuid;
 
 use self::thread::{ConnectionThread, Role};
 use crate::codec::{
     answer_column, corrupt, event_to_json, lease_end, micros, outbox_entry, outcome_facts, sql_limit, stat_row,
-    time_from_micros, uuid_from_text, RecordColumns, SummaryColumns,
+    time_from_micros, uuid_from_text, Decided, RecordColumns,
 };
 use crate::error::LedgerSetupError;
 use crate::plan::{plan_begin, BeginPlan};
 use crate::{sql, LedgerOptions};
-
-/// The schema, in order; `PRAGMA user_version` counts those applied.
-static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
-    Migrations::new(vec![
-        M::up(include_str!("../../migrations/sqlite/0001_ledger.sql")),
-        M::up(include_str!("../../migrations/sqlite/0002_advised.sql")),
-        // 0003's SQL file only documents what its hook does.
-        M::up_with_hook(include_str!("../../migrations/sqlite/0003_abandoned_stage.sql"), allow_new_stages),
-        M::up(include_str!("../../migrations/sqlite/0004_guest_privacy.sql")),
-        M::up(include_str!("../../migrations/sqlite/0005_insights.sql")),
-        // 0006 is the insights counts (issue 15); 0007 only marks the platform ids as opaque text.
-        M::up(include_str!("../../migrations/sqlite/0007_platform_ids.sql")),
-    ])
-});
-
-/// Stages a later version added to the `stage` column's CHECK list. `advised` belongs to another
-/// change (issue 12) and is allowed here too, so that either migration may run first.
-const NEW_STAGES: [&str; 2] = ["advised", "abandoned"];
-
-/// Migration 0003: widens the `stage` CHECK of `handoffs` to accept [`NEW_STAGES`]. SQLite cannot
-/// alter a constraint, so this edits the table's stored definition, the documented procedure for
-/// loosening a CHECK (<https://www.sqlite.org/lang_altertable.html#otheralter>, "simpler
-/// procedure"): no stored row changes and no row can violate a looser check. Only the text of the
-/// CHECK changes, so columns other migrations add survive.
-fn allow_new_stages(tx: &rusqlite::Transaction<'_>) -> rusqlite_migration::HookResult {
-    let sql: String =
-        tx.query_row("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'handoffs'", [], |r| r.get(0))?;
-    let missing: Vec<String> =
-        NEW_STAGES.iter().filter(|s| !sql.contains(&format!("'{s}'"))).map(|s| format!(", '{s}'")).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if !sql.contains("'failed'") {
-        return Err(rusqlite_migration::HookError::Hook(
-            "the handoffs table has no stage CHECK listing 'failed' to extend".to_owned(),
-        ));
-    }
-    let widened = sql.replacen("'failed'", &format!("'failed'{}", missing.concat()), 1);
-    let version: i64 = tx.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
-    tx.pragma_update(None, "writable_schema", "ON")?;
-    tx.execute("UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = 'handoffs'", [&widened])?;
-    tx.pragma_update(None, "schema_version", version + 1)?;
-    tx.pragma_update(None, "writable_schema", "OFF")?;
-    Ok(())
-}
-
-static SQLITE_SUMMARIES: LazyLock<String> = LazyLock::new(|| numbered_placeholders(&sql::SUMMARIES));
-static SQLITE_SUMMARIES_OF_REASON: LazyLock<String> =
-    LazyLock::new(|| numbered_placeholders(&sql::SUMMARIES_OF_REASON));
 
 /// The shared SQL with SQLite's numbered placeholders (`?1`), computed once per statement.
 ///
@@ -104,7 +56,8 @@ static SQLITE_SUMMARIES_OF_REASON: LazyLock<String> =
 /// out of order; `?1` is numbered by its digits, like PostgreSQL's `$1`.
 macro_rules! sqlite_sql {
     ($name:ident) => {{
-        static TEXT: LazyLock<String> = LazyLock::new(|| numbered_placeholders(sql::$name));
+        static TEXT: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| crate::sqlite::numbered_placeholders(crate::sql::$name));
         TEXT.as_str()
     }};
 }
@@ -117,9 +70,14 @@ const WRITER_AUTOCHECKPOINT_PAGES: i64 = 4096;
 /// right-hand edges of the indexes and the rows of live handoffs, which fit easily.
 const WRITER_CACHE_KIB: i64 = -1024;
 
-/// How often, and how far apart, the checkpoint after an erasure is tried.
-const CHECKPOINT_TRIES: usize = 20;
-const CHECKPOINT_PAUSE: Duration = Duration::from_millis(100);
+mod insights;
+mod privacy;
+mod schema;
+mod target;
+mod thread;
+
+use self::schema::migrate;
+use self::target::SqliteTarget;
 
 /// A SQLite ledger.
 #[derive(Debug)]
@@ -374,155 +332,8 @@ impl SqliteBackend {
         .await
     }
 
-    /// A keyset page of summaries, on the reader: the page comes from `handoffs_insights_idx`
-    /// alone; only failed records are looked up by id for their answer.
-    pub(crate) async fn summaries(
-        &self,
-        filter: &InsightsFilter,
-        after: Option<SummaryCursor>,
-        limit: usize,
-    ) -> Result<Vec<HandoffSummary>, LedgerError> {
-        let (after_at, after_id) = match after {
-            Some(c) => (micros(c.created_at), c.handoff_id.to_string()),
-            None => (micros(filter.since()), Uuid::nil().hyphenated().to_string()),
-        };
-        let until = micros(filter.until()).timestamp_micros();
-        let reason = filter.reason().map(|r| r.as_str().to_owned());
-        let limit = sql_limit(limit);
-        self.read(move |conn| {
-            const OP: &str = "summaries";
-            let text = if reason.is_some() { SQLITE_SUMMARIES_OF_REASON.as_str() } else { SQLITE_SUMMARIES.as_str() };
-            let mut statement = conn.prepare_cached(text).map_err(ledger_error(OP))?;
-            let mut args: Vec<SqlValue> = vec![
-                SqlValue::Integer(after_at.timestamp_micros()),
-                SqlValue::Text(after_id),
-                SqlValue::Integer(until),
-                SqlValue::Integer(limit),
-            ];
-            if let Some(reason) = reason {
-                args.push(SqlValue::Text(reason));
-            }
-            let rows = statement
-                .query_map(rusqlite::params_from_iter(args), |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, bool>(5)?,
-                        r.get::<_, i64>(6)?,
-                        r.get::<_, i64>(7)?,
-                        r.get::<_, i64>(8)?,
-                    ))
-                })
-                .map_err(ledger_error(OP))?;
-            let mut columns = Vec::new();
-            for row in rows {
-                let (id, conversation, reason, queue, stage, was_deferred, created, updated, attempts) =
-                    row.map_err(ledger_error(OP))?;
-                columns.push(SummaryColumns {
-                    id: uuid_from_text(&id, "summary id")?,
-                    conversation_id: conversation,
-                    reason,
-                    queue_id: queue,
-                    stage,
-                    was_deferred,
-                    created_at: time_from_micros(created, "summary created_at")?,
-                    updated_at: time_from_micros(updated, "summary updated_at")?,
-                    attempts,
-                });
-            }
-            let mut answer = conn.prepare_cached(sqlite_sql!(SUMMARY_ANSWER)).map_err(ledger_error(OP))?;
-            columns
-                .into_iter()
-                .map(|c| {
-                    if !c.needs_answer() {
-                        return c.into_summary(None);
-                    }
-                    let text: Option<String> = answer
-                        .query_row([c.id.hyphenated().to_string()], |r| r.get(0))
-                        .optional()
-                        .map_err(ledger_error(OP))?
-                        .flatten();
-                    let value =
-                        text.map(|t| serde_json::from_str::<Value>(&t)).transpose().map_err(|e| corrupt(OP, e))?;
-                    c.into_summary(value.as_ref())
-                })
-                .collect()
-        })
-        .await
-    }
-
     /// Both threads answer: `/readyz` turns red when the writer cannot commit (its batch fails),
     /// not only when the file cannot be read.
-    /// Erases on the writer, then removes what is left of the data in the WAL
-    /// ([`remove_erased_data`](Self::remove_erased_data)), also when nothing was erased this time
-    /// (a retry after a checkpoint that could not finish).
-    pub(crate) async fn erase_guest(&self, guest: &GuestId) -> Result<u64, LedgerError> {
-        let guest = guest.as_str().to_owned();
-        let erased = self
-            .writer
-            .call(move |conn| {
-                let n = conn
-                    .prepare_cached(sqlite_sql!(SQLITE_ERASE_GUEST))
-                    .and_then(|mut s| s.execute([guest]))
-                    .map_err(ledger_error("erase_guest"))?;
-                Ok(n as u64)
-            })
-            .await?;
-        self.remove_erased_data().await?;
-        Ok(erased)
-    }
-
-    pub(crate) async fn purge_personal_data(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, LedgerError> {
-        let before = micros(before).timestamp_micros();
-        let limit = sql_limit(limit);
-        let purged = self
-            .writer
-            .call(move |conn| {
-                let n = conn
-                    .prepare_cached(sqlite_sql!(SQLITE_PURGE_PERSONAL_DATA))
-                    .and_then(|mut s| s.execute(params![before, limit]))
-                    .map_err(ledger_error("purge_personal_data"))?;
-                Ok(n as u64)
-            })
-            .await?;
-        if purged > 0 {
-            self.remove_erased_data().await?;
-        }
-        Ok(purged)
-    }
-
-    /// Makes committed erasures physical. `secure_delete` has already zeroed the old row versions
-    /// in the pages written; what remains are older page images in the WAL. A `TRUNCATE`
-    /// checkpoint copies the latest pages into the database file and cuts the WAL to zero bytes
-    /// (the shared-memory file holds only the WAL's page index). It waits for the writer (busy
-    /// timeout) and fails while a reader still uses an old snapshot, so it is tried
-    /// [`CHECKPOINT_TRIES`] times [`CHECKPOINT_PAUSE`] apart.
-    async fn remove_erased_data(&self) -> Result<(), LedgerError> {
-        let Some(reader) = &self.reader else {
-            return Ok(()); // an in-memory database has no files
-        };
-        reader
-            .call(|conn| {
-                for _ in 0..CHECKPOINT_TRIES {
-                    let busy: i64 = conn
-                        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
-                        .map_err(ledger_error("wal_checkpoint"))?;
-                    if busy == 0 {
-                        return Ok(());
-                    }
-                    std::thread::sleep(CHECKPOINT_PAUSE);
-                }
-                Err(LedgerError::Unavailable(
-                    "the WAL could not be checkpointed and truncated (a reader stayed busy); retry the erasure"
-                        .to_owned(),
-                ))
-            })
-            .await
-    }
-
     pub(crate) async fn ping(&self) -> Result<(), LedgerError> {
         fn ping(conn: &Connection) -> Result<(), LedgerError> {
             conn.prepare_cached(sql::PING).and_then(|mut s| s.query_row([], |_| Ok(()))).map_err(ledger_error("ping"))
@@ -539,7 +350,7 @@ fn save_work(
     events: &[HandoffEvent],
 ) -> impl FnOnce(&Connection) -> Result<(), LedgerError> + Send + 'static {
     let columns = RecordColumns::from_record(record);
-    let upsert = UpsertParams::new(&columns, hold_until);
+    let upsert = UpsertParams::new(&columns, Decided::of_record(record), hold_until);
     let updated_at = columns.updated_at.timestamp_micros();
     let events: Vec<String> = events.iter().map(|e| event_to_json(e).to_string()).collect();
     let handoff_id = record.id.to_string();
@@ -595,7 +406,7 @@ fn begin(
             Begin::Resume(record)
         }
         BeginPlan::Create { record, lease_until } => {
-            UpsertParams::new(&RecordColumns::from_record(&record), Some(lease_until))
+            UpsertParams::new(&RecordColumns::from_record(&record), Decided::of_record(&record), Some(lease_until))
                 .execute(conn)
                 .map_err(ledger_error(OP))?;
             conn.prepare_cached(sqlite_sql!(SET_KEY))
@@ -635,12 +446,12 @@ fn select_record(
     conn.prepare_cached(sqlite_sql!(SELECT_RECORD))?.query_row([id], |row| Ok(decode_record(row))).optional()
 }
 
-/// The parameters of [`sql::UPSERT_RECORD`]: the columns, then the lease to hold (`None`
-/// releases). Encoded by the caller, so the single writer thread only binds them.
-struct UpsertParams([SqlValue; 20]);
+/// The parameters of [`sql::UPSERT_RECORD`]: the columns, the lease to hold (`None` releases),
+/// the outcome and time to queue. Encoded by the caller, so the single writer thread only binds them.
+struct UpsertParams([SqlValue; 22]);
 
 impl UpsertParams {
-    fn new(c: &RecordColumns, hold_until: Option<DateTime<Utc>>) -> Self {
+    fn new(c: &RecordColumns, decided: Decided, hold_until: Option<DateTime<Utc>>) -> Self {
         let text = |t: String| SqlValue::Text(t);
         let opt_text = |t: Option<String>| t.map_or(SqlValue::Null, SqlValue::Text);
         let micros = |t: DateTime<Utc>| SqlValue::Integer(t.timestamp_micros());
@@ -666,6 +477,8 @@ impl UpsertParams {
             text(c.correlation_ids.to_string()),
             text(c.history.to_string()),
             opt_micros(hold_until),
+            text(decided.outcome),
+            decided.to_queue_ms.map_or(SqlValue::Null, SqlValue::Integer),
         ])
     }
 
@@ -756,111 +569,6 @@ fn numbered_placeholders(sql: &str) -> String {
     out
 }
 
-/// Where a `sqlite:` URL points.
-#[derive(Debug, Clone)]
-enum SqliteTarget {
-    /// `sqlite::memory:` (or `mode=memory`): one connection, gone when it closes.
-    Memory,
-    File(PathBuf),
-}
-
-impl SqliteTarget {
-    /// Accepts `sqlite://PATH`, `sqlite:PATH` and `sqlite::memory:`, each with an optional
-    /// `?query`. Of the query only `mode=memory` is understood; `mode=rwc` (the default) is
-    /// accepted, anything else refused.
-    fn parse(url: &str) -> Result<Self, LedgerSetupError> {
-        let invalid = |problem: String| LedgerSetupError::InvalidUrl { backend: "sqlite", problem };
-        let rest = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .ok_or_else(|| invalid("expected sqlite://PATH".to_owned()))?;
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let mut memory = path == ":memory:";
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair {
-                "mode=memory" => memory = true,
-                "mode=rwc" => {}
-                other => {
-                    return Err(invalid(format!("unsupported parameter `{other}` (supported: mode=rwc, mode=memory)")))
-                }
-            }
-        }
-        if memory {
-            return Ok(Self::Memory);
-        }
-        if path.is_empty() {
-            return Err(invalid("the path is empty: expected sqlite://PATH".to_owned()));
-        }
-        Ok(Self::File(PathBuf::from(path)))
-    }
-
-    /// A new connection: WAL, `synchronous = NORMAL`, a 5 s busy timeout, a statement cache.
-    fn open(&self) -> Result<Connection, LedgerSetupError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let opened = match self {
-            Self::Memory => Connection::open_in_memory(),
-            Self::File(path) => Connection::open_with_flags(path, flags),
-        };
-        let configured = opened.and_then(|conn| {
-            conn.busy_timeout(Duration::from_secs(5))?;
-            conn.set_prepared_statement_cache_capacity(32);
-            if let Self::File(_) = self {
-                let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-            }
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
-            // Freed space (old row versions, overflow pages) is zeroed, not left behind: what an
-            // erased guest's data needs to be gone from the file (see `remove_erased_data`).
-            let _on: i64 = conn.query_row("PRAGMA secure_delete = ON", [], |row| row.get(0))?;
-            conn.pragma_update(None, "foreign_keys", "ON")?;
-            Ok(conn)
-        });
-        configured.map_err(|e| self.open_error(Box::new(e)))
-    }
-
-    /// Takes the exclusive lock on `PATH.lock` (created if missing) for a file; `None` for memory.
-    /// The file holds the owner's process id, for the error another process reports.
-    fn lock(&self) -> Result<Option<std::fs::File>, LedgerSetupError> {
-        use std::io::{Read as _, Seek as _, Write as _};
-        let Self::File(path) = self else { return Ok(None) };
-        let mut lock_path = path.clone().into_os_string();
-        lock_path.push(".lock");
-        let lock_path = PathBuf::from(lock_path);
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| self.open_error(Box::new(e)))?;
-        // Called through the trait: `std::fs::File` has an inherent `try_lock` from Rust 1.89 on.
-        match fs4::FileExt::try_lock(&file) {
-            Ok(()) => {}
-            Err(fs4::TryLockError::WouldBlock) => {
-                let mut owner = String::new();
-                let _ = file.read_to_string(&mut owner);
-                let owner = owner.trim();
-                return Err(LedgerSetupError::Locked {
-                    path: path.clone(),
-                    lock_file: lock_path,
-                    owner: owner.parse::<u32>().ok().map(|pid| format!(" (process {pid})")).unwrap_or_default(),
-                });
-            }
-            Err(fs4::TryLockError::Error(e)) => return Err(self.open_error(Box::new(e))),
-        }
-        let pid = std::process::id();
-        let _ = file.set_len(0).and_then(|()| file.rewind()).and_then(|()| writeln!(file, "{pid}"));
-        Ok(Some(file))
-    }
-
-    fn open_error(&self, source: Box<dyn std::error::Error + Send + Sync>) -> LedgerSetupError {
-        let path = match self {
-            Self::Memory => PathBuf::from(":memory:"),
-            Self::File(path) => path.clone(),
-        };
-        LedgerSetupError::OpenSqlite { hint: missing_dir_hint(&path), path, source }
-    }
-}
-
 /// Ends every lease still running at `now` (`lease_until = now`): a redelivery resumes those
 /// records and the worker claims them at once. Returns how many.
 fn end_leases(conn: &Connection, now: DateTime<Utc>) -> rusqlite::Result<u64> {
@@ -879,39 +587,6 @@ fn spawn(
     ConnectionThread::spawn(name, conn, role).map_err(|e| target.open_error(Box::new(e)))
 }
 
-/// Applies the pending migrations. A file first created by the sqlx-based ledger (0.1) records
-/// its migrations in `_sqlx_migrations` instead of `user_version`: those are counted as applied.
-fn migrate(conn: &mut Connection) -> Result<(), LedgerSetupError> {
-    let failed = |e: &dyn std::fmt::Display| LedgerSetupError::Migrate { backend: "sqlite", problem: e.to_string() };
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(|e| failed(&e))?;
-    if version == 0 {
-        let legacy: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(|e| failed(&e))?;
-        if legacy > 0 {
-            let applied: i64 = conn
-                .query_row("SELECT COUNT(*) FROM _sqlx_migrations WHERE success", [], |row| row.get(0))
-                .map_err(|e| failed(&e))?;
-            conn.pragma_update(None, "user_version", applied).map_err(|e| failed(&e))?;
-        }
-    }
-    MIGRATIONS.to_latest(conn).map_err(|e| failed(&e))
-}
-
-/// "(directory … does not exist)" when that is why the file cannot be created.
-fn missing_dir_hint(path: &Path) -> String {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => {
-            format!(" (directory {} does not exist)", dir.display())
-        }
-        _ => String::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -923,26 +598,5 @@ mod tests {
             "SET a = ?2 WHERE b <= ?1 AND c = '$x'"
         );
         assert_eq!(numbered_placeholders("VALUES ($10, $1)"), "VALUES (?10, ?1)");
-    }
-
-    #[test]
-    fn the_migrations_are_valid() {
-        MIGRATIONS.validate().unwrap();
-    }
-
-    #[test]
-    fn urls_are_parsed_into_a_file_or_memory() {
-        assert!(matches!(SqliteTarget::parse("sqlite::memory:"), Ok(SqliteTarget::Memory)));
-        assert!(matches!(SqliteTarget::parse("sqlite://x.db?mode=memory"), Ok(SqliteTarget::Memory)));
-        assert!(
-            matches!(SqliteTarget::parse("sqlite://dir/x.db"), Ok(SqliteTarget::File(p)) if p == Path::new("dir/x.db"))
-        );
-        assert!(
-            matches!(SqliteTarget::parse("sqlite:x.db?mode=rwc"), Ok(SqliteTarget::File(p)) if p == Path::new("x.db"))
-        );
-        let err = SqliteTarget::parse("sqlite://x.db?cache=shared").unwrap_err().to_string();
-        assert!(err.contains("cache=shared"), "{err}");
-        let err = SqliteTarget::parse("sqlite://").unwrap_err().to_string();
-        assert!(err.contains("empty"), "{err}");
     }
 }

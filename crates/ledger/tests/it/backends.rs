@@ -62,6 +62,71 @@ fn queue() -> QueueId {
 
 // ---- cases shared by both dialects -------------------------------------------------------------
 
+/// Three finished records and one deferred one, saved.
+async fn finished_and_open(ledger: &SqlLedger) -> Vec<HandoffRecord> {
+    let mut records = Vec::new();
+    for (i, stage) in [Stage::Transferred, Stage::Transferred, Stage::Failed, Stage::Deferred].into_iter().enumerate() {
+        let (_, mut record) = fresh(ledger, t(i64::try_from(i).unwrap() * 3_600)).await;
+        let at = record.created_at + chrono::Duration::milliseconds(2_345);
+        if stage == Stage::Deferred {
+            record.defer_until = Some(at);
+        } else if stage == Stage::Transferred {
+            record.queue = Some(queue());
+            record.answer = Some(StoredAnswer::Transferred { queue: queue() });
+        }
+        record.advance(stage, at, "done").unwrap();
+        ledger.save(&record, None, &[]).await.unwrap();
+        records.push(record);
+    }
+    records
+}
+
+/// The insights filter of the week around `t(0)`.
+fn week() -> handoff_domain::InsightsFilter {
+    handoff_domain::InsightsFilter::new(t(-3 * 86_400), t(4 * 86_400), None).unwrap()
+}
+
+async fn finished_records_are_rolled_up_once_and_reads_roll_them_up(ledger: &SqlLedger) {
+    use handoff_domain::ports::InsightsPort;
+    // Arrange
+    finished_and_open(ledger).await;
+
+    // Act + Assert: the three finished ones are counted once, the open one not.
+    assert_eq!(ledger.roll_up_insights(10).await.unwrap(), 3);
+    assert_eq!(ledger.roll_up_insights(10).await.unwrap(), 0);
+    finished_and_open(ledger).await;
+    let figures = ledger.insights(&week()).await.unwrap();
+    assert_eq!(ledger.roll_up_insights(10).await.unwrap(), 0, "the read rolled the new ones up");
+    assert_eq!((figures.total, figures.to_queue.count), (8, 4));
+    assert_eq!(figures.to_queue.p50, Some(Duration::from_millis(2_345)));
+}
+
+/// Records as written before migration 0006 (no outcome) are filled in when a ledger connects.
+async fn outcomes_missing_before_0006_are_filled_in_at_connect(url: &str, exec: impl AsyncFn(&str)) {
+    use handoff_domain::ports::InsightsPort;
+    // Arrange
+    let ledger = SqlLedger::connect_with(url, &test_options()).await.unwrap();
+    finished_and_open(&ledger).await;
+    let want = ledger.insights(&week()).await.unwrap();
+    ledger.close().await;
+    exec("UPDATE handoffs SET outcome = NULL, to_queue_ms = NULL").await;
+    exec("DELETE FROM insights_rollup").await;
+    exec(if url.starts_with("sqlite") {
+        "UPDATE handoffs SET rolled_up = 0"
+    } else {
+        "UPDATE handoffs SET rolled_up = false"
+    })
+    .await;
+
+    // Act
+    let reopened = SqlLedger::connect_with(url, &test_options()).await.unwrap();
+
+    // Assert
+    assert_eq!(reopened.insights(&week()).await.unwrap(), want);
+    assert_eq!(handoff_domain::insights::collect_insights(&reopened, &week(), 2).await.unwrap(), want);
+    reopened.close().await;
+}
+
 async fn a_row_that_no_longer_validates_is_reported_corrupt(ledger: &SqlLedger, exec: impl AsyncFn(&str)) {
     // Arrange: one record whose request was edited into an invalid one, one with broken history
     let (key, bad_request) = fresh(ledger, t(0)).await;
@@ -269,6 +334,7 @@ mod sqlite {
                 "handoffs_personal_data_idx",
                 "handoffs_stage_lease_idx",
                 "handoffs_stage_next_check_idx",
+                "handoffs_unrolled_idx",
                 "outbox_pending_idx"
             ]
         );
@@ -581,6 +647,26 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn finished_records_are_rolled_up_once_and_reads_roll_them_up() {
+        on_sqlite(async |db| super::finished_records_are_rolled_up_once_and_reads_roll_them_up(&db.ledger).await).await;
+    }
+
+    #[tokio::test]
+    async fn outcomes_missing_before_0006_are_filled_in_at_connect() {
+        // Arrange: the file only (the support ledger holds the file lock)
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+
+        // Act + Assert
+        super::outcomes_missing_before_0006_are_filled_in_at_connect(&url, async |sql: &str| {
+            let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&raw).await.unwrap();
+            raw.close().await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn a_second_ledger_on_one_file_is_refused_with_the_owner_named_until_the_first_closes() {
         // Arrange
         let db = crate::support::SqliteDb::new().await;
@@ -750,6 +836,25 @@ mod postgres {
                 migrated.begin(&other_key, &other_request, t(2), LEASE, REUSE_AFTER, HandoffMode::Transfer).await;
             assert!(matches!(other, Ok(Begin::Fresh(_))), "{other:?}");
             migrated.close().await;
+            raw.close().await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn finished_records_are_rolled_up_once_and_reads_roll_them_up() {
+        on_postgres(async |db| super::finished_records_are_rolled_up_once_and_reads_roll_them_up(&db.ledger).await)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn outcomes_missing_before_0006_are_filled_in_at_connect() {
+        on_postgres(async |db| {
+            let raw = db.raw().await;
+            super::outcomes_missing_before_0006_are_filled_in_at_connect(&db.url, async |sql: &str| {
+                sqlx::raw_sql(sql).execute(&raw).await.unwrap();
+            })
+            .await;
             raw.close().await;
         })
         .await;
