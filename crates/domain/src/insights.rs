@@ -14,12 +14,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::ids::{ConversationId, HandoffId, QueueId};
 use crate::lifecycle::{HandoffRecord, Stage, StoredAnswer};
 use crate::ports::{InsightsPort, LedgerError};
-use crate::request::HandoffReason;
 
 /// The longest window the figures may cover: a little over a year.
 pub const MAX_INSIGHTS_WINDOW: Duration = Duration::from_secs(400 * 24 * 60 * 60);
@@ -316,107 +315,9 @@ pub struct SummaryCursor {
     pub handoff_id: HandoffId,
 }
 
-/// Which handoffs the figures cover: created in `[since, until)`, optionally of one reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InsightsFilter {
-    since: DateTime<Utc>,
-    until: DateTime<Utc>,
-    reason: Option<HandoffReason>,
-}
+mod filter;
 
-/// A window that cannot be reported on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidWindow {
-    /// `until` is not after `since`.
-    #[error("must be after `since`")]
-    NotAfterSince,
-    /// Longer than [`MAX_INSIGHTS_WINDOW`].
-    #[error("the window may cover at most 400 days")]
-    TooLong,
-}
-
-impl InsightsFilter {
-    /// Handoffs created in `[since, until)`, of `reason` when given.
-    ///
-    /// # Errors
-    /// [`InvalidWindow`] when `until <= since` or the window is longer than [`MAX_INSIGHTS_WINDOW`].
-    pub fn new(
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        reason: Option<HandoffReason>,
-    ) -> Result<Self, InvalidWindow> {
-        if until <= since {
-            return Err(InvalidWindow::NotAfterSince);
-        }
-        if (until - since).to_std().map_or(true, |d| d > MAX_INSIGHTS_WINDOW) {
-            return Err(InvalidWindow::TooLong);
-        }
-        Ok(Self { since, until, reason })
-    }
-
-    /// The start (inclusive).
-    pub fn since(&self) -> DateTime<Utc> {
-        self.since
-    }
-
-    /// The end (exclusive).
-    pub fn until(&self) -> DateTime<Utc> {
-        self.until
-    }
-
-    /// The reason, if filtered by one.
-    pub fn reason(&self) -> Option<&HandoffReason> {
-        self.reason.as_ref()
-    }
-
-    /// Whether `summary` is covered.
-    pub fn covers(&self, summary: &HandoffSummary) -> bool {
-        summary.created_at >= self.since
-            && summary.created_at < self.until
-            && self.reason.as_ref().is_none_or(|r| r.as_str() == summary.reason)
-    }
-
-    /// Hour buckets up to two days, day buckets beyond.
-    pub fn bucket(&self) -> Bucket {
-        if self.until - self.since <= TimeDelta::hours(48) {
-            Bucket::Hour
-        } else {
-            Bucket::Day
-        }
-    }
-}
-
-/// The width of a time bucket of the over-time chart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bucket {
-    /// One hour (UTC).
-    Hour,
-    /// One day (UTC).
-    Day,
-}
-
-impl Bucket {
-    /// The width.
-    pub fn width(self) -> TimeDelta {
-        match self {
-            Bucket::Hour => TimeDelta::hours(1),
-            Bucket::Day => TimeDelta::days(1),
-        }
-    }
-
-    /// The start of the bucket holding `at`.
-    pub fn start_of(self, at: DateTime<Utc>) -> DateTime<Utc> {
-        at.duration_trunc(self.width()).unwrap_or(at)
-    }
-
-    /// `hour` or `day`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Bucket::Hour => "hour",
-            Bucket::Day => "day",
-        }
-    }
-}
+pub use filter::{Bucket, InsightsFilter, InvalidWindow};
 
 /// Counts per outcome kind.
 pub type OutcomeCounts = BTreeMap<OutcomeKind, u64>;
@@ -737,6 +638,7 @@ pub fn format_seconds(d: Option<Duration>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeDelta;
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).expect("valid").with_timezone(&Utc)
